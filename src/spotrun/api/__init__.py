@@ -1,0 +1,1 @@
+"""The HTTP side: the service process, its REST API, and the job views it serves."""

@@ -1,0 +1,132 @@
+"""Jobs as the API shows them: DescribeTrainingJob's shape, plus spotrun's own details."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spotrun.store import JobRecord, Store
+
+
+def describe(store: Store, name: str) -> dict[str, Any]:
+    """DescribeTrainingJob for one job; spotrun's extras sit under ``Spotrun``."""
+    job = store.get_job(name)
+    spec = job.spec
+    out: dict[str, Any] = dict(job.request)
+    out.update(
+        {
+            "TrainingJobName": job.name,
+            "TrainingJobArn": job.arn,
+            "ModelArtifacts": {"S3ModelArtifacts": spec.model_artifact_uri},
+            "TrainingJobStatus": str(job.status),
+            "SecondaryStatus": str(job.secondary),
+            "CreationTime": job.created_at,
+            "LastModifiedTime": job.last_modified,
+            "SecondaryStatusTransitions": [
+                {
+                    "Status": t.secondary,
+                    "StartTime": t.start_time,
+                    **({"EndTime": t.end_time} if t.end_time is not None else {}),
+                    "StatusMessage": t.message,
+                }
+                for t in store.transitions(name)
+            ],
+        }
+    )
+    if job.failure_reason:
+        out["FailureReason"] = job.failure_reason
+    if job.training_start is not None:
+        out["TrainingStartTime"] = job.training_start
+    if job.training_end is not None:
+        out["TrainingEndTime"] = job.training_end
+    if job.training_seconds > 0:
+        out["TrainingTimeInSeconds"] = max(1, job.training_seconds)
+        out["BillableTimeInSeconds"] = max(1, job.billable_seconds)
+    final: dict[str, tuple[float, float]] = {}
+    for mname, value, t in store.metrics(name):
+        final[mname] = (value, t)
+    if final:
+        out["FinalMetricDataList"] = [
+            {"MetricName": k, "Value": v, "Timestamp": t} for k, (v, t) in final.items()
+        ]
+    out["Spotrun"] = extras(store, job)
+    return out
+
+
+def extras(store: Store, job: JobRecord) -> dict[str, Any]:
+    """What SageMaker does not show: attempts, money, where and how each attempt ran."""
+    hosts = store.hosts(job.name)
+    attempts = []
+    for a in store.attempts(job.name):
+        mine = [h for h in hosts if h.generation == a.generation]
+        attempts.append(
+            {
+                "Generation": a.generation,
+                "State": a.state,
+                "Cause": a.cause,
+                "Pool": a.pool,
+                "Spot": a.spot,
+                "CreatedAt": a.created_at,
+                "EndedAt": a.ended_at,
+                "NoticeDeadline": a.notice_deadline,
+                "Hosts": [
+                    {
+                        "Host": h.host,
+                        "Phase": h.phase,
+                        "ExitCode": h.exit_code,
+                        "Restored": h.restored,
+                        "LastCheckpointSync": h.last_sync_at,
+                        "CheckpointFiles": h.synced_files,
+                        "DownloadSeconds": (
+                            round(h.download_ended - h.download_started, 3)
+                            if h.download_started is not None and h.download_ended is not None
+                            else None
+                        ),
+                    }
+                    for h in mine
+                ],
+            }
+        )
+    training = job.training_seconds
+    savings = (1 - job.billable_seconds / training) * 100 if training > 0 else 0.0
+    return {
+        "Interruptions": job.interruptions,
+        "RetriesUsed": job.retries_used,
+        "Isolation": job.isolation,
+        "CostUSD": round(job.cost, 6),
+        "OnDemandCostUSD": round(job.on_demand_cost, 6),
+        "SavingsPercent": round(savings, 1),
+        "StopReason": job.stop_reason,
+        "Attempts": attempts,
+        "Events": [
+            {"Time": e.time, "Kind": e.kind, "Message": e.message} for e in store.events(job.name)
+        ],
+        "Instances": [
+            {
+                "Id": r.id,
+                "Generation": r.generation,
+                "Host": r.host,
+                "InstanceType": r.instance_type,
+                "Zone": r.zone,
+                "Spot": r.spot,
+                "LaunchedAt": r.launched_at,
+                "TerminatedAt": r.terminated_at,
+                "Cause": r.cause,
+            }
+            for r in store.instances(job.name)
+        ],
+    }
+
+
+def summary(job: JobRecord) -> dict[str, Any]:
+    """ListTrainingJobs' TrainingJobSummary."""
+    out: dict[str, Any] = {
+        "TrainingJobName": job.name,
+        "TrainingJobArn": job.arn,
+        "CreationTime": job.created_at,
+        "TrainingJobStatus": str(job.status),
+        "SecondaryStatus": str(job.secondary),
+        "LastModifiedTime": job.last_modified,
+    }
+    if job.training_end is not None:
+        out["TrainingEndTime"] = job.training_end
+    return out

@@ -1,0 +1,115 @@
+"""Everything the service runs, wired together: store, market, provider, controller.
+
+The controller runs in a thread beside the HTTP server; a submission or a stop wakes it
+instead of waiting for the next poll.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from spotrun.control.admission import admit
+from spotrun.control.clock import Clock, RealClock
+from spotrun.control.controller import Controller, agent_workload
+from spotrun.market import Catalog, Market, MarketConfig, load_market_config
+from spotrun.providers.local import LocalProvider
+from spotrun.settings import Settings
+from spotrun.storage import check_readable
+from spotrun.store import JobRecord, Store
+
+log = logging.getLogger("spotrun.service")
+REGION_ACCOUNT = ("us-east-1", "000000000000")
+
+
+def market_epoch(home: Path, now: float) -> float:
+    """The real time at which the market's clock started; fixed for the home's lifetime,
+    so a restarted service replays the same market."""
+    path = home / "market.json"
+    if path.exists():
+        return float(json.loads(path.read_text())["epoch"])
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"epoch": now}))
+    os.replace(tmp, path)
+    return now
+
+
+class Runtime:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or RealClock()
+        self.pid = os.getpid()
+        home = settings.home
+        self.store = Store.open(home)
+        self.catalog = Catalog.load()
+        config = load_market_config(settings.market) if settings.market else MarketConfig()
+        self.market = Market(self.catalog, config, market_epoch(home, self.clock.now()))
+        self.provider = LocalProvider(home, self.market, self.clock, settings.isolation)
+        home_s = str(home)
+
+        def workload(job: JobRecord) -> Any:
+            return agent_workload(home_s, {"SPOTRUN_POLL_SECONDS": str(settings.poll_seconds)})
+
+        self.controller = Controller(
+            self.store,
+            self.provider,
+            self.market,
+            self.clock,
+            workload=workload,
+            stop_grace=settings.stop_grace_seconds,
+            poll=settings.poll_seconds,
+        )
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- submissions --------------------------------------------------------------------
+
+    def submit(self, request: dict[str, Any], account: str = "default") -> str:
+        """Admit a job (all checks first, nothing written on failure) and store it."""
+        spec = admit(
+            request,
+            known_type=self.catalog.has_type,
+            known_types=self.catalog.types,
+            check_readable=check_readable,
+        )
+        region, acct = REGION_ACCOUNT
+        arn = f"arn:aws:sagemaker:{region}:{acct}:training-job/{spec.name}"
+        with self._lock:
+            self.store.create_job(spec.name, arn, spec.to_api(), self.clock.now(), account)
+        self.wake()
+        return arn
+
+    # -- the controller thread ----------------------------------------------------------
+
+    def start(self) -> None:
+        for line in self.controller.adopt():
+            log.info("adopt: %s", line)
+        self._thread = threading.Thread(target=self._loop, name="controller", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.store.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self._lock:
+                    wait = self.controller.step()
+            except Exception:  # the loop must survive anything one step does
+                log.exception("controller step failed")
+                wait = self.settings.poll_seconds
+            self._wake.wait(timeout=max(0.05, min(wait, self.settings.poll_seconds)))
+            self._wake.clear()

@@ -1,0 +1,5 @@
+import sys
+
+from spotrun.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,302 @@
+"""``spotrun``: submit, follow, inspect and stop training jobs; run the local service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from spotrun.cli import render
+from spotrun.cli.client import Client, service_info, start_service, stop_service
+from spotrun.errors import SpecError, SpotrunError
+from spotrun.settings import Settings, load_settings, write_settings
+from spotrun.spec import lifecycle
+
+TERMINAL = ("Completed", "Failed", "Stopped")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(text: str, field: str) -> int:
+    """'90', '90s', '30m', '2h', '1d' → seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise SpecError(field, f"{text!r} is not a duration; use e.g. 90s, 30m, 2h or 1d")
+    value = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return int(round(value))
+
+
+def _pairs(items: Sequence[str], field: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise SpecError(field, f"{item!r} must look like name=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def _to_uri(value: str) -> str:
+    if "://" in value:
+        return value
+    return Path(value).expanduser().resolve().as_uri()
+
+
+def build_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """A CreateTrainingJob request from ``spotrun run``'s arguments."""
+    script = Path(args.script).expanduser()
+    source = Path(args.source_dir).expanduser().resolve() if args.source_dir else None
+    if source is None:
+        source = script.resolve().parent
+        entry = script.name
+    else:
+        entry = str(script) if not script.is_absolute() else str(script.resolve().relative_to(source))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = args.name or re.sub(r"[^a-zA-Z0-9-]+", "-", f"{Path(entry).stem}-{stamp}").strip("-")
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": parse_duration(args.max_run, "--max-run")}
+    if args.max_wait:
+        stopping["MaxWaitTimeInSeconds"] = parse_duration(args.max_wait, "--max-wait")
+    channels = [
+        {
+            "ChannelName": k,
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": _to_uri(v)}},
+        }
+        for k, v in _pairs(args.channel, "--channel").items()
+    ]
+    output = _to_uri(args.output) if args.output else (settings.home / "output").as_uri()
+    req: dict[str, Any] = {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {
+            "TrainingInputMode": "File",
+            "SourceDir": str(source),
+            "EntryPoint": entry,
+        },
+        "HyperParameters": _pairs(args.hp, "--hp"),
+        "OutputDataConfig": {"S3OutputPath": output},
+        "ResourceConfig": {
+            "InstanceType": args.instance_type,
+            "InstanceCount": args.count,
+            "VolumeSizeInGB": 30,
+        },
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": bool(args.spot),
+        "Environment": _pairs(args.env, "--env"),
+    }
+    if channels:
+        req["InputDataConfig"] = channels
+    if args.spot or args.checkpoint:
+        ckpt = args.checkpoint or (settings.home / "checkpoints" / name).as_uri()
+        req["CheckpointConfig"] = {"S3Uri": _to_uri(ckpt), "LocalPath": "/opt/ml/checkpoints"}
+    if args.retries:
+        req["RetryStrategy"] = {"MaximumRetryAttempts": args.retries}
+    return req
+
+
+def follow(client: Client, name: str, show_logs: bool = True) -> dict[str, Any]:
+    """Print status transitions and log lines until the job ends; returns the last describe."""
+    seen_transitions = 0
+    last_message = ""
+    after = 0
+    while True:
+        d = client.describe(name)
+        trans = d.get("SecondaryStatusTransitions", [])
+        for t in trans[seen_transitions:]:
+            print(f"[spotrun] {render.transition_line(t)}", flush=True)
+        if trans and len(trans) == seen_transitions and trans[-1]["StatusMessage"] != last_message:
+            print(f"[spotrun]   … {trans[-1]['StatusMessage']}", flush=True)
+        seen_transitions = len(trans)
+        last_message = trans[-1]["StatusMessage"] if trans else ""
+        if show_logs:
+            while True:
+                chunk = client.logs(name, after=after)
+                for ln in chunk["lines"]:
+                    print(f"[{ln['host']}#{ln['generation']}] {ln['line']}", flush=True)
+                after = chunk["next"]
+                if len(chunk["lines"]) < 1000:
+                    break
+        if d["TrainingJobStatus"] in TERMINAL:
+            return d
+        time.sleep(1.0)
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    req = build_request(args, settings)
+    client = Client.for_settings(settings)
+    arn = client.submit(req)
+    name = req["TrainingJobName"]
+    print(f"[spotrun] submitted {name} ({arn})", flush=True)
+    if args.detach:
+        print(f"[spotrun] follow it with: spotrun logs -f {name}")
+        return 0
+    try:
+        d = follow(client, name)
+    except KeyboardInterrupt:
+        print(
+            f"\n[spotrun] detached; {name} keeps running. Reattach with `spotrun logs -f {name}`,"
+            f" stop it with `spotrun stop {name}`.",
+            file=sys.stderr,
+        )
+        return 130
+    print()
+    print(render.summary(d))
+    return 0 if d["TrainingJobStatus"] == "Completed" else 1
+
+
+def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    rows = Client.for_settings(settings).jobs()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(render.jobs_table(rows))
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
+    d = Client.for_settings(settings).describe(args.name)
+    print(json.dumps(d, indent=2) if args.json else render.summary(d))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
+    client = Client.for_settings(settings)
+    if args.follow:
+        try:
+            d = follow(client, args.name)
+        except KeyboardInterrupt:
+            return 130
+        print(f"[spotrun] {args.name}: {d['TrainingJobStatus']} / {d['SecondaryStatus']}")
+        return 0
+    after = 0
+    while True:
+        chunk = client.logs(args.name, after=after)
+        for ln in chunk["lines"]:
+            print(f"[{ln['host']}#{ln['generation']}] {ln['line']}")
+        if not chunk["lines"]:
+            return 0
+        after = chunk["next"]
+
+
+def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
+    client = Client.for_settings(settings)
+    client.stop(args.name)
+    print(f"[spotrun] stopping {args.name}")
+    if args.wait:
+        d = follow(client, args.name, show_logs=False)
+        print(f"[spotrun] {args.name}: {d['TrainingJobStatus']} / {d['SecondaryStatus']}")
+    return 0
+
+
+def cmd_service(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "start":
+        if args.market or args.stop_grace is not None or args.isolation:
+            market = str(Path(args.market).resolve()) if args.market else None
+            write_settings(
+                settings.home,
+                market=market,
+                stop_grace_seconds=args.stop_grace,
+                isolation=args.isolation,
+            )
+            settings = load_settings(settings.home)
+        info = start_service(settings, quiet=True)
+        print(f"spotrun service running: pid {info['pid']}, http://{info['host']}:{info['port']}")
+        return 0
+    if args.action == "status":
+        info = service_info(settings)
+        if info is None:
+            print(f"spotrun service: not running (home {settings.home})")
+            return 3
+        print(
+            f"spotrun service: running, pid {info['pid']}, http://{info['host']}:{info['port']}"
+            f", home {settings.home}"
+        )
+        return 0
+    stopped = stop_service(settings)
+    print("spotrun service stopped" if stopped else "spotrun service was not running")
+    return 0
+
+
+def cmd_lifecycle(args: argparse.Namespace, settings: Settings) -> int:
+    if args.dot:
+        print(lifecycle.dot())
+        return 0
+    for src, dsts in lifecycle.ALLOWED.items():
+        nxt = ", ".join(sorted(dsts)) or "(terminal)"
+        print(f"{src:<20} [{lifecycle.PRIMARY[src]}] -> {nxt}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spotrun", description="Managed spot training.")
+    p.add_argument("--home", help="state folder (default $SPOTRUN_HOME or ~/.spotrun)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="submit a training script and follow it")
+    r.add_argument("script", help="the entry point (a Python script)")
+    r.add_argument("--name", help="job name (default: <script>-<time>)")
+    r.add_argument("--source-dir", help="folder shipped with the script (default: its folder)")
+    r.add_argument("--spot", action="store_true", help="use managed spot training")
+    r.add_argument("--instance-type", default="ml.m5.xlarge")
+    r.add_argument("--count", type=int, default=1, help="instance count")
+    r.add_argument("--max-run", default="1d", help="MaxRuntimeInSeconds, e.g. 30m")
+    r.add_argument("--max-wait", help="MaxWaitTimeInSeconds, e.g. 1h (required with --spot)")
+    r.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
+    r.add_argument("--channel", action="append", default=[], metavar="NAME=URI")
+    r.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    r.add_argument("--checkpoint", help="checkpoint URI (default: under $SPOTRUN_HOME)")
+    r.add_argument("--output", help="S3OutputPath (default: under $SPOTRUN_HOME)")
+    r.add_argument("--retries", type=int, default=0, help="RetryStrategy.MaximumRetryAttempts")
+    r.add_argument("--detach", "-d", action="store_true", help="submit and return")
+    r.set_defaults(fn=cmd_run)
+
+    j = sub.add_parser("jobs", help="list training jobs")
+    j.add_argument("--json", action="store_true")
+    j.set_defaults(fn=cmd_jobs)
+
+    d = sub.add_parser("describe", help="show one job")
+    d.add_argument("name")
+    d.add_argument("--json", action="store_true", help="DescribeTrainingJob's shape")
+    d.set_defaults(fn=cmd_describe)
+
+    lg = sub.add_parser("logs", help="print a job's log")
+    lg.add_argument("name")
+    lg.add_argument("-f", "--follow", action="store_true")
+    lg.set_defaults(fn=cmd_logs)
+
+    s = sub.add_parser("stop", help="stop a job (SIGTERM, grace, SIGKILL; the model is kept)")
+    s.add_argument("name")
+    s.add_argument("--wait", action="store_true")
+    s.set_defaults(fn=cmd_stop)
+
+    sv = sub.add_parser("service", help="the local background service")
+    sv.add_argument("action", choices=["start", "status", "stop"])
+    sv.add_argument("--market", help="market description file (TOML or JSON)")
+    sv.add_argument("--stop-grace", type=float, help="seconds between SIGTERM and SIGKILL")
+    sv.add_argument("--isolation", choices=["auto", "namespace", "folder"])
+    sv.set_defaults(fn=cmd_service)
+
+    lc = sub.add_parser("lifecycle", help="print the job lifecycle table")
+    lc.add_argument("--dot", action="store_true", help="as a Graphviz graph")
+    lc.set_defaults(fn=cmd_lifecycle)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings(Path(args.home) if args.home else None)
+        code: int = args.fn(args, settings)
+        return code
+    except SpotrunError as e:
+        print(f"spotrun: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

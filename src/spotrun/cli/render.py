@@ -1,0 +1,88 @@
+"""Plain-text views of jobs for the terminal."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+
+def clock(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
+
+
+def transition_line(t: dict[str, Any]) -> str:
+    return f"{clock(t['StartTime'])} {t['Status']} - {t.get('StatusMessage', '')}"
+
+
+def jobs_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no training jobs"
+    head = f"{'NAME':<40} {'STATUS':<11} {'SECONDARY':<20} {'CREATED':<19}"
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"{r['TrainingJobName']:<40} {r['TrainingJobStatus']:<11} "
+            f"{r.get('SecondaryStatus', ''):<20} {clock(r['CreationTime']):<19}"
+        )
+    return "\n".join(lines)
+
+
+def summary(d: dict[str, Any]) -> str:
+    """The job page: status, money, attempts and transitions."""
+    x = d.get("Spotrun", {})
+    training = d.get("TrainingTimeInSeconds")
+    billable = d.get("BillableTimeInSeconds")
+    rc = d["ResourceConfig"]
+    sc = d["StoppingCondition"]
+    lines = [
+        f"Training job     {d['TrainingJobName']}",
+        f"Status           {d['TrainingJobStatus']} / {d['SecondaryStatus']}",
+        f"Instance         {rc['InstanceCount']} x {rc['InstanceType']}"
+        + ("  (managed spot)" if d.get("EnableManagedSpotTraining") else "  (on-demand)"),
+        f"Limits           max run {duration(sc.get('MaxRuntimeInSeconds'))}"
+        + (
+            f", max wait {duration(sc['MaxWaitTimeInSeconds'])}"
+            if "MaxWaitTimeInSeconds" in sc
+            else ""
+        ),
+        f"Isolation        {x.get('Isolation') or '-'}",
+    ]
+    if d.get("FailureReason"):
+        lines.append(f"Failure reason   {d['FailureReason']}")
+    lines += [
+        "",
+        f"Training seconds {training if training is not None else '-'}",
+        f"Billable seconds {billable if billable is not None else '-'}",
+        f"Savings          {x.get('SavingsPercent', 0.0):.1f}%",
+        f"Cost             ${x.get('CostUSD', 0.0):.6f}",
+        f"On-demand cost   ${x.get('OnDemandCostUSD', 0.0):.6f}",
+        f"Interruptions    {x.get('Interruptions', 0)}",
+        f"Retries used     {x.get('RetriesUsed', 0)}",
+        f"Model            {d['ModelArtifacts']['S3ModelArtifacts']}",
+    ]
+    attempts = x.get("Attempts", [])
+    if attempts:
+        lines += ["", "Attempts"]
+        for a in attempts:
+            hosts = a.get("Hosts", [])
+            restored = ", ".join(h["Restored"] for h in hosts if h.get("Restored")) or "-"
+            syncs = [h["LastCheckpointSync"] for h in hosts if h.get("LastCheckpointSync")]
+            sync = f"last checkpoint sync {clock(max(syncs))}" if syncs else "no checkpoint sync"
+            lines.append(
+                f"  #{a['Generation']} {a['State']:<8} {a.get('Cause') or '':<11} "
+                f"{a.get('Pool') or '-'}  restored: {restored}; {sync}"
+            )
+    lines += ["", "Transitions"]
+    lines += ["  " + transition_line(t) for t in d.get("SecondaryStatusTransitions", [])]
+    return "\n".join(lines)

@@ -1,0 +1,290 @@
+"""The thin executor around ``reconcile``: observe, decide, carry out, repeat.
+
+``Controller.step`` gathers an ``Observation`` for each active job (store + provider +
+market), runs the pure ``reconcile`` and carries out the returned actions. ``adopt`` runs
+once at service start and reconciles the store with what the provider still has running,
+so a service killed at any point picks up where it was: instances keep running while it is
+down, and nothing they did is lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from spotrun.control.actions import (
+    Action,
+    CloseInstance,
+    EndAttempt,
+    Event,
+    Launch,
+    NoteNotice,
+    RequestStop,
+    SetMessage,
+    Terminate,
+    Transition,
+    UpdateJob,
+)
+from spotrun.control.billing import Bill, Exclusion, PriceModel, Segment, bill
+from spotrun.control.clock import Clock
+from spotrun.control.observation import InstanceView, Observation
+from spotrun.control.reconcile import reconcile
+from spotrun.errors import IllegalTransition, NoCapacity, SpotrunError
+from spotrun.providers import (
+    CapacityRequest,
+    InstancePhase,
+    InstanceRef,
+    InstanceState,
+    Pool,
+    Provider,
+    Workload,
+)
+from spotrun.spec import TrainingJobStatus
+from spotrun.store import HostRecord, InstanceRecord, JobRecord, Store
+
+log = logging.getLogger("spotrun.controller")
+
+
+def agent_workload(home: str, extra_env: Mapping[str, str] | None = None) -> Workload:
+    """What every instance runs: the spotrun agent, pointed at the store."""
+    env = {"SPOTRUN_HOME": home, **(extra_env or {})}
+    return Workload(argv=(sys.executable, "-m", "spotrun.agent"), env=env)
+
+
+@dataclass
+class Controller:
+    store: Store
+    provider: Provider
+    prices: PriceModel
+    clock: Clock
+    workload: Callable[[JobRecord], Workload]
+    stop_grace: float = 120.0
+    poll: float = 1.0
+    errors: list[str] = field(default_factory=list)
+
+    # -- the loop body ------------------------------------------------------------------
+
+    def step(self) -> float:
+        """Reconcile every active job once; returns seconds until the next wanted step."""
+        wait = 5.0
+        for job in self.store.list_jobs(active_only=True):
+            try:
+                wait = min(wait, self.step_job(job.name))
+            except SpotrunError as e:  # one job's trouble must not stop the others
+                log.exception("reconciling %s failed", job.name)
+                self.errors.append(f"{job.name}: {e}")
+        return wait
+
+    def step_job(self, name: str) -> float:
+        job = self.store.get_job(name)
+        now = self.clock.now()
+        seen = self.observe(job, now)
+        step = reconcile(job, seen, now)
+        self.execute(job, step.actions, now)
+        return step.requeue_after if step.requeue_after is not None else 5.0
+
+    # -- observing ----------------------------------------------------------------------
+
+    def observe(self, job: JobRecord, now: float) -> Observation:
+        attempts = self.store.attempts(job.name)
+        att = attempts[-1] if attempts else None
+        hosts = tuple(self.store.hosts(job.name, att.generation)) if att else ()
+        records = self.store.instances(job.name)
+        views = {r.id: InstanceView(r, self._describe(r)) for r in records
+                 if r.terminated_at is None or (att is not None and r.generation == att.generation)}
+        open_ = tuple(v for v in views.values() if v.record.terminated_at is None)
+        current = tuple(v for v in views.values() if att and v.record.generation == att.generation)
+        plan = None
+        needs_capacity = att is None or not att.live
+        if needs_capacity and job.status == TrainingJobStatus.IN_PROGRESS:
+            spec = job.spec
+            request = CapacityRequest(
+                job=job.name,
+                generation=job.generation + 1,
+                instance_type=spec.resources.instance_type,
+                count=spec.resources.instance_count,
+                spot=spec.spot,
+                workload=self.workload(job),
+            )
+            plan = self.provider.plan(request)
+        # bill what the provider already knows ended at its real end, not at `now`
+        ended = {v.record.id: v.state.terminated_at for v in open_ if v.state is not None}
+        billed = [
+            dataclasses.replace(r, terminated_at=ended[r.id])
+            if r.terminated_at is None and ended.get(r.id) is not None
+            else r
+            for r in records
+        ]
+        return Observation(
+            attempt=att,
+            hosts=hosts,
+            open_instances=open_,
+            attempt_instances=current,
+            plan=plan,
+            bill=self.bill(job, billed, now),
+            stop_grace=self.stop_grace,
+            poll=self.poll,
+        )
+
+    def bill(self, job: JobRecord, records: Sequence[InstanceRecord], now: float) -> Bill:
+        segments = [
+            Segment(r.id, Pool(r.provider, r.instance_type, r.zone), r.spot, r.launched_at,
+                    r.terminated_at)
+            for r in records
+        ]
+        return bill(
+            segments,
+            instance_count=job.spec.resources.instance_count,
+            now=now,
+            prices=self.prices,
+            exclusions=download_exclusions(self.store.hosts(job.name), records),
+        )
+
+    def _describe(self, r: InstanceRecord) -> InstanceState | None:
+        return self.provider.describe(InstanceRef(r.provider, r.id))
+
+    # -- carrying out -------------------------------------------------------------------
+
+    def execute(self, job: JobRecord, actions: Sequence[Action], now: float) -> None:
+        name = job.name
+        for a in actions:
+            if isinstance(a, Transition):
+                try:
+                    self.store.record_transition(name, a.to, a.message, now)
+                except IllegalTransition as e:  # a reconcile bug; keep the job alive
+                    log.error("%s: %s", name, e)
+                    self.store.add_event(name, now, "bug", str(e))
+            elif isinstance(a, SetMessage):
+                self.store.set_status_message(name, a.message, now)
+            elif isinstance(a, Event):
+                self.store.add_event(name, now, a.kind, a.message)
+            elif isinstance(a, UpdateJob):
+                self.store.update_job(name, now, **a.fields)
+            elif isinstance(a, Launch):
+                self._launch(job, a, now)
+            elif isinstance(a, RequestStop):
+                self.store.update_attempt(name, a.generation, desired="stop")
+            elif isinstance(a, NoteNotice):
+                self.store.update_attempt(name, a.generation, notice_deadline=a.deadline)
+            elif isinstance(a, EndAttempt):
+                self.store.update_attempt(name, a.generation, state="ended", cause=a.cause,
+                                          ended_at=now)
+            elif isinstance(a, Terminate):
+                for ref in a.refs:
+                    self.provider.terminate(ref)
+                    st = self.provider.describe(ref)
+                    if st is not None and st.phase == InstancePhase.TERMINATED:
+                        self._close(st.ref.id, st.terminated_at or now, str(st.cause or "requested"))
+            elif isinstance(a, CloseInstance):
+                self._close(a.instance_id, a.terminated_at, a.cause)
+
+    def _close(self, instance_id: str, at: float, cause: str) -> None:
+        self.store.update_instance(instance_id, terminated_at=at, cause=cause)
+
+    def _launch(self, job: JobRecord, a: Launch, now: float) -> None:
+        plan = a.plan
+        att = self.store.new_attempt(
+            job.name, now, pool=str(plan.pool), spot=plan.request.spot, stop_grace=a.stop_grace
+        )
+        if att.generation != plan.request.generation:
+            raise SpotrunError(
+                f"{job.name}: planned generation {plan.request.generation}, got {att.generation}"
+            )
+        try:
+            refs = self.provider.launch(plan)
+        except NoCapacity as e:
+            self.store.update_attempt(job.name, att.generation, state="ended",
+                                      cause="no_capacity", ended_at=now)
+            self.store.set_status_message(job.name, f"Insufficient capacity: {e}", now)
+            return
+        for ref in refs:
+            st = self.provider.describe(ref)
+            if st is not None:
+                self.store.add_instance(record_of(st))
+        self.store.update_attempt(job.name, att.generation, state="running")
+        if job.training_start is None:
+            self.store.update_job(job.name, now, training_start=now)
+        if refs:
+            st0 = self.provider.describe(refs[0])
+            if st0 is not None:
+                self.store.update_job(job.name, now, isolation=st0.isolation)
+
+    # -- after a restart ----------------------------------------------------------------
+
+    def adopt(self) -> list[str]:
+        """Reconcile the store with the provider after a (re)start; returns what was done."""
+        done: list[str] = []
+        now = self.clock.now()
+        known = {r.id for r in self.store.instances()}
+        for st in self.provider.list():
+            if st.ref.id in known:
+                continue
+            try:
+                job = self.store.get_job(st.job)
+            except SpotrunError:
+                self.provider.terminate(st.ref)
+                done.append(f"terminated {st.ref.id}: belongs to no job")
+                continue
+            # record it first: whatever it ran is billed, then keep or end it
+            self.store.add_instance(record_of(st))
+            attempts = self.store.attempts(job.name)
+            live = attempts and attempts[-1].live and attempts[-1].generation == st.generation
+            if live and job.status in (TrainingJobStatus.IN_PROGRESS, TrainingJobStatus.STOPPING):
+                done.append(f"adopted {st.ref.id} ({job.name} attempt {st.generation})")
+            else:
+                self.provider.terminate(st.ref)
+                done.append(f"terminated {st.ref.id}: stale attempt {st.generation} of {job.name}")
+        for job in self.store.list_jobs(active_only=True):
+            for att in self.store.attempts(job.name):
+                if att.state != "launching":
+                    continue
+                mine = [r for r in self.store.instances(job.name) if r.generation == att.generation]
+                if mine:
+                    self.store.update_attempt(job.name, att.generation, state="running")
+                else:
+                    self.store.update_attempt(job.name, att.generation, state="ended",
+                                              cause="launch_interrupted", ended_at=now)
+                    done.append(f"{job.name}: attempt {att.generation} never launched; ended")
+        return done
+
+
+def record_of(st: InstanceState) -> InstanceRecord:
+    return InstanceRecord(
+        id=st.ref.id,
+        provider=st.ref.provider,
+        job=st.job,
+        generation=st.generation,
+        host=st.host,
+        instance_type=st.pool.instance_type,
+        zone=st.pool.zone,
+        spot=st.spot,
+        launched_at=st.launched_at,
+        terminated_at=None,
+        cause=None,
+        notice_deadline=st.notice.deadline if st.notice else None,
+        cost=None,
+    )
+
+
+def download_exclusions(
+    hosts: Sequence[HostRecord], records: Sequence[InstanceRecord]
+) -> list[Exclusion]:
+    """Channel downloads after the first completed one are not billed."""
+    by_host = {(r.generation, r.host): r.id for r in records}
+    downloaded = sorted(
+        (h for h in hosts if h.download_started is not None and h.download_ended is not None),
+        key=lambda h: h.generation,
+    )
+    if not downloaded:
+        return []
+    first = downloaded[0].generation
+    out = []
+    for h in downloaded:
+        iid = by_host.get((h.generation, h.host))
+        if h.generation != first and iid is not None:
+            assert h.download_started is not None and h.download_ended is not None
+            out.append(Exclusion(iid, h.download_started, h.download_ended))
+    return out

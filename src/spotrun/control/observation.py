@@ -1,0 +1,33 @@
+"""Everything a reconcile step may look at, gathered before it runs (so it can stay pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spotrun.control.billing import Bill
+from spotrun.providers import InstanceRef, InstanceState, LaunchPlan
+from spotrun.store import AttemptRecord, HostRecord, InstanceRecord
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """An instance as the store records it, next to what the provider says now."""
+
+    record: InstanceRecord
+    state: InstanceState | None  # None: the provider does not know it (any more)
+
+    @property
+    def ref(self) -> InstanceRef:
+        return InstanceRef(self.record.provider, self.record.id)
+
+
+@dataclass(frozen=True)
+class Observation:
+    attempt: AttemptRecord | None  # the newest attempt, live or not
+    hosts: tuple[HostRecord, ...]  # agent reports for the newest attempt
+    open_instances: tuple[InstanceView, ...]  # the job's instances whose segment is still open
+    attempt_instances: tuple[InstanceView, ...]  # all instances of the newest attempt
+    plan: LaunchPlan | None  # where a new attempt would go now (only when one may be needed)
+    bill: Bill
+    stop_grace: float  # seconds between SIGTERM and SIGKILL on stop
+    poll: float = 1.0  # how often to look at a running attempt

@@ -1,0 +1,332 @@
+"""The controller's heart: one pure reconcile step per job.
+
+``reconcile(job, seen, now)`` looks at a job and what was observed about it and returns the
+actions to carry out plus when to be called again. It never sleeps, never reads a clock
+and does no I/O, so the whole lifecycle can be driven by a virtual clock in tests.
+
+Every way an attempt ends is classified first (``classify``), then reacted to:
+
+=============  ===========================================  ==========================
+cause          reaction                                     budget
+=============  ===========================================  ==========================
+completed      Uploading → Completed                        —
+preempted      Interrupted → Starting on new capacity      none (bounded by MaxWait)
+lost           as preempted (the platform lost the host)    none (bounded by MaxWait)
+user_error     Restarting, or Failed when retries are out   RetryStrategy
+stopped        Stopped / MaxRuntimeExceeded / MaxWait…     —
+=============  ===========================================  ==========================
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+
+from spotrun.control.actions import (
+    Action,
+    CloseInstance,
+    EndAttempt,
+    Event,
+    Launch,
+    NoteNotice,
+    RequestStop,
+    SetMessage,
+    Step,
+    Terminate,
+    Transition,
+    UpdateJob,
+)
+from spotrun.control.observation import InstanceView, Observation
+from spotrun.providers import InstancePhase, TerminationCause
+from spotrun.spec import JobSpec, SecondaryStatus, TrainingJobStatus, is_terminal
+from spotrun.store import HostRecord, JobRecord
+
+S = SecondaryStatus
+#: how long a stop may take after the grace period before instances are terminated anyway
+UPLOAD_ALLOWANCE = 120.0
+#: the running part of the lifecycle, in order; agents' phases map onto it
+CHAIN = (S.STARTING, S.DOWNLOADING, S.TRAINING, S.UPLOADING)
+PHASE_RANK = {"starting": 0, "downloading": 1, "training": 2, "uploading": 3, "done": 3}
+STOP_ENDS = {"user": S.STOPPED, "max_runtime": S.MAX_RUNTIME_EXCEEDED, "max_wait": S.MAX_WAIT_EXCEEDED}
+CAPACITY_MESSAGE = "Insufficient capacity error from EC2 while launching instances, retrying!"
+
+
+def reconcile(job: JobRecord, seen: Observation, now: float) -> Step:
+    """Decide what to do next for ``job``."""
+    if is_terminal(job.secondary):
+        return Step((), None)
+    spec = job.spec
+    acts: list[Action] = []
+    acts += _close_finished_instances(seen.open_instances)
+    acts += _billing(job, seen)
+    if job.status == TrainingJobStatus.STOPPING:
+        acts += _stopping(job, seen, now)
+        return Step(tuple(acts), seen.poll)
+    reason = _stop_reason(job, spec, seen, now)
+    if reason is not None:
+        acts += _begin_stop(job, seen, reason, now)
+        return Step(tuple(acts), seen.poll)
+    att = seen.attempt
+    if att is not None and att.live:
+        acts += _running(job, spec, seen)
+        return Step(tuple(acts), seen.poll)
+    acts += _place(job, seen)
+    return Step(tuple(acts), seen.poll)
+
+
+# -- limits and stops -------------------------------------------------------------------
+
+
+def _stop_reason(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> str | None:
+    if job.stop_requested_at is not None:
+        return "user"
+    if spec.spot and spec.stopping.max_wait_seconds is not None:
+        if now - job.created_at >= spec.stopping.max_wait_seconds:
+            return "max_wait"
+    if seen.bill.training_seconds >= spec.stopping.max_runtime_seconds:
+        return "max_runtime"
+    return None
+
+
+_STOP_MESSAGES = {
+    "user": "Stopping the training job on request",
+    "max_runtime": "Stopping: MaxRuntimeInSeconds reached; the model will still be uploaded",
+    "max_wait": "Stopping: MaxWaitTimeInSeconds reached",
+}
+
+
+def _begin_stop(job: JobRecord, seen: Observation, reason: str, now: float) -> list[Action]:
+    acts: list[Action] = [
+        Transition(S.STOPPING, _STOP_MESSAGES[reason]),
+        UpdateJob({"stop_reason": reason, "stop_requested_at": job.stop_requested_at or now}),
+    ]
+    att = seen.attempt
+    if att is not None and att.live:
+        acts.append(RequestStop(att.generation))
+    return acts
+
+
+def _stopping(job: JobRecord, seen: Observation, now: float) -> list[Action]:
+    att = seen.attempt
+    acts: list[Action] = []
+    if att is not None and att.live:
+        if att.desired != "stop":
+            acts.append(RequestStop(att.generation))
+        started = job.stop_requested_at if job.stop_requested_at is not None else now
+        overdue = now - started >= seen.stop_grace + UPLOAD_ALLOWANCE
+        if not (_all_done(job.spec, seen.hosts) or _all_gone(seen.attempt_instances) or overdue):
+            return acts
+        acts += [_terminate(seen.attempt_instances), EndAttempt(att.generation, "stopped")]
+    if any(v.record.terminated_at is None and _alive(v) for v in seen.open_instances):
+        return acts + [_terminate(seen.open_instances)]
+    end = STOP_ENDS.get(job.stop_reason or "user", S.STOPPED)
+    uploaded = any(h.model_uploaded for h in seen.hosts)
+    msg = {
+        S.STOPPED: "Training job stopped",
+        S.MAX_RUNTIME_EXCEEDED: "Training job stopped: MaxRuntimeInSeconds exceeded",
+        S.MAX_WAIT_EXCEEDED: "Training job stopped: MaxWaitTimeInSeconds exceeded",
+    }[end]
+    if att is not None:
+        msg += "; model uploaded" if uploaded else "; no model was uploaded"
+    acts += [
+        Transition(end, msg),
+        UpdateJob({"training_end": now, "model_uploaded": uploaded}),
+    ]
+    return acts
+
+
+# -- a live attempt ---------------------------------------------------------------------
+
+
+def _running(job: JobRecord, spec: JobSpec, seen: Observation) -> list[Action]:
+    att = seen.attempt
+    assert att is not None
+    acts: list[Action] = []
+    cause = classify(spec, seen.hosts, seen.attempt_instances)
+    acts += _walk(job.secondary, seen.hosts, spec.resources.instance_count, cause)
+    notice = _notice(seen.attempt_instances, seen.hosts)
+    if notice is not None and att.notice_deadline is None:
+        msg = f"Spot interruption notice: capacity reclaimed at {_clock(notice)}; checkpointing"
+        acts += [NoteNotice(att.generation, notice), SetMessage(msg), Event("notice", msg)]
+    if cause is None:
+        return acts
+    acts += _end_attempt(job, spec, seen, cause)
+    return acts
+
+
+def classify(
+    spec: JobSpec, hosts: Sequence[HostRecord], instances: Sequence[InstanceView]
+) -> str | None:
+    """How the attempt ended, or None while it is still going."""
+    noticed = any(h.noticed for h in hosts) or any(
+        v.state is not None and v.state.notice is not None for v in instances
+    )
+    if _all_done(spec, hosts) and all(h.finished for h in hosts):
+        return "completed"
+    if any(h.phase == "done" and h.exit_code not in (None, 0) for h in hosts) and not noticed:
+        return "user_error"
+    preempted = any(_cause(v) == TerminationCause.PREEMPTED for v in instances)
+    if preempted or (noticed and (_all_done(spec, hosts) or _all_gone(instances))):
+        return "preempted"
+    if _all_done(spec, hosts):
+        # every agent finished without success, failure or notice: e.g. killed by a stop
+        return "lost" if not any(h.exit_code == 0 for h in hosts) else "user_error"
+    if any(_gone(v) for v in instances):
+        return "lost"
+    return None
+
+
+def _end_attempt(job: JobRecord, spec: JobSpec, seen: Observation, cause: str) -> list[Action]:
+    att = seen.attempt
+    assert att is not None
+    acts: list[Action] = [EndAttempt(att.generation, cause), _terminate(seen.attempt_instances)]
+    if cause == "completed":
+        return acts + [
+            Transition(S.COMPLETED, "Training job completed"),
+            UpdateJob({"model_uploaded": True, "training_end": _last_end(seen)}),
+        ]
+    if cause in ("preempted", "lost"):
+        what = "spot capacity was reclaimed" if cause == "preempted" else "the instance was lost"
+        return acts + [
+            Transition(S.INTERRUPTED, f"Training job interrupted: {what}"),
+            UpdateJob({"interruptions": job.interruptions + 1}),
+            Event("interrupted", f"attempt {att.generation} ended: {what}"),
+        ]
+    reason = _failure_reason(seen.hosts)
+    if job.retries_used < spec.max_retry_attempts:
+        n = job.retries_used + 1
+        return acts + [
+            Transition(
+                S.RESTARTING,
+                f"Retrying after a user error ({n} of {spec.max_retry_attempts}): {reason}",
+            ),
+            UpdateJob({"retries_used": n}),
+        ]
+    return acts + [
+        Transition(S.FAILED, f"Training job failed: {reason}"),
+        UpdateJob({"failure_reason": reason[:1024], "training_end": _last_end(seen)}),
+    ]
+
+
+def _walk(
+    current: SecondaryStatus, hosts: Sequence[HostRecord], count: int, cause: str | None
+) -> list[Action]:
+    """Transitions that bring the job along the running chain to where its agents are."""
+    if current not in CHAIN:
+        return []
+    ranks = [PHASE_RANK.get(h.phase, 0) for h in hosts] + [0] * (count - len(hosts))
+    target = min(ranks) if cause is None else max(ranks)
+    if cause == "completed":
+        target = 3
+    elif cause is not None:
+        target = min(target, 2)
+    if cause == "user_error":
+        target = max(target, 2)
+    messages = {
+        S.DOWNLOADING: "Preparing the instances for training: downloading input data",
+        S.TRAINING: "Training image download completed. Training in progress.",
+        S.UPLOADING: "Uploading generated training model",
+    }
+    acts: list[Action] = []
+    for status in CHAIN[CHAIN.index(current) + 1 : target + 1]:
+        acts.append(Transition(status, messages[status]))
+    return acts
+
+
+# -- placing a new attempt --------------------------------------------------------------
+
+
+def _place(job: JobRecord, seen: Observation) -> list[Action]:
+    acts: list[Action] = []
+    if any(v.record.terminated_at is None and _alive(v) for v in seen.open_instances):
+        # never two live attempts: wait until the previous attempt's capacity is gone
+        return [_terminate(seen.open_instances)]
+    resuming = job.secondary in (S.INTERRUPTED, S.RESTARTING)
+    plan = seen.plan
+    if plan is None or not plan.feasible:
+        why = plan.reason if plan is not None else "no provider could plan this request"
+        if resuming:
+            acts.append(Transition(S.STARTING, "Waiting for spot capacity to resume training"))
+        acts.append(SetMessage(f"{CAPACITY_MESSAGE} ({why})"))
+        return acts
+    if resuming:
+        acts.append(Transition(S.STARTING, "Restarting training on new capacity"))
+    acts += [
+        SetMessage(f"Launching requested ML instances: {plan.reason}"),
+        Launch(plan, seen.stop_grace),
+    ]
+    return acts
+
+
+# -- small helpers ----------------------------------------------------------------------
+
+
+def _close_finished_instances(views: Sequence[InstanceView]) -> list[Action]:
+    acts: list[Action] = []
+    for v in views:
+        st = v.state
+        if st is not None and st.phase == InstancePhase.TERMINATED:
+            end = st.terminated_at if st.terminated_at is not None else st.launched_at
+            acts.append(CloseInstance(v.record.id, end, str(st.cause or "lost")))
+    return acts
+
+
+def _billing(job: JobRecord, seen: Observation) -> list[Action]:
+    b = seen.bill
+    fields = {
+        "training_seconds": b.training_seconds,
+        "billable_seconds": b.billable_seconds,
+        "cost": round(b.cost, 6),
+        "on_demand_cost": round(b.on_demand_cost, 6),
+    }
+    current = {k: getattr(job, k) for k in fields}
+    return [] if current == fields else [UpdateJob(fields)]
+
+
+def _all_done(spec: JobSpec, hosts: Sequence[HostRecord]) -> bool:
+    return len(hosts) >= spec.resources.instance_count and all(h.phase == "done" for h in hosts)
+
+
+def _cause(v: InstanceView) -> TerminationCause | None:
+    if v.state is None:
+        return TerminationCause.LOST
+    return v.state.cause if v.state.phase == InstancePhase.TERMINATED else None
+
+
+def _gone(v: InstanceView) -> bool:
+    return v.state is None or v.state.phase == InstancePhase.TERMINATED
+
+
+def _all_gone(views: Sequence[InstanceView]) -> bool:
+    return bool(views) and all(_gone(v) for v in views)
+
+
+def _alive(v: InstanceView) -> bool:
+    return not _gone(v)
+
+
+def _terminate(views: Sequence[InstanceView]) -> Terminate:
+    return Terminate(tuple(v.ref for v in views if not _gone(v)))
+
+
+def _notice(views: Sequence[InstanceView], hosts: Sequence[HostRecord]) -> float | None:
+    deadlines = [v.state.notice.deadline for v in views if v.state and v.state.notice]
+    return min(deadlines) if deadlines else None
+
+
+def _failure_reason(hosts: Sequence[HostRecord]) -> str:
+    for h in hosts:
+        if h.failure_reason:
+            return h.failure_reason
+    codes = [h.exit_code for h in hosts if h.exit_code not in (None, 0)]
+    return f"AlgorithmError: training script exited with code {codes[0] if codes else '?'}"
+
+
+def _last_end(seen: Observation) -> float | None:
+    ends = [v.record.terminated_at or (v.state.terminated_at if v.state else None) for v in seen.attempt_instances]
+    known = [e for e in ends if e is not None]
+    return max(known) if known else None
+
+
+def _clock(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%H:%M:%S UTC")

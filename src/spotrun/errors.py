@@ -1,0 +1,64 @@
+"""Every exception spotrun raises on purpose.
+
+The tree::
+
+    SpotrunError
+    ├── SpecError            a job spec is invalid (names the field, what is wrong, what is allowed)
+    ├── NotFound             no job (or instance, …) of that name
+    ├── Conflict             the name is taken, or the request does not fit the current state
+    ├── IllegalTransition    a status change the lifecycle table does not allow
+    ├── StaleGeneration      a write from an attempt that is no longer the job's current one
+    ├── ProviderError        a provider could not do what was asked
+    │   └── NoCapacity       no capacity in any acceptable pool right now
+    ├── MarketError          a market description or trace is unusable
+    └── ServiceError         the background service could not be reached or started
+
+Catch broadly only at process boundaries (the CLI's ``main``, the service loop, the agent).
+"""
+
+from __future__ import annotations
+
+
+class SpotrunError(Exception):
+    """Base class of all spotrun errors."""
+
+
+class SpecError(SpotrunError):
+    """A job spec is invalid; ``field`` is the dotted path of the offending member."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class NotFound(SpotrunError):
+    """The named object does not exist."""
+
+
+class Conflict(SpotrunError):
+    """The request clashes with existing state (a taken name, a finished job, …)."""
+
+
+class IllegalTransition(SpotrunError):
+    """The lifecycle table forbids this status change."""
+
+
+class StaleGeneration(SpotrunError):
+    """A write came from an attempt generation that is no longer current."""
+
+
+class ProviderError(SpotrunError):
+    """A provider failed to carry out a request."""
+
+
+class NoCapacity(ProviderError):
+    """No acceptable pool has capacity at the moment."""
+
+
+class MarketError(SpotrunError):
+    """A market description, catalog or trace cannot be used."""
+
+
+class ServiceError(SpotrunError):
+    """The spotrun service could not be reached or started."""

@@ -1,0 +1,153 @@
+"""The provider interface: how spotrun asks for capacity, watches it, and gives it back.
+
+A provider is small, typed and honest about what it can do: it declares ``capabilities``
+instead of being probed, ``plan`` is pure and inspectable, ``terminate`` is idempotent and
+``list`` lets a restarted service re-adopt instances it launched before a crash.
+
+The shapes are chosen so that every planned engine fits without change:
+
+* ``local``: a supervised process tree per instance; notices from the market replay
+  through an EC2-shaped metadata endpoint, a hard kill at the deadline.
+* Slurm: one job per instance in a preemptible partition; preemption arrives as SIGTERM
+  with a grace time (``Capability.SIGTERM_NOTICE``), the deadline is the grace's end.
+* Ray: one node per instance; node death is the interruption (``NODE_DEATH``), no notice.
+* EC2: a spot instance; the agent polls the real instance metadata service (``NOTICES``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+class Capability(StrEnum):
+    NOTICES = "notices"  # a metadata-endpoint notice arrives before the reclaim deadline
+    SIGTERM_NOTICE = "sigterm-notice"  # the notice is a SIGTERM with a grace time
+    NODE_DEATH = "node-death"  # the instance just disappears; no notice
+    PRIVATE_MOUNTS = "private-mounts"  # /opt/ml is the instance's own folder
+    GANG = "gang"  # all instances of a request start together or not at all
+    SURVIVES_SERVICE = "survives-service"  # instances keep running while the service is down
+    MARKET_REPLAY = "market-replay"  # prices and interruptions come from a replayed market
+
+
+class InstancePhase(StrEnum):
+    PENDING = "pending"  # asked for, not yet running
+    RUNNING = "running"  # up (the agent may or may not still be working)
+    TERMINATED = "terminated"  # gone; terminated_at says when billing stopped
+
+
+class TerminationCause(StrEnum):
+    PREEMPTED = "preempted"  # the market reclaimed it (deadline reached)
+    REQUESTED = "requested"  # spotrun terminated it
+    EXITED = "exited"  # its workload (the agent) finished and the instance shut down
+    LOST = "lost"  # it vanished without a notice (host crash, node death)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Where capacity comes from. ``instance_type`` is the EC2 name (``g4dn.xlarge``)."""
+
+    provider: str
+    instance_type: str
+    zone: str
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.instance_type}/{self.zone}"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What each instance runs (the agent), and its environment."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CapacityRequest:
+    """Instances wanted for one attempt of one job."""
+
+    job: str
+    generation: int
+    instance_type: str  # as the user wrote it: ml.g4dn.xlarge
+    count: int
+    spot: bool
+    workload: Workload
+    avoid: frozenset[Pool] = frozenset()
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """The provider's pure answer to a request: which pool, at what price, or why none."""
+
+    request: CapacityRequest
+    pool: Pool | None
+    hosts: tuple[str, ...]  # algo-1 … algo-N
+    price_per_hour: float | None  # spot or on-demand price at planning time, per instance
+    reason: str  # why this pool, or why no pool (shown in the job's status message)
+
+    @property
+    def feasible(self) -> bool:
+        return self.pool is not None
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    provider: str
+    id: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An interruption warning, as the EC2 metadata endpoint serves it."""
+
+    action: str  # "terminate" (EC2 also knows "stop" and "hibernate")
+    deadline: float  # epoch seconds when the instance is reclaimed
+    issued_at: float
+
+
+@dataclass(frozen=True)
+class InstanceState:
+    """What a provider knows about one instance."""
+
+    ref: InstanceRef
+    job: str
+    generation: int
+    host: str
+    pool: Pool
+    spot: bool
+    phase: InstancePhase
+    launched_at: float
+    terminated_at: float | None = None
+    cause: TerminationCause | None = None
+    notice: Notice | None = None
+    isolation: str = "folder"  # "namespace" when /opt/ml is private to the instance
+
+
+class Provider(Protocol):
+    """The interface every engine implements."""
+
+    name: str
+    capabilities: frozenset[Capability]
+
+    def plan(self, request: CapacityRequest) -> LaunchPlan:
+        """Choose a pool for ``request`` at this moment; pure, no side effects."""
+        ...
+
+    def launch(self, plan: LaunchPlan) -> list[InstanceRef]:
+        """Start the planned instances; raises ``NoCapacity`` if capacity went away."""
+        ...
+
+    def describe(self, ref: InstanceRef) -> InstanceState | None:
+        """Current state of one instance, or None if the provider never heard of it."""
+        ...
+
+    def terminate(self, ref: InstanceRef) -> None:
+        """Stop and release an instance. Idempotent: terminating a dead one is a no-op."""
+        ...
+
+    def list(self) -> list[InstanceState]:
+        """Every instance this provider launched and still knows about (for re-adoption)."""
+        ...

@@ -1,0 +1,131 @@
+"""A provider that runs nothing: instances are records moved by the test (or simulator).
+
+Shipped in the package because the controller's tests, the simulator and anyone writing a
+policy need it. It follows the same rules as a real provider: capacity per pool, a notice
+before a reclaim, a reclaim at the deadline, idempotent terminate, ``list`` for re-adoption.
+Time comes from an injected clock, so a test moves it with a ``VirtualClock``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Mapping
+
+from spotrun.control.clock import Clock
+from spotrun.errors import NoCapacity
+from spotrun.providers.base import (
+    CapacityRequest,
+    Capability,
+    InstancePhase,
+    InstanceRef,
+    InstanceState,
+    LaunchPlan,
+    Notice,
+    Pool,
+    TerminationCause,
+)
+
+
+class FakeProvider:
+    """In-memory capacity with per-pool prices and capacity the caller controls."""
+
+    name = "fake"
+    capabilities = frozenset({Capability.NOTICES, Capability.SURVIVES_SERVICE})
+
+    def __init__(self, clock: Clock, prices: Mapping[Pool, float], capacity: int = 100) -> None:
+        self.clock = clock
+        self.prices = dict(prices)
+        self.capacity = {p: capacity for p in prices}
+        self._ids = itertools.count(1)
+        self._states: dict[str, InstanceState] = {}
+        self.launched: list[LaunchPlan] = []
+
+    # -- the Provider protocol ----------------------------------------------------------
+
+    def plan(self, request: CapacityRequest) -> LaunchPlan:
+        hosts = tuple(f"algo-{i + 1}" for i in range(request.count))
+        ok = [
+            p
+            for p in self.prices
+            if p not in request.avoid
+            and p.instance_type == request.instance_type.removeprefix("ml.")
+            and self.capacity[p] >= request.count
+        ]
+        if not ok:
+            return LaunchPlan(request, None, hosts, None, "no pool has capacity")
+        pool = min(ok, key=lambda p: (self.prices[p], p.zone))
+        return LaunchPlan(request, pool, hosts, self.prices[pool], f"{pool.zone} has capacity")
+
+    def launch(self, plan: LaunchPlan) -> list[InstanceRef]:
+        if plan.pool is None or self.capacity[plan.pool] < plan.request.count:
+            raise NoCapacity(f"no capacity for {plan.request.job}")
+        now = self.clock.now()
+        refs = []
+        for host in plan.hosts:
+            ref = InstanceRef(self.name, f"fake-{next(self._ids)}")
+            self._states[ref.id] = InstanceState(
+                ref=ref,
+                job=plan.request.job,
+                generation=plan.request.generation,
+                host=host,
+                pool=plan.pool,
+                spot=plan.request.spot,
+                phase=InstancePhase.RUNNING,
+                launched_at=now,
+            )
+            refs.append(ref)
+        self.launched.append(plan)
+        return refs
+
+    def describe(self, ref: InstanceRef) -> InstanceState | None:
+        st = self._states.get(ref.id)
+        if st is None:
+            return None
+        if (
+            st.phase == InstancePhase.RUNNING
+            and st.notice is not None
+            and self.clock.now() >= st.notice.deadline
+        ):
+            st = self._end(ref.id, TerminationCause.PREEMPTED, st.notice.deadline)
+        return st
+
+    def terminate(self, ref: InstanceRef) -> None:
+        st = self.describe(ref)
+        if st is not None and st.phase != InstancePhase.TERMINATED:
+            self._end(ref.id, TerminationCause.REQUESTED, self.clock.now())
+
+    def list(self) -> list[InstanceState]:
+        return [s for s in (self.describe(InstanceRef(self.name, i)) for i in self._states) if s]
+
+    # -- what the market or the instance does (driven by the test) ----------------------
+
+    def notify(self, ref: InstanceRef, lead: float) -> None:
+        """Issue a notice: the instance is reclaimed ``lead`` seconds from now."""
+        now = self.clock.now()
+        st = self._states[ref.id]
+        self._states[ref.id] = dataclasses.replace(st, notice=Notice("terminate", now + lead, now))
+
+    def reclaim(self, ref: InstanceRef) -> None:
+        """Take the instance away now, with no (further) warning."""
+        self._end(ref.id, TerminationCause.PREEMPTED, self.clock.now())
+
+    def exit(self, ref: InstanceRef) -> None:
+        """The instance's workload finished and the instance shut itself down."""
+        self._end(ref.id, TerminationCause.EXITED, self.clock.now())
+
+    def lose(self, ref: InstanceRef) -> None:
+        """The instance vanished (host crash) without a notice."""
+        self._end(ref.id, TerminationCause.LOST, self.clock.now())
+
+    def live(self, job: str | None = None) -> list[InstanceState]:
+        return [
+            s for s in self.list() if s.phase == InstancePhase.RUNNING and job in (None, s.job)
+        ]
+
+    def _end(self, iid: str, cause: TerminationCause, at: float) -> InstanceState:
+        st = dataclasses.replace(
+            self._states[iid], phase=InstancePhase.TERMINATED, cause=cause, terminated_at=at
+        )
+        self._states[iid] = st
+        return st

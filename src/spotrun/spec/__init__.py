@@ -1,0 +1,44 @@
+"""Pure data: the job spec, its validation, and the lifecycle table. No I/O here."""
+
+from spotrun.spec._types import (
+    DEFAULT_CHECKPOINT_LOCAL_PATH,
+    AlgorithmSpecification,
+    Channel,
+    CheckpointConfig,
+    JobSpec,
+    MetricDefinition,
+    ResourceConfig,
+    StoppingCondition,
+)
+from spotrun.spec._validate import parse_spec, validate_name
+from spotrun.spec.lifecycle import (
+    INITIAL as INITIAL_STATUS,
+    ALLOWED,
+    PRIMARY,
+    TERMINAL,
+    SecondaryStatus,
+    TrainingJobStatus,
+    check_transition,
+    is_terminal,
+)
+
+__all__ = [
+    "ALLOWED",
+    "DEFAULT_CHECKPOINT_LOCAL_PATH",
+    "INITIAL_STATUS",
+    "PRIMARY",
+    "TERMINAL",
+    "AlgorithmSpecification",
+    "Channel",
+    "CheckpointConfig",
+    "JobSpec",
+    "MetricDefinition",
+    "ResourceConfig",
+    "SecondaryStatus",
+    "StoppingCondition",
+    "TrainingJobStatus",
+    "check_transition",
+    "is_terminal",
+    "parse_spec",
+    "validate_name",
+]

@@ -1,0 +1,425 @@
+"""The store: every read and write of spotrun's state goes through ``Store``.
+
+SQLite in WAL mode under ``$SPOTRUN_HOME`` by default (any SQLAlchemy URL works), shared by
+the service, the CLI and every agent process. Two rules are enforced here, not by callers:
+
+* status changes go through ``spec.lifecycle.check_transition`` (``record_transition``);
+* an agent's writes carry its attempt generation and are refused with ``StaleGeneration``
+  once the job has moved on to a newer attempt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from spotrun.errors import Conflict, NotFound, StaleGeneration
+from spotrun.spec import INITIAL_STATUS, SecondaryStatus, TrainingJobStatus, check_transition
+from spotrun.store.models import (
+    AttemptRow,
+    EventRow,
+    HostRow,
+    InstanceRow,
+    JobRow,
+    LogRow,
+    MetricRow,
+    TransitionRow,
+)
+from spotrun.store.records import (
+    AttemptRecord,
+    EventRecord,
+    HostRecord,
+    InstanceRecord,
+    JobRecord,
+    LogRecord,
+    TransitionRecord,
+)
+
+R = TypeVar("R")
+_MIGRATIONS = Path(__file__).with_name("migrations")
+#: fields an agent may report about its own host
+HOST_FIELDS = frozenset(
+    f.name for f in dataclasses.fields(HostRecord) if f.name not in ("job", "generation", "host")
+)
+
+
+def _record(cls: type[R], row: object, **renamed: str) -> R:
+    """Copy a row into a record; ``renamed`` maps record field -> row attribute."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return cls(**{n: getattr(row, renamed.get(n, n)) for n in names})
+
+
+def _job(row: JobRow) -> JobRecord:
+    rec = _record(JobRecord, row, spec_json="spec")
+    return dataclasses.replace(
+        rec, status=TrainingJobStatus(row.status), secondary=SecondaryStatus(row.secondary)
+    )
+
+
+class Store:
+    """Typed access to the database; thread-safe, one per process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url, connect_args=self._connect_args(url))
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @staticmethod
+    def _connect_args(url: str) -> dict[str, Any]:
+        return {"timeout": 60, "check_same_thread": False} if url.startswith("sqlite") else {}
+
+    @classmethod
+    def open(cls, home: Path) -> Store:
+        """Open (creating and migrating if needed) the store under a spotrun home folder."""
+        home.mkdir(parents=True, exist_ok=True)
+        store = cls(f"sqlite:///{home / 'spotrun.db'}")
+        store.migrate()
+        return store
+
+    def migrate(self) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        with self._session.begin() as s:
+            yield s
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def create_job(
+        self, name: str, arn: str, request: dict[str, Any], at: float, account: str = "default"
+    ) -> JobRecord:
+        """Insert a job in its initial status; ``Conflict`` if the name is taken."""
+        with self._tx() as s:
+            if s.get(JobRow, name) is not None:
+                raise Conflict(f"a training job named {name!r} already exists")
+            row = JobRow(
+                name=name,
+                arn=arn,
+                account=account,
+                spec=json.dumps(request, sort_keys=True),
+                created_at=at,
+                last_modified=at,
+                status=TrainingJobStatus.IN_PROGRESS.value,
+                secondary=INITIAL_STATUS.value,
+                status_message="Starting the training job",
+                generation=0,
+                retries_used=0,
+                interruptions=0,
+                model_uploaded=False,
+                training_seconds=0,
+                billable_seconds=0,
+                cost=0.0,
+                on_demand_cost=0.0,
+                version=1,
+            )
+            s.add(row)
+            s.add(
+                TransitionRow(
+                    job=name,
+                    status=row.status,
+                    secondary=row.secondary,
+                    start_time=at,
+                    message=row.status_message,
+                )
+            )
+            s.flush()
+            return _job(row)
+
+    def get_job(self, name: str) -> JobRecord:
+        with self._tx() as s:
+            row = s.get(JobRow, name)
+            if row is None:
+                raise NotFound(f"no training job named {name!r}")
+            return _job(row)
+
+    def list_jobs(self, account: str | None = None, active_only: bool = False) -> list[JobRecord]:
+        with self._tx() as s:
+            q = select(JobRow).order_by(JobRow.created_at, JobRow.name)
+            if account is not None:
+                q = q.where(JobRow.account == account)
+            if active_only:
+                q = q.where(JobRow.status.in_(("InProgress", "Stopping")))
+            return [_job(r) for r in s.scalars(q)]
+
+    def update_job(self, name: str, at: float, **fields: Any) -> JobRecord:
+        """Set job columns other than the status ones (which go through record_transition)."""
+        banned = {"status", "secondary", "name", "spec", "generation"} & fields.keys()
+        if banned:
+            raise ValueError(f"use record_transition/new_attempt for {sorted(banned)}")
+        with self._tx() as s:
+            row = self._job_row(s, name)
+            for k, v in fields.items():
+                setattr(row, k, v)
+            row.last_modified = max(row.last_modified, at)
+            row.version += 1
+            s.flush()
+            return _job(row)
+
+    def record_transition(
+        self, name: str, to: SecondaryStatus, message: str, at: float
+    ) -> JobRecord:
+        """Move a job to ``to``; the lifecycle table decides whether that is allowed."""
+        with self._tx() as s:
+            row = self._job_row(s, name)
+            primary = check_transition(SecondaryStatus(row.secondary), to)
+            last = s.scalars(
+                select(TransitionRow)
+                .where(TransitionRow.job == name)
+                .order_by(TransitionRow.id.desc())
+                .limit(1)
+            ).first()
+            if last is not None and last.end_time is None:
+                last.end_time = at
+            s.add(
+                TransitionRow(
+                    job=name, status=primary.value, secondary=to.value, start_time=at, message=message
+                )
+            )
+            row.status, row.secondary, row.status_message = primary.value, to.value, message
+            row.last_modified = max(row.last_modified, at)
+            row.version += 1
+            s.flush()
+            return _job(row)
+
+    def set_status_message(self, name: str, message: str, at: float) -> None:
+        """Change the message of the current status without a new transition."""
+        with self._tx() as s:
+            row = self._job_row(s, name)
+            if row.status_message == message:
+                return
+            last = s.scalars(
+                select(TransitionRow)
+                .where(TransitionRow.job == name)
+                .order_by(TransitionRow.id.desc())
+                .limit(1)
+            ).first()
+            if last is not None:
+                last.message = message
+            row.status_message = message
+            row.last_modified = max(row.last_modified, at)
+            row.version += 1
+
+    def transitions(self, name: str) -> list[TransitionRecord]:
+        with self._tx() as s:
+            q = select(TransitionRow).where(TransitionRow.job == name).order_by(TransitionRow.id)
+            return [_record(TransitionRecord, r) for r in s.scalars(q)]
+
+    @staticmethod
+    def _job_row(s: Session, name: str) -> JobRow:
+        row = s.get(JobRow, name, with_for_update=True)
+        if row is None:
+            raise NotFound(f"no training job named {name!r}")
+        return row
+
+    # -- attempts -----------------------------------------------------------------------
+
+    def new_attempt(
+        self, name: str, at: float, pool: str | None, spot: bool, stop_grace: float
+    ) -> AttemptRecord:
+        """Open the next attempt. Refused while an earlier attempt is still live."""
+        with self._tx() as s:
+            row = self._job_row(s, name)
+            live = s.scalars(
+                select(AttemptRow).where(AttemptRow.job == name, AttemptRow.state != "ended")
+            ).first()
+            if live is not None:
+                raise Conflict(f"{name}: attempt {live.generation} is still live")
+            row.generation += 1
+            row.version += 1
+            att = AttemptRow(
+                job=name,
+                generation=row.generation,
+                created_at=at,
+                state="launching",
+                pool=pool,
+                spot=spot,
+                desired="run",
+                stop_grace=stop_grace,
+            )
+            s.add(att)
+            s.flush()
+            return _record(AttemptRecord, att)
+
+    def attempts(self, name: str) -> list[AttemptRecord]:
+        with self._tx() as s:
+            q = select(AttemptRow).where(AttemptRow.job == name).order_by(AttemptRow.generation)
+            return [_record(AttemptRecord, r) for r in s.scalars(q)]
+
+    def update_attempt(self, name: str, generation: int, **fields: Any) -> AttemptRecord:
+        with self._tx() as s:
+            att = s.scalars(
+                select(AttemptRow).where(AttemptRow.job == name, AttemptRow.generation == generation)
+            ).one()
+            for k, v in fields.items():
+                setattr(att, k, v)
+            s.flush()
+            return _record(AttemptRecord, att)
+
+    # -- hosts: what agents report ------------------------------------------------------
+
+    def _fence(self, s: Session, job: str, generation: int) -> None:
+        current = s.scalar(select(JobRow.generation).where(JobRow.name == job))
+        if current is None:
+            raise NotFound(f"no training job named {job!r}")
+        if current != generation:
+            raise StaleGeneration(
+                f"{job}: attempt {generation} is stale (current attempt is {current})"
+            )
+
+    def report(self, job: str, generation: int, host: str, at: float, **fields: Any) -> None:
+        """An agent's report about its host; refused from a stale generation."""
+        unknown = fields.keys() - HOST_FIELDS
+        if unknown:
+            raise ValueError(f"unknown host fields {sorted(unknown)}")
+        with self._tx() as s:
+            self._fence(s, job, generation)
+            row = s.scalars(
+                select(HostRow).where(
+                    HostRow.job == job, HostRow.generation == generation, HostRow.host == host
+                )
+            ).first()
+            if row is None:
+                row = HostRow(
+                    job=job,
+                    generation=generation,
+                    host=host,
+                    phase="starting",
+                    phase_at=at,
+                    finished=False,
+                    noticed=False,
+                    model_uploaded=False,
+                    synced_files=0,
+                )
+                s.add(row)
+            if "phase" in fields and fields["phase"] != row.phase:
+                row.phase_at = at
+            for k, v in fields.items():
+                setattr(row, k, v)
+
+    def hosts(self, job: str, generation: int | None = None) -> list[HostRecord]:
+        with self._tx() as s:
+            q = select(HostRow).where(HostRow.job == job)
+            if generation is not None:
+                q = q.where(HostRow.generation == generation)
+            q = q.order_by(HostRow.generation, HostRow.host)
+            return [_record(HostRecord, r) for r in s.scalars(q)]
+
+    def desired(self, job: str, generation: int) -> str:
+        """What the controller wants of an attempt: "run", or "stop" (also when stale)."""
+        with self._tx() as s:
+            att = s.scalars(
+                select(AttemptRow).where(AttemptRow.job == job, AttemptRow.generation == generation)
+            ).first()
+            if att is None or att.state == "ended":
+                return "stop"
+            return att.desired
+
+    # -- instances ----------------------------------------------------------------------
+
+    def add_instance(self, rec: InstanceRecord) -> None:
+        with self._tx() as s:
+            if s.get(InstanceRow, rec.id) is None:
+                s.add(InstanceRow(**dataclasses.asdict(rec)))
+
+    def update_instance(self, instance_id: str, **fields: Any) -> None:
+        with self._tx() as s:
+            row = s.get(InstanceRow, instance_id)
+            if row is None:
+                raise NotFound(f"no instance {instance_id!r}")
+            for k, v in fields.items():
+                setattr(row, k, v)
+
+    def instances(self, job: str | None = None, live_only: bool = False) -> list[InstanceRecord]:
+        with self._tx() as s:
+            q = select(InstanceRow).order_by(InstanceRow.launched_at, InstanceRow.id)
+            if job is not None:
+                q = q.where(InstanceRow.job == job)
+            if live_only:
+                q = q.where(InstanceRow.terminated_at.is_(None))
+            return [_record(InstanceRecord, r) for r in s.scalars(q)]
+
+    # -- events, logs, metrics ----------------------------------------------------------
+
+    def add_event(self, job: str, at: float, kind: str, message: str) -> None:
+        with self._tx() as s:
+            s.add(EventRow(job=job, time=at, kind=kind, message=message))
+
+    def events(self, job: str) -> list[EventRecord]:
+        with self._tx() as s:
+            q = select(EventRow).where(EventRow.job == job).order_by(EventRow.id)
+            return [_record(EventRecord, r) for r in s.scalars(q)]
+
+    def append_logs(
+        self, job: str, generation: int, host: str, lines: Iterable[tuple[float, str, str]]
+    ) -> int:
+        """Append (time, stream, line) tuples; refused from a stale generation."""
+        batch = list(lines)
+        with self._tx() as s:
+            self._fence(s, job, generation)
+            s.add_all(
+                LogRow(job=job, generation=generation, host=host, time=t, stream=st, line=ln)
+                for t, st, ln in batch
+            )
+        return len(batch)
+
+    def logs(self, job: str, after_id: int = 0, limit: int = 1000) -> list[LogRecord]:
+        with self._tx() as s:
+            q = (
+                select(LogRow)
+                .where(LogRow.job == job, LogRow.id > after_id)
+                .order_by(LogRow.id)
+                .limit(limit)
+            )
+            return [_record(LogRecord, r) for r in s.scalars(q)]
+
+    def add_metrics(
+        self, job: str, generation: int, points: Sequence[tuple[str, float, float]]
+    ) -> None:
+        """Append (name, value, time) points; refused from a stale generation."""
+        with self._tx() as s:
+            self._fence(s, job, generation)
+            s.add_all(
+                MetricRow(job=job, generation=generation, name=n, value=v, time=t)
+                for n, v, t in points
+            )
+
+    def metrics(self, job: str) -> list[tuple[str, float, float]]:
+        with self._tx() as s:
+            q = select(MetricRow).where(MetricRow.job == job).order_by(MetricRow.id)
+            return [(r.name, r.value, r.time) for r in s.scalars(q)]
+
+    def count_jobs(self) -> int:
+        with self._tx() as s:
+            return int(s.scalar(select(func.count()).select_from(JobRow)) or 0)
+
+    def touch(self, name: str, at: float) -> None:
+        with self._tx() as s:
+            s.execute(update(JobRow).where(JobRow.name == name).values(last_modified=at))
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()

@@ -1,0 +1,158 @@
+"""The tables. One state table per lifecycle layer: jobs, attempts, hosts (per-instance agent
+reports) and instances; append-only history in transitions, events, log_lines and metrics.
+
+The schema itself is created and evolved by Alembic (``migrations/``); these classes are the
+mapping the store code uses. Keep them in step with the newest migration.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobRow(Base):
+    """The job layer: the spec (never changed) and the user-visible status."""
+
+    __tablename__ = "jobs"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    arn: Mapped[str] = mapped_column(String(256))
+    account: Mapped[str] = mapped_column(String(64), default="default", index=True)
+    spec: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    last_modified: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    secondary: Mapped[str] = mapped_column(String(32))
+    status_message: Mapped[str] = mapped_column(Text, default="")
+    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    retries_used: Mapped[int] = mapped_column(Integer, default=0)
+    interruptions: Mapped[int] = mapped_column(Integer, default=0)
+    stop_requested_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    training_start: Mapped[float | None] = mapped_column(Float, nullable=True)
+    training_end: Mapped[float | None] = mapped_column(Float, nullable=True)
+    isolation: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    model_uploaded: Mapped[bool] = mapped_column(Boolean, default=False)
+    training_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    billable_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    on_demand_cost: Mapped[float] = mapped_column(Float, default=0.0)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class AttemptRow(Base):
+    """The attempt layer: one placement of a job; generations strictly increase per job."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("job", "generation"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(ForeignKey("jobs.name"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16))
+    cause: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    pool: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    spot: Mapped[bool] = mapped_column(Boolean, default=True)
+    desired: Mapped[str] = mapped_column(String(8), default="run")
+    stop_grace: Mapped[float] = mapped_column(Float, default=120.0)
+    notice_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class HostRow(Base):
+    """What the agent on one instance of an attempt reports (written only by that agent)."""
+
+    __tablename__ = "hosts"
+    __table_args__ = (UniqueConstraint("job", "generation", "host"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(ForeignKey("jobs.name"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(16))
+    phase: Mapped[str] = mapped_column(String(16), default="starting")
+    phase_at: Mapped[float] = mapped_column(Float)
+    download_started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    download_ended: Mapped[float | None] = mapped_column(Float, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    finished: Mapped[bool] = mapped_column(Boolean, default=False)
+    noticed: Mapped[bool] = mapped_column(Boolean, default=False)
+    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    model_uploaded: Mapped[bool] = mapped_column(Boolean, default=False)
+    restored: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_sync_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    synced_files: Mapped[int] = mapped_column(Integer, default=0)
+    isolation: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class InstanceRow(Base):
+    """The instance layer, with its billed segment [launched_at, terminated_at)."""
+
+    __tablename__ = "instances"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    job: Mapped[str] = mapped_column(ForeignKey("jobs.name"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(16))
+    instance_type: Mapped[str] = mapped_column(String(32))
+    zone: Mapped[str] = mapped_column(String(32))
+    spot: Mapped[bool] = mapped_column(Boolean)
+    launched_at: Mapped[float] = mapped_column(Float)
+    terminated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cause: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    notice_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cost: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class TransitionRow(Base):
+    """SecondaryStatusTransitions, append-only except for closing ``end_time``."""
+
+    __tablename__ = "transitions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(ForeignKey("jobs.name"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    secondary: Mapped[str] = mapped_column(String(32))
+    start_time: Mapped[float] = mapped_column(Float)
+    end_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class EventRow(Base):
+    """Things worth telling the user that are not status changes (notices, warnings, …)."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(ForeignKey("jobs.name"), index=True)
+    time: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+
+
+class LogRow(Base):
+    """One line of a training process's stdout or stderr."""
+
+    __tablename__ = "log_lines"
+    __table_args__ = (Index("ix_log_job_id", "job", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(ForeignKey("jobs.name"))
+    generation: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(16))
+    time: Mapped[float] = mapped_column(Float)
+    stream: Mapped[str] = mapped_column(String(8))
+    line: Mapped[str] = mapped_column(Text)
+
+
+class MetricRow(Base):
+    """One point of a training metric."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metric_job_name", "job", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(ForeignKey("jobs.name"))
+    generation: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(255))
+    value: Mapped[float] = mapped_column(Float)
+    time: Mapped[float] = mapped_column(Float)

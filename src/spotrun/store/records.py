@@ -1,0 +1,129 @@
+"""Frozen views of stored rows, handed out by the store so callers never hold live ORM objects."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from spotrun.spec import JobSpec, SecondaryStatus, TrainingJobStatus, parse_spec
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    name: str
+    arn: str
+    account: str
+    spec_json: str
+    created_at: float
+    last_modified: float
+    status: TrainingJobStatus
+    secondary: SecondaryStatus
+    status_message: str
+    failure_reason: str | None
+    generation: int
+    retries_used: int
+    interruptions: int
+    stop_requested_at: float | None
+    stop_reason: str | None
+    training_start: float | None
+    training_end: float | None
+    isolation: str | None
+    model_uploaded: bool
+    training_seconds: int
+    billable_seconds: int
+    cost: float
+    on_demand_cost: float
+    version: int
+
+    @property
+    def request(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.spec_json)
+        return value
+
+    @property
+    def spec(self) -> JobSpec:
+        return parse_spec(self.request)
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    job: str
+    generation: int
+    created_at: float
+    state: str  # launching | running | ended
+    cause: str | None
+    ended_at: float | None
+    pool: str | None
+    spot: bool
+    desired: str  # run | stop
+    stop_grace: float
+    notice_deadline: float | None
+
+    @property
+    def live(self) -> bool:
+        return self.state != "ended"
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    job: str
+    generation: int
+    host: str
+    phase: str
+    phase_at: float
+    download_started: float | None
+    download_ended: float | None
+    exit_code: int | None
+    finished: bool
+    noticed: bool
+    failure_reason: str | None
+    model_uploaded: bool
+    restored: str | None
+    last_sync_at: float | None
+    synced_files: int
+    isolation: str | None
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    id: str
+    provider: str
+    job: str
+    generation: int
+    host: str
+    instance_type: str
+    zone: str
+    spot: bool
+    launched_at: float
+    terminated_at: float | None
+    cause: str | None
+    notice_deadline: float | None
+    cost: float | None
+
+
+@dataclass(frozen=True)
+class TransitionRecord:
+    status: str
+    secondary: str
+    start_time: float
+    end_time: float | None
+    message: str
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    time: float
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    id: int
+    generation: int
+    host: str
+    time: float
+    stream: str
+    line: str

@@ -1,0 +1,302 @@
+"""The controller on a virtual clock with the fake provider: every way an attempt ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conftest import FlatPrices, request
+from spotrun.control.clock import VirtualClock
+from spotrun.control.controller import Controller
+from spotrun.providers import InstanceRef, Pool, Workload
+from spotrun.providers.fake import FakeProvider
+from spotrun.spec import SecondaryStatus as S
+from spotrun.spec import parse_spec
+from spotrun.store import Store
+
+POOL = Pool("fake", "g4dn.xlarge", "use1-az1")
+SPOT, OD = 0.1578, 0.526
+
+
+class Rig:
+    """A controller, a fake provider and helpers that play the agents' part."""
+
+    def __init__(self, store: Store, clock: VirtualClock, capacity: int = 100) -> None:
+        self.store, self.clock = store, clock
+        self.provider = FakeProvider(clock, {POOL: SPOT}, capacity=capacity)
+        self.ctl = Controller(
+            store,
+            self.provider,
+            FlatPrices({POOL: SPOT}, OD),
+            clock,
+            workload=lambda job: Workload(("true",)),
+            stop_grace=10,
+        )
+
+    def submit(self, name: str = "job-1", **over: Any) -> str:
+        req = request(name, **over)
+        spec = parse_spec(req)
+        self.store.create_job(spec.name, f"arn:{spec.name}", spec.to_api(), self.clock.now())
+        return spec.name
+
+    def tick(self, seconds: float = 1.0, n: int = 1) -> None:
+        for _ in range(n):
+            self.clock.advance(seconds)
+            self.ctl.step()
+
+    def refs(self, name: str) -> list[InstanceRef]:
+        return [s.ref for s in self.provider.live(name)]
+
+    def gen(self, name: str) -> int:
+        return self.store.get_job(name).generation
+
+    def agent(self, name: str, host: str = "algo-1", **fields: Any) -> None:
+        self.store.report(name, self.gen(name), host, self.clock.now(), **fields)
+
+    def train(self, name: str, host: str = "algo-1") -> None:
+        self.agent(name, host, phase="downloading", download_started=self.clock.now())
+        self.tick(5)
+        self.agent(name, host, phase="training", download_ended=self.clock.now())
+        self.tick()
+
+    def finish(self, name: str, host: str = "algo-1") -> None:
+        self.agent(name, host, phase="done", exit_code=0, finished=True, model_uploaded=True)
+        for r in self.refs(name):
+            self.provider.exit(r)
+        self.tick()
+
+    def history(self, name: str) -> list[str]:
+        return [t.secondary for t in self.store.transitions(name)]
+
+
+@pytest.fixture
+def rig(store: Store, clock: VirtualClock) -> Rig:
+    return Rig(store, clock)
+
+
+def test_happy_path(rig: Rig) -> None:
+    name = rig.submit()
+    rig.tick()
+    assert len(rig.refs(name)) == 1
+    rig.train(name)
+    rig.tick(100)
+    rig.finish(name)
+    job = rig.store.get_job(name)
+    assert rig.history(name) == ["Starting", "Downloading", "Training", "Uploading", "Completed"]
+    assert job.status == "Completed" and job.model_uploaded
+    assert rig.provider.live() == []
+
+
+def test_interruption_resumes_and_is_not_a_retry(rig: Rig) -> None:
+    name = rig.submit(RetryStrategy={"MaximumRetryAttempts": 1})
+    rig.tick()
+    rig.train(name)
+    (ref,) = rig.refs(name)
+    rig.provider.notify(ref, lead=120)
+    rig.tick()
+    assert "notice" in rig.store.get_job(name).status_message
+    rig.agent(name, phase="done", exit_code=75, noticed=True)
+    rig.tick(120)
+    assert rig.store.get_job(name).secondary == S.INTERRUPTED
+    rig.tick()
+    assert rig.store.get_job(name).secondary == S.STARTING
+    assert rig.gen(name) == 2
+    rig.train(name)
+    rig.finish(name)
+    job = rig.store.get_job(name)
+    assert job.status == "Completed"
+    assert job.interruptions == 1 and job.retries_used == 0
+    assert rig.history(name) == [
+        "Starting", "Downloading", "Training", "Interrupted",
+        "Starting", "Downloading", "Training", "Uploading", "Completed",
+    ]  # fmt: skip
+
+
+def test_max_wait_while_capacity_never_comes(store: Store, clock: VirtualClock) -> None:
+    rig = Rig(store, clock, capacity=0)
+    name = rig.submit(StoppingCondition={"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 900})
+    rig.tick(60, n=14)
+    job = store.get_job(name)
+    assert job.secondary == S.STARTING and "Insufficient capacity" in job.status_message
+    rig.tick(60, n=2)
+    rig.tick()
+    job = store.get_job(name)
+    assert rig.history(name) == ["Starting", "Stopping", "MaxWaitTimeExceeded"]
+    assert job.status == "Stopped" and job.generation == 0
+    assert job.training_seconds == 0 and job.cost == 0
+
+
+def test_max_wait_after_interruptions(rig: Rig) -> None:
+    name = rig.submit(StoppingCondition={"MaxRuntimeInSeconds": 900, "MaxWaitTimeInSeconds": 900})
+    for _ in range(3):
+        rig.tick()
+        rig.train(name)
+        rig.tick(100)
+        for r in rig.refs(name):
+            rig.provider.reclaim(r)
+        rig.tick()
+    assert store_job(rig, name).interruptions == 3
+    rig.tick(1)
+    rig.train(name)
+    rig.tick(600)  # past 900 s since creation, less than 900 s of training
+    rig.agent(name, phase="done", exit_code=143)
+    for r in rig.refs(name):
+        rig.provider.exit(r)
+    rig.tick()
+    rig.tick()
+    job = store_job(rig, name)
+    assert job.secondary == S.MAX_WAIT_EXCEEDED, rig.history(name)
+    assert rig.history(name)[-2:] == ["Stopping", "MaxWaitTimeExceeded"]
+    assert rig.provider.live() == []
+
+
+def store_job(rig: Rig, name: str) -> Any:
+    return rig.store.get_job(name)
+
+
+def test_max_runtime_stops_and_keeps_model(rig: Rig) -> None:
+    name = rig.submit(StoppingCondition={"MaxRuntimeInSeconds": 300, "MaxWaitTimeInSeconds": 900})
+    rig.tick()
+    rig.train(name)
+    rig.tick(100, n=3)
+    job = store_job(rig, name)
+    assert job.secondary == S.STOPPING and job.stop_reason == "max_runtime"
+    assert rig.store.attempts(name)[-1].desired == "stop"
+    rig.agent(name, phase="done", exit_code=-15, model_uploaded=True)
+    for r in rig.refs(name):
+        rig.provider.exit(r)
+    rig.tick()
+    job = store_job(rig, name)
+    assert job.secondary == S.MAX_RUNTIME_EXCEEDED and job.status == "Stopped"
+    assert job.model_uploaded
+    assert "model uploaded" in rig.store.transitions(name)[-1].message
+
+
+def test_user_error_without_retry_fails(rig: Rig) -> None:
+    name = rig.submit()
+    rig.tick()
+    rig.train(name)
+    rig.agent(name, phase="done", exit_code=1, failure_reason="ValueError: bad lr")
+    rig.tick()
+    job = store_job(rig, name)
+    assert job.status == "Failed" and job.failure_reason == "ValueError: bad lr"
+    assert rig.history(name)[-1] == "Failed"
+    assert rig.provider.live() == []
+
+
+def test_user_error_with_retries(rig: Rig) -> None:
+    name = rig.submit(RetryStrategy={"MaximumRetryAttempts": 2})
+    for i in range(3):
+        rig.tick()
+        rig.train(name)
+        if i < 2:  # a preemption in between must not use up the budget
+            rig.agent(name, phase="done", exit_code=1)
+            rig.tick()
+            assert store_job(rig, name).secondary == S.RESTARTING
+            rig.tick()
+            rig.train(name)
+            for r in rig.refs(name):
+                rig.provider.reclaim(r)
+            rig.tick()
+            assert store_job(rig, name).secondary == S.INTERRUPTED
+        else:
+            rig.agent(name, phase="done", exit_code=2)
+            rig.tick()
+    job = store_job(rig, name)
+    assert job.status == "Failed" and job.retries_used == 2 and job.interruptions == 2
+    assert "code 2" in (job.failure_reason or "")
+
+
+def test_stop_during_training(rig: Rig) -> None:
+    name = rig.submit()
+    rig.tick()
+    rig.train(name)
+    rig.store.update_job(name, rig.clock.now(), stop_requested_at=rig.clock.now())
+    rig.tick()
+    assert store_job(rig, name).secondary == S.STOPPING
+    assert rig.store.attempts(name)[-1].desired == "stop"
+    rig.tick(5)
+    assert store_job(rig, name).secondary == S.STOPPING  # grace still running
+    rig.agent(name, phase="done", exit_code=-9, model_uploaded=True)
+    for r in rig.refs(name):
+        rig.provider.exit(r)
+    rig.tick()
+    assert rig.history(name)[-2:] == ["Stopping", "Stopped"]
+    assert store_job(rig, name).model_uploaded
+
+
+def test_stop_that_agents_ignore_is_forced(rig: Rig) -> None:
+    name = rig.submit()
+    rig.tick()
+    rig.train(name)
+    rig.store.update_job(name, rig.clock.now(), stop_requested_at=rig.clock.now())
+    rig.tick()
+    rig.tick(200)  # grace (10 s) + upload allowance passed, the agent never answered
+    rig.tick()
+    assert store_job(rig, name).secondary == S.STOPPED
+    assert rig.provider.live() == []
+
+
+def test_billing_hand_computed(store: Store, clock: VirtualClock) -> None:
+    """2 instances, 2 attempts, the second attempt's download not billed."""
+    rig = Rig(store, clock)
+    name = rig.submit(
+        ResourceConfig={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 2},
+    )
+    rig.tick()  # launch at t0+1
+    t_launch = clock.now()
+    for h in ("algo-1", "algo-2"):
+        rig.agent(name, h, phase="training", download_started=t_launch,
+                  download_ended=t_launch + 10)
+    rig.tick(99)
+    for r in rig.refs(name):
+        rig.provider.reclaim(r)  # both ran 99 s
+    rig.tick()
+    rig.tick()  # relaunch at +1
+    t2 = clock.now()
+    for h in ("algo-1", "algo-2"):
+        rig.agent(name, h, phase="training", download_started=t2, download_ended=t2 + 20)
+    rig.tick(200)
+    for h in ("algo-1", "algo-2"):
+        rig.agent(name, h, phase="done", exit_code=0, finished=True, model_uploaded=True)
+    for r in rig.refs(name):
+        rig.provider.exit(r)  # ran 200 s, 20 of them a re-download
+    rig.tick()
+    job = store.get_job(name)
+    assert job.status == "Completed"
+    per_instance = 99 + (200 - 20)  # 279 s each; two instances
+    segs = [(r.launched_at - t_launch, (r.terminated_at or 0) - t_launch) for r in store.instances(name)]
+    assert job.training_seconds == per_instance, segs
+    ratio = SPOT / OD
+    assert job.billable_seconds == __import__("math").ceil(per_instance * ratio)
+    assert job.cost == pytest.approx(2 * per_instance * SPOT / 3600, abs=1e-6)
+    assert job.on_demand_cost == pytest.approx(2 * per_instance * OD / 3600, abs=1e-6)
+
+
+def test_restart_of_the_controller_adopts_and_never_doubles(
+    store: Store, clock: VirtualClock
+) -> None:
+    rig = Rig(store, clock)
+    name = rig.submit()
+    rig.tick()
+    rig.train(name)
+    # the service dies; a new controller object over the same store and provider
+    again = Controller(store, rig.provider, rig.ctl.prices, clock, rig.ctl.workload)
+    assert again.adopt() == []
+    clock.advance(30)
+    again.step()
+    assert len(rig.provider.live(name)) == 1 and store.get_job(name).generation == 1
+    # an attempt recorded but never launched (crash between the two) is ended and relaunched
+    rig.agent(name, phase="done", exit_code=75, noticed=True)
+    for r in rig.refs(name):
+        rig.provider.reclaim(r)
+    again.step()
+    store.new_attempt(name, clock.now(), pool=None, spot=True, stop_grace=1)
+    done = Controller(store, rig.provider, rig.ctl.prices, clock, rig.ctl.workload).adopt()
+    assert any("never launched" in d for d in done)
+    clock.advance(1)
+    again.step()
+    clock.advance(1)
+    again.step()
+    assert len(rig.provider.live(name)) == 1 and store.get_job(name).generation == 3
