@@ -78,8 +78,14 @@ def create_app(rt: Runtime) -> FastAPI:
             await asyncio.sleep(0.25)
         return {
             "lines": [
-                {"id": r.id, "generation": r.generation, "host": r.host, "time": r.time,
-                 "stream": r.stream, "line": r.line}
+                {
+                    "id": r.id,
+                    "generation": r.generation,
+                    "host": r.host,
+                    "time": r.time,
+                    "stream": r.stream,
+                    "line": r.line,
+                }
                 for r in lines
             ],
             "next": lines[-1].id if lines else after,

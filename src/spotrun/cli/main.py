@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -28,7 +27,7 @@ def parse_duration(text: str, field: str) -> int:
     if not m:
         raise SpecError(field, f"{text!r} is not a duration; use e.g. 90s, 30m, 2h or 1d")
     value = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-    return int(round(value))
+    return round(value)
 
 
 def _pairs(items: Sequence[str], field: str) -> dict[str, str]:
@@ -55,7 +54,9 @@ def build_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any
         source = script.resolve().parent
         entry = script.name
     else:
-        entry = str(script) if not script.is_absolute() else str(script.resolve().relative_to(source))
+        entry = (
+            str(script) if not script.is_absolute() else str(script.resolve().relative_to(source))
+        )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = args.name or re.sub(r"[^a-zA-Z0-9-]+", "-", f"{Path(entry).stem}-{stamp}").strip("-")
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": parse_duration(args.max_run, "--max-run")}
@@ -101,16 +102,23 @@ def follow(client: Client, name: str, show_logs: bool = True) -> dict[str, Any]:
     """Print status transitions and log lines until the job ends; returns the last describe."""
     seen_transitions = 0
     last_message = ""
+    quiet_since = time.monotonic()
     after = 0
     while True:
         d = client.describe(name)
         trans = d.get("SecondaryStatusTransitions", [])
         for t in trans[seen_transitions:]:
             print(f"[spotrun] {render.transition_line(t)}", flush=True)
-        if trans and len(trans) == seen_transitions and trans[-1]["StatusMessage"] != last_message:
-            print(f"[spotrun]   … {trans[-1]['StatusMessage']}", flush=True)
+        message = trans[-1]["StatusMessage"] if trans else ""
+        if trans and len(trans) == seen_transitions and message != last_message:
+            print(f"[spotrun]   … {message}", flush=True)
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= 15 and d["SecondaryStatus"] != "Training":
+            waited = time.time() - trans[-1]["StartTime"] if trans else 0.0
+            print(f"[spotrun]   … still {d['SecondaryStatus']} ({waited:.0f} s)", flush=True)
+            quiet_since = time.monotonic()
         seen_transitions = len(trans)
-        last_message = trans[-1]["StatusMessage"] if trans else ""
+        last_message = message
         if show_logs:
             while True:
                 chunk = client.logs(name, after=after)
@@ -202,8 +210,10 @@ def cmd_service(args: argparse.Namespace, settings: Settings) -> int:
                 isolation=args.isolation,
             )
             settings = load_settings(settings.home)
-        info = start_service(settings, quiet=True)
-        print(f"spotrun service running: pid {info['pid']}, http://{info['host']}:{info['port']}")
+        started = start_service(settings, quiet=True)
+        print(
+            f"spotrun service running: pid {started['pid']}, http://{started['host']}:{started['port']}"
+        )
         return 0
     if args.action == "status":
         info = service_info(settings)

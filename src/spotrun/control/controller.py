@@ -93,8 +93,11 @@ class Controller:
         att = attempts[-1] if attempts else None
         hosts = tuple(self.store.hosts(job.name, att.generation)) if att else ()
         records = self.store.instances(job.name)
-        views = {r.id: InstanceView(r, self._describe(r)) for r in records
-                 if r.terminated_at is None or (att is not None and r.generation == att.generation)}
+        views = {
+            r.id: InstanceView(r, self._describe(r))
+            for r in records
+            if r.terminated_at is None or (att is not None and r.generation == att.generation)
+        }
         open_ = tuple(v for v in views.values() if v.record.terminated_at is None)
         current = tuple(v for v in views.values() if att and v.record.generation == att.generation)
         plan = None
@@ -131,8 +134,13 @@ class Controller:
 
     def bill(self, job: JobRecord, records: Sequence[InstanceRecord], now: float) -> Bill:
         segments = [
-            Segment(r.id, Pool(r.provider, r.instance_type, r.zone), r.spot, r.launched_at,
-                    r.terminated_at)
+            Segment(
+                r.id,
+                Pool(r.provider, r.instance_type, r.zone),
+                r.spot,
+                r.launched_at,
+                r.terminated_at,
+            )
             for r in records
         ]
         return bill(
@@ -170,14 +178,17 @@ class Controller:
             elif isinstance(a, NoteNotice):
                 self.store.update_attempt(name, a.generation, notice_deadline=a.deadline)
             elif isinstance(a, EndAttempt):
-                self.store.update_attempt(name, a.generation, state="ended", cause=a.cause,
-                                          ended_at=now)
+                self.store.update_attempt(
+                    name, a.generation, state="ended", cause=a.cause, ended_at=now
+                )
             elif isinstance(a, Terminate):
                 for ref in a.refs:
                     self.provider.terminate(ref)
                     st = self.provider.describe(ref)
                     if st is not None and st.phase == InstancePhase.TERMINATED:
-                        self._close(st.ref.id, st.terminated_at or now, str(st.cause or "requested"))
+                        self._close(
+                            st.ref.id, st.terminated_at or now, str(st.cause or "requested")
+                        )
             elif isinstance(a, CloseInstance):
                 self._close(a.instance_id, a.terminated_at, a.cause)
 
@@ -196,8 +207,9 @@ class Controller:
         try:
             refs = self.provider.launch(plan)
         except NoCapacity as e:
-            self.store.update_attempt(job.name, att.generation, state="ended",
-                                      cause="no_capacity", ended_at=now)
+            self.store.update_attempt(
+                job.name, att.generation, state="ended", cause="no_capacity", ended_at=now
+            )
             self.store.set_status_message(job.name, f"Insufficient capacity: {e}", now)
             return
         for ref in refs:
@@ -245,8 +257,13 @@ class Controller:
                 if mine:
                     self.store.update_attempt(job.name, att.generation, state="running")
                 else:
-                    self.store.update_attempt(job.name, att.generation, state="ended",
-                                              cause="launch_interrupted", ended_at=now)
+                    self.store.update_attempt(
+                        job.name,
+                        att.generation,
+                        state="ended",
+                        cause="launch_interrupted",
+                        ended_at=now,
+                    )
                     done.append(f"{job.name}: attempt {att.generation} never launched; ended")
         return done
 

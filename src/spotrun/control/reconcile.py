@@ -47,7 +47,11 @@ UPLOAD_ALLOWANCE = 120.0
 #: the running part of the lifecycle, in order; agents' phases map onto it
 CHAIN = (S.STARTING, S.DOWNLOADING, S.TRAINING, S.UPLOADING)
 PHASE_RANK = {"starting": 0, "downloading": 1, "training": 2, "uploading": 3, "done": 3}
-STOP_ENDS = {"user": S.STOPPED, "max_runtime": S.MAX_RUNTIME_EXCEEDED, "max_wait": S.MAX_WAIT_EXCEEDED}
+STOP_ENDS = {
+    "user": S.STOPPED,
+    "max_runtime": S.MAX_RUNTIME_EXCEEDED,
+    "max_wait": S.MAX_WAIT_EXCEEDED,
+}
 CAPACITY_MESSAGE = "Insufficient capacity error from EC2 while launching instances, retrying!"
 
 
@@ -80,9 +84,9 @@ def reconcile(job: JobRecord, seen: Observation, now: float) -> Step:
 def _stop_reason(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> str | None:
     if job.stop_requested_at is not None:
         return "user"
-    if spec.spot and spec.stopping.max_wait_seconds is not None:
-        if now - job.created_at >= spec.stopping.max_wait_seconds:
-            return "max_wait"
+    max_wait = spec.stopping.max_wait_seconds
+    if spec.spot and max_wait is not None and now - job.created_at >= max_wait:
+        return "max_wait"
     if seen.bill.training_seconds >= spec.stopping.max_runtime_seconds:
         return "max_runtime"
     return None
@@ -247,7 +251,9 @@ def _place(job: JobRecord, seen: Observation) -> list[Action]:
         why = plan.reason if plan is not None else "no provider could plan this request"
         if resuming:
             acts.append(Transition(S.STARTING, "Waiting for spot capacity to resume training"))
-        acts.append(SetMessage(f"{CAPACITY_MESSAGE} ({why})"))
+        if resuming or not job.status_message.startswith(CAPACITY_MESSAGE):
+            # set once per wait: the reason says when capacity is expected back
+            acts.append(SetMessage(f"{CAPACITY_MESSAGE} ({why})"))
         return acts
     if resuming:
         acts.append(Transition(S.STARTING, "Restarting training on new capacity"))
@@ -323,7 +329,10 @@ def _failure_reason(hosts: Sequence[HostRecord]) -> str:
 
 
 def _last_end(seen: Observation) -> float | None:
-    ends = [v.record.terminated_at or (v.state.terminated_at if v.state else None) for v in seen.attempt_instances]
+    ends = [
+        v.record.terminated_at or (v.state.terminated_at if v.state else None)
+        for v in seen.attempt_instances
+    ]
     known = [e for e in ends if e is not None]
     return max(known) if known else None
 

@@ -1,8 +1,8 @@
 """Where capacity comes from: the provider interface and its engines."""
 
 from spotrun.providers.base import (
-    CapacityRequest,
     Capability,
+    CapacityRequest,
     InstancePhase,
     InstanceRef,
     InstanceState,
@@ -15,8 +15,8 @@ from spotrun.providers.base import (
 )
 
 __all__ = [
-    "CapacityRequest",
     "Capability",
+    "CapacityRequest",
     "InstancePhase",
     "InstanceRef",
     "InstanceState",

@@ -8,6 +8,7 @@ Time comes from an injected clock, so a test moves it with a ``VirtualClock``.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import itertools
 from collections.abc import Mapping
@@ -15,8 +16,8 @@ from collections.abc import Mapping
 from spotrun.control.clock import Clock
 from spotrun.errors import NoCapacity
 from spotrun.providers.base import (
-    CapacityRequest,
     Capability,
+    CapacityRequest,
     InstancePhase,
     InstanceRef,
     InstanceState,
@@ -118,10 +119,8 @@ class FakeProvider:
         """The instance vanished (host crash) without a notice."""
         self._end(ref.id, TerminationCause.LOST, self.clock.now())
 
-    def live(self, job: str | None = None) -> list[InstanceState]:
-        return [
-            s for s in self.list() if s.phase == InstancePhase.RUNNING and job in (None, s.job)
-        ]
+    def live(self, job: str | None = None) -> builtins.list[InstanceState]:
+        return [s for s in self.list() if s.phase == InstancePhase.RUNNING and job in (None, s.job)]
 
     def _end(self, iid: str, cause: TerminationCause, at: float) -> InstanceState:
         st = dataclasses.replace(

@@ -12,7 +12,6 @@ from spotrun.spec._types import (
 )
 from spotrun.spec._validate import parse_spec, validate_name
 from spotrun.spec.lifecycle import (
-    INITIAL as INITIAL_STATUS,
     ALLOWED,
     PRIMARY,
     TERMINAL,
@@ -20,6 +19,9 @@ from spotrun.spec.lifecycle import (
     TrainingJobStatus,
     check_transition,
     is_terminal,
+)
+from spotrun.spec.lifecycle import (
+    INITIAL as INITIAL_STATUS,
 )
 
 __all__ = [

@@ -174,7 +174,10 @@ def parse_spec(req: Mapping[str, Any]) -> JobSpec:
     if "CheckpointConfig" in req:
         cc = _obj(req["CheckpointConfig"], "CheckpointConfig")
         local = _str(
-            cc.get("LocalPath", DEFAULT_CHECKPOINT_LOCAL_PATH), "CheckpointConfig.LocalPath", 1, 4096
+            cc.get("LocalPath", DEFAULT_CHECKPOINT_LOCAL_PATH),
+            "CheckpointConfig.LocalPath",
+            1,
+            4096,
         )
         if not local.startswith("/"):
             raise SpecError("CheckpointConfig.LocalPath", f"{local!r} must be an absolute path")
@@ -332,7 +335,9 @@ def _channels(v: Any) -> tuple[Channel, ...]:
         ds = _obj(c.get("DataSource"), f + ".DataSource")
         s3 = _obj(ds.get("S3DataSource"), f + ".DataSource.S3DataSource")
         _enum(
-            s3.get("S3DataType", "S3Prefix"), f + ".DataSource.S3DataSource.S3DataType", S3_DATA_TYPES
+            s3.get("S3DataType", "S3Prefix"),
+            f + ".DataSource.S3DataSource.S3DataType",
+            S3_DATA_TYPES,
         )
         uri = _uri(s3.get("S3Uri"), f + ".DataSource.S3DataSource.S3Uri")
         dist = _enum(

@@ -25,7 +25,9 @@ class TrainingJobStatus(StrEnum):
 class SecondaryStatus(StrEnum):
     STARTING = "Starting"  # asking for capacity and launching instances
     PENDING = "Pending"  # waiting for capacity with nothing launched (shown for queued jobs)
-    DOWNLOADING = "Downloading"  # the agent lays out /opt/ml, fetches channels, restores checkpoints
+    DOWNLOADING = (
+        "Downloading"  # the agent lays out /opt/ml, fetches channels, restores checkpoints
+    )
     TRAINING = "Training"  # the entry point is running
     INTERRUPTED = "Interrupted"  # the attempt's capacity was reclaimed; a new attempt follows
     RESTARTING = "Restarting"  # user code failed and RetryStrategy grants another attempt

@@ -191,7 +191,11 @@ class Store:
                 last.end_time = at
             s.add(
                 TransitionRow(
-                    job=name, status=primary.value, secondary=to.value, start_time=at, message=message
+                    job=name,
+                    status=primary.value,
+                    secondary=to.value,
+                    start_time=at,
+                    message=message,
                 )
             )
             row.status, row.secondary, row.status_message = primary.value, to.value, message
@@ -267,7 +271,9 @@ class Store:
     def update_attempt(self, name: str, generation: int, **fields: Any) -> AttemptRecord:
         with self._tx() as s:
             att = s.scalars(
-                select(AttemptRow).where(AttemptRow.job == name, AttemptRow.generation == generation)
+                select(AttemptRow).where(
+                    AttemptRow.job == name, AttemptRow.generation == generation
+                )
             ).one()
             for k, v in fields.items():
                 setattr(att, k, v)

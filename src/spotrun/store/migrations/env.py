@@ -9,8 +9,6 @@ from spotrun.store.models import Base
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only when alembic is run by hand
     raise RuntimeError("run spotrun's migrations through spotrun.store.Store.open")
-context.configure(
-    connection=connection, target_metadata=Base.metadata, render_as_batch=True
-)
+context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
 with context.begin_transaction():
     context.run_migrations()

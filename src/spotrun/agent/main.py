@@ -1,0 +1,283 @@
+"""The per-instance supervisor, start to end: prepare, train, watch, finish.
+
+``run_agent`` is a process boundary, so it is where errors are caught broadly:
+
+* ``StaleGeneration`` from any store write means a newer attempt owns the job: the
+  training is killed at once, nothing more is written or uploaded, and the exit code is 3;
+* a problem with the job's own inputs (code, data) is the user's: it becomes the host's
+  failure reason (``ClientError: …``) and the agent ends normally;
+* anything else is ours: ``InternalServerError: …``, exit code 1.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from spotrun.agent.channels import cache_channel, link_channel
+from spotrun.agent.config import AgentConfig, AgentConfigError
+from spotrun.agent.layout import MlLayout, write_config
+from spotrun.agent.logs import LogPump
+from spotrun.agent.notices import InstanceAction, NoticeWatcher
+from spotrun.agent.outcome import FAILURE_REASON_LIMIT, JobInputError, Outcome, classify
+from spotrun.agent.reporter import DEFAULT_STOP_GRACE, Reporter
+from spotrun.agent.runner import TrainingProcess
+from spotrun.agent.source import stage_code
+from spotrun.agent.sync import CheckpointSyncer
+from spotrun.agent.training_env import command, training_environment
+from spotrun.errors import StaleGeneration
+from spotrun.spec import JobSpec
+from spotrun.storage import CheckpointMirror, StorageError, local_files, tar_folder_to
+from spotrun.store import AttemptRecord, Store
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_ENVIRONMENT = 2
+EXIT_STALE = 3
+#: how long to wait for the output pipes to close after the training process exits
+PIPE_DRAIN_SECONDS = 5.0
+
+
+class Agent:
+    """One host of one attempt. ``run`` returns the agent's exit code."""
+
+    def __init__(self, cfg: AgentConfig, env: Mapping[str, str], store: Store, echo: TextIO):
+        self.cfg = cfg
+        self.env = env
+        self.echo = echo
+        self.reporter = Reporter(store, cfg.job, cfg.generation, cfg.host)
+        self.layout = MlLayout(cfg.ml_root, cfg.isolation)
+        self.proc: TrainingProcess | None = None
+        self.pump: LogPump | None = None
+        self.syncer: CheckpointSyncer | None = None
+        self.noticed = False
+        self.stop_requested = False
+        self.attempt_over = False  # the controller ended the attempt while it still ran
+        self._kill_at: float | None = None
+        self._sigterm = threading.Event()
+
+    # -- the whole run --------------------------------------------------------------------
+
+    def run(self) -> int:
+        job = self.reporter.store.get_job(self.cfg.job)
+        spec = job.spec
+        self.reporter.report(
+            phase="downloading", isolation=self.cfg.isolation, download_started=time.time()
+        )
+        try:
+            entry = self._prepare(spec)
+            mirror = self._restore(spec)
+        except JobInputError as e:
+            self.reporter.report(failure_reason=str(e)[:FAILURE_REASON_LIMIT], phase="done")
+            return EXIT_OK
+        if self.reporter.desired() == "stop":
+            # stopped (or ended) while downloading: there is nothing to run or to upload
+            self.reporter.report(phase="done")
+            return EXIT_OK
+        checkpoint_dir = mirror.local_dir if mirror is not None else None
+        env = training_environment(self.env, self.cfg, spec, self.layout, job.arn, checkpoint_dir)
+        self.reporter.report(phase="training")
+        self._install_sigterm_handler()
+        # spawn before any thread of ours exists: the child runs Python between fork and exec
+        self.proc = TrainingProcess(command(entry, spec.hyperparameters), self.layout.code_dir, env)
+        self.pump = LogPump(self.reporter, spec.algorithm.metric_definitions, echo=self.echo)
+        self.pump.attach(self.proc.stdout, self.proc.stderr)
+        if mirror is not None:
+            self.syncer = CheckpointSyncer(
+                mirror, self.reporter, self.cfg.poll_seconds, say=self.pump.say
+            )
+            self.syncer.start()
+        exit_code = self._watch(self.proc)
+        self._wind_down(self.proc)
+        self.reporter.report(exit_code=exit_code)
+        self._finish(spec, self._classify(exit_code))
+        self.reporter.report(phase="done")
+        return EXIT_OK
+
+    def _prepare(self, spec: JobSpec) -> Path:
+        """Lay out /opt/ml and bring channels and code in; returns the entry point."""
+        cfg, layout = self.cfg, self.layout
+        layout.create()
+        layout.host_output_data_dir(cfg.host).mkdir(parents=True, exist_ok=True)
+        write_config(layout, spec, cfg.host, cfg.hosts, cfg.instance_type)
+        for ch in spec.channels:
+            try:
+                cached = cache_channel(ch, cfg.cache, cfg.job)
+            except StorageError as e:
+                raise JobInputError(f"ClientError: cannot fetch channel {ch.name!r}: {e}") from e
+            shard = None
+            if ch.data_distribution == "ShardedByS3Key" and len(cfg.hosts) > 1:
+                shard = (cfg.hosts.index(cfg.host), len(cfg.hosts))
+            link_channel(cached, layout.channel_dir(ch.name), shard)
+        entry = stage_code(spec, layout.code_dir)
+        self.reporter.report(download_ended=time.time())
+        return entry
+
+    def _restore(self, spec: JobSpec) -> CheckpointMirror | None:
+        if spec.checkpoint is None:
+            return None
+        local = self.layout.map(spec.checkpoint.local_path)
+        if self.layout.inside(local) and local.exists():
+            shutil.rmtree(local)  # leftovers of an earlier run here would be uploaded as new
+        try:
+            mirror = CheckpointMirror(local, spec.checkpoint.s3_uri)
+        except StorageError as e:
+            raise JobInputError(f"ClientError: CheckpointConfig.S3Uri is unusable: {e}") from e
+        restored = mirror.restore()
+        self.reporter.report(restored=f"{restored} files" if restored else "none")
+        return mirror
+
+    # -- while training -------------------------------------------------------------------
+
+    def _install_sigterm_handler(self) -> None:
+        """A SIGTERM to the agent means its instance is going away; the loop handles it."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+            self._sigterm.set()
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    def _watch(self, proc: TrainingProcess) -> int:
+        """React to notices, stops and SIGTERM until the training process exits."""
+        watcher = NoticeWatcher(self.cfg.metadata_url, timeout=min(1.0, self.cfg.poll_seconds))
+        while True:
+            self.reporter.check()
+            if not self.noticed:
+                notice = watcher.poll()
+                if notice is not None:
+                    self._on_notice(proc, notice)
+            if not (self.stop_requested or self.attempt_over) and self.reporter.desired() == "stop":
+                self._on_stop(proc, self.reporter.attempt())
+            if self._sigterm.is_set() and not (self.noticed or self.stop_requested):
+                self._on_notice(proc, None)
+            if self._kill_at is not None and time.monotonic() >= self._kill_at:
+                self._say("spotrun-agent: stop grace is over; sending SIGKILL")
+                proc.signal_group(signal.SIGKILL)
+                self._kill_at = None
+            exit_code = proc.wait(self.cfg.poll_seconds)
+            if exit_code is not None:
+                return exit_code
+
+    def _on_notice(self, proc: TrainingProcess, notice: InstanceAction | None) -> None:
+        self.noticed = True
+        proc.signal_group(signal.SIGTERM)  # first: every second counts for the checkpoint
+        if notice is None:
+            self._say("spotrun-agent: the agent got SIGTERM; treating it as an interruption")
+        else:
+            self._say(f"spotrun-agent: interruption notice, instance reclaimed at {notice.time}")
+        self.reporter.report(noticed=True)
+
+    def _on_stop(self, proc: TrainingProcess, attempt: AttemptRecord | None) -> None:
+        """SIGTERM now, SIGKILL after the attempt's grace.
+
+        "stop" is also what the store answers for an attempt the controller has already
+        ended (the capacity was lost, say). That is no user stop: nothing is uploaded and
+        the ending counts as an interruption, not as a failure of the user's code.
+        """
+        grace = attempt.stop_grace if attempt is not None else DEFAULT_STOP_GRACE
+        proc.signal_group(signal.SIGTERM)
+        self._kill_at = time.monotonic() + grace
+        if attempt is None or not attempt.live:
+            self.attempt_over = True
+            why = "the controller ended this attempt"
+        else:
+            self.stop_requested = True
+            why = "stop requested"
+        self._say(f"spotrun-agent: {why}; SIGTERM sent, SIGKILL after {grace:g} s")
+
+    def _say(self, text: str) -> None:
+        if self.pump is not None:
+            self.pump.say(text)
+
+    # -- after training ------------------------------------------------------------------
+
+    def _wind_down(self, proc: TrainingProcess) -> None:
+        """End stragglers, flush the last checkpoint, then every log line."""
+        assert self.pump is not None
+        # the entry point is the container: when it ends, what it left running ends too
+        proc.kill()
+        if not self.pump.wait_eof(PIPE_DRAIN_SECONDS):
+            self._say("spotrun-agent: output pipes still open after exit; not waiting longer")
+        self.reporter.check()
+        if self.syncer is not None:
+            self.syncer.stop()
+            try:
+                self.syncer.sync_now()
+            except StorageError as e:
+                self._say(f"spotrun-agent: final checkpoint sync failed: {e}")
+        self.pump.close()
+
+    def _classify(self, exit_code: int) -> Outcome:
+        failure_text = None
+        if self.layout.failure_file.is_file():
+            with self.layout.failure_file.open(errors="replace") as f:
+                failure_text = f.read(FAILURE_REASON_LIMIT)
+        return classify(
+            exit_code,
+            noticed=self.noticed or self.attempt_over,
+            stop_requested=self.stop_requested,
+            finished_file=self.layout.finished_file.exists(),
+            failure_text=failure_text,
+            last_stderr=self.pump.last_stderr if self.pump is not None else None,
+        )
+
+    def _finish(self, spec: JobSpec, outcome: Outcome) -> None:
+        if outcome.failure_reason is not None:
+            self.reporter.report(failure_reason=outcome.failure_reason)
+        if not outcome.uploads_model:
+            return
+        if not self.cfg.leader:
+            self.reporter.report(finished=outcome.finished)
+            return
+        self.reporter.report(phase="uploading")
+        tar_folder_to(spec.model_artifact_uri, self.layout.model_dir)
+        if local_files(self.layout.output_data_dir):
+            tar_folder_to(spec.output_artifact_uri, self.layout.output_data_dir)
+        self.reporter.report(model_uploaded=True, finished=outcome.finished)
+
+    def abandon(self) -> None:
+        """Kill the training and stop background work without writing anything more."""
+        if self.proc is not None:
+            self.proc.kill()
+
+
+def run_agent(env: Mapping[str, str], echo: TextIO | None = None) -> int:
+    """Run one agent to the end; returns the process exit code (0 also when training failed)."""
+    out = echo if echo is not None else sys.stdout
+    try:
+        cfg = AgentConfig.from_env(env)
+    except AgentConfigError as e:
+        print(f"spotrun-agent: {e}", file=sys.stderr)
+        return EXIT_BAD_ENVIRONMENT
+    try:
+        store = Store.open(cfg.home)
+    except Exception as e:
+        print(f"spotrun-agent: cannot open the store under {cfg.home}: {e}", file=sys.stderr)
+        return EXIT_INTERNAL
+    agent = Agent(cfg, env, store, out)
+    try:
+        return agent.run()
+    except StaleGeneration as e:
+        agent.abandon()
+        print(f"spotrun-agent: {e}; giving up this attempt", file=sys.stderr)
+        return EXIT_STALE
+    except BaseException as e:
+        agent.abandon()
+        reason = f"InternalServerError: {type(e).__name__}: {e}"[:FAILURE_REASON_LIMIT]
+        print(f"spotrun-agent: {reason}", file=sys.stderr)
+        try:
+            agent.reporter.report(failure_reason=reason, phase="done")
+        except Exception as report_error:
+            print(f"spotrun-agent: could not report it: {report_error}", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        store.close()

@@ -1,0 +1,88 @@
+"""The training process: started in its own process group, signalled as a group.
+
+Its own session keeps a signal aimed at the training (and at whatever it spawned: data
+loader workers, torchrun ranks) away from the agent, which must outlive it to flush logs
+and the last checkpoint. On Linux the direct child also asks the kernel for SIGKILL should
+the agent die first, so a hard-killed agent does not leave an orphan training behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+PR_SET_PDEATHSIG = 1
+
+
+def _death_signal() -> Callable[[], None] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    libc = ctypes.CDLL(name, use_errno=True)  # loaded before fork: the child only calls it
+
+    def arm() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return arm
+
+
+class TrainingProcess:
+    """One running entry point. Start it from the thread that lives longest (the main one):
+    the kernel's parent-death signal follows the thread that forked, not the process."""
+
+    def __init__(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> None:
+        self.argv = list(argv)
+        self._popen = subprocess.Popen(
+            self.argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_death_signal(),  # safe: spawned before any agent thread
+        )
+        self.pid = self._popen.pid  # also the process group id
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        assert self._popen.stdout is not None
+        return self._popen.stdout
+
+    @property
+    def stderr(self) -> IO[bytes]:
+        assert self._popen.stderr is not None
+        return self._popen.stderr
+
+    def poll(self) -> int | None:
+        return self._popen.poll()
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code, or None if still running after ``timeout`` seconds."""
+        try:
+            return self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def signal_group(self, sig: signal.Signals) -> bool:
+        """Send ``sig`` to the whole group; False if no member is left to receive it."""
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the group and reap the leader; safe to call at any time."""
+        self.signal_group(signal.SIGKILL)
+        if self._popen.poll() is None:
+            self._popen.wait()

@@ -1,0 +1,123 @@
+"""The command line and environment the training process is started with.
+
+On SageMaker the ``SM_*`` variables are computed inside the container by the
+sagemaker-training toolkit. A bare process has no toolkit, so the agent exports the same
+set itself (following the toolkit's naming: ``SM_`` + upper-cased key, strings as they
+are, everything else JSON), all pointing at this host's real paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from spotrun.agent.config import AgentConfig
+from spotrun.agent.layout import NETWORK_INTERFACE, MlLayout, input_data_config, resource_config
+from spotrun.spec import JobSpec
+
+LOG_LEVEL = 20  # logging.INFO, the toolkit's default
+
+
+def hyperparameter_args(hyperparameters: Mapping[str, str]) -> list[str]:
+    """``--name value`` pairs, sorted by name, values exactly as given."""
+    args: list[str] = []
+    for name in sorted(hyperparameters):
+        args += [f"--{name}", hyperparameters[name]]
+    return args
+
+
+def command(entry: Path, hyperparameters: Mapping[str, str]) -> list[str]:
+    return [sys.executable, str(entry), *hyperparameter_args(hyperparameters)]
+
+
+def _module_name(entry_point: str) -> str:
+    name = entry_point.rsplit("/", 1)[-1]
+    return name[:-3] if name.endswith(".py") else name
+
+
+def training_environment(
+    base: Mapping[str, str],
+    cfg: AgentConfig,
+    spec: JobSpec,
+    layout: MlLayout,
+    arn: str,
+    checkpoint_dir: Path | None,
+) -> dict[str, str]:
+    """``base`` + the job's Environment + what the platform sets (which wins on a clash)."""
+    hps = dict(spec.hyperparameters)
+    channels = sorted(ch.name for ch in spec.channels)
+    channel_dirs = {name: str(layout.channel_dir(name)) for name in channels}
+    entry_point = spec.algorithm.entry_point or ""
+    user_args = hyperparameter_args(hps)
+    facts: dict[str, Any] = {
+        "additional_framework_parameters": {},
+        "channel_input_dirs": channel_dirs,
+        "current_host": cfg.host,
+        "current_instance_type": cfg.instance_type,
+        "framework_module": None,
+        "hosts": list(cfg.hosts),
+        "hyperparameters": hps,
+        "input_config_dir": str(layout.config_dir),
+        "input_data_config": input_data_config(spec),
+        "input_dir": str(layout.input_dir),
+        "is_master": cfg.leader,
+        "job_name": spec.name,
+        "log_level": LOG_LEVEL,
+        "master_hostname": cfg.hosts[0],
+        "model_dir": str(layout.model_dir),
+        "module_dir": str(layout.code_dir),
+        "module_name": _module_name(entry_point),
+        "network_interface_name": NETWORK_INTERFACE,
+        "num_cpus": os.cpu_count() or 1,
+        "num_gpus": 0,
+        "output_data_dir": str(layout.host_output_data_dir(cfg.host)),
+        "output_dir": str(layout.output_dir),
+        "output_intermediate_dir": str(layout.intermediate_dir),
+        "resource_config": resource_config(cfg.host, cfg.hosts, cfg.instance_type),
+        "user_entry_point": entry_point,
+    }
+    sm: dict[str, str] = {
+        "SM_MODEL_DIR": facts["model_dir"],
+        "SM_CHANNELS": json.dumps(channels),
+        "SM_HPS": json.dumps(hps, sort_keys=True),
+        "SM_HOSTS": json.dumps(list(cfg.hosts)),
+        "SM_CURRENT_HOST": cfg.host,
+        "SM_CURRENT_INSTANCE_TYPE": cfg.instance_type,
+        "SM_NUM_CPUS": str(facts["num_cpus"]),
+        "SM_NUM_GPUS": "0",
+        "SM_OUTPUT_DATA_DIR": facts["output_data_dir"],
+        "SM_OUTPUT_DIR": facts["output_dir"],
+        "SM_OUTPUT_INTERMEDIATE_DIR": facts["output_intermediate_dir"],
+        "SM_INPUT_DIR": facts["input_dir"],
+        "SM_INPUT_CONFIG_DIR": facts["input_config_dir"],
+        "SM_RESOURCE_CONFIG": json.dumps(facts["resource_config"], sort_keys=True),
+        "SM_INPUT_DATA_CONFIG": json.dumps(facts["input_data_config"], sort_keys=True),
+        "SM_TRAINING_ENV": json.dumps(facts, sort_keys=True),
+        "SM_USER_ARGS": json.dumps(user_args),
+        "SM_LOG_LEVEL": str(LOG_LEVEL),
+        "SM_MODULE_DIR": facts["module_dir"],
+        "SM_MODULE_NAME": facts["module_name"],
+        "SM_NETWORK_INTERFACE_NAME": NETWORK_INTERFACE,
+        "SM_FRAMEWORK_PARAMS": "{}",
+        "SM_IS_MASTER": json.dumps(cfg.leader),
+        "SM_MASTER_HOSTNAME": cfg.hosts[0],
+    }
+    for name, folder in channel_dirs.items():
+        sm[f"SM_CHANNEL_{name.upper()}"] = folder
+    for name, value in hps.items():
+        sm[f"SM_HP_{name.upper()}"] = value
+    platform = {
+        "TRAINING_JOB_NAME": spec.name,
+        "TRAINING_JOB_ARN": arn,
+        "SAGEMAKER_BASE_DIR": str(layout.root),
+        "PYTHONUNBUFFERED": "1",
+        "SPOTRUN_FINISHED_FILE": str(layout.finished_file),
+        **sm,
+    }
+    if checkpoint_dir is not None:
+        platform["SPOTRUN_CHECKPOINT_DIR"] = str(checkpoint_dir)
+    return {**base, **spec.environment, **platform}

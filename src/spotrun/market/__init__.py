@@ -1,0 +1,57 @@
+"""The spot market: instance catalog, prices and interruptions over time.
+
+``Catalog`` knows the instance types and their prices; ``Market`` adds time: each pool's
+spot availability and price follow a process (always there, a replayed trace, a seeded
+random rate, a per-launch script, or rates derived from the AWS Spot Advisor), on a
+market clock that may run faster than real time. ``MarketConfig`` describes a market and
+``load_market_config`` reads one from a TOML or JSON file.
+"""
+
+from spotrun.market._advisor import Bucket, SpotAdvisor
+from spotrun.market._config import (
+    DEFAULT_ADVISOR_GAP,
+    PROCESSES,
+    MarketConfig,
+    PoolConfig,
+    load_market_config,
+    market_config_from_dict,
+    parse_duration,
+)
+from spotrun.market._market import HORIZON, Market
+from spotrun.market._processes import (
+    UNLIMITED,
+    AlwaysProcess,
+    Process,
+    RateProcess,
+    ScriptProcess,
+    TraceProcess,
+)
+from spotrun.market._series import StepSeries
+from spotrun.market._traces import Trace, load_trace
+from spotrun.market.catalog import Catalog, InstanceInfo, find_data_dir
+
+__all__ = [
+    "DEFAULT_ADVISOR_GAP",
+    "HORIZON",
+    "PROCESSES",
+    "UNLIMITED",
+    "AlwaysProcess",
+    "Bucket",
+    "Catalog",
+    "InstanceInfo",
+    "Market",
+    "MarketConfig",
+    "PoolConfig",
+    "Process",
+    "RateProcess",
+    "ScriptProcess",
+    "SpotAdvisor",
+    "StepSeries",
+    "Trace",
+    "TraceProcess",
+    "find_data_dir",
+    "load_market_config",
+    "load_trace",
+    "market_config_from_dict",
+    "parse_duration",
+]

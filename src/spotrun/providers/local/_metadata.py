@@ -1,0 +1,147 @@
+"""An instance metadata endpoint shaped like EC2's, served by each local instance's host.
+
+The agent finds out about interruptions the way it would on a real spot instance, by
+polling ``/latest/meta-data/spot/instance-action``: 404 until a notice is issued, then 200
+with ``{"action": "terminate", "time": "2026-11-27T18:40:00Z"}``. Because the paths and
+shapes match EC2's (IMDSv2 token included), the same agent code serves both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from spotrun.providers.base import Notice
+from spotrun.providers.local._records import earliest_issued
+
+
+def iso_utc(epoch: float) -> str:
+    """EC2's time format. Rounded down, so a client never believes it has longer than it has."""
+    return datetime.fromtimestamp(math.floor(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class NoticeBoard:
+    """The notices of one instance, shared by the host loop and the endpoint's threads.
+
+    ``scheduled`` comes from the market at launch; ``injected`` from ``notice.json`` later.
+    Both bind: the instance dies at the earlier deadline, announced or not.
+    """
+
+    def __init__(self, scheduled: Notice | None) -> None:
+        self._lock = threading.Lock()
+        self._scheduled = scheduled
+        self._injected: Notice | None = None
+
+    def inject(self, notice: Notice | None) -> None:
+        with self._lock:
+            self._injected = notice
+
+    def issued(self, now: float) -> Notice | None:
+        """The notice a client sees at ``now`` (None: no interruption announced yet)."""
+        with self._lock:
+            return earliest_issued((self._scheduled, self._injected), now)
+
+    def next_issue(self, now: float) -> float | None:
+        """When the next notice not yet issued at ``now`` comes out (None: none pending)."""
+        with self._lock:
+            times = [
+                n.issued_at
+                for n in (self._scheduled, self._injected)
+                if n is not None and n.issued_at > now
+            ]
+        return min(times, default=None)
+
+    def deadline(self) -> float | None:
+        """When the instance must be dead, whether or not the notice is out yet."""
+        with self._lock:
+            ends = [n.deadline for n in (self._scheduled, self._injected) if n is not None]
+        return min(ends, default=None)
+
+
+class Identity:
+    """The static facts the endpoint reports about its instance."""
+
+    def __init__(self, instance_id: str, instance_type: str, zone: str, spot: bool) -> None:
+        self.instance_id = instance_id
+        self.instance_type = instance_type
+        self.zone = zone
+        self.spot = spot
+
+
+def _constant(value: str) -> Callable[[], str | None]:
+    return lambda: value
+
+
+def _routes(identity: Identity, board: NoticeBoard) -> dict[str, Callable[[], str | None]]:
+    """Path → body (None: 404). Bodies are computed per request, so notices appear on time."""
+
+    def action() -> str | None:
+        notice = board.issued(time.time())
+        if notice is None:
+            return None
+        return json.dumps({"action": notice.action, "time": iso_utc(notice.deadline)})
+
+    def termination_time() -> str | None:
+        notice = board.issued(time.time())
+        return None if notice is None else iso_utc(notice.deadline)
+
+    static = {
+        "instance-id": identity.instance_id,
+        "instance-type": identity.instance_type,
+        "placement/availability-zone": identity.zone,
+        "instance-life-cycle": "spot" if identity.spot else "on-demand",
+    }
+    routes: dict[str, Callable[[], str | None]] = {
+        f"/latest/meta-data/{k}": _constant(v) for k, v in static.items()
+    }
+    routes["/latest/meta-data/spot/instance-action"] = action
+    routes["/latest/meta-data/spot/termination-time"] = termination_time
+    listing = "\n".join(sorted({k.split("/")[0] + ("/" if "/" in k else "") for k in static}))
+    routes["/latest/meta-data/"] = lambda: listing + "\nspot/"
+    return routes
+
+
+def serve(identity: Identity, board: NoticeBoard) -> ThreadingHTTPServer:
+    """Start the endpoint on 127.0.0.1 with a free port, in background threads."""
+    routes = _routes(identity, board)
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "spotrun-imds"
+
+        def do_GET(self) -> None:
+            route = routes.get(self.path.split("?")[0])
+            body = route() if route else None
+            if body is None:
+                self._reply(404, "Not Found", "text/html")
+            else:
+                kind = "application/json" if body.startswith("{") else "text/plain"
+                self._reply(200, body, kind)
+
+        def do_PUT(self) -> None:
+            # IMDSv2: any caller may have a session token; we do not check it afterwards.
+            if self.path == "/latest/api/token":
+                self._reply(200, "spotrun-local-token", "text/plain")
+            else:
+                self._reply(404, "Not Found", "text/html")
+
+        def _reply(self, code: int, body: str, kind: str) -> None:
+            data = body.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            # The agent polls several times a second; logging each poll would drown host.log.
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="imds", daemon=True).start()
+    return server

@@ -1,0 +1,124 @@
+"""Choosing a pool for a capacity request: a pure function of the market at one instant.
+
+The answer always carries a sentence a user can read in the job's status, both when a pool
+was found ("cheapest of 4 zones with capacity: use1-az2 at $0.2254/h") and when none was
+("no capacity: 0 of 6 pools can give 1 spot ml.g4dn.xlarge (all reclaimed) — next change in
+12 min 30 s, when use1-az3 has 2"). Finding that next change means asking the market about
+future instants; it is still pure, only a little more work, and done only when nothing fits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from spotrun.providers.base import CapacityRequest, LaunchPlan, Pool
+from spotrun.providers.local._market import MarketView
+
+# Look ahead for returning capacity: fine steps first (what users wait for), coarse later.
+_LOOKAHEAD: tuple[tuple[float, float], ...] = ((3600.0, 30.0), (86400.0, 300.0))
+
+
+def hosts(count: int) -> tuple[str, ...]:
+    """SageMaker's host names: algo-1 … algo-N."""
+    return tuple(f"algo-{i}" for i in range(1, count + 1))
+
+
+def plan(market: MarketView, request: CapacityRequest, now: float) -> LaunchPlan:
+    """The cheapest acceptable pool with room for the whole request at ``now``, or why none."""
+    offered = market.pools(request.instance_type, request.spot)
+    allowed = [p for p in offered if p not in request.avoid]
+    fits = [p for p in allowed if market.capacity(p, now) >= request.count]
+    if not fits:
+        return LaunchPlan(
+            request=request,
+            pool=None,
+            hosts=(),
+            price_per_hour=None,
+            reason=_no_capacity(market, request, offered, allowed, now),
+        )
+    prices = {p: market.price(p, request.spot, now) for p in fits}
+    best = min(fits, key=lambda p: (prices[p], p.zone))  # zone breaks ties: same answer twice
+    price = prices[best]
+    avoided = len(offered) - len(allowed)
+    lead = (
+        "the only zone with capacity"
+        if len(fits) == 1
+        else f"cheapest of {len(fits)} zones with capacity"
+    )
+    note = f" (avoiding {avoided} recently interrupted)" if avoided else ""
+    return LaunchPlan(
+        request=request,
+        pool=best,
+        hosts=hosts(request.count),
+        price_per_hour=price,
+        reason=f"{lead}: {best.zone} at ${price:.4f}/h{note}",
+    )
+
+
+def _no_capacity(
+    market: MarketView,
+    request: CapacityRequest,
+    offered: Sequence[Pool],
+    allowed: Sequence[Pool],
+    now: float,
+) -> str:
+    kind = "spot" if request.spot else "on-demand"
+    what = f"{request.count} {kind} {request.instance_type}"
+    if not offered:
+        return f"no capacity: no pool offers {kind} {request.instance_type}"
+    head = f"no capacity: 0 of {len(offered)} pools can give {what}"
+    if not allowed:
+        return f"{head} (all avoided after recent interruptions)"
+    sizes = [market.capacity(p, now) for p in allowed]
+    parts = []
+    if len(allowed) < len(offered):
+        parts.append(f"{len(offered) - len(allowed)} avoided")
+    if max(sizes) == 0:
+        parts.append("all reclaimed" if len(parts) == 0 else "the rest reclaimed")
+    else:
+        parts.append(f"largest has {max(sizes)}")
+    return f"{head} ({', '.join(parts)}) — {_next_change(market, request, allowed, now)}"
+
+
+def _next_change(
+    market: MarketView, request: CapacityRequest, allowed: Sequence[Pool], now: float
+) -> str:
+    """When some allowed pool first has room again, to the second, within a day."""
+    last = now
+    for horizon, step in _LOOKAHEAD:
+        t = last + step
+        while t <= now + horizon:
+            ready = [p for p in allowed if market.capacity(p, t) >= request.count]
+            if ready:
+                when, pool = _refine(market, request, ready, last, t)
+                size = market.capacity(pool, when)
+                return f"next change in {_duration(when - now)}, when {pool.zone} has {size}"
+            last, t = t, t + step
+    return "no change within 24 h"
+
+
+def _refine(
+    market: MarketView, request: CapacityRequest, ready: Sequence[Pool], lo: float, hi: float
+) -> tuple[float, Pool]:
+    """Narrow (lo, hi] down to the second at which one of ``ready`` first fits."""
+    best_t, best_pool = hi, ready[0]
+    for pool in ready:
+        a, b = lo, hi  # capacity too small at a, enough at b
+        while b - a > 1.0:
+            mid = (a + b) / 2
+            if market.capacity(pool, mid) >= request.count:
+                b = mid
+            else:
+                a = mid
+        if b < best_t:
+            best_t, best_pool = b, pool
+    return best_t, best_pool
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s" if s % 60 else f"{s // 60} min"
+    return f"{s // 3600} h {s % 3600 // 60} min"

@@ -1,0 +1,364 @@
+"""The local provider: each instance is a supervised process tree on this machine.
+
+Capacity, prices and interruptions are replayed from a market; the instances themselves
+are real. ``launch`` writes the instance's record and starts a detached host process
+(``spotrun.providers.local.host``) that outlives the service; everything afterwards is
+read back from the instance's folder, so a restarted service (a new ``LocalProvider`` on
+the same home) sees, describes and terminates instances an earlier one launched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from spotrun.control.clock import Clock
+from spotrun.errors import NoCapacity, NotFound, ProviderError
+from spotrun.providers.base import (
+    Capability,
+    CapacityRequest,
+    InstancePhase,
+    InstanceRef,
+    InstanceState,
+    LaunchPlan,
+    Notice,
+    Pool,
+    TerminationCause,
+)
+from spotrun.providers.local import _isolation, _planning, _procs
+from spotrun.providers.local._market import MarketView
+from spotrun.providers.local._records import (
+    HOST_LOG,
+    INJECTED_NOTICE,
+    INSTANCE,
+    LEADER,
+    STATE,
+    earliest_issued,
+    next_spot_seq,
+    notice_from_json,
+    notice_to_json,
+    pool_from_json,
+    pool_to_json,
+    read_json,
+    scheduled_notice,
+    write_json,
+)
+
+_ID = re.compile(r"^i-[0-9a-f]{17}$")
+_GRACE = 5.0  # how long terminate() lets a host record its own end before SIGKILL
+
+
+class LocalProvider:
+    """Instances as process trees under ``<home>/instances``, driven by a replayed market.
+
+    ``isolation`` is ``auto`` (a private pid and mount namespace when the machine allows
+    it, else a plain folder), ``namespace`` (required; fails if unavailable) or ``folder``.
+    """
+
+    name = "local"
+
+    def __init__(
+        self, home: Path, market: MarketView, clock: Clock, isolation: str = "auto"
+    ) -> None:
+        self.home = Path(home).resolve()  # the host runs elsewhere; relative paths would break
+        self.market = market
+        self.clock = clock
+        self.isolation = _isolation.resolve(isolation)
+        caps = {Capability.NOTICES, Capability.SURVIVES_SERVICE, Capability.MARKET_REPLAY}
+        if self.isolation == _isolation.NAMESPACE:
+            caps.add(Capability.PRIVATE_MOUNTS)
+        self.capabilities: frozenset[Capability] = frozenset(caps)
+        self._instances = self.home / "instances"
+        # Hosts we started ourselves; polled so they do not linger as zombies under us.
+        self._spawned: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -- the Provider interface ----------------------------------------------------------
+
+    def plan(self, request: CapacityRequest) -> LaunchPlan:
+        """The cheapest pool with room for the whole request right now (pure)."""
+        return _planning.plan(self.market, request, self.clock.now())
+
+    def launch(self, plan: LaunchPlan) -> list[InstanceRef]:
+        """Start one instance per planned host; NoCapacity if the pool filled up meanwhile."""
+        if plan.pool is None:
+            raise NoCapacity(plan.reason)
+        request, pool = plan.request, plan.pool
+        if pool.provider != self.name:
+            raise ProviderError(f"pool {pool} does not belong to the local provider")
+        have = self.market.capacity(pool, self.clock.now())
+        if have < request.count:
+            raise NoCapacity(
+                f"{pool.zone} can give {have} of {request.count} {request.instance_type} now"
+            )
+        refs: list[InstanceRef] = []
+        try:
+            for host in plan.hosts:
+                refs.append(self._launch_one(plan, pool, host))
+        except BaseException as exc:
+            for ref in refs:  # all hosts of an attempt or none
+                self.terminate(ref)
+            if isinstance(exc, OSError):
+                raise ProviderError(f"could not start a local instance: {exc}") from exc
+            raise
+        return refs
+
+    def describe(self, ref: InstanceRef) -> InstanceState | None:
+        """What the instance's folder and its host's liveness say about it."""
+        root = self._root(ref)
+        instance = None if root is None else read_json(root / INSTANCE)
+        if root is None or instance is None:
+            return None
+        self._reap()
+        phase, cause, ended, state = self._status(root, instance)
+        cutoff = self.clock.now() if ended is None else min(self.clock.now(), ended)
+        notice = earliest_issued(
+            (
+                notice_from_json(state.get("notice")),
+                scheduled_notice(instance),
+                notice_from_json(read_json(root / INJECTED_NOTICE)),
+            ),
+            cutoff,
+        )
+        return InstanceState(
+            ref=InstanceRef(self.name, str(instance["id"])),
+            job=str(instance["job"]),
+            generation=int(instance["generation"]),
+            host=str(instance["host"]),
+            pool=pool_from_json(instance["pool"]),
+            spot=bool(instance["spot"]),
+            phase=phase,
+            launched_at=float(instance["launched_at"]),
+            terminated_at=ended,
+            cause=cause,
+            notice=notice,
+            isolation=str(state.get("isolation") or instance["isolation"]),
+        )
+
+    def terminate(self, ref: InstanceRef) -> None:
+        """Stop the instance and everything it runs; a no-op on one already terminated."""
+        root = self._root(ref)
+        if root is None or read_json(root / INSTANCE) is None:
+            return
+        current = self.describe(ref)
+        if current is not None and current.phase is InstancePhase.TERMINATED:
+            # A lost host only looked terminated; make the verdict permanent on disk.
+            if _phase(read_json(root / STATE)) != InstancePhase.TERMINATED.value:
+                assert current.cause is not None and current.terminated_at is not None
+                self._record_end(root, current.cause, current.terminated_at)
+            self._sweep(ref.id)
+            return
+        if self._ask_host_to_stop(root):
+            self._sweep(ref.id)
+            return
+        at = self.clock.now()
+        self._kill_host(root)
+        self._sweep(ref.id)
+        if _phase(read_json(root / STATE)) != InstancePhase.TERMINATED.value:
+            self._record_end(root, TerminationCause.REQUESTED, at)
+
+    def list(self) -> list[InstanceState]:
+        """Every instance under ``<home>/instances``, oldest first (for re-adoption)."""
+        if not self._instances.is_dir():
+            return []
+        found = []
+        for entry in self._instances.iterdir():
+            if _ID.match(entry.name) and (state := self.describe(self._ref(entry.name))):
+                found.append(state)
+        return sorted(found, key=lambda s: (s.launched_at, s.ref.id))
+
+    # -- beyond the interface --------------------------------------------------------------
+
+    def interrupt(self, ref: InstanceRef, lead_seconds: float) -> Notice:
+        """Announce a reclaim ``lead_seconds`` from now, as the market would.
+
+        An earlier notice already given stands: a real cloud never grants more time.
+        """
+        root = self._root(ref)
+        if root is None or read_json(root / INSTANCE) is None:
+            raise NotFound(f"no local instance {ref.id}")
+        now = self.clock.now()
+        notice = Notice("terminate", now + max(0.0, lead_seconds), now)
+        earlier = notice_from_json(read_json(root / INJECTED_NOTICE))
+        if earlier is not None and earlier.deadline <= notice.deadline:
+            return earlier
+        write_json(root / INJECTED_NOTICE, notice_to_json(notice))
+        return notice
+
+    def root(self, ref: InstanceRef) -> Path:
+        """The instance's folder (logs, state, and its ML root under ``ml/``)."""
+        root = self._root(ref)
+        if root is None:
+            raise NotFound(f"no local instance {ref.id}")
+        return root
+
+    # -- launching -----------------------------------------------------------------------
+
+    def _launch_one(self, plan: LaunchPlan, pool: Pool, host: str) -> InstanceRef:
+        request = plan.request
+        instance_id = "i-" + secrets.token_hex(9)[:17]
+        root = self._instances / instance_id
+        root.mkdir(parents=True)
+        launched_at = self.clock.now()
+        seq = reclaim = notice_at = None
+        if request.spot:
+            seq = next_spot_seq(self._instances, pool)
+            reclaim = self.market.reclaim_at(pool, launched_at, seq)
+            if reclaim is not None:
+                notice_at = max(launched_at, reclaim - self.market.notice_lead_real)
+        write_json(
+            root / INSTANCE,
+            {
+                "id": instance_id,
+                "provider": self.name,
+                "job": request.job,
+                "generation": request.generation,
+                "host": host,
+                "hosts": list(plan.hosts),
+                "instance_type": request.instance_type,
+                "pool": pool_to_json(pool),
+                "spot": request.spot,
+                "price_per_hour": plan.price_per_hour,
+                "launched_at": launched_at,
+                "spot_seq": seq,
+                "notice_at": notice_at,
+                "deadline": reclaim,
+                "workload": {
+                    "argv": list(request.workload.argv),
+                    "env": dict(request.workload.env),
+                },
+                "isolation": self.isolation,
+            },
+        )
+        with open(root / HOST_LOG, "ab") as log:
+            # A new session: the host must not die with the service's terminal or group.
+            proc = subprocess.Popen(
+                _isolation.host_command(root, self.isolation),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                cwd=root,
+                env=_isolation.host_env(),
+            )
+        self._spawned[instance_id] = proc
+        write_json(root / LEADER, _procs.identity(proc.pid))
+        return self._ref(instance_id)
+
+    # -- reading state -------------------------------------------------------------------
+
+    def _status(
+        self, root: Path, instance: dict[str, Any]
+    ) -> tuple[InstancePhase, TerminationCause | None, float | None, dict[str, Any]]:
+        """Phase, cause, end time and the raw host state, with a vanished host found out."""
+        state = read_json(root / STATE) or {}
+        if _phase(state) == InstancePhase.TERMINATED.value:
+            return _ended(state)
+        if _procs.alive(_host_identity(state) or read_json(root / LEADER)):
+            running = _phase(state) == InstancePhase.RUNNING.value
+            phase = InstancePhase.RUNNING if running else InstancePhase.PENDING
+            return phase, None, None, state
+        # The host may have written its end between our two reads; trust that over "lost".
+        state = read_json(root / STATE) or {}
+        if _phase(state) == InstancePhase.TERMINATED.value:
+            return _ended(state)
+        last = state.get("heartbeat") or instance["launched_at"]
+        return InstancePhase.TERMINATED, TerminationCause.LOST, float(last), state
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def _ask_host_to_stop(self, root: Path) -> bool:
+        """SIGTERM the host and wait for it to record its end; False if it did not."""
+        give_up = time.monotonic() + _GRACE
+        signalled = False
+        while time.monotonic() < give_up:
+            state = read_json(root / STATE) or {}
+            if _phase(state) == InstancePhase.TERMINATED.value:
+                return True
+            host = _host_identity(state)
+            if _procs.alive(host):
+                if not signalled and host is not None:
+                    _procs.kill([int(str(host["pid"]))], signal.SIGTERM)
+                    signalled = True
+            elif not _procs.alive(read_json(root / LEADER)):
+                return False  # nobody left to wait for
+            time.sleep(0.02)
+        return False
+
+    def _kill_host(self, root: Path) -> None:
+        """SIGKILL the host and the process group it was started in, then wait for them."""
+        host = _host_identity(read_json(root / STATE) or {})
+        leader = read_json(root / LEADER)
+        for record in (host, leader):
+            if _procs.alive(record) and record is not None:
+                pid = int(str(record["pid"]))
+                _procs.kill([pid])
+                st = _procs.stat(pid)
+                if st is not None and st.pgid == pid:
+                    _procs.killpg(pid)
+        give_up = time.monotonic() + 2.0
+        while time.monotonic() < give_up and (_procs.alive(host) or _procs.alive(leader)):
+            self._reap()
+            time.sleep(0.01)
+
+    def _sweep(self, instance_id: str) -> None:
+        """Kill workload processes that outlived their host (folder isolation only has them)."""
+        strays = _procs.marked("SPOTRUN_INSTANCE_ID", instance_id) - {os.getpid()}
+        _procs.kill(strays)
+
+    def _record_end(self, root: Path, cause: TerminationCause, at: float) -> None:
+        state = read_json(root / STATE) or {}
+        state.update(
+            {"phase": InstancePhase.TERMINATED.value, "cause": cause.value, "terminated_at": at}
+        )
+        write_json(root / STATE, state)
+
+    # -- small helpers -------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        for instance_id, proc in list(self._spawned.items()):
+            if proc.poll() is not None:
+                del self._spawned[instance_id]
+
+    def _ref(self, instance_id: str) -> InstanceRef:
+        return InstanceRef(self.name, instance_id)
+
+    def _root(self, ref: InstanceRef) -> Path | None:
+        # Ids come back from callers and the store: never let one point outside our home.
+        if ref.provider != self.name or not _ID.match(ref.id):
+            return None
+        return self._instances / ref.id
+
+
+def _phase(state: dict[str, Any] | None) -> str | None:
+    return None if state is None else state.get("phase")
+
+
+def _ended(
+    state: dict[str, Any],
+) -> tuple[InstancePhase, TerminationCause | None, float | None, dict[str, Any]]:
+    cause = state.get("cause")
+    ended = state.get("terminated_at")
+    return (
+        InstancePhase.TERMINATED,
+        None if cause is None else TerminationCause(cause),
+        None if ended is None else float(ended),
+        state,
+    )
+
+
+def _host_identity(state: dict[str, Any]) -> dict[str, object] | None:
+    """The host's pid record from its state, in the shape ``_procs.alive`` reads."""
+    if not isinstance(state.get("pid"), int):
+        return None
+    return {
+        "pid": state["pid"],
+        "start_ticks": state.get("pid_start_ticks"),
+        "boot_id": state.get("boot_id"),
+    }
