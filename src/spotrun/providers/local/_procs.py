@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,24 @@ def descendants(root: int, stats: Iterable[ProcStat]) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
+
+
+def kill_tree(root: int, patience: float = 1.0) -> bool:
+    """SIGKILL every live descendant of ``root`` (not ``root``); False if some outlived it.
+
+    Rounds repeat because a process may fork between our reading /proc and the kill.
+    Zombies are skipped: they are dead already and wait only for their parent.
+    """
+    give_up = time.monotonic() + patience
+    while time.monotonic() < give_up:
+        stats = all_stats()
+        below = descendants(root, stats)
+        live = [st.pid for st in stats if st.pid in below and st.state not in ("Z", "X")]
+        if not live:
+            return True
+        kill(live)
+        time.sleep(0.005)
+    return False
 
 
 def marked(name: str, value: str) -> set[int]:

@@ -52,6 +52,7 @@ from spotrun.providers.local._records import (
 
 _ID = re.compile(r"^i-[0-9a-f]{17}$")
 _GRACE = 5.0  # how long terminate() lets a host record its own end before SIGKILL
+_SPAWN_TIME = 30.0  # a launch that has not started its host by then has failed
 
 
 class LocalProvider:
@@ -268,6 +269,8 @@ class LocalProvider:
         state = read_json(root / STATE) or {}
         if _phase(state) == InstancePhase.TERMINATED.value:
             return _ended(state)
+        if not state and not (root / LEADER).exists() and _age(root / INSTANCE) < _SPAWN_TIME:
+            return InstancePhase.PENDING, None, None, state  # another process is launching it
         last = state.get("heartbeat") or instance["launched_at"]
         return InstancePhase.TERMINATED, TerminationCause.LOST, float(last), state
 
@@ -292,9 +295,15 @@ class LocalProvider:
         return False
 
     def _kill_host(self, root: Path) -> None:
-        """SIGKILL the host and the process group it was started in, then wait for them."""
+        """SIGKILL the host's tree, the host and its process group, then wait for them.
+
+        The tree goes first: while the host lives, its descendants are still findable; once
+        it is dead, folder-isolated workload processes are orphans of init.
+        """
         host = _host_identity(read_json(root / STATE) or {})
         leader = read_json(root / LEADER)
+        if _procs.alive(host) and host is not None:
+            _procs.kill_tree(int(str(host["pid"])))
         for record in (host, leader):
             if _procs.alive(record) and record is not None:
                 pid = int(str(record["pid"]))
@@ -324,7 +333,7 @@ class LocalProvider:
     def _reap(self) -> None:
         for instance_id, proc in list(self._spawned.items()):
             if proc.poll() is not None:
-                del self._spawned[instance_id]
+                self._spawned.pop(instance_id, None)
 
     def _ref(self, instance_id: str) -> InstanceRef:
         return InstanceRef(self.name, instance_id)
@@ -351,6 +360,14 @@ def _ended(
         None if ended is None else float(ended),
         state,
     )
+
+
+def _age(path: Path) -> float:
+    """Seconds since ``path`` was written (real time: it is about this machine's processes)."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return float("inf")
 
 
 def _host_identity(state: dict[str, Any]) -> dict[str, object] | None:

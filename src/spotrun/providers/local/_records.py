@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,8 @@ _SEQ_LOCK = ".spot-launches.lock"
 
 def write_json(path: Path, data: Mapping[str, Any], *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` in one step; ``durable`` also survives a power cut."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Unique per thread too: two threads of one service may write the same record.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, sort_keys=True)
         if durable:

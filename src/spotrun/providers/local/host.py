@@ -249,27 +249,16 @@ class Host:
         log("some processes outlived SIGKILL (uninterruptible sleep?)")
 
     def _kill_descendants(self) -> None:
-        """Kill the workload's group, then sweep /proc until none of its processes is left.
+        """Kill the workload's group, then everything below us in the process tree.
 
-        Rounds repeat because a process may fork between our reading /proc and the kill;
-        descendants cover those that left the group, the environment mark those that left
-        the parent tree before we became their reaper.
+        The tree holds even processes that changed group, session or environment: as child
+        subreaper we inherit every orphan of the workload instead of init.
         """
-        me = int(str(self.me["pid"]))
-        give_up = time.monotonic() + _KILL_PATIENCE
-        while time.monotonic() < give_up:
-            if self.workload is not None:
-                _procs.killpg(self.workload.pid)
-            stats = _procs.all_stats()
-            ours = _procs.descendants(me, stats) | _procs.marked("SPOTRUN_INSTANCE_ID", self.id)
-            live = {st.pid for st in stats if st.pid in ours and st.state not in ("Z", "X")}
-            live.discard(me)
-            _procs.kill(live)
-            self._reap()
-            if not live:
-                return
-            time.sleep(0.005)
-        log("some processes outlived SIGKILL (uninterruptible sleep?)")
+        if self.workload is not None:
+            _procs.killpg(self.workload.pid)  # one atomic strike at the usual case
+        if not _procs.kill_tree(int(str(self.me["pid"])), _KILL_PATIENCE):
+            log("some processes outlived SIGKILL (uninterruptible sleep?)")
+        self._reap()
 
     # -- plumbing ------------------------------------------------------------------------
 
