@@ -75,7 +75,7 @@ class Run:
         home = tmp / name / "home"
         code = tmp / name / "code"
         code.mkdir(parents=True)
-        (code / "train.py").write_text(SCRIPT)
+        (code / "train.py").write_text(HARDCODED if name == "hardcoded" else SCRIPT)
         (tmp / name / "market.toml").write_text(MARKET)
         write_settings(
             home, market=str(tmp / name / "market.toml"), stop_grace_seconds=2.0, poll_seconds=0.25
@@ -189,3 +189,34 @@ def test_undisturbed_and_crashed_runs_agree(runs: Callable[[str], Run]) -> None:
     for run in (training, waiting, notice):
         seconds = check(run, finish(run))
         assert abs(seconds - calm_seconds) <= 1.0, (run.name, seconds, calm_seconds)
+
+
+HARDCODED = r"""
+import pathlib
+pathlib.Path("/opt/ml/checkpoints/marker.txt").write_text("from a hard-coded path")
+pathlib.Path("/opt/ml/model/weights.txt").write_text("42")
+import json
+cfg = json.loads(pathlib.Path("/opt/ml/input/config/hyperparameters.json").read_text())
+print("hyperparameters seen:", json.dumps(cfg), flush=True)
+"""
+
+
+def test_script_hard_coding_opt_ml(runs: Callable[[str], Run]) -> None:
+    """In a private mount namespace /opt/ml is the instance's own folder."""
+    import json
+    import tarfile
+
+    run = runs("hardcoded")
+    d = finish(run)
+    if d["Spotrun"]["Isolation"] != "namespace":
+        pytest.skip("no private mount namespace on this machine (not root, or no unshare)")
+    assert d["TrainingJobStatus"] == "Completed", d["SecondaryStatusTransitions"]
+    base = run.tmp / run.name
+    assert (base / "ckpt" / "marker.txt").read_text() == "from a hard-coded path"
+    with tarfile.open(base / "out" / run.name / "output" / "model.tar.gz") as tar:
+        member = tar.extractfile("weights.txt")
+        assert member is not None and member.read() == b"42"
+    lines = run.client.logs(run.name)["lines"]
+    seen = [ln["line"] for ln in lines if ln["line"].startswith("hyperparameters seen:")]
+    assert json.loads(seen[0].split(":", 1)[1]) == {"steps": "40"}
+    assert not Path("/opt/ml/checkpoints/marker.txt").exists()  # nothing leaked to the host

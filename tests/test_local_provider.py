@@ -366,7 +366,9 @@ def test_terminate_right_after_launch(
 ) -> None:
     p = provider(made, tmp_path / "home", market, isolation)
     [ref] = p.launch(p.plan(request(script(tmp_path, SLEEPER), spot=False)))
+    t0 = time.monotonic()
     p.terminate(ref)  # the host may not even have started its loop yet
+    assert time.monotonic() - t0 < 2.0  # it still heard SIGTERM: no fallback to SIGKILL
     done = p.describe(ref)
     assert done is not None and done.cause is TerminationCause.REQUESTED
     assert marked("SPOTRUN_INSTANCE_ID", ref.id) == set()  # no workload process left
