@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Any
 
 
@@ -78,7 +79,12 @@ def summary(d: dict[str, Any]) -> str:
             hosts = a.get("Hosts", [])
             restored = ", ".join(h["Restored"] for h in hosts if h.get("Restored")) or "-"
             syncs = [h["LastCheckpointSync"] for h in hosts if h.get("LastCheckpointSync")]
-            sync = f"last checkpoint sync {clock(max(syncs))}" if syncs else "no checkpoint sync"
+            if not syncs:
+                sync = "no checkpoint sync"
+            elif a["State"] != "ended":  # a live attempt: how stale is its newest checkpoint?
+                sync = f"last checkpoint sync {time.time() - max(syncs):.0f} s ago"
+            else:
+                sync = f"last checkpoint sync {clock(max(syncs))}"
             lines.append(
                 f"  #{a['Generation']} {a['State']:<8} {a.get('Cause') or '':<11} "
                 f"{a.get('Pool') or '-'}  restored: {restored}; {sync}"

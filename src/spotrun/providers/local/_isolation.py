@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -77,11 +78,15 @@ def host_env() -> dict[str, str]:
     """The host's environment: ours, with spotrun importable even if it is not installed.
 
     The service may run from a source tree through a ``sys.path`` tweak; the host (and the
-    agent it starts) must import the same spotrun, so its location goes on PYTHONPATH.
+    agent it starts) must import the same spotrun, so its location goes on PYTHONPATH. An
+    installed spotrun needs nothing, and putting site-packages first would shadow the
+    user's own PYTHONPATH.
     """
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[3])
+    installed = {str(Path(p).resolve()) for p in site.getsitepackages()}
+    installed.add(str(Path(site.getusersitepackages()).resolve()))
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if package_root not in parts:
+    if package_root not in parts and package_root not in installed:
         env["PYTHONPATH"] = os.pathsep.join([package_root, *parts])
     return env

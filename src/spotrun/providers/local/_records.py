@@ -8,6 +8,7 @@ talk only through files in it, so a restarted service can pick up where it left 
 * ``state.json``    rewritten by the host (phase, heartbeat, cause); by the provider only
   once the host is known to be dead
 * ``notice.json``   an interruption injected after launch (``LocalProvider.interrupt``)
+* ``host.log``, ``workload.log``, and ``ml/``, the instance's ML root (``/opt/ml`` inside)
 
 Writers replace files atomically, so a reader never sees half a record. The per-pool
 counter of spot launches sits next to the instance folders and is guarded by ``flock``.

@@ -189,7 +189,6 @@ class Host:
                 self._finish(TerminationCause.REQUESTED, at)
                 return
             if now >= next_beat:
-                self.heartbeat = now
                 self._write_state(durable=False)
                 next_beat = now + _BEAT
             wakes = (next_beat, deadline, self.board.next_issue(now))
@@ -211,7 +210,6 @@ class Host:
         self.cause = cause
         self.terminated_at = at
         self.notice = self.board.issued(at) or self.notice
-        self.heartbeat = time.time()
         self._write_state()
         log(f"terminated: {cause.value}")
 
@@ -288,6 +286,7 @@ class Host:
         self.stop_requested = True
 
     def _write_state(self, *, durable: bool = True) -> None:
+        self.heartbeat = time.time()  # any write proves we were alive just now
         write_json(
             self.root / STATE,
             {
