@@ -513,3 +513,19 @@ def test_unknown_instances_are_not_described(tmp_path: Path, market: FakeMarket)
     assert p.describe(InstanceRef("local", "../../etc")) is None
     assert p.describe(InstanceRef("ec2", "i-0123456789abcdef0")) is None
     p.terminate(InstanceRef("local", "i-0123456789abcdef0"))  # a no-op, not an error
+
+
+def test_on_demand_ignores_spot_capacity(tmp_path: Path) -> None:
+    """The market's capacity is spot capacity; an on-demand request is not bound by it."""
+    from spotrun.control.clock import VirtualClock
+    from spotrun.market import Catalog, Market, market_config_from_dict
+    from spotrun.providers import CapacityRequest, Workload
+    from spotrun.providers.local import LocalProvider
+
+    cfg = market_config_from_dict({"pools": [{"instance_type": "c5.xlarge", "capacity": 0}]})
+    market = Market(Catalog.load(), cfg, 1000.0)
+    provider = LocalProvider(tmp_path, market, VirtualClock(1000.0), "folder")
+    req = CapacityRequest("j", 1, "ml.c5.xlarge", 1, spot=True, workload=Workload(("true",)))
+    assert not provider.plan(req).feasible
+    od = CapacityRequest("j", 1, "ml.c5.xlarge", 1, spot=False, workload=Workload(("true",)))
+    assert provider.plan(od).feasible

@@ -27,7 +27,8 @@ def plan(market: MarketView, request: CapacityRequest, now: float) -> LaunchPlan
     """The cheapest acceptable pool with room for the whole request at ``now``, or why none."""
     offered = market.pools(request.instance_type, request.spot)
     allowed = [p for p in offered if p not in request.avoid]
-    fits = [p for p in allowed if market.capacity(p, now) >= request.count]
+    # the market models spot capacity; on-demand capacity is taken to be always there
+    fits = [p for p in allowed if not request.spot or market.capacity(p, now) >= request.count]
     if not fits:
         return LaunchPlan(
             request=request,

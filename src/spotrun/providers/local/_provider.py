@@ -93,7 +93,7 @@ class LocalProvider:
         if pool.provider != self.name:
             raise ProviderError(f"pool {pool} does not belong to the local provider")
         have = self.market.capacity(pool, self.clock.now())
-        if have < request.count:
+        if request.spot and have < request.count:
             raise NoCapacity(
                 f"{pool.zone} can give {have} of {request.count} {request.instance_type} now"
             )
