@@ -1,24 +1,124 @@
 """Service settings: ``$SPOTRUN_HOME/config.toml`` overridden by ``SPOTRUN_*`` variables.
 
 Pydantic lives here because this is an edge: a file and the environment, written by people.
+The file's ``[images."<uri or glob>"]`` tables are the image registry (``spotrun.images``);
+``add_image``/``remove_image`` edit them, ``load_images`` reads only them (for the agent,
+which must map images exactly as admission did and nothing else).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    InstanceOf,
+    ValidationError,
+    model_validator,
+)
 
 from spotrun.errors import SpecError
+from spotrun.images import (
+    AlgorithmRef,
+    BakedScript,
+    ImageEntry,
+    ImageRegistry,
+    ImageTarget,
+    ScriptMode,
+    config_entry_origin,
+)
 
 CONFIG_FILE = "config.toml"
+IMAGES = "images"
+_ENTRY_KINDS = 'source_dir + entry_point, script_mode = true, or algorithm = "<name>"'
 
 
 def default_home() -> Path:
     return Path(os.environ.get("SPOTRUN_HOME", Path.home() / ".spotrun")).expanduser().resolve()
+
+
+# -- the image registry's entries, as written in the file ---------------------------------
+
+
+class _ImageEntryFile(BaseModel):
+    """One ``[images."<pattern>"]`` table as written; ``_target`` checks how it combines."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    source_dir: str | None = Field(default=None, min_length=1)
+    entry_point: str | None = Field(default=None, min_length=1)
+    script_mode: bool | None = None
+    algorithm: str | None = Field(default=None, min_length=1)
+
+
+def _target(e: _ImageEntryFile, where: str, home: Path) -> ImageTarget:
+    kinds = [
+        name
+        for name, given in (
+            ("source_dir + entry_point", e.source_dir is not None or e.entry_point is not None),
+            ("script_mode = true", e.script_mode is True),
+            ("algorithm", e.algorithm is not None),
+        )
+        if given
+    ]
+    if len(kinds) > 1:
+        raise SpecError(where, f"has {' and '.join(kinds)}; give exactly one of {_ENTRY_KINDS}")
+    if not kinds:
+        raise SpecError(where, f"maps to nothing; give exactly one of {_ENTRY_KINDS}")
+    if e.algorithm is not None:
+        return AlgorithmRef(e.algorithm)
+    if e.script_mode:
+        return ScriptMode()
+    if e.source_dir is None:
+        raise SpecError(f"{where}.source_dir", "is required with entry_point")
+    if e.entry_point is None:
+        raise SpecError(f"{where}.entry_point", "is required with source_dir")
+    entry = e.entry_point
+    if entry.startswith("/") or ".." in entry.split("/"):
+        raise SpecError(
+            f"{where}.entry_point",
+            f"{entry!r} must be a path inside source_dir (relative, no '..')",
+        )
+    source = e.source_dir
+    if "://" not in source:
+        # a folder on this machine; relative to the home, like the market file
+        source = str((home / Path(source).expanduser()).resolve())
+    return BakedScript(source, entry)
+
+
+def image_registry(table: Any, config_path: Path, home: Path) -> ImageRegistry:
+    """The registry from the file's ``images`` table; ``SpecError`` names a bad entry's field."""
+    if not isinstance(table, Mapping):
+        raise SpecError(
+            f"{config_path}: {IMAGES}", 'must be a table of [images."<image URI or glob>"] entries'
+        )
+    entries: list[ImageEntry] = []
+    for pattern, raw in table.items():
+        where = f'{config_path}: images."{pattern}"'
+        if not str(pattern).strip():
+            raise SpecError(where, "the image URI or pattern is empty")
+        if not isinstance(raw, Mapping):
+            raise SpecError(where, f"must be a table with {_ENTRY_KINDS}")
+        try:
+            parsed = _ImageEntryFile.model_validate(dict(raw))
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(x) for x in first["loc"])
+            raise SpecError(f"{where}.{field}", first["msg"]) from None
+        target = _target(parsed, where, home)
+        entries.append(ImageEntry(str(pattern), target, config_entry_origin(config_path, pattern)))
+    return ImageRegistry(tuple(entries), config_path)
+
+
+# -- settings -----------------------------------------------------------------------------
 
 
 class Settings(BaseModel):
@@ -37,6 +137,21 @@ class Settings(BaseModel):
     poll_seconds: float = Field(default=1.0, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)
+    #: what each TrainingImage runs: the file's [images."…"] tables over the defaults
+    images: InstanceOf[ImageRegistry]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_registry(cls, data: Any) -> Any:
+        if (
+            isinstance(data, Mapping)
+            and "home" in data
+            and not isinstance(data.get(IMAGES), ImageRegistry)
+        ):
+            home = Path(str(data["home"]))
+            table = data.get(IMAGES, {})
+            data = {**data, IMAGES: image_registry(table, home / CONFIG_FILE, home)}
+        return data
 
     @property
     def service_file(self) -> Path:
@@ -52,18 +167,22 @@ _ENV = {
 }
 
 
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(str(path), f"is not valid TOML: {e}") from None
+
+
 def load_settings(home: Path | None = None) -> Settings:
     """Read the home's config file, then apply environment overrides."""
     home = (home or default_home()).resolve()
-    values: dict[str, object] = {}
     path = home / CONFIG_FILE
-    if path.exists():
-        try:
-            values.update(tomllib.loads(path.read_text()))
-        except tomllib.TOMLDecodeError as e:
-            raise SpecError(str(path), f"is not valid TOML: {e}") from None
-        if isinstance(values.get("market"), str):
-            values["market"] = (home / str(values["market"])).resolve()
+    values: dict[str, object] = _read_config(path)
+    if isinstance(values.get("market"), str):
+        values["market"] = (home / str(values["market"])).resolve()
     for var, key in _ENV.items():
         if var in os.environ:
             values[key] = os.environ[var]
@@ -76,19 +195,115 @@ def load_settings(home: Path | None = None) -> Settings:
         raise SpecError(f"{path.name}: {field}", err["msg"]) from None
 
 
-def write_settings(home: Path, **values: object) -> Path:
-    """Write (merge into) the home's config file."""
+def load_images(home: Path) -> ImageRegistry:
+    """Only the image registry of the home's config file (no environment overrides, no
+    other setting): what the agent needs to run a job as it was admitted."""
+    home = home.resolve()
+    path = home / CONFIG_FILE
+    return image_registry(_read_config(path).get(IMAGES, {}), path, home)
+
+
+# -- writing the file ---------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_string(s: str) -> str:
+    # JSON's escapes are TOML's, except that TOML wants DEL escaped too
+    return json.dumps(s, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _toml_key(k: str) -> str:
+    return k if _BARE_KEY.fullmatch(k) else _toml_string(k)
+
+
+def _toml_value(v: object, where: str) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str | Path):
+        return _toml_string(str(v))
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x, where) for x in v) + "]"
+    raise SpecError(where, f"cannot write a {type(v).__name__} to {CONFIG_FILE}")
+
+
+def _dump_toml(doc: Mapping[str, Any]) -> str:
+    """A TOML document: the plain keys first, then one ``[a."b"]`` section per table."""
+    lines: list[str] = []
+
+    def table(prefix: tuple[str, ...], node: Mapping[str, Any]) -> None:
+        plain = {k: v for k, v in node.items() if not isinstance(v, Mapping)}
+        nested = {k: v for k, v in node.items() if isinstance(v, Mapping)}
+        if prefix and (plain or not nested):
+            if lines:
+                lines.append("")
+            lines.append("[" + ".".join(_toml_key(p) for p in prefix) + "]")
+        for k in sorted(plain) if not prefix else plain:
+            lines.append(f"{_toml_key(k)} = {_toml_value(plain[k], '.'.join((*prefix, k)))}")
+        for k, sub in nested.items():
+            table((*prefix, k), sub)
+
+    table((), doc)
+    return "\n".join(lines) + "\n"
+
+
+def _write_config(home: Path, doc: Mapping[str, Any]) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     path = home / CONFIG_FILE
-    current: dict[str, object] = tomllib.loads(path.read_text()) if path.exists() else {}
-    current.update({k: v for k, v in values.items() if v is not None})
-    lines = []
-    for k, v in sorted(current.items()):
-        if isinstance(v, bool):
-            lines.append(f"{k} = {str(v).lower()}")
-        elif isinstance(v, int | float):
-            lines.append(f"{k} = {v}")
-        else:
-            lines.append(f'{k} = "{v!s}"')
-    path.write_text("\n".join(lines) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(_dump_toml(doc))
+    os.replace(tmp, path)
     return path
+
+
+def write_settings(home: Path, **values: object) -> Path:
+    """Write (merge into) the home's config file; tables (the images) are kept as they are."""
+    current = _read_config(home / CONFIG_FILE)
+    current.update({k: v for k, v in values.items() if v is not None})
+    return _write_config(home, current)
+
+
+def add_image(
+    home: Path,
+    pattern: str,
+    *,
+    source_dir: str | None = None,
+    entry_point: str | None = None,
+    script_mode: bool = False,
+    algorithm: str | None = None,
+) -> Path:
+    """Add (or replace) the registry entry for ``pattern``; checked before it is written."""
+    entry: dict[str, Any] = {}
+    if source_dir is not None:
+        entry["source_dir"] = source_dir
+    if entry_point is not None:
+        entry["entry_point"] = entry_point
+    if script_mode:
+        entry["script_mode"] = True
+    if algorithm is not None:
+        entry["algorithm"] = algorithm
+    home = home.resolve()
+    path = home / CONFIG_FILE
+    image_registry({pattern: entry}, path, home)  # raises SpecError for a bad entry
+    current = _read_config(path)
+    images = dict(current.get(IMAGES, {}))
+    images[pattern] = entry
+    current[IMAGES] = images
+    return _write_config(home, current)
+
+
+def remove_image(home: Path, pattern: str) -> bool:
+    """Remove the registry entry for exactly ``pattern``; False if there was none."""
+    current = _read_config(home / CONFIG_FILE)
+    images = dict(current.get(IMAGES, {}))
+    if pattern not in images:
+        return False
+    del images[pattern]
+    if images:
+        current[IMAGES] = images
+    else:
+        current.pop(IMAGES, None)
+    _write_config(home, current)
+    return True

@@ -1,0 +1,106 @@
+"""What a ``TrainingImage`` or ``AlgorithmName`` runs on a machine without a container engine.
+
+SageMaker pulls the image and runs it. spotrun runs no containers, so every image a job
+names maps to something runnable through a registry in ``$SPOTRUN_HOME/config.toml``::
+
+    [images."123456789012.dkr.ecr.us-east-1.amazonaws.com/my-trainer:latest"]
+    source_dir = "/path/to/code"    # a script baked into the "image" (a folder or a URI;
+    entry_point = "train.py"        # relative paths are relative to $SPOTRUN_HOME)
+
+    [images."*/my-framework:*"]     # fnmatch globs: * ? [..]; * also matches "/"
+    script_mode = true              # run the SDK's sagemaker_program out of
+                                    # sagemaker_submit_directory, with the server's Python
+
+    [images."my-xgb"]
+    algorithm = "xgboost"           # a built-in algorithm
+
+Each entry has exactly one of ``source_dir`` + ``entry_point``, ``script_mode = true``
+and ``algorithm``. A baked script gets its hyperparameters as the SageMaker training
+toolkit passes them (``--name value``, JSON-decoded, ``sagemaker_*`` left out).
+
+Which entry wins: the user's exact entry, then the user's most specific glob (most
+literal characters; ties go to the first in the file), then the defaults the same way.
+
+Defaults (apply when no entry of the user's matches): the AWS deep-learning framework
+images the SageMaker Python SDK's framework estimators use run in script mode, by tag
+(``*/<repository>:*``) or by digest (``*/<repository>@*``):
+
+==========================================  =====================================
+repository                                  SDK estimator
+==========================================  =====================================
+``pytorch-training``                        PyTorch
+``pytorch-training-neuronx``                PyTorch on Trainium
+``tensorflow-training``                     TensorFlow
+``mxnet-training``                          MXNet
+``huggingface-pytorch-training``            HuggingFace (PyTorch)
+``huggingface-pytorch-training-neuronx``    HuggingFace (PyTorch on Trainium)
+``huggingface-tensorflow-training``         HuggingFace (TensorFlow)
+``sagemaker-scikit-learn``                  SKLearn
+``sagemaker-xgboost``                       XGBoost in framework (script) mode
+==========================================  =====================================
+
+(The XGBoost *built-in algorithm* uses the ``sagemaker-xgboost`` image too, without
+``sagemaker_program``; until spotrun has that algorithm such a job is refused, naming the
+missing hyperparameters.)
+
+``AlgorithmName`` resolves through the built-in algorithm table (``BUILTIN_ALGORITHMS``;
+empty in this version): name -> module to run and whether it supports checkpoints.
+"""
+
+from spotrun.images._algorithms import (
+    BUILTIN_ALGORITHMS,
+    NO_CHECKPOINT_MAX_WAIT,
+    BuiltinAlgorithm,
+    find_algorithm,
+)
+from spotrun.images._plan import (
+    SDK_LOG_LEVEL,
+    SDK_PROGRAM,
+    SDK_SUBMIT_DIRECTORY,
+    AlgorithmRun,
+    RunPlan,
+    ScriptRun,
+    SdkScriptRun,
+    decode_hyperparameter,
+    is_user_argument,
+    plan_run,
+    sdk_script,
+)
+from spotrun.images._registry import (
+    DEFAULT_IMAGES,
+    FRAMEWORK_REPOSITORIES,
+    AlgorithmRef,
+    BakedScript,
+    ImageEntry,
+    ImageRegistry,
+    ImageTarget,
+    ScriptMode,
+    config_entry_origin,
+)
+
+__all__ = [
+    "BUILTIN_ALGORITHMS",
+    "DEFAULT_IMAGES",
+    "FRAMEWORK_REPOSITORIES",
+    "NO_CHECKPOINT_MAX_WAIT",
+    "SDK_LOG_LEVEL",
+    "SDK_PROGRAM",
+    "SDK_SUBMIT_DIRECTORY",
+    "AlgorithmRef",
+    "AlgorithmRun",
+    "BakedScript",
+    "BuiltinAlgorithm",
+    "ImageEntry",
+    "ImageRegistry",
+    "ImageTarget",
+    "RunPlan",
+    "ScriptMode",
+    "ScriptRun",
+    "SdkScriptRun",
+    "config_entry_origin",
+    "decode_hyperparameter",
+    "find_algorithm",
+    "is_user_argument",
+    "plan_run",
+    "sdk_script",
+]

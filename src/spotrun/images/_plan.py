@@ -1,0 +1,195 @@
+"""From a job spec to what its training process is: the run plan.
+
+Admission and the agent call the same ``plan_run`` with the same registry (both read
+``$SPOTRUN_HOME/config.toml``), so what was admitted is what runs. The order:
+
+1. ``SourceDir`` + ``EntryPoint`` in the request (spotrun's own script mode) run as
+   given, whatever image the request also names;
+2. ``AlgorithmName`` runs the built-in algorithm of that name;
+3. ``TrainingImage`` runs what the registry maps it to;
+4. no image, but the SDK's ``sagemaker_program`` and ``sagemaker_submit_directory``
+   hyperparameters: SDK script mode.
+
+Pure: no I/O. Whether the code and data can be read is admission's business.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spotrun.errors import SpecError
+from spotrun.images._algorithms import (
+    BUILTIN_ALGORITHMS,
+    BuiltinAlgorithm,
+    find_algorithm,
+    known_algorithms,
+)
+from spotrun.images._registry import (
+    AlgorithmRef,
+    BakedScript,
+    ImageEntry,
+    ImageRegistry,
+    ScriptMode,
+)
+from spotrun.spec import JobSpec
+
+SDK_PROGRAM = "sagemaker_program"
+SDK_SUBMIT_DIRECTORY = "sagemaker_submit_directory"
+SDK_LOG_LEVEL = "sagemaker_container_log_level"
+#: hyperparameters the training toolkit keeps for itself besides ``sagemaker_*`` ones:
+#: they are in hyperparameters.json and SM_HPS but never passed as script arguments
+TOOLKIT_PRIVATE = frozenset({"_tuning_objective_metric", "default_user_module_name"})
+
+
+def decode_hyperparameter(value: str) -> Any:
+    """A hyperparameter as the SageMaker toolkit sees it: JSON-decoded when it decodes
+    (``"\\"train.py\\""`` -> ``train.py``, ``"3"`` -> 3), else the string itself."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def is_user_argument(name: str) -> bool:
+    """Whether the toolkit passes this hyperparameter to the script as ``--name value``."""
+    return not name.startswith("sagemaker_") and name not in TOOLKIT_PRIVATE
+
+
+@dataclass(frozen=True)
+class ScriptRun:
+    """Run ``entry_point`` out of the code at ``source`` (a folder, URI or tarball)."""
+
+    source: str
+    entry_point: str
+    #: True: arguments as the SageMaker toolkit builds them (decoded values, no
+    #: ``sagemaker_*``); False: spotrun's script mode, every value exactly as given
+    toolkit_args: bool
+    #: the image mapping that led here; None for the request's own SourceDir/EntryPoint
+    mapped_by: ImageEntry | None = None
+
+
+@dataclass(frozen=True)
+class SdkScriptRun:
+    """SageMaker SDK script mode: ``program`` out of the ``submit_directory`` tarball."""
+
+    program: str
+    submit_directory: str
+    mapped_by: ImageEntry | None = None
+
+
+@dataclass(frozen=True)
+class AlgorithmRun:
+    """A built-in algorithm."""
+
+    algorithm: BuiltinAlgorithm
+    mapped_by: ImageEntry | None = None
+
+
+RunPlan = ScriptRun | SdkScriptRun | AlgorithmRun
+
+
+def _relative_path(value: str, field: str) -> str:
+    parts = value.split("/")
+    if not value or value.startswith("/") or ".." in parts:
+        raise SpecError(field, f"{value!r} must be a relative path inside the code (no '..')")
+    return value
+
+
+def sdk_script(hyperparameters: Mapping[str, str]) -> tuple[str, str] | None:
+    """(program, submit directory) from the SDK's hyperparameters, or None if either is
+    missing; ``SpecError`` if they are there but unusable."""
+    if SDK_PROGRAM not in hyperparameters or SDK_SUBMIT_DIRECTORY not in hyperparameters:
+        return None
+    program = decode_hyperparameter(hyperparameters[SDK_PROGRAM])
+    submit = decode_hyperparameter(hyperparameters[SDK_SUBMIT_DIRECTORY])
+    if not isinstance(program, str):
+        raise SpecError(f"HyperParameters.{SDK_PROGRAM}", f"must be a file name, got {program!r}")
+    if not isinstance(submit, str) or not submit:
+        raise SpecError(f"HyperParameters.{SDK_SUBMIT_DIRECTORY}", f"must be a URI, got {submit!r}")
+    return _relative_path(program, f"HyperParameters.{SDK_PROGRAM}"), submit
+
+
+def missing_mapping_hint(image: str, config_path: Path | None) -> str:
+    """What to add to the config file so that ``image`` maps to something."""
+    where = config_path if config_path is not None else "$SPOTRUN_HOME/config.toml"
+    return (
+        f"add an entry to {where}, e.g. "
+        f'[images."{image}"] source_dir = "/path/to/code" entry_point = "train.py" '
+        "(or script_mode = true for an image that runs the SageMaker SDK's "
+        'sagemaker_program, or algorithm = "<name>" for a built-in algorithm)'
+    )
+
+
+def plan_run(
+    spec: JobSpec,
+    registry: ImageRegistry,
+    algorithms: Mapping[str, BuiltinAlgorithm] = BUILTIN_ALGORITHMS,
+) -> RunPlan:
+    """What ``spec`` runs; ``SpecError`` naming the field when it maps to nothing."""
+    algo = spec.algorithm
+    if algo.source_dir is not None and algo.entry_point is not None:
+        return ScriptRun(algo.source_dir, algo.entry_point, toolkit_args=False)
+    if algo.algorithm_name is not None:
+        found = find_algorithm(algo.algorithm_name, algorithms)
+        if found is None:
+            raise SpecError(
+                "AlgorithmSpecification.AlgorithmName",
+                f"{algo.algorithm_name!r} is not a built-in algorithm of this spotrun; "
+                f"built-in algorithms: {known_algorithms(algorithms)}",
+            )
+        return AlgorithmRun(found)
+    if algo.training_image is not None:
+        return _plan_image(spec, algo.training_image, registry, algorithms)
+    sdk = sdk_script(spec.hyperparameters)
+    if sdk is not None:
+        return SdkScriptRun(*sdk)
+    raise SpecError(
+        "AlgorithmSpecification",
+        "nothing to run: give a TrainingImage, an AlgorithmName, SourceDir and EntryPoint, "
+        f"or the SDK's {SDK_PROGRAM} and {SDK_SUBMIT_DIRECTORY} hyperparameters",
+    )
+
+
+def _plan_image(
+    spec: JobSpec,
+    image: str,
+    registry: ImageRegistry,
+    algorithms: Mapping[str, BuiltinAlgorithm],
+) -> RunPlan:
+    field = "AlgorithmSpecification.TrainingImage"
+    entry = registry.lookup(image)
+    if entry is None:
+        raise SpecError(
+            field,
+            f"{image!r} is not mapped to anything runnable (spotrun runs no containers); "
+            + missing_mapping_hint(image, registry.config_path),
+        )
+    target = entry.target
+    if isinstance(target, BakedScript):
+        return ScriptRun(target.source_dir, target.entry_point, toolkit_args=True, mapped_by=entry)
+    if isinstance(target, ScriptMode):
+        sdk = sdk_script(spec.hyperparameters)
+        if sdk is None:
+            raise SpecError(
+                "HyperParameters",
+                f"image {image!r} runs in script mode ({entry.origin}), which needs the "
+                f"hyperparameters {SDK_PROGRAM} and {SDK_SUBMIT_DIRECTORY} (the SageMaker "
+                "SDK's framework estimators set them from entry_point and source_dir); "
+                "to run something else, map the image to a script or an algorithm in "
+                f"{registry.config_path or '$SPOTRUN_HOME/config.toml'}",
+            )
+        return SdkScriptRun(*sdk, mapped_by=entry)
+    assert isinstance(target, AlgorithmRef)
+    found = find_algorithm(target.name, algorithms)
+    if found is None:
+        raise SpecError(
+            field,
+            f"{image!r} maps to the built-in algorithm {target.name!r} ({entry.origin}), "
+            f"which this spotrun does not have; built-in algorithms: "
+            f"{known_algorithms(algorithms)}",
+        )
+    return AlgorithmRun(found, mapped_by=entry)
