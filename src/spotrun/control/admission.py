@@ -1,7 +1,8 @@
 """Admission: the checks at submission that need the outside world.
 
 ``spec.parse_spec`` checks the request's shape; here we check what it refers to: the
-instance type is in the catalog, the entry point exists, every channel can be read. All
+instance type is in the catalog, the job maps to something runnable (``spotrun.images``:
+its image, algorithm or script), that code can be read, every channel can be read. All
 checks run before anything is written, so a rejected job leaves nothing behind.
 """
 
@@ -12,7 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from spotrun.errors import SpecError, SpotrunError
+from spotrun.images import (
+    BUILTIN_ALGORITHMS,
+    NO_CHECKPOINT_MAX_WAIT,
+    SDK_SUBMIT_DIRECTORY,
+    AlgorithmRun,
+    BuiltinAlgorithm,
+    ImageRegistry,
+    RunPlan,
+    ScriptRun,
+    SdkScriptRun,
+    plan_run,
+)
 from spotrun.spec import JobSpec, parse_spec
+
+#: suffixes of a single-object code archive (its entry point cannot be checked before)
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 
 def admit(
@@ -20,8 +36,15 @@ def admit(
     known_type: Callable[[str], bool],
     known_types: Callable[[], list[str]],
     check_readable: Callable[[str], None],
+    images: ImageRegistry | None = None,
+    algorithms: Mapping[str, BuiltinAlgorithm] = BUILTIN_ALGORITHMS,
 ) -> JobSpec:
-    """Validate a request completely; raises ``SpecError`` naming the field."""
+    """Validate a request completely; raises ``SpecError`` naming the field.
+
+    ``images`` is the service's image registry (``Settings.images``); without it only the
+    built-in defaults map images. The spec is returned as parsed: the mapping is not
+    written into it, so the stored request echoes the user's TrainingImage unchanged.
+    """
     spec = parse_spec(request)
     itype = spec.resources.instance_type
     if not known_type(itype):
@@ -30,21 +53,8 @@ def admit(
             "ResourceConfig.InstanceType",
             f"{itype!r} is not in the instance catalog; known types include {sample}, …",
         )
-    algo = spec.algorithm
-    if algo.training_image is not None or algo.algorithm_name is not None:
-        what = algo.training_image or algo.algorithm_name
-        raise SpecError(
-            "AlgorithmSpecification",
-            f"{what!r}: images and built-in algorithms are not mapped to anything runnable "
-            "yet; give a script (SourceDir and EntryPoint)",
-        )
-    if algo.source_dir is not None and algo.entry_point is not None:
-        src = Path(algo.source_dir.removeprefix("file://"))
-        if not src.is_dir():
-            raise SpecError("AlgorithmSpecification.SourceDir", f"{src} is not a folder")
-        entry = src / algo.entry_point
-        if not entry.is_file():
-            raise SpecError("AlgorithmSpecification.EntryPoint", f"{entry} does not exist")
+    plan = plan_run(spec, images if images is not None else ImageRegistry(), algorithms)
+    check_plan(spec, plan, check_readable)
     for i, ch in enumerate(spec.channels):
         try:
             check_readable(ch.uri)
@@ -54,3 +64,67 @@ def admit(
                 f"channel {ch.name!r} cannot be read: {e}",
             ) from None
     return spec
+
+
+def check_plan(spec: JobSpec, plan: RunPlan, check_readable: Callable[[str], None]) -> None:
+    """The plan's code can be read, and its algorithm may run as long as the job may wait."""
+    if isinstance(plan, ScriptRun):
+        _check_script(plan, check_readable)
+    elif isinstance(plan, SdkScriptRun):
+        try:
+            check_readable(plan.submit_directory)
+        except SpotrunError as e:
+            raise SpecError(
+                f"HyperParameters.{SDK_SUBMIT_DIRECTORY}",
+                f"the SDK's source {plan.submit_directory!r} cannot be read: {e}",
+            ) from None
+    elif isinstance(plan, AlgorithmRun):
+        _check_algorithm(spec, plan)
+
+
+def _local_folder(source: str) -> Path | None:
+    """The folder a code source names on this machine, or None for a remote URI."""
+    if source.startswith("file://"):
+        return Path(source.removeprefix("file://"))
+    if "://" not in source:
+        return Path(source)
+    return None
+
+
+def _check_script(plan: ScriptRun, check_readable: Callable[[str], None]) -> None:
+    if plan.mapped_by is None:
+        src_field = "AlgorithmSpecification.SourceDir"
+        entry_field = "AlgorithmSpecification.EntryPoint"
+        via = ""
+    else:
+        src_field = entry_field = "AlgorithmSpecification.TrainingImage"
+        via = f" (the image's mapping in {plan.mapped_by.origin})"
+    folder = _local_folder(plan.source)
+    if folder is not None:
+        if folder.is_file() and folder.name.endswith(ARCHIVE_SUFFIXES):
+            return  # a local code tarball: unpacked, and its entry point checked, at run time
+        if not folder.is_dir():
+            raise SpecError(src_field, f"{folder} is not a folder{via}")
+        entry = folder / plan.entry_point
+        if not entry.is_file():
+            raise SpecError(entry_field, f"{entry} does not exist{via}")
+        return
+    target = plan.source
+    if not target.endswith(ARCHIVE_SUFFIXES):
+        target = f"{target.rstrip('/')}/{plan.entry_point}"
+    try:
+        check_readable(target)
+    except SpotrunError as e:
+        raise SpecError(src_field, f"the code cannot be read{via}: {e}") from None
+
+
+def _check_algorithm(spec: JobSpec, plan: AlgorithmRun) -> None:
+    """SageMaker's 60-minute rule for algorithms that cannot resume from a checkpoint."""
+    algo = plan.algorithm
+    wait = spec.stopping.max_wait_seconds
+    if spec.spot and not algo.supports_checkpoints and (wait or 0) > NO_CHECKPOINT_MAX_WAIT:
+        raise SpecError(
+            "StoppingCondition.MaxWaitTimeInSeconds",
+            f"is {wait}; the built-in algorithm {algo.name!r} does not checkpoint, so a "
+            f"spot job of it may wait at most {NO_CHECKPOINT_MAX_WAIT} seconds",
+        )
