@@ -2,23 +2,23 @@
 
 Two reader threads (stdout, stderr) put timestamped lines on one queue, so lines keep
 the order they were read in. A shipper thread drains the queue every ``interval`` seconds
-and appends the batch to the store in one write, then the metric points its lines match
-(``MetricDefinitions``: the first group of a regex match, as a float). A failed write
-keeps its batch for the next round, so a busy database delays lines but never drops them;
-only a stale generation (a newer attempt owns the job) ends shipping.
+and appends the batch to the store in one write, then, in the same round, the metric
+points its lines give (``MetricDefinitions``, matched by ``metrics.MetricExtractor`` out
+of the agent's process). Both writes carry the attempt's generation. A failed write keeps
+its batch for the next round, so a busy database delays lines but never drops them; only
+a stale generation (a newer attempt owns the job) ends shipping.
 """
 
 from __future__ import annotations
 
-import contextlib
 import queue
-import re
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from typing import IO, TextIO
 
+from spotrun.agent.metrics import MetricExtractor, Point
 from spotrun.agent.reporter import Reporter
 from spotrun.errors import StaleGeneration
 from spotrun.spec import MetricDefinition
@@ -32,6 +32,8 @@ Line = tuple[float, str, str]
 
 
 class LogPump:
+    """Reads the training's two pipes and ships lines and metric points to the store."""
+
     def __init__(
         self,
         reporter: Reporter,
@@ -43,10 +45,11 @@ class LogPump:
         self.interval = interval
         self._echo: TextIO | None = echo if echo is not None else sys.stdout
         self._echo_lock = threading.Lock()
-        self._metrics = [(m.name, re.compile(m.regex)) for m in metrics]
         self._queue: queue.SimpleQueue[Line] = queue.SimpleQueue()
         self._lines: list[Line] = []
-        self._points: list[tuple[str, float, float]] = []
+        self._extractor = MetricExtractor(metrics, say=self.say) if metrics else None
+        self._unmined: list[tuple[float, str]] = []  # training lines not matched yet
+        self._points: list[Point] = []
         self._failing_since: float | None = None
         self._dead = False
         self._stop = threading.Event()
@@ -80,9 +83,13 @@ class LogPump:
         """Ship everything still queued; raises the store's error if that last write fails."""
         self._stop.set()
         self._shipper.join()
-        if not self._dead:
-            self._drain()
-            self._ship(raise_errors=True)
+        try:
+            if not self._dead:
+                self._drain()
+                self._ship(raise_errors=True)
+        finally:
+            if self._extractor is not None:
+                self._extractor.close()
 
     # -- threads ------------------------------------------------------------------------
 
@@ -122,21 +129,18 @@ class LogPump:
             except queue.Empty:
                 return
             self._lines.append((t, stream, line))
-            if stream == AGENT_STREAM:
-                continue
-            for name, rx in self._metrics:
-                m = rx.search(line)
-                if m is None or not m.groups():
-                    continue
-                # a group that matched something other than a number gives no point
-                with contextlib.suppress(TypeError, ValueError):
-                    self._points.append((name, float(m.group(1)), t))
+            if stream != AGENT_STREAM and self._extractor is not None and self._extractor.active:
+                self._unmined.append((t, line))
 
     def _ship(self, raise_errors: bool) -> None:
         try:
             if self._lines:
                 self.reporter.append_logs(self._lines)
                 self._lines = []
+            if self._unmined and self._extractor is not None:
+                # after the lines are safe: matching may take up to its budget
+                self._points += self._extractor.points(self._unmined)
+                self._unmined = []
             if self._points:
                 self.reporter.add_metrics(self._points)
                 self._points = []

@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
@@ -27,12 +26,14 @@ from spotrun.agent.layout import MlLayout, write_config
 from spotrun.agent.logs import LogPump
 from spotrun.agent.notices import InstanceAction, NoticeWatcher
 from spotrun.agent.outcome import FAILURE_REASON_LIMIT, JobInputError, Outcome, classify
+from spotrun.agent.program import Program, prepare_program
 from spotrun.agent.reporter import DEFAULT_STOP_GRACE, Reporter
 from spotrun.agent.runner import TrainingProcess
-from spotrun.agent.source import stage_code
 from spotrun.agent.sync import CheckpointSyncer
-from spotrun.agent.training_env import command, training_environment
-from spotrun.errors import StaleGeneration
+from spotrun.agent.training_env import training_environment
+from spotrun.errors import SpecError, StaleGeneration
+from spotrun.images import ImageRegistry, RunPlan, plan_run
+from spotrun.settings import load_images
 from spotrun.spec import JobSpec
 from spotrun.storage import CheckpointMirror, StorageError, local_files, tar_folder_to
 from spotrun.store import AttemptRecord, Store
@@ -62,6 +63,7 @@ class Agent:
         self.attempt_over = False  # the controller ended the attempt while it still ran
         self._kill_at: float | None = None
         self._sigterm = threading.Event()
+        self._early_lines: list[str] = []  # the agent's lines from before the log pump exists
 
     # -- the whole run --------------------------------------------------------------------
 
@@ -72,7 +74,7 @@ class Agent:
             phase="downloading", isolation=self.cfg.isolation, download_started=time.time()
         )
         try:
-            entry = self._prepare(spec)
+            program = self._prepare(spec)
             mirror = self._restore(spec)
         except JobInputError as e:
             self.reporter.report(failure_reason=str(e)[:FAILURE_REASON_LIMIT], phase="done")
@@ -82,13 +84,17 @@ class Agent:
             self.reporter.report(phase="done")
             return EXIT_OK
         checkpoint_dir = mirror.local_dir if mirror is not None else None
-        env = training_environment(self.env, self.cfg, spec, self.layout, job.arn, checkpoint_dir)
+        env = training_environment(
+            self.env, self.cfg, spec, self.layout, job.arn, checkpoint_dir, program
+        )
         self.reporter.report(phase="training")
         self._install_sigterm_handler()
         # spawn before any thread of ours exists: the child runs Python between fork and exec
-        self.proc = TrainingProcess(command(entry, spec.hyperparameters), self.layout.code_dir, env)
+        self.proc = TrainingProcess(program.argv, self.layout.code_dir, env)
         self.pump = LogPump(self.reporter, spec.algorithm.metric_definitions, echo=self.echo)
         self.pump.attach(self.proc.stdout, self.proc.stderr)
+        for line in self._early_lines:
+            self.pump.say(line)
         if mirror is not None:
             self.syncer = CheckpointSyncer(
                 mirror, self.reporter, self.cfg.poll_seconds, say=self.pump.say
@@ -101,9 +107,26 @@ class Agent:
         self.reporter.report(phase="done")
         return EXIT_OK
 
-    def _prepare(self, spec: JobSpec) -> Path:
-        """Lay out /opt/ml and bring channels and code in; returns the entry point."""
+    def _plan(self, spec: JobSpec) -> RunPlan:
+        """What the job runs: the decision admission made, made again from the same file.
+
+        Only an image needs the registry; the home's config is read then, not before, so
+        a config edited into a broken state cannot fail jobs that name no image.
+        """
+        try:
+            registry = (
+                load_images(self.cfg.home)
+                if spec.algorithm.training_image is not None
+                else ImageRegistry()
+            )
+            return plan_run(spec, registry)
+        except SpecError as e:
+            raise JobInputError(f"ClientError: {e}") from None
+
+    def _prepare(self, spec: JobSpec) -> Program:
+        """Lay out /opt/ml and bring channels and code in; returns what to run."""
         cfg, layout = self.cfg, self.layout
+        plan = self._plan(spec)  # before any download: a job that maps to nothing fails fast
         layout.create()
         layout.host_output_data_dir(cfg.host).mkdir(parents=True, exist_ok=True)
         write_config(layout, spec, cfg.host, cfg.hosts, cfg.instance_type)
@@ -116,9 +139,11 @@ class Agent:
             if ch.data_distribution == "ShardedByS3Key" and len(cfg.hosts) > 1:
                 shard = (cfg.hosts.index(cfg.host), len(cfg.hosts))
             link_channel(cached, layout.channel_dir(ch.name), shard)
-        entry = stage_code(spec, layout.code_dir)
+        program = prepare_program(
+            plan, spec.hyperparameters, layout.code_dir, self._early_lines.append
+        )
         self.reporter.report(download_ended=time.time())
-        return entry
+        return program
 
     def _restore(self, spec: JobSpec) -> CheckpointMirror | None:
         if spec.checkpoint is None:

@@ -1,42 +1,32 @@
-"""The command line and environment the training process is started with.
+"""The environment the training process is started with.
 
 On SageMaker the ``SM_*`` variables are computed inside the container by the
 sagemaker-training toolkit. A bare process has no toolkit, so the agent exports the same
 set itself (following the toolkit's naming: ``SM_`` + upper-cased key, strings as they
-are, everything else JSON), all pointing at this host's real paths.
+are, everything else JSON), all pointing at this host's real paths. What depends on the
+kind of program (its arguments, module folder, hyperparameters as seen) comes from the
+``Program``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from spotrun.agent.config import AgentConfig
 from spotrun.agent.layout import NETWORK_INTERFACE, MlLayout, input_data_config, resource_config
+from spotrun.agent.program import Program, hyperparameter_args, python_path
 from spotrun.spec import JobSpec
 
-LOG_LEVEL = 20  # logging.INFO, the toolkit's default
+__all__ = ["hyperparameter_args", "sm_value", "training_environment"]
 
 
-def hyperparameter_args(hyperparameters: Mapping[str, str]) -> list[str]:
-    """``--name value`` pairs, sorted by name, values exactly as given."""
-    args: list[str] = []
-    for name in sorted(hyperparameters):
-        args += [f"--{name}", hyperparameters[name]]
-    return args
-
-
-def command(entry: Path, hyperparameters: Mapping[str, str]) -> list[str]:
-    return [sys.executable, str(entry), *hyperparameter_args(hyperparameters)]
-
-
-def _module_name(entry_point: str) -> str:
-    name = entry_point.rsplit("/", 1)[-1]
-    return name[:-3] if name.endswith(".py") else name
+def sm_value(value: Any) -> str:
+    """The toolkit's ``to_env_vars`` rendering: strings as they are, the rest as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
 def training_environment(
@@ -46,13 +36,12 @@ def training_environment(
     layout: MlLayout,
     arn: str,
     checkpoint_dir: Path | None,
+    program: Program,
 ) -> dict[str, str]:
     """``base`` + the job's Environment + what the platform sets (which wins on a clash)."""
-    hps = dict(spec.hyperparameters)
+    hps = dict(program.hyperparameters)
     channels = sorted(ch.name for ch in spec.channels)
     channel_dirs = {name: str(layout.channel_dir(name)) for name in channels}
-    entry_point = spec.algorithm.entry_point or ""
-    user_args = hyperparameter_args(hps)
     facts: dict[str, Any] = {
         "additional_framework_parameters": {},
         "channel_input_dirs": channel_dirs,
@@ -66,11 +55,11 @@ def training_environment(
         "input_dir": str(layout.input_dir),
         "is_master": cfg.leader,
         "job_name": spec.name,
-        "log_level": LOG_LEVEL,
+        "log_level": program.log_level,
         "master_hostname": cfg.hosts[0],
         "model_dir": str(layout.model_dir),
-        "module_dir": str(layout.code_dir),
-        "module_name": _module_name(entry_point),
+        "module_dir": program.module_dir,
+        "module_name": program.module_name,
         "network_interface_name": NETWORK_INTERFACE,
         "num_cpus": os.cpu_count() or 1,
         "num_gpus": 0,
@@ -78,7 +67,7 @@ def training_environment(
         "output_dir": str(layout.output_dir),
         "output_intermediate_dir": str(layout.intermediate_dir),
         "resource_config": resource_config(cfg.host, cfg.hosts, cfg.instance_type),
-        "user_entry_point": entry_point,
+        "user_entry_point": program.entry_point,
     }
     sm: dict[str, str] = {
         "SM_MODEL_DIR": facts["model_dir"],
@@ -97,10 +86,11 @@ def training_environment(
         "SM_RESOURCE_CONFIG": json.dumps(facts["resource_config"], sort_keys=True),
         "SM_INPUT_DATA_CONFIG": json.dumps(facts["input_data_config"], sort_keys=True),
         "SM_TRAINING_ENV": json.dumps(facts, sort_keys=True),
-        "SM_USER_ARGS": json.dumps(user_args),
-        "SM_LOG_LEVEL": str(LOG_LEVEL),
-        "SM_MODULE_DIR": facts["module_dir"],
-        "SM_MODULE_NAME": facts["module_name"],
+        "SM_USER_ARGS": json.dumps(list(program.user_args)),
+        "SM_USER_ENTRY_POINT": program.entry_point,
+        "SM_LOG_LEVEL": str(program.log_level),
+        "SM_MODULE_DIR": program.module_dir,
+        "SM_MODULE_NAME": program.module_name,
         "SM_NETWORK_INTERFACE_NAME": NETWORK_INTERFACE,
         "SM_FRAMEWORK_PARAMS": "{}",
         "SM_IS_MASTER": json.dumps(cfg.leader),
@@ -109,7 +99,7 @@ def training_environment(
     for name, folder in channel_dirs.items():
         sm[f"SM_CHANNEL_{name.upper()}"] = folder
     for name, value in hps.items():
-        sm[f"SM_HP_{name.upper()}"] = value
+        sm[f"SM_HP_{name.upper()}"] = sm_value(value)
     platform = {
         "TRAINING_JOB_NAME": spec.name,
         "TRAINING_JOB_ARN": arn,
@@ -120,4 +110,8 @@ def training_environment(
     }
     if checkpoint_dir is not None:
         platform["SPOTRUN_CHECKPOINT_DIR"] = str(checkpoint_dir)
-    return {**base, **spec.environment, **platform}
+    out = {**base, **spec.environment, **platform}
+    path = python_path(program, out.get("PYTHONPATH"))
+    if path is not None:
+        out["PYTHONPATH"] = path
+    return out

@@ -1,0 +1,244 @@
+"""The training process a run plan stands for: its code in place and its command line.
+
+``spotrun.images.plan_run`` decides *what* a job runs (admission made the same decision);
+here that becomes concrete on this host: the code is fetched into ``/opt/ml/code`` and
+the command line and the script-facing facts (``SM_USER_ARGS``, ``SM_MODULE_DIR``,
+``SM_HPS``, …) are worked out the way the SageMaker training toolkit does for each kind:
+
+==================  =========================================  ==========================
+plan                command                                    hyperparameter arguments
+==================  =========================================  ==========================
+SourceDir (spotrun)  ``python <EntryPoint>``                    every one, exactly as given
+image -> script      ``python <entry_point>``                    toolkit style (below)
+SDK script mode      ``python <sagemaker_program>`` (``.sh``:   toolkit style
+                     ``/bin/sh``)
+algorithm            ``python -m <module>``                     none (hyperparameters.json)
+==================  =========================================  ==========================
+
+Toolkit style: values JSON-decoded when they decode (``"\\"adam\\""`` -> ``adam``),
+``sagemaker_*`` (and the tuner's ``_tuning_objective_metric``) left out, sorted by name,
+``--name value`` (``-n value`` for one-letter names), values rendered as the toolkit
+does (``str()``; a dict becomes ``k=v,k2=v2``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spotrun.agent.outcome import JobInputError
+from spotrun.agent.source import fetch_code
+from spotrun.images import (
+    SDK_LOG_LEVEL,
+    SDK_SUBMIT_DIRECTORY,
+    AlgorithmRun,
+    RunPlan,
+    ScriptRun,
+    SdkScriptRun,
+    decode_hyperparameter,
+    is_user_argument,
+)
+
+LOG_LEVEL = 20  # logging.INFO, the toolkit's default
+REQUIREMENTS = "requirements.txt"
+
+
+@dataclass(frozen=True)
+class Program:
+    """What to start, and how the ``SM_*`` variables describe it."""
+
+    argv: tuple[str, ...]
+    #: ``SM_USER_ENTRY_POINT`` / ``user_entry_point``
+    entry_point: str
+    #: ``SM_MODULE_DIR``: the code folder, or the SDK's submit directory URI
+    module_dir: str
+    module_name: str
+    #: ``SM_USER_ARGS``: the hyperparameter part of ``argv``
+    user_args: tuple[str, ...]
+    #: ``SM_HPS`` / ``SM_HP_<NAME>``: as given (spotrun's script mode) or JSON-decoded
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    log_level: int = LOG_LEVEL
+    #: folders to put first on the process's PYTHONPATH (the code, so its modules import)
+    python_path: tuple[str, ...] = ()
+
+
+def hyperparameter_args(hyperparameters: Mapping[str, str]) -> list[str]:
+    """spotrun's script mode: ``--name value`` pairs, sorted by name, values as given."""
+    args: list[str] = []
+    for name in sorted(hyperparameters):
+        args += [f"--{name}", hyperparameters[name]]
+    return args
+
+
+def decoded_hyperparameters(hyperparameters: Mapping[str, str]) -> dict[str, Any]:
+    """Every hyperparameter, JSON-decoded where it decodes (the toolkit's ``SM_HPS``)."""
+    return {k: decode_hyperparameter(v) for k, v in hyperparameters.items()}
+
+
+def _toolkit_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return str(value)
+
+
+def toolkit_args(hyperparameters: Mapping[str, str]) -> list[str]:
+    """The script's arguments as the SageMaker training toolkit builds them."""
+    decoded = decoded_hyperparameters(hyperparameters)
+    args: list[str] = []
+    for name in sorted(k for k in decoded if is_user_argument(k)):
+        args += [f"--{name}" if len(name) > 1 else f"-{name}", _toolkit_value(decoded[name])]
+    return args
+
+
+def toolkit_log_level(hyperparameters: Mapping[str, str]) -> int:
+    """``SM_LOG_LEVEL``: the SDK's ``sagemaker_container_log_level``, else INFO."""
+    level = decode_hyperparameter(hyperparameters.get(SDK_LOG_LEVEL, str(LOG_LEVEL)))
+    return level if isinstance(level, int) and not isinstance(level, bool) else LOG_LEVEL
+
+
+def module_name(entry_point: str) -> str:
+    name = entry_point.rsplit("/", 1)[-1]
+    for suffix in (".py", ".sh"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def script_command(entry: Path) -> list[str]:
+    """How the toolkit starts a user entry point: Python files with the Python running
+    spotrun, shell scripts with ``/bin/sh``, anything else as an executable."""
+    if entry.suffix == ".py":
+        return [sys.executable, str(entry)]
+    if entry.suffix == ".sh":
+        return ["/bin/sh", str(entry)]
+    return [str(entry)]
+
+
+def _entry_in(code_dir: Path, entry_point: str, missing: str) -> Path:
+    entry = code_dir / entry_point
+    if not entry.is_file():
+        raise JobInputError(missing)
+    return entry
+
+
+def prepare_program(
+    plan: RunPlan,
+    hyperparameters: Mapping[str, str],
+    code_dir: Path,
+    say: Callable[[str], None],
+) -> Program:
+    """Fetch the plan's code into ``code_dir`` and build its command line.
+
+    ``JobInputError`` (the job's failure reason) when the code cannot be fetched or the
+    entry point is not in it. ``say`` reports what the agent does not do (install a
+    ``requirements.txt``, say) in the job's log.
+    """
+    if isinstance(plan, ScriptRun):
+        return _script(plan, hyperparameters, code_dir, say)
+    if isinstance(plan, SdkScriptRun):
+        return _sdk_script(plan, hyperparameters, code_dir, say)
+    assert isinstance(plan, AlgorithmRun)
+    module = plan.algorithm.module
+    return Program(
+        argv=(sys.executable, "-m", module),
+        entry_point=module,
+        module_dir=str(code_dir),
+        module_name=module.rsplit(".", 1)[-1],
+        user_args=(),
+        hyperparameters=decoded_hyperparameters(hyperparameters),
+        log_level=toolkit_log_level(hyperparameters),
+    )
+
+
+def _script(
+    plan: ScriptRun,
+    hyperparameters: Mapping[str, str],
+    code_dir: Path,
+    say: Callable[[str], None],
+) -> Program:
+    if plan.mapped_by is None:
+        fetch_code(plan.source, code_dir, "SourceDir")
+        entry = _entry_in(
+            code_dir,
+            plan.entry_point,
+            f"ClientError: EntryPoint {plan.entry_point!r} is not a file in SourceDir "
+            f"{plan.source!r}",
+        )
+        args = hyperparameter_args(hyperparameters)
+        return Program(
+            # always Python, whatever the suffix: spotrun's script mode runs Python scripts
+            argv=(sys.executable, str(entry), *args),
+            entry_point=plan.entry_point,
+            module_dir=str(code_dir),
+            module_name=module_name(plan.entry_point),
+            user_args=tuple(args),
+            hyperparameters=dict(hyperparameters),
+        )
+    origin = plan.mapped_by.origin
+    fetch_code(plan.source, code_dir, f"the image's source_dir {plan.source!r} ({origin})")
+    entry = _entry_in(
+        code_dir,
+        plan.entry_point,
+        f"ClientError: the image's entry_point {plan.entry_point!r} is not a file in its "
+        f"source_dir {plan.source!r} ({origin})",
+    )
+    _mention_requirements(code_dir, say)
+    args = toolkit_args(hyperparameters)
+    return Program(
+        argv=(*script_command(entry), *args),
+        entry_point=plan.entry_point,
+        module_dir=str(code_dir),
+        module_name=module_name(plan.entry_point),
+        user_args=tuple(args),
+        hyperparameters=decoded_hyperparameters(hyperparameters),
+        log_level=toolkit_log_level(hyperparameters),
+        python_path=(str(code_dir),),
+    )
+
+
+def _sdk_script(
+    plan: SdkScriptRun,
+    hyperparameters: Mapping[str, str],
+    code_dir: Path,
+    say: Callable[[str], None],
+) -> Program:
+    fetch_code(plan.submit_directory, code_dir, f"{SDK_SUBMIT_DIRECTORY} {plan.submit_directory!r}")
+    entry = _entry_in(
+        code_dir,
+        plan.program,
+        f"ClientError: sagemaker_program {plan.program!r} is not in the source from "
+        f"{plan.submit_directory!r}",
+    )
+    _mention_requirements(code_dir, say)
+    args = toolkit_args(hyperparameters)
+    return Program(
+        argv=(*script_command(entry), *args),
+        entry_point=plan.program,
+        module_dir=plan.submit_directory,
+        module_name=module_name(plan.program),
+        user_args=tuple(args),
+        hyperparameters=decoded_hyperparameters(hyperparameters),
+        log_level=toolkit_log_level(hyperparameters),
+        python_path=(str(code_dir),),
+    )
+
+
+def _mention_requirements(code_dir: Path, say: Callable[[str], None]) -> None:
+    if (code_dir / REQUIREMENTS).is_file():
+        # the toolkit would pip-install it; spotrun runs with the server's environment
+        say(
+            f"spotrun-agent: {REQUIREMENTS} found in the code; spotrun installs no packages, "
+            "the training runs with the Python environment spotrun runs in"
+        )
+
+
+def python_path(program: Program, inherited: str | None) -> str | None:
+    """PYTHONPATH for the training process: the program's folders, then what it inherits."""
+    parts = [*program.python_path, *(inherited.split(os.pathsep) if inherited else [])]
+    return os.pathsep.join(p for p in parts if p) or None
