@@ -87,6 +87,10 @@ class LogPump:
             if not self._dead:
                 self._drain()
                 self._ship(raise_errors=True)
+                if not self._queue.empty():
+                    # what matching had to say about the last lines (a regex dropped, …)
+                    self._drain()
+                    self._ship(raise_errors=True)
         finally:
             if self._extractor is not None:
                 self._extractor.close()
