@@ -156,3 +156,28 @@ class MetricRow(Base):
     name: Mapped[str] = mapped_column(String(255))
     value: Mapped[float] = mapped_column(Float)
     time: Mapped[float] = mapped_column(Float)
+
+
+class AccountRow(Base):
+    """Who owns jobs and access keys; ``id`` is twelve digits, like an AWS account id."""
+
+    __tablename__ = "accounts"
+    id: Mapped[str] = mapped_column(String(12), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AccessKeyRow(Base):
+    """An access key of an account. Its secret is derived, never stored: only a salt and
+    the secret's SHA-256 are kept (see ``spotrun.auth.keys``)."""
+
+    __tablename__ = "access_keys"
+    key_id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    account: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    salt: Mapped[str] = mapped_column(String(32))
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
