@@ -175,9 +175,11 @@ class Instances:
             try:
                 code = proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
                 raise AssertionError(f"agent still running after {timeout} s") from None
+            finally:
+                if proc.poll() is None:  # timed out, or the test was interrupted
+                    proc.kill()
+                    proc.wait()
         (rec,) = self.store.hosts(name, gen)
         return code, rec
 

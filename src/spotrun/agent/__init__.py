@@ -3,8 +3,10 @@
 One agent runs on every instance of an attempt. It lays out ``/opt/ml``, fetches the
 channels (once per job, cached), restores checkpoints, runs the entry point, streams its
 logs and metrics to the store, syncs checkpoints continuously, turns an interruption
-notice into SIGTERM for the training, and uploads the model. Its only inputs are the
-``SPOTRUN_*`` environment variables (see ``AgentConfig``).
+notice into SIGTERM for the training, and uploads the model. Its inputs are the
+``SPOTRUN_*`` environment variables (see ``AgentConfig``) and, for a job that names a
+``TrainingImage``, the image registry in ``$SPOTRUN_HOME/config.toml``: the agent maps
+the image with the same ``spotrun.images.plan_run`` admission used (see ``program``).
 """
 
 from spotrun.agent.config import AgentConfig, AgentConfigError
