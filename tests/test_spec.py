@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from typing import Any
 
 import pytest
 
 from conftest import request
 from spotrun.errors import SpecError
-from spotrun.spec import parse_spec
+from spotrun.spec import (
+    AlgorithmSpecification,
+    Channel,
+    JobSpec,
+    ResourceConfig,
+    StoppingCondition,
+    parse_spec,
+)
 
 
 def reject(req: dict[str, Any], field: str) -> str:
@@ -56,10 +65,10 @@ def test_bad_channel_names(channel: str) -> None:
     reject(request(InputDataConfig=[ch]), "InputDataConfig[0].ChannelName")
 
 
-def test_missing_entry_point() -> None:
+def test_nothing_to_run() -> None:
     req = request(AlgorithmSpecification={"TrainingInputMode": "File"})
-    msg = reject(req, "AlgorithmSpecification.EntryPoint")
-    assert "missing" in msg
+    msg = reject(req, "AlgorithmSpecification")
+    assert "TrainingImage" in msg and "AlgorithmName" in msg and "EntryPoint" in msg
 
 
 def test_image_and_algorithm_exclusive() -> None:
@@ -93,3 +102,187 @@ def test_echoed_members_survive() -> None:
     spec = parse_spec(request(Tags=[{"Key": "team", "Value": "ml"}], DebugHookConfig={"a": 1}))
     api = spec.to_api()
     assert api["Tags"] == [{"Key": "team", "Value": "ml"}] and api["DebugHookConfig"] == {"a": 1}
+
+
+def test_role_required_only_when_strict() -> None:
+    req = request()
+    assert "RoleArn" not in req
+    assert parse_spec(req).role_arn == "arn:aws:iam::000000000000:role/spotrun"
+    with pytest.raises(SpecError) as e:
+        parse_spec(req, strict=True)
+    assert e.value.field == "RoleArn" and "required" in str(e.value)
+    role = "arn:aws:iam::123456789012:role/Trainer"
+    assert parse_spec(request(RoleArn=role), strict=True).role_arn == role
+
+
+#: accepted members spotrun does not act on, and members of a newer API version
+NESTED_EXTRAS: dict[str, Any] = {
+    "AlgorithmSpecification": {
+        "TrainingInputMode": "File",
+        "SourceDir": "/tmp/code",
+        "EntryPoint": "train.py",
+        "EnableSageMakerMetricsTimeSeries": True,
+        "TrainingImageConfig": {"TrainingRepositoryAccessMode": "Platform"},
+        "MetricDefinitions": [{"Name": "loss", "Regex": "loss=(\\S+)", "Future": 1}],
+        "FutureAlgorithmMember": {"x": [1, 2]},
+    },
+    "OutputDataConfig": {"S3OutputPath": "file:///tmp/out", "KmsKeyId": "alias/out"},
+    "ResourceConfig": {
+        "InstanceType": "ml.g4dn.xlarge",
+        "KeepAlivePeriodInSeconds": 600,
+        "VolumeKmsKeyId": "alias/vol",
+        "InstanceGroups": [],
+        "FutureResourceMember": "kept",
+    },
+    "StoppingCondition": {
+        "MaxRuntimeInSeconds": 3600,
+        "MaxWaitTimeInSeconds": 7200,
+        "MaxPendingTimeInSeconds": 1800,
+    },
+    "InputDataConfig": [
+        {
+            "ChannelName": "train",
+            "DataSource": {
+                "S3DataSource": {
+                    "S3Uri": "file:///tmp/data",
+                    "AttributeNames": ["source-ref"],
+                    "FutureSourceMember": True,
+                },
+            },
+            "ShuffleConfig": {"Seed": 7},
+            "RecordWrapperType": "RecordIO",
+            "ContentType": "text/csv",
+        }
+    ],
+    "CheckpointConfig": {"S3Uri": "file:///tmp/ckpt", "LocalPath": "/opt/ml/checkpoints/"},
+    "RetryStrategy": {"MaximumRetryAttempts": 2, "FutureRetryMember": "kept"},
+    "Tags": [{"Key": "team", "Value": "ml"}],
+    "VpcConfig": {"SecurityGroupIds": ["sg-1"], "Subnets": ["subnet-1"]},
+}
+
+
+def test_to_api_keeps_every_accepted_member() -> None:
+    spec = parse_spec(request(**copy.deepcopy(NESTED_EXTRAS)))
+    api = spec.to_api()
+    algo, res = api["AlgorithmSpecification"], api["ResourceConfig"]
+    assert algo["EnableSageMakerMetricsTimeSeries"] is True
+    assert algo["TrainingImageConfig"] == {"TrainingRepositoryAccessMode": "Platform"}
+    assert algo["FutureAlgorithmMember"] == {"x": [1, 2]}
+    assert algo["MetricDefinitions"] == [{"Name": "loss", "Regex": "loss=(\\S+)", "Future": 1}]
+    assert api["OutputDataConfig"]["KmsKeyId"] == "alias/out"
+    assert res["KeepAlivePeriodInSeconds"] == 600 and res["VolumeKmsKeyId"] == "alias/vol"
+    assert res["InstanceGroups"] == [] and res["FutureResourceMember"] == "kept"
+    assert res["InstanceCount"] == 1 and res["VolumeSizeInGB"] == 30  # defaults written out
+    assert api["StoppingCondition"]["MaxPendingTimeInSeconds"] == 1800
+    ch = api["InputDataConfig"][0]
+    assert ch["ShuffleConfig"] == {"Seed": 7} and ch["RecordWrapperType"] == "RecordIO"
+    assert ch["ContentType"] == "text/csv"
+    s3 = ch["DataSource"]["S3DataSource"]
+    assert s3["AttributeNames"] == ["source-ref"] and s3["FutureSourceMember"] is True
+    assert s3["S3DataType"] == "S3Prefix"
+    assert api["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+    assert api["RetryStrategy"] == {"MaximumRetryAttempts": 2, "FutureRetryMember": "kept"}
+    assert api["Tags"] == [{"Key": "team", "Value": "ml"}]
+    assert api["VpcConfig"] == {"SecurityGroupIds": ["sg-1"], "Subnets": ["subnet-1"]}
+    assert spec.extra == {"Tags": api["Tags"], "VpcConfig": api["VpcConfig"]}
+    assert spec.channels[0].record_wrapper_type == "RecordIO"
+    # and the stored form parses back to the same spec, and is a fixed point
+    again = parse_spec(api)
+    assert again == spec and again.to_api() == api
+
+
+def test_spec_does_not_share_the_request() -> None:
+    req = request(**copy.deepcopy(NESTED_EXTRAS))
+    spec = parse_spec(req)
+    before = spec.to_api()
+    req["ResourceConfig"]["KeepAlivePeriodInSeconds"] = 1
+    req["InputDataConfig"][0]["ShuffleConfig"]["Seed"] = 1
+    api = spec.to_api()
+    assert api == before
+    api["ResourceConfig"]["FutureResourceMember"] = "changed"
+    api["Tags"].append({"Key": "x", "Value": "y"})
+    assert spec.to_api() == before
+
+
+def test_typed_fields_win_over_the_request() -> None:
+    spec = parse_spec(request(**copy.deepcopy(NESTED_EXTRAS)))
+    changed = dataclasses.replace(
+        spec,
+        name="other",
+        resources=ResourceConfig("ml.c5.xlarge", 2, 50),
+        stopping=StoppingCondition(60, None),
+        checkpoint=None,
+        max_retry_attempts=0,
+        channels=(Channel("valid", "file:///tmp/v"),),
+    )
+    api = changed.to_api()
+    assert api["TrainingJobName"] == "other"
+    assert api["ResourceConfig"]["InstanceType"] == "ml.c5.xlarge"
+    assert api["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 600
+    assert api["StoppingCondition"] == {"MaxRuntimeInSeconds": 60, "MaxPendingTimeInSeconds": 1800}
+    assert "CheckpointConfig" not in api and "RetryStrategy" not in api
+    assert [c["ChannelName"] for c in api["InputDataConfig"]] == ["valid"]
+    assert "ShuffleConfig" not in api["InputDataConfig"][0]
+
+
+def test_a_spec_built_in_code_has_an_api_form() -> None:
+    spec = JobSpec(
+        name="direct",
+        algorithm=AlgorithmSpecification(
+            training_image="img", container_entrypoint=("python",), container_arguments=("-u",)
+        ),
+        output_path="s3://b/out",
+        resources=ResourceConfig("ml.m5.large"),
+        stopping=StoppingCondition(60, 120),
+        spot=True,
+    )
+    api = spec.to_api()
+    assert api["AlgorithmSpecification"] == {
+        "TrainingInputMode": "File",
+        "TrainingImage": "img",
+        "ContainerEntrypoint": ["python"],
+        "ContainerArguments": ["-u"],
+    }
+    again = parse_spec(api)
+    assert again.to_api() == api
+    assert dataclasses.replace(again, request={}) == spec
+
+
+@pytest.mark.parametrize(
+    ("over", "field"),
+    [
+        ({"ResourceConfig": {"InstanceType": "ml.c5.xlarge", "KeepAlivePeriodInSeconds": "600"}},
+         "ResourceConfig.KeepAlivePeriodInSeconds"),
+        ({"OutputDataConfig": {"S3OutputPath": "s3://b/o", "KmsKeyId": 5}},
+         "OutputDataConfig.KmsKeyId"),
+        ({"AlgorithmSpecification": {"TrainingImage": None}},
+         "AlgorithmSpecification.TrainingImage"),
+        ({"AlgorithmSpecification": {"TrainingImage": "i", "ContainerArguments": "train"}},
+         "AlgorithmSpecification.ContainerArguments"),
+        ({"StoppingCondition": {"MaxRuntimeInSeconds": 60, "MaxWaitTimeInSeconds": None}},
+         "StoppingCondition.MaxWaitTimeInSeconds"),
+        ({"ProfilerRuleConfigurations": {"a": 1}}, "ProfilerRuleConfigurations"),
+        ({"AlgorithmSpecification": []}, "AlgorithmSpecification"),
+    ],
+)  # fmt: skip
+def test_known_members_of_the_wrong_type(over: dict[str, Any], field: str) -> None:
+    msg = reject(request(**over), field)
+    assert "must be" in msg
+
+
+def test_messages_say_what_is_allowed() -> None:
+    msg = reject(request(ResourceConfig={"InstanceType": "ml.c5.xlarge", "InstanceCount": 0}),
+                 "ResourceConfig.InstanceCount")  # fmt: skip
+    assert "InstanceGroups" in msg and "at least 1" in msg
+    ch = {"ChannelName": "x", "DataSource": {"S3DataSource": {"S3Uri": "s3://b/x"}},
+          "RecordWrapperType": "Avro"}  # fmt: skip
+    msg = reject(request(InputDataConfig=[ch]), "InputDataConfig[0].RecordWrapperType")
+    assert msg.endswith("allowed values are None, RecordIO")
+    fs = {"FileSystemDataSource": {"FileSystemId": "fs-12345678"}}
+    ch = {"ChannelName": "x", "DataSource": fs}
+    msg = reject(
+        request(InputDataConfig=[ch]), "InputDataConfig[0].DataSource.FileSystemDataSource"
+    )
+    assert "not supported by spotrun" in msg and "S3DataSource" in msg
+    msg = reject(request(TrainingJobName="x" * 500), "TrainingJobName")
+    assert len(msg) < 200, "a long value is shortened in the message"

@@ -2,6 +2,8 @@
 
 from spotrun.spec._types import (
     DEFAULT_CHECKPOINT_LOCAL_PATH,
+    DEFAULT_ROLE_ARN,
+    ECHOED,
     AlgorithmSpecification,
     Channel,
     CheckpointConfig,
@@ -27,6 +29,8 @@ from spotrun.spec.lifecycle import (
 __all__ = [
     "ALLOWED",
     "DEFAULT_CHECKPOINT_LOCAL_PATH",
+    "DEFAULT_ROLE_ARN",
+    "ECHOED",
     "INITIAL_STATUS",
     "PRIMARY",
     "TERMINAL",

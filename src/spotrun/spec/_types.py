@@ -2,16 +2,45 @@
 
 A spec never changes after the job is created. ``to_api`` gives the dict in the
 CreateTrainingJob request shape, so that the spec round-trips through JSON unchanged.
+
+The typed fields hold what spotrun acts on. Everything else a request may carry and
+``parse_spec`` accepted (``OutputDataConfig.KmsKeyId``, ``ResourceConfig.KeepAlivePeriodInSeconds``,
+a channel's ``ShuffleConfig``, the echoed top-level members, members of a newer API version
+nested in a known structure, …) lives on in ``JobSpec.request``; ``to_api`` starts from it
+and writes the typed fields over it, so nothing accepted is lost when the service stores
+``spec.to_api()`` and echoes it back in DescribeTrainingJob.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 DEFAULT_MAX_RUNTIME = 86_400
+DEFAULT_ROLE_ARN = "arn:aws:iam::000000000000:role/spotrun"
+
+#: top-level members spotrun accepts without acting on them; they are echoed back unchanged
+ECHOED = (
+    "Tags",
+    "VpcConfig",
+    "EnableNetworkIsolation",
+    "EnableInterContainerTrafficEncryption",
+    "DebugHookConfig",
+    "DebugRuleConfigurations",
+    "TensorBoardOutputConfig",
+    "ExperimentConfig",
+    "ProfilerConfig",
+    "ProfilerRuleConfigurations",
+    "RemoteDebugConfig",
+    "InfraCheckConfig",
+    "SessionChainingConfig",
+    "ServerlessJobConfig",
+    "MlflowConfig",
+    "ModelPackageConfig",
+)
 
 
 @dataclass(frozen=True)
@@ -33,11 +62,14 @@ class AlgorithmSpecification:
     source_dir: str | None = None
     entry_point: str | None = None
     metric_definitions: tuple[MetricDefinition, ...] = ()
+    #: overrides of the image's entrypoint and of its ``train`` argument
+    container_entrypoint: tuple[str, ...] | None = None
+    container_arguments: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Channel:
-    """A named input data set, fetched to ``/opt/ml/input/data/<name>``."""
+    """A named input data set (an S3 prefix), fetched to ``/opt/ml/input/data/<name>``."""
 
     name: str
     uri: str
@@ -45,6 +77,7 @@ class Channel:
     compression_type: str = "None"
     input_mode: str | None = None
     data_distribution: str = "FullyReplicated"
+    record_wrapper_type: str = "None"
 
 
 @dataclass(frozen=True)
@@ -75,15 +108,21 @@ class JobSpec:
     output_path: str
     resources: ResourceConfig
     stopping: StoppingCondition
-    role_arn: str = "arn:aws:iam::000000000000:role/spotrun"
+    role_arn: str = DEFAULT_ROLE_ARN
     hyperparameters: Mapping[str, str] = field(default_factory=dict)
     channels: tuple[Channel, ...] = ()
     spot: bool = False
     checkpoint: CheckpointConfig | None = None
     max_retry_attempts: int = 0
     environment: Mapping[str, str] = field(default_factory=dict)
-    #: members accepted but not acted on, echoed back as given
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: the accepted request in CreateTrainingJob shape, members spotrun does not act on
+    #: included; ``parse_spec`` sets it to ``to_api()``. Treat it as read-only.
+    request: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The top-level members accepted but not acted on, as given."""
+        return {k: copy.deepcopy(self.request[k]) for k in ECHOED if k in self.request}
 
     @property
     def model_artifact_uri(self) -> str:
@@ -95,69 +134,113 @@ class JobSpec:
         return f"{self.output_path.rstrip('/')}/{self.name}/output/output.tar.gz"
 
     def to_api(self) -> dict[str, Any]:
-        """The CreateTrainingJob request shape of this spec."""
-        algo: dict[str, Any] = {"TrainingInputMode": self.algorithm.training_input_mode}
-        if self.algorithm.training_image is not None:
-            algo["TrainingImage"] = self.algorithm.training_image
-        if self.algorithm.algorithm_name is not None:
-            algo["AlgorithmName"] = self.algorithm.algorithm_name
-        if self.algorithm.metric_definitions:
-            algo["MetricDefinitions"] = [
-                {"Name": m.name, "Regex": m.regex} for m in self.algorithm.metric_definitions
-            ]
-        if self.algorithm.source_dir is not None:
-            algo["SourceDir"] = self.algorithm.source_dir
-        if self.algorithm.entry_point is not None:
-            algo["EntryPoint"] = self.algorithm.entry_point
-        out: dict[str, Any] = {
-            "TrainingJobName": self.name,
-            "RoleArn": self.role_arn,
-            "AlgorithmSpecification": algo,
-            "HyperParameters": dict(self.hyperparameters),
-            "OutputDataConfig": {"S3OutputPath": self.output_path},
-            "ResourceConfig": {
-                "InstanceType": self.resources.instance_type,
-                "InstanceCount": self.resources.instance_count,
-                "VolumeSizeInGB": self.resources.volume_size_gb,
-            },
-            "StoppingCondition": _stopping_api(self.stopping),
-            "EnableManagedSpotTraining": self.spot,
-            "Environment": dict(self.environment),
+        """The CreateTrainingJob request shape of this spec: ``request`` under the typed fields.
+
+        Always a fresh deep copy; defaults are written out (TrainingInputMode, InstanceCount,
+        MaxRuntimeInSeconds, …), so ``parse_spec(spec.to_api()) == spec``.
+        """
+        out: dict[str, Any] = copy.deepcopy(dict(self.request))
+        out["TrainingJobName"] = self.name
+        out["RoleArn"] = self.role_arn
+        out["AlgorithmSpecification"] = _algorithm_api(
+            self.algorithm, _sub(out, "AlgorithmSpecification")
+        )
+        out["HyperParameters"] = dict(self.hyperparameters)
+        out["OutputDataConfig"] = {
+            **_sub(out, "OutputDataConfig"),
+            "S3OutputPath": self.output_path,
         }
+        out["ResourceConfig"] = {
+            **_sub(out, "ResourceConfig"),
+            "InstanceType": self.resources.instance_type,
+            "InstanceCount": self.resources.instance_count,
+            "VolumeSizeInGB": self.resources.volume_size_gb,
+        }
+        stopping = _sub(out, "StoppingCondition")
+        stopping["MaxRuntimeInSeconds"] = self.stopping.max_runtime_seconds
+        _put(stopping, "MaxWaitTimeInSeconds", self.stopping.max_wait_seconds)
+        out["StoppingCondition"] = stopping
+        out["EnableManagedSpotTraining"] = self.spot
+        out["Environment"] = dict(self.environment)
         if self.channels:
-            out["InputDataConfig"] = [_channel_api(c) for c in self.channels]
+            given = {
+                c.get("ChannelName"): c
+                for c in out.get("InputDataConfig") or []
+                if isinstance(c, dict)
+            }
+            out["InputDataConfig"] = [_channel_api(c, given.get(c.name, {})) for c in self.channels]
+        else:
+            out.pop("InputDataConfig", None)
         if self.checkpoint is not None:
             out["CheckpointConfig"] = {
+                **_sub(out, "CheckpointConfig"),
                 "S3Uri": self.checkpoint.s3_uri,
                 "LocalPath": self.checkpoint.local_path,
             }
+        else:
+            out.pop("CheckpointConfig", None)
         if self.max_retry_attempts:
-            out["RetryStrategy"] = {"MaximumRetryAttempts": self.max_retry_attempts}
-        out.update(self.extra)
+            out["RetryStrategy"] = {
+                **_sub(out, "RetryStrategy"),
+                "MaximumRetryAttempts": self.max_retry_attempts,
+            }
+        else:
+            out.pop("RetryStrategy", None)
         return out
 
 
-def _stopping_api(s: StoppingCondition) -> dict[str, int]:
-    d = {"MaxRuntimeInSeconds": s.max_runtime_seconds}
-    if s.max_wait_seconds is not None:
-        d["MaxWaitTimeInSeconds"] = s.max_wait_seconds
+def _sub(d: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A copy of the object member ``key`` of ``d``, or an empty dict."""
+    v = d.get(key)
+    return dict(v) if isinstance(v, Mapping) else {}
+
+
+def _put(d: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key``, or remove it when ``value`` is None."""
+    if value is None:
+        d.pop(key, None)
+    else:
+        d[key] = value
+
+
+def _algorithm_api(a: AlgorithmSpecification, given: dict[str, Any]) -> dict[str, Any]:
+    d = given
+    d["TrainingInputMode"] = a.training_input_mode
+    _put(d, "TrainingImage", a.training_image)
+    _put(d, "AlgorithmName", a.algorithm_name)
+    _put(d, "SourceDir", a.source_dir)
+    _put(d, "EntryPoint", a.entry_point)
+    if a.metric_definitions:
+        # keep members of a definition spotrun does not model, matching by position
+        old = d.get("MetricDefinitions")
+        if not isinstance(old, list) or len(old) != len(a.metric_definitions):
+            old = [{}] * len(a.metric_definitions)
+        d["MetricDefinitions"] = [
+            {**(o if isinstance(o, Mapping) else {}), "Name": m.name, "Regex": m.regex}
+            for o, m in zip(old, a.metric_definitions, strict=True)
+        ]
+    else:
+        d.pop("MetricDefinitions", None)
+    ep, args = a.container_entrypoint, a.container_arguments
+    _put(d, "ContainerEntrypoint", None if ep is None else list(ep))
+    _put(d, "ContainerArguments", None if args is None else list(args))
     return d
 
 
-def _channel_api(c: Channel) -> dict[str, Any]:
-    d: dict[str, Any] = {
-        "ChannelName": c.name,
-        "DataSource": {
-            "S3DataSource": {
-                "S3DataType": "S3Prefix",
-                "S3Uri": c.uri,
-                "S3DataDistributionType": c.data_distribution,
-            }
-        },
-        "CompressionType": c.compression_type,
+def _channel_api(c: Channel, given: Mapping[str, Any]) -> dict[str, Any]:
+    d = dict(given)
+    source = _sub(d, "DataSource")
+    source["S3DataSource"] = {
+        **_sub(source, "S3DataSource"),
+        "S3DataType": "S3Prefix",
+        "S3Uri": c.uri,
+        "S3DataDistributionType": c.data_distribution,
     }
-    if c.content_type is not None:
-        d["ContentType"] = c.content_type
-    if c.input_mode is not None:
-        d["InputMode"] = c.input_mode
+    d["ChannelName"] = c.name
+    d["DataSource"] = source
+    d["CompressionType"] = c.compression_type
+    _put(d, "ContentType", c.content_type)
+    _put(d, "InputMode", c.input_mode)
+    if c.record_wrapper_type != "None" or "RecordWrapperType" in d:
+        d["RecordWrapperType"] = c.record_wrapper_type
     return d
