@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import tarfile
 import tomllib
@@ -34,7 +35,7 @@ from spotrun.settings import (
     remove_image,
     write_settings,
 )
-from spotrun.spec import parse_spec
+from spotrun.spec import AlgorithmSpecification, parse_spec
 from spotrun.storage import check_readable
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
@@ -253,6 +254,16 @@ def test_plans() -> None:
     assert isinstance(plan, SdkScriptRun)
     assert (plan.program, plan.submit_directory) == ("train.py", "s3://b/job/source.tar.gz")
     assert plan.mapped_by is not None and plan.mapped_by.pattern == "*/pytorch-training:*"
+
+
+def test_no_image_but_the_sdk_hyperparameters_is_sdk_script_mode() -> None:
+    # parse_spec asks for an image today; plan_run already serves a spec without one
+    spec = parse_spec(_request(TrainingImage=PYTORCH, hps=_sdk_hps("file:///s/src.tar.gz")))
+    bare = dataclasses.replace(spec, algorithm=AlgorithmSpecification())
+    assert plan_run(bare, ImageRegistry()) == SdkScriptRun("train.py", "file:///s/src.tar.gz")
+    with pytest.raises(SpecError) as e:
+        plan_run(dataclasses.replace(bare, hyperparameters={}), ImageRegistry())
+    assert e.value.field == "AlgorithmSpecification" and "nothing to run" in e.value.problem
 
 
 def test_script_mode_image_without_the_sdk_hyperparameters_is_refused() -> None:
