@@ -127,3 +127,18 @@ def test_cli_prints_one_line_and_fails(tmp_path: Path) -> None:
     assert r.returncode == 2
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("spotrun: error:")]
     assert len(errors) == 1 and "StoppingCondition.MaxWaitTimeInSeconds" in errors[0], r.stderr
+
+
+def test_images_map_through_the_home_registry(runtime: Runtime, good: dict[str, Any]) -> None:
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/unmapped:1"
+    req = _with(
+        good, "AlgorithmSpecification", {"TrainingInputMode": "File", "TrainingImage": image}
+    )
+    before = sorted(p.name for p in runtime.settings.home.iterdir())
+    with pytest.raises(SpecError) as e:
+        runtime.submit(req)
+    assert e.value.field == "AlgorithmSpecification.TrainingImage"
+    assert str(runtime.settings.home / "config.toml") in e.value.problem
+    assert f'[images."{image}"]' in e.value.problem and "\n" not in str(e.value)
+    assert runtime.store.count_jobs() == 0
+    assert sorted(p.name for p in runtime.settings.home.iterdir()) == before
