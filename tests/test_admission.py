@@ -120,7 +120,7 @@ def test_cli_prints_one_line_and_fails(tmp_path: Path) -> None:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     finally:
         subprocess.run(
-            [sys.executable, "-m", "spotrun.cli", "--home", str(tmp_path / "h"), "service", "stop"],
+            [sys.executable, "-m", "spotrun.cli", "--home", str(tmp_path / "h"), "server", "stop"],
             capture_output=True,
             timeout=60,
         )

@@ -2,22 +2,28 @@
 
 from spotrun.store._store import Store
 from spotrun.store.records import (
+    DEFAULT_ACCOUNT_ID,
     AttemptRecord,
     EventRecord,
     HostRecord,
     InstanceRecord,
+    JobQuery,
     JobRecord,
     LogRecord,
+    LogStreamRecord,
     TransitionRecord,
 )
 
 __all__ = [
+    "DEFAULT_ACCOUNT_ID",
     "AttemptRecord",
     "EventRecord",
     "HostRecord",
     "InstanceRecord",
+    "JobQuery",
     "JobRecord",
     "LogRecord",
+    "LogStreamRecord",
     "Store",
     "TransitionRecord",
 ]

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, and_, create_engine, event, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from spotrun.errors import Conflict, NotFound, StaleGeneration
@@ -35,12 +35,15 @@ from spotrun.store.models import (
     TransitionRow,
 )
 from spotrun.store.records import (
+    DEFAULT_ACCOUNT_ID,
     AttemptRecord,
     EventRecord,
     HostRecord,
     InstanceRecord,
+    JobQuery,
     JobRecord,
     LogRecord,
+    LogStreamRecord,
     TransitionRecord,
 )
 
@@ -105,7 +108,12 @@ class Store:
     # -- jobs ---------------------------------------------------------------------------
 
     def create_job(
-        self, name: str, arn: str, request: dict[str, Any], at: float, account: str = "default"
+        self,
+        name: str,
+        arn: str,
+        request: dict[str, Any],
+        at: float,
+        account: str = DEFAULT_ACCOUNT_ID,
     ) -> JobRecord:
         """Insert a job in its initial status; ``Conflict`` if the name is taken."""
         with self._tx() as s:
@@ -159,6 +167,41 @@ class Store:
             if active_only:
                 q = q.where(JobRow.status.in_(("InProgress", "Stopping")))
             return [_job(r) for r in s.scalars(q)]
+
+    def query_jobs(self, q: JobQuery) -> list[JobRecord]:
+        """One page of an account's jobs, filtered and sorted in SQL.
+
+        Paging is by key, not offset: ``q.after`` is the (sort value, name) of the last job
+        of the previous page, so jobs created between two pages never shift, duplicate or
+        hide a job of the listing.
+        """
+        key = {"Name": JobRow.name, "CreationTime": JobRow.created_at, "Status": JobRow.status}[
+            q.sort_by
+        ]
+        stmt = select(JobRow).where(JobRow.account == q.account)
+        if q.name_contains:
+            # instr, not LIKE: the user's text may hold % and _
+            stmt = stmt.where(func.instr(func.lower(JobRow.name), q.name_contains.lower()) > 0)
+        if q.status is not None:
+            stmt = stmt.where(JobRow.status == q.status)
+        for column, after, before in (
+            (JobRow.created_at, q.created_after, q.created_before),
+            (JobRow.last_modified, q.modified_after, q.modified_before),
+        ):
+            if after is not None:
+                stmt = stmt.where(column > after)
+            if before is not None:
+                stmt = stmt.where(column < before)
+        if q.after is not None:
+            value, last = q.after
+            if q.descending:
+                stmt = stmt.where(or_(key < value, and_(key == value, JobRow.name < last)))
+            else:
+                stmt = stmt.where(or_(key > value, and_(key == value, JobRow.name > last)))
+        order = (key.desc(), JobRow.name.desc()) if q.descending else (key, JobRow.name)
+        stmt = stmt.order_by(*order).limit(q.limit)
+        with self._tx() as s:
+            return [_job(r) for r in s.scalars(stmt)]
 
     def update_job(self, name: str, at: float, **fields: Any) -> JobRecord:
         """Set job columns other than the status ones (which go through record_transition)."""
@@ -396,6 +439,60 @@ class Store:
                 .limit(limit)
             )
             return [_record(LogRecord, r) for r in s.scalars(q)]
+
+    def log_streams(self, job: str) -> list[LogStreamRecord]:
+        """Per host: the first and last line's time, the number of lines and their size."""
+        stmt = (
+            select(
+                LogRow.host,
+                func.min(LogRow.time),
+                func.max(LogRow.time),
+                func.count(),
+                func.sum(func.length(LogRow.line)),
+            )
+            .where(LogRow.job == job)
+            .group_by(LogRow.host)
+            .order_by(LogRow.host)
+        )
+        with self._tx() as s:
+            return [
+                LogStreamRecord(host, first, last, int(n), int(size or 0))
+                for host, first, last, n, size in s.execute(stmt)
+            ]
+
+    def host_logs(
+        self,
+        job: str,
+        host: str,
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        after: tuple[float, int] | None = None,
+        before: tuple[float, int] | None = None,
+        limit: int = 1000,
+    ) -> list[LogRecord]:
+        """One host's lines in (time, id) order, across all attempts.
+
+        ``after``/``before`` are (time, id) positions, exclusive; with ``before`` the
+        newest ``limit`` lines before it are returned (still oldest first).
+        """
+        stmt = select(LogRow).where(LogRow.job == job, LogRow.host == host)
+        if start is not None:
+            stmt = stmt.where(LogRow.time >= start)
+        if end is not None:
+            stmt = stmt.where(LogRow.time < end)
+        if after is not None:
+            t, i = after
+            stmt = stmt.where(or_(LogRow.time > t, and_(LogRow.time == t, LogRow.id > i)))
+        if before is not None:
+            t, i = before
+            stmt = stmt.where(or_(LogRow.time < t, and_(LogRow.time == t, LogRow.id < i)))
+            stmt = stmt.order_by(LogRow.time.desc(), LogRow.id.desc()).limit(limit)
+        else:
+            stmt = stmt.order_by(LogRow.time, LogRow.id).limit(limit)
+        with self._tx() as s:
+            rows = [_record(LogRecord, r) for r in s.scalars(stmt)]
+        return rows[::-1] if before is not None else rows
 
     def add_metrics(
         self, job: str, generation: int, points: Sequence[tuple[str, float, float]]

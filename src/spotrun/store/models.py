@@ -1,5 +1,6 @@
 """The tables. One state table per lifecycle layer: jobs, attempts, hosts (per-instance agent
-reports) and instances; append-only history in transitions, events, log_lines and metrics.
+reports) and instances; append-only history in transitions, events, log_lines and metrics;
+accounts and their access keys (``spotrun.auth.keys``; only hashes of secrets are kept).
 
 The schema itself is created and evolved by Alembic (``migrations/``); these classes are the
 mapping the store code uses. Keep them in step with the newest migration.
@@ -21,7 +22,7 @@ class JobRow(Base):
     __tablename__ = "jobs"
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     arn: Mapped[str] = mapped_column(String(256))
-    account: Mapped[str] = mapped_column(String(64), default="default", index=True)
+    account: Mapped[str] = mapped_column(String(64), default="000000000000", index=True)
     spec: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float, index=True)
     last_modified: Mapped[float] = mapped_column(Float)

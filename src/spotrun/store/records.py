@@ -2,11 +2,50 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from spotrun.spec import JobSpec, SecondaryStatus, TrainingJobStatus, parse_spec
+
+
+@functools.lru_cache(maxsize=4096)
+def _spec_of(spec_json: str) -> JobSpec:
+    # a job's spec never changes and every controller pass reads it: parse it once
+    return parse_spec(json.loads(spec_json))
+
+
+#: the account of the single-user embedded default (and of jobs from before accounts)
+DEFAULT_ACCOUNT_ID = "000000000000"
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """What ListTrainingJobs can ask for; ``after`` is the keyset position of the last page."""
+
+    account: str
+    limit: int
+    sort_by: str = "CreationTime"  # Name | CreationTime | Status
+    descending: bool = False
+    name_contains: str | None = None
+    status: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+    modified_after: float | None = None
+    modified_before: float | None = None
+    after: tuple[Any, str] | None = None
+
+
+@dataclass(frozen=True)
+class LogStreamRecord:
+    """One host's log lines of a job, summarised (a CloudWatch log stream)."""
+
+    host: str
+    first_time: float
+    last_time: float
+    lines: int
+    size: int
 
 
 @dataclass(frozen=True)
@@ -43,7 +82,7 @@ class JobRecord:
 
     @property
     def spec(self) -> JobSpec:
-        return parse_spec(self.request)
+        return _spec_of(self.spec_json)
 
 
 @dataclass(frozen=True)
