@@ -179,6 +179,9 @@ def test_infeasible_plan_says_why_and_when(tmp_path: Path, market: FakeMarket) -
     with pytest.raises(NoCapacity):
         p.launch(plan)
     market.later.clear()
+    # the look-ahead is remembered for a few seconds: every waiting job asks at every poll
+    assert p.plan(request(["true"])).reason.endswith("next change in 12 min 30 s, when z3 has 2")
+    clock.advance(6.0)
     assert p.plan(request(["true"])).reason.endswith("(all reclaimed) — no change within 24 h")
 
 

@@ -13,7 +13,9 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 from spotrun.control.actions import (
     Action,
@@ -64,15 +66,34 @@ class Controller:
     stop_grace: float = 120.0
     poll: float = 1.0
     errors: list[str] = field(default_factory=list)
+    #: when each job asked to be looked at again, and the row version it had then: a job
+    #: whose row changed (a stop, an agent report) is stepped at once regardless
+    _due: dict[str, float] = field(default_factory=dict)
+    _seen_version: dict[str, int] = field(default_factory=dict)
 
     # -- the loop body ------------------------------------------------------------------
 
-    def step(self) -> float:
-        """Reconcile every active job once; returns seconds until the next wanted step."""
+    def step(self, guard: AbstractContextManager[Any] | None = None) -> float:
+        """Reconcile every active job once; returns seconds until the next wanted step.
+
+        ``guard`` (a lock) is held around each job's step, not the whole pass, so that a
+        submission or a stop never waits behind hundreds of queued jobs.
+        """
         wait = 5.0
+        now = self.clock.now()
         for job in self.store.list_jobs(active_only=True):
+            due = self._due.get(job.name, 0.0)
+            if due > now and job.version == self._seen_version.get(job.name):
+                wait = min(wait, due - now)  # nothing changed and it asked for later
+                continue
             try:
-                wait = min(wait, self.step_job(job.name))
+                with guard or nullcontext():
+                    after = self.step_job(job.name)
+                    self._seen_version[job.name] = self.store.get_job(job.name).version
+                # only a job that asked for more than a poll (one waiting for capacity, with
+                # nothing running) is skipped until then; the rest are looked at every pass
+                self._due[job.name] = now + after if after > self.poll else 0.0
+                wait = min(wait, after)
             except SpotrunError as e:  # one job's trouble must not stop the others
                 log.exception("reconciling %s failed", job.name)
                 self.errors.append(f"{job.name}: {e}")

@@ -52,6 +52,8 @@ STOP_ENDS = {
     "max_runtime": S.MAX_RUNTIME_EXCEEDED,
     "max_wait": S.MAX_WAIT_EXCEEDED,
 }
+#: how often a job that waits for capacity is looked at (a running one: every poll)
+WAITING_POLL = 2.0
 CAPACITY_MESSAGE = "Insufficient capacity error from EC2 while launching instances, retrying!"
 
 
@@ -74,8 +76,16 @@ def reconcile(job: JobRecord, seen: Observation, now: float) -> Step:
     if att is not None and att.live:
         acts += _running(job, spec, seen)
         return Step(tuple(acts), seen.poll)
-    acts += _place(job, seen)
-    return Step(tuple(acts), seen.poll)
+    placing = _place(job, seen)
+    acts += placing
+    if any(isinstance(a, Launch | Terminate) for a in placing) or seen.open_instances:
+        return Step(tuple(acts), seen.poll)
+    # waiting for capacity: nothing runs, so look less often (but not past MaxWait)
+    wait = WAITING_POLL
+    if spec.spot and spec.stopping.max_wait_seconds is not None:
+        left = job.created_at + spec.stopping.max_wait_seconds - now
+        wait = min(wait, max(left, seen.poll))
+    return Step(tuple(acts), max(wait, seen.poll))
 
 
 # -- limits and stops -------------------------------------------------------------------
@@ -92,7 +102,7 @@ def _stop_reason(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -
     return None
 
 
-_STOP_MESSAGES = {
+STOP_MESSAGES = {
     "user": "Stopping the training job on request",
     "max_runtime": "Stopping: MaxRuntimeInSeconds reached; the model will still be uploaded",
     "max_wait": "Stopping: MaxWaitTimeInSeconds reached",
@@ -101,7 +111,7 @@ _STOP_MESSAGES = {
 
 def _begin_stop(job: JobRecord, seen: Observation, reason: str, now: float) -> list[Action]:
     acts: list[Action] = [
-        Transition(S.STOPPING, _STOP_MESSAGES[reason]),
+        Transition(S.STOPPING, STOP_MESSAGES[reason]),
         UpdateJob({"stop_reason": reason, "stop_requested_at": job.stop_requested_at or now}),
     ]
     att = seen.attempt

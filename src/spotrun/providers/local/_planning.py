@@ -10,6 +10,7 @@ future instants; it is still pure, only a little more work, and done only when n
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from spotrun.providers.base import CapacityRequest, LaunchPlan, Pool
 from spotrun.providers.local._market import MarketView
@@ -23,7 +24,27 @@ def hosts(count: int) -> tuple[str, ...]:
     return tuple(f"algo-{i}" for i in range(1, count + 1))
 
 
-def plan(market: MarketView, request: CapacityRequest, now: float) -> LaunchPlan:
+_Key = tuple[tuple[Pool, ...], int]
+_Change = tuple[float, Pool, int]
+
+
+@dataclass
+class ChangeCache:
+    """Remembers when each waiting request's pools next have room.
+
+    Looking a day ahead costs thousands of capacity reads; every waiting job asks at every
+    poll. An answer is reused for ``ttl`` seconds (launches can change a scripted
+    market's future, so it is not kept longer) and never past the change it predicts.
+    """
+
+    ttl: float = 5.0
+    #: (pools, count) -> (asked at, (when, pool, its capacity then) or None within a day)
+    entries: dict[_Key, tuple[float, _Change | None]] = field(default_factory=dict)
+
+
+def plan(
+    market: MarketView, request: CapacityRequest, now: float, cache: ChangeCache | None = None
+) -> LaunchPlan:
     """The cheapest acceptable pool with room for the whole request at ``now``, or why none."""
     offered = market.pools(request.instance_type, request.spot)
     allowed = [p for p in offered if p not in request.avoid]
@@ -35,7 +56,7 @@ def plan(market: MarketView, request: CapacityRequest, now: float) -> LaunchPlan
             pool=None,
             hosts=(),
             price_per_hour=None,
-            reason=_no_capacity(market, request, offered, allowed, now),
+            reason=_no_capacity(market, request, offered, allowed, now, cache or ChangeCache()),
         )
     prices = {p: market.price(p, request.spot, now) for p in fits}
     best = min(fits, key=lambda p: (prices[p], p.zone))  # zone breaks ties: same answer twice
@@ -62,6 +83,7 @@ def _no_capacity(
     offered: Sequence[Pool],
     allowed: Sequence[Pool],
     now: float,
+    cache: ChangeCache,
 ) -> str:
     kind = "spot" if request.spot else "on-demand"
     what = f"{request.count} {kind} {request.instance_type}"
@@ -78,24 +100,37 @@ def _no_capacity(
         parts.append("all reclaimed" if len(parts) == 0 else "the rest reclaimed")
     else:
         parts.append(f"largest has {max(sizes)}")
-    return f"{head} ({', '.join(parts)}) — {_next_change(market, request, allowed, now)}"
+    key = (tuple(allowed), request.count)
+    hit = cache.entries.get(key)
+    change: _Change | None
+    if hit is not None and now - hit[0] < cache.ttl and (hit[1] is None or now < hit[1][0]):
+        change = hit[1]
+    else:
+        found = _next_change(market, request, allowed, now)
+        change = (*found, market.capacity(found[1], found[0])) if found is not None else None
+        cache.entries[key] = (now, change)
+    if change is None:
+        return f"{head} ({', '.join(parts)}) — no change within 24 h"
+    when, pool, size = change
+    return (
+        f"{head} ({', '.join(parts)}) — next change in {_duration(when - now)}, "
+        f"when {pool.zone} has {size}"
+    )
 
 
 def _next_change(
     market: MarketView, request: CapacityRequest, allowed: Sequence[Pool], now: float
-) -> str:
-    """When some allowed pool first has room again, to the second, within a day."""
+) -> tuple[float, Pool] | None:
+    """When (and where) some allowed pool first has room again, to the second, in a day."""
     last = now
     for horizon, step in _LOOKAHEAD:
         t = last + step
         while t <= now + horizon:
             ready = [p for p in allowed if market.capacity(p, t) >= request.count]
             if ready:
-                when, pool = _refine(market, request, ready, last, t)
-                size = market.capacity(pool, when)
-                return f"next change in {_duration(when - now)}, when {pool.zone} has {size}"
+                return _refine(market, request, ready, last, t)
             last, t = t, t + step
-    return "no change within 24 h"
+    return None
 
 
 def _refine(

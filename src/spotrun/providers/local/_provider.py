@@ -78,12 +78,14 @@ class LocalProvider:
         self._instances = self.home / "instances"
         # Hosts we started ourselves; polled so they do not linger as zombies under us.
         self._spawned: dict[str, subprocess.Popen[bytes]] = {}
+        self._changes = _planning.ChangeCache()
 
     # -- the Provider interface ----------------------------------------------------------
 
     def plan(self, request: CapacityRequest) -> LaunchPlan:
-        """The cheapest pool with room for the whole request right now (pure)."""
-        return _planning.plan(self.market, request, self.clock.now())
+        """The cheapest pool with room for the whole request right now (no side effects
+        beyond a memo of when waiting requests next fit)."""
+        return _planning.plan(self.market, request, self.clock.now(), self._changes)
 
     def launch(self, plan: LaunchPlan) -> list[InstanceRef]:
         """Start one instance per planned host; NoCapacity if the pool filled up meanwhile."""
