@@ -19,7 +19,6 @@ from sqlalchemy import create_engine, text
 
 import spotrun.store
 from spotrun.auth import (
-    DEFAULT_ACCOUNT_ID,
     AuthError,
     KeyRing,
     NewKey,
@@ -29,7 +28,7 @@ from spotrun.auth import (
 )
 from spotrun.auth.keys import load_master_key
 from spotrun.errors import Conflict, NotFound, SpecError, SpotrunError
-from spotrun.store import Store
+from spotrun.store import DEFAULT_ACCOUNT_ID, Store
 
 MIGRATIONS = Path(spotrun.store.__file__).with_name("migrations")
 

@@ -1,7 +1,7 @@
 """The demo behind ``make demo``: the digits CNN as a managed spot job, interrupted twice.
 
 Runs exactly what a user would type, through the ``spotrun`` command line, in a fresh
-``SPOTRUN_HOME`` under ``.demo/``: start the local service with the demo market, run the
+``SPOTRUN_HOME`` under ``.demo/``: start the local server with the demo market, run the
 job and follow it, describe it, then check the model artifact and report what happened.
 Exits non-zero if the job did not complete, was interrupted fewer than twice, or the model
 scores under 0.95.
@@ -37,11 +37,11 @@ def spotrun(*args: str, capture: bool = False) -> subprocess.CompletedProcess[st
 def main() -> int:
     started = time.monotonic()
     if WORK.exists():
-        spotrun("service", "stop", capture=True)
+        spotrun("server", "stop", capture=True)
         shutil.rmtree(WORK)
     WORK.mkdir(parents=True)
     subprocess.run([sys.executable, str(HERE / "prepare_data.py"), str(DATA)], check=True)
-    up = spotrun("service", "start", "--market", str(HERE / "market.toml"), "--stop-grace", "10")
+    up = spotrun("server", "start", "--market", str(HERE / "market.toml"), "--stop-grace", "10")
     if up.returncode != 0:
         return up.returncode
     try:
@@ -58,7 +58,7 @@ def main() -> int:
         described = spotrun("describe", NAME, "--json", capture=True)
         logs = spotrun("logs", NAME, capture=True)
     finally:
-        spotrun("service", "stop", capture=True)
+        spotrun("server", "stop", capture=True)
     if described.returncode != 0:
         print(described.stderr, file=sys.stderr)
         return 1
@@ -88,7 +88,7 @@ def report(d: dict[str, object], logs: str, run_code: int, job_seconds: float) -
     print(f"  cost                  ${x['CostUSD']:.6f}")
     print(f"  on-demand cost        ${x['OnDemandCostUSD']:.6f}")
     print(f"  isolation             {x['Isolation']}")
-    print(f"  wall time             {job_seconds:.0f} s (service start to completion)")
+    print(f"  wall time             {job_seconds:.0f} s (server start to completion)")
     print("=" * 72)
     ok = (
         run_code == 0

@@ -5,12 +5,14 @@ The tree::
     SpotrunError
     ├── SpecError            a job spec is invalid (names the field, what is wrong, what is allowed)
     ├── NotFound             no job (or instance, …) of that name
-    ├── Conflict             the name is taken, or the request does not fit the current state
+    ├── Conflict             the name is taken
+    ├── InvalidState         the request does not fit the object's state (stopping a finished job)
     ├── IllegalTransition    a status change the lifecycle table does not allow
     ├── StaleGeneration      a write from an attempt that is no longer the job's current one
     ├── ProviderError        a provider could not do what was asked
     │   └── NoCapacity       no capacity in any acceptable pool right now
     ├── MarketError          a market description or trace is unusable
+    ├── AuthError            a request's signature or key is refused (spotrun.auth.sigv4)
     └── ServiceError         the background service could not be reached or started
 
 Catch broadly only at process boundaries (the CLI's ``main``, the service loop, the agent).
@@ -37,7 +39,11 @@ class NotFound(SpotrunError):
 
 
 class Conflict(SpotrunError):
-    """The request clashes with existing state (a taken name, a finished job, …)."""
+    """The request clashes with existing state (a taken name, …)."""
+
+
+class InvalidState(SpotrunError):
+    """The request is well formed but the object's current state refuses it."""
 
 
 class IllegalTransition(SpotrunError):

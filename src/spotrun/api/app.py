@@ -1,79 +1,181 @@
-"""The HTTP API the CLI talks to (native REST under ``/v1``, OpenAPI at ``/openapi.json``)."""
+"""The HTTP server's routes: the AWS-shaped endpoint on ``POST /`` and the native REST API
+under ``/v1`` (OpenAPI at ``/openapi.json``), both behind Signature Version 4.
+
+The REST API is what the CLI and the console use. Requests are signed like AWS requests
+with the signing name ``spotrun`` (the CLI does it with the key in
+``$SPOTRUN_HOME/credentials.json`` or ``SPOTRUN_ACCESS_KEY_ID``/``SPOTRUN_SECRET_ACCESS_KEY``).
+Only ``/v1/health`` answers without a signature. Every job route sees only the caller's
+account; another account's job is "not found".
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, HTTPException, Query
+import anyio.to_thread
+from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
-from spotrun.api.describe import describe, summary
+from spotrun.api import awsjson, cwlogs, sagemaker
+from spotrun.api.describe import describe
 from spotrun.api.runtime import Runtime
-from spotrun.errors import Conflict, NotFound, SpecError
+from spotrun.api.security import REST_SERVICE, Caller, authenticate
+from spotrun.auth.sigv4 import AuthError
+from spotrun.errors import Conflict, InvalidState, NotFound, SpecError
 from spotrun.spec import TrainingJobStatus
-from spotrun.store import Store
+from spotrun.store import JobRecord
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "invalid request (names the field and what is allowed)"},
+    403: {"description": "missing, invalid or revoked credentials"},
+    404: {"description": "no such job in the caller's account"},
+}
+
+
+class NewKeyRequest(BaseModel):
+    """Create an access key; ``account`` defaults to the caller's own."""
+
+    account: str | None = Field(default=None, min_length=1, max_length=64)
+    description: str = Field(default="", max_length=256)
+
+
+async def signed_caller(request: Request) -> Caller:
+    """The REST routes' dependency: the verified caller (SigV4, signing name ``spotrun``)."""
+    body = await request.body()
+    rt: Runtime = request.app.state.runtime
+    return await anyio.to_thread.run_sync(authenticate, rt, request, body, (REST_SERVICE,))
+
+
+Signed = Annotated[Caller, Depends(signed_caller)]
 
 
 def create_app(rt: Runtime) -> FastAPI:
-    app = FastAPI(title="spotrun", version="0.1.0")
-    store: Store = rt.store
+    app = FastAPI(title="spotrun", version="0.1.0", responses=ERRORS)
+    app.state.runtime = rt
+    store = rt.store
+
+    def _err(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+        return JSONResponse({"error": code, "message": message, **extra}, status)
 
     @app.exception_handler(SpecError)
     async def _spec(_: Any, e: SpecError) -> JSONResponse:
-        return JSONResponse(
-            {"error": "ValidationException", "field": e.field, "message": str(e)}, 400
-        )
+        return _err(400, "ValidationException", str(e), field=e.field)
 
     @app.exception_handler(NotFound)
     async def _nf(_: Any, e: NotFound) -> JSONResponse:
-        return JSONResponse({"error": "NotFound", "message": str(e)}, 404)
+        return _err(404, "NotFound", str(e))
 
     @app.exception_handler(Conflict)
     async def _conflict(_: Any, e: Conflict) -> JSONResponse:
-        return JSONResponse({"error": "ResourceInUse", "message": str(e)}, 409)
+        return _err(409, "ResourceInUse", str(e))
+
+    @app.exception_handler(InvalidState)
+    async def _state(_: Any, e: InvalidState) -> JSONResponse:
+        return _err(409, "InvalidState", str(e))
+
+    @app.exception_handler(AuthError)
+    async def _auth(_: Any, e: AuthError) -> JSONResponse:
+        return _err(e.status, e.code, e.message)
+
+    @app.exception_handler(awsjson.AwsError)
+    async def _aws(_: Any, e: awsjson.AwsError) -> JSONResponse:
+        return _err(e.status, e.code, e.message)
+
+    def own(c: Caller, name: str) -> JobRecord:
+        job = store.get_job(name)
+        if job.account != c.account:
+            raise NotFound(f"no training job named {name!r}")
+        return job
+
+    awsjson.mount(
+        app,
+        [sagemaker.operations(rt), cwlogs.operations(rt)],
+        lambda request, body, service: authenticate(rt, request, body, (service,)),
+    )
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
-        return {"ok": True, "pid": rt.pid, "home": str(rt.settings.home)}
+        """Unauthenticated liveness: the server's pid."""
+        return {"ok": True, "pid": rt.pid}
+
+    @app.get("/v1/whoami")
+    def whoami(c: Signed) -> dict[str, Any]:
+        return {"account": c.account, "accessKeyId": c.access_key_id, "admin": c.admin}
 
     @app.post("/v1/jobs", status_code=201)
-    def create(req: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
-        arn = rt.submit(req)
+    def create(c: Signed, req: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        """Submit a job: a CreateTrainingJob request (RoleArn optional)."""
+        arn = rt.submit(req, account=c.account, region=c.region)
         return {"TrainingJobArn": arn}
 
     @app.get("/v1/jobs")
-    def jobs() -> dict[str, Any]:
-        return {"TrainingJobSummaries": [summary(j) for j in store.list_jobs()]}
+    def jobs(
+        c: Signed,
+        status: Annotated[str | None, Query(max_length=16)] = None,
+        name_contains: Annotated[str | None, Query(max_length=63)] = None,
+        sort_by: Annotated[str, Query(max_length=16)] = "CreationTime",
+        sort_order: Annotated[str, Query(max_length=16)] = "Ascending",
+        limit: Annotated[int, Query(ge=1, le=100)] = 100,
+        next_token: Annotated[str | None, Query(max_length=8192)] = None,
+    ) -> dict[str, Any]:
+        """The caller's jobs, one page at a time (same filters as ListTrainingJobs)."""
+        params: dict[str, Any] = {
+            "StatusEquals": status,
+            "NameContains": name_contains,
+            "SortBy": sort_by,
+            "SortOrder": sort_order,
+            "MaxResults": limit,
+            "NextToken": next_token,
+        }
+        return sagemaker.list_training_jobs(
+            rt, c, {k: v for k, v in params.items() if v is not None}
+        )
 
     @app.get("/v1/jobs/{name}")
-    def get(name: str) -> dict[str, Any]:
-        return describe(store, name)
+    def get(c: Signed, name: str) -> dict[str, Any]:
+        """DescribeTrainingJob's answer plus spotrun's details under ``Spotrun``."""
+        return describe(store, own(c, name).name)
 
     @app.post("/v1/jobs/{name}/stop")
-    def stop(name: str) -> dict[str, Any]:
-        job = store.get_job(name)
-        if job.status != TrainingJobStatus.IN_PROGRESS:
-            raise HTTPException(400, f"the training job is in status {job.status}")
-        store.update_job(name, rt.clock.now(), stop_requested_at=rt.clock.now())
-        rt.wake()
+    def stop(c: Signed, name: str) -> dict[str, Any]:
+        rt.request_stop(own(c, name).name)
         return {}
+
+    @app.get("/v1/jobs/{name}/transitions")
+    def transitions(c: Signed, name: str) -> dict[str, Any]:
+        own(c, name)
+        return {
+            "transitions": [
+                {
+                    "status": t.status,
+                    "secondary": t.secondary,
+                    "start": t.start_time,
+                    "end": t.end_time,
+                    "message": t.message,
+                }
+                for t in store.transitions(name)
+            ]
+        }
 
     @app.get("/v1/jobs/{name}/logs")
     async def logs(
+        c: Signed,
         name: str,
-        after: int = Query(0, ge=0),
-        limit: int = Query(1000, ge=1, le=10000),
-        wait: float = Query(0.0, ge=0, le=30),
+        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+        wait: Annotated[float, Query(ge=0, le=30)] = 0.0,
     ) -> dict[str, Any]:
         """Log lines after id ``after``; with ``wait``, long-poll until some arrive."""
-        store.get_job(name)
-        deadline = asyncio.get_running_loop().time() + wait
+        await asyncio.to_thread(own, c, name)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
         while True:
             lines = await asyncio.to_thread(store.logs, name, after, limit)
-            job = store.get_job(name)
+            job = await asyncio.to_thread(store.get_job, name)
             done = job.status not in (TrainingJobStatus.IN_PROGRESS, TrainingJobStatus.STOPPING)
-            if lines or done or asyncio.get_running_loop().time() >= deadline:
+            if lines or done or loop.time() >= deadline:
                 break
             await asyncio.sleep(0.25)
         return {
@@ -93,11 +195,59 @@ def create_app(rt: Runtime) -> FastAPI:
         }
 
     @app.get("/v1/jobs/{name}/metrics")
-    def metrics(name: str) -> dict[str, Any]:
-        store.get_job(name)
+    def metrics(c: Signed, name: str) -> dict[str, Any]:
+        """Every point of every metric the job's MetricDefinitions matched."""
+        own(c, name)
         series: dict[str, list[dict[str, float]]] = {}
         for mname, value, t in store.metrics(name):
             series.setdefault(mname, []).append({"value": value, "time": t})
         return {"metrics": series}
 
+    @app.get("/v1/keys")
+    def keys(c: Signed) -> dict[str, Any]:
+        """Access keys (never secrets): all of them for an admin, else the account's own."""
+        infos = rt.keys.keys(None if c.admin else c.account)
+        return {"keys": [_key_json(k) for k in infos]}
+
+    @app.post("/v1/keys", status_code=201)
+    def new_key(c: Signed, req: NewKeyRequest) -> dict[str, Any]:
+        """Create a key; the secret is in this answer only. Other accounts need an admin."""
+        own_name = rt.keys.account_of(c.access_key_id).name
+        target = req.account or own_name
+        if target != own_name and not c.admin:
+            raise AuthError(
+                "AccessDeniedException",
+                f"only an admin account can create keys for account {target!r}",
+                403,
+            )
+        if c.admin:
+            rt.keys.ensure_account(target)  # an admin's key for a new account creates it
+        k = rt.keys.create(target, req.description)
+        return {
+            "accessKeyId": k.key_id,
+            "secretAccessKey": k.secret,
+            "account": k.account_name,
+            "accountId": k.account_id,
+        }
+
+    @app.delete("/v1/keys/{key_id}")
+    def revoke(c: Signed, key_id: str) -> dict[str, Any]:
+        """Revoke a key: requests signed with it are refused from now on."""
+        if not c.admin and rt.keys.account_of(key_id).id != c.account:
+            raise NotFound(f"no access key {key_id!r}")
+        rt.keys.revoke(key_id)
+        return {}
+
     return app
+
+
+def _key_json(k: Any) -> dict[str, Any]:
+    return {
+        "accessKeyId": k.key_id,
+        "accountId": k.account_id,
+        "account": getattr(k, "account_name", None),
+        "description": k.description,
+        "createdAt": k.created_at,
+        "revokedAt": k.revoked_at,
+        "lastUsedAt": k.last_used_at,
+    }

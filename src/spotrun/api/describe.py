@@ -7,8 +7,8 @@ from typing import Any
 from spotrun.store import JobRecord, Store
 
 
-def describe(store: Store, name: str) -> dict[str, Any]:
-    """DescribeTrainingJob for one job; spotrun's extras sit under ``Spotrun``."""
+def describe(store: Store, name: str, extras: bool = True) -> dict[str, Any]:
+    """DescribeTrainingJob for one job; spotrun's own details sit under ``Spotrun``."""
     job = store.get_job(name)
     spec = job.spec
     out: dict[str, Any] = dict(job.request)
@@ -48,11 +48,12 @@ def describe(store: Store, name: str) -> dict[str, Any]:
         out["FinalMetricDataList"] = [
             {"MetricName": k, "Value": v, "Timestamp": t} for k, (v, t) in final.items()
         ]
-    out["Spotrun"] = extras(store, job)
+    if extras:
+        out["Spotrun"] = spotrun_extras(store, job)
     return out
 
 
-def extras(store: Store, job: JobRecord) -> dict[str, Any]:
+def spotrun_extras(store: Store, job: JobRecord) -> dict[str, Any]:
     """What SageMaker does not show: attempts, money, where and how each attempt ran."""
     hosts = store.hosts(job.name)
     attempts = []

@@ -13,17 +13,21 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from spotrun.auth.keys import KeyRing
 from spotrun.control.admission import admit
 from spotrun.control.clock import Clock, RealClock
 from spotrun.control.controller import Controller, agent_workload
+from spotrun.control.reconcile import STOP_MESSAGES
+from spotrun.errors import InvalidState, SpecError
 from spotrun.market import Catalog, Market, MarketConfig, load_market_config
 from spotrun.providers.local import LocalProvider
 from spotrun.settings import Settings
+from spotrun.spec import SecondaryStatus, TrainingJobStatus
 from spotrun.storage import check_readable
-from spotrun.store import JobRecord, Store
+from spotrun.store import DEFAULT_ACCOUNT_ID, JobRecord, Store
 
 log = logging.getLogger("spotrun.service")
-REGION_ACCOUNT = ("us-east-1", "000000000000")
+DEFAULT_REGION = "us-east-1"
 
 
 def market_epoch(home: Path, now: float) -> float:
@@ -45,6 +49,7 @@ class Runtime:
         self.pid = os.getpid()
         home = settings.home
         self.store = Store.open(home)
+        self.keys = KeyRing(self.store, home)
         self.catalog = Catalog.load()
         config = load_market_config(settings.market) if settings.market else MarketConfig()
         self.market = Market(self.catalog, config, market_epoch(home, self.clock.now()))
@@ -70,20 +75,49 @@ class Runtime:
 
     # -- submissions --------------------------------------------------------------------
 
-    def submit(self, request: dict[str, Any], account: str = "default") -> str:
-        """Admit a job (all checks first, nothing written on failure) and store it."""
+    def submit(
+        self,
+        request: dict[str, Any],
+        account: str = DEFAULT_ACCOUNT_ID,
+        region: str = DEFAULT_REGION,
+        strict: bool = False,
+    ) -> str:
+        """Admit a job (all checks first, nothing written on failure) and store it.
+
+        ``strict`` is SageMaker's contract, where RoleArn is required; spotrun's own CLI
+        may leave it out. The stored request keeps every member the caller sent, so
+        Describe echoes what it accepted.
+        """
+        if strict and "RoleArn" not in request:
+            raise SpecError("RoleArn", "is required")
         spec = admit(
             request,
             known_type=self.catalog.has_type,
             known_types=self.catalog.types,
             check_readable=check_readable,
+            images=self.settings.images,
         )
-        region, acct = REGION_ACCOUNT
-        arn = f"arn:aws:sagemaker:{region}:{acct}:training-job/{spec.name}"
+        arn = f"arn:aws:sagemaker:{region}:{account}:training-job/{spec.name}"
+        stored = spec.to_api()  # every accepted member, with the defaults filled in
         with self._lock:
-            self.store.create_job(spec.name, arn, spec.to_api(), self.clock.now(), account)
+            self.store.create_job(spec.name, arn, stored, self.clock.now(), account)
         self.wake()
         return arn
+
+    def request_stop(self, name: str) -> None:
+        """StopTrainingJob: only an InProgress job can be stopped (AWS's rule)."""
+        with self._lock:
+            job = self.store.get_job(name)
+            if job.status != TrainingJobStatus.IN_PROGRESS:
+                raise InvalidState(
+                    f"The request was rejected because the training job is in status "
+                    f"{job.status.value}."
+                )
+            now = self.clock.now()
+            self.store.update_job(name, now, stop_requested_at=now, stop_reason="user")
+            # Stopping at once, as AWS answers; the controller signals the instance next
+            self.store.record_transition(name, SecondaryStatus.STOPPING, STOP_MESSAGES["user"], now)
+        self.wake()
 
     # -- the controller thread ----------------------------------------------------------
 
@@ -106,8 +140,7 @@ class Runtime:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                with self._lock:
-                    wait = self.controller.step()
+                wait = self.controller.step(guard=self._lock)
             except Exception:  # the loop must survive anything one step does
                 log.exception("controller step failed")
                 wait = self.settings.poll_seconds

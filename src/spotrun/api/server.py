@@ -1,8 +1,13 @@
-"""The local background service: ``python -m spotrun.api.service --home H``.
+"""``spotrun server``: one process that serves the APIs and runs the controller.
 
-Serves the API on 127.0.0.1 and runs the controller. It records its pid and port in
-``$SPOTRUN_HOME/service.json`` once it answers, and removes the file when it stops.
-Instances it launched keep running if it dies; the next service re-adopts them.
+``python -m spotrun.api.server --home H [--host A] [--port P]``. It records its pid, host
+and port in ``$SPOTRUN_HOME/service.json`` once it answers (the CLI finds it there) and
+removes the file when it stops. Instances it launched keep running if it dies; the next
+server re-adopts them.
+
+On the first start of a home it creates an access key for the default account, writes it
+to ``$SPOTRUN_HOME/credentials.json`` (mode 0600) for the local CLI, and prints how to
+point boto3 or the SageMaker SDK at the server.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import uvicorn
 
 from spotrun.api.app import create_app
 from spotrun.api.runtime import Runtime
-from spotrun.settings import load_settings
+from spotrun.auth.keys import NewKey, default_credentials
+from spotrun.settings import Settings, load_settings
 
 
 def _free_port(host: str) -> int:
@@ -30,21 +36,35 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="spotrun-service")
-    p.add_argument("--home", type=Path, default=None)
-    p.add_argument("--host", default=None)
-    p.add_argument("--port", type=int, default=None)
-    args = p.parse_args(argv)
-    settings = load_settings(args.home)
-    host = args.host or settings.host
-    port = args.port if args.port is not None else settings.port or _free_port(host)
+def first_key_message(key: NewKey, settings: Settings, url: str) -> str:
+    """What a user needs to know once, when the default key is created."""
+    cred = settings.home / "credentials.json"
+    return (
+        f"spotrun: created access key {key.key_id} for account {key.account_name!r}.\n"
+        f"  The spotrun CLI uses it from {cred}.\n"
+        f'  For boto3 and the SageMaker SDK: eval "$(spotrun keys env)"\n'
+        f"  (sets AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION and\n"
+        f"  AWS_ENDPOINT_URL_SAGEMAKER / AWS_ENDPOINT_URL_LOGS = {url})"
+    )
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
+    """Run the server in this process until SIGTERM or SIGINT."""
+    host = host or settings.host
+    port = port if port is not None else settings.port or _free_port(host)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     rt = Runtime(settings)
+    url = f"http://{host}:{port}"
+    created = default_credentials(rt.store, settings.home)
+    if created is not None:
+        print(first_key_message(created, settings, url), flush=True)
     rt.start()
-    config = uvicorn.Config(create_app(rt), host=host, port=port, log_level="warning")
+    # clients keep connections alive; do not let them hold a shutdown up
+    config = uvicorn.Config(
+        create_app(rt), host=host, port=port, log_level="warning", timeout_graceful_shutdown=5
+    )
     server = uvicorn.Server(config)
     info = settings.service_file
 
@@ -52,12 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         tmp = info.with_suffix(".tmp")
         tmp.write_text(json.dumps({"pid": os.getpid(), "host": host, "port": port}))
         os.replace(tmp, info)
+        print(f"spotrun server: listening on {url} (home {settings.home})", flush=True)
 
     orig_startup = server.startup
 
     async def startup(sockets: list[socket.socket] | None = None) -> None:
         await orig_startup(sockets)
-        _started()
+        if server.started:
+            _started()
 
     server.startup = startup  # type: ignore[method-assign]
 
@@ -75,6 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError):
             pass
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="spotrun-server")
+    p.add_argument("--home", type=Path, default=None)
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    args = p.parse_args(argv)
+    return serve(load_settings(args.home), args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@
 """
 
 from spotrun.auth.keys import (
-    DEFAULT_ACCOUNT_ID,
     Account,
     KeyInfo,
     KeyRing,
@@ -16,7 +15,6 @@ from spotrun.auth.keys import (
 from spotrun.auth.sigv4 import AuthError, Principal, SigV4HttpxAuth, sign, verify
 
 __all__ = [
-    "DEFAULT_ACCOUNT_ID",
     "Account",
     "AuthError",
     "KeyInfo",

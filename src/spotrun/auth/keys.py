@@ -48,7 +48,6 @@ from spotrun.store.models import AccessKeyRow, AccountRow
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ACCOUNT_ID = "000000000000"
 DEFAULT_ACCOUNT_NAME = "default"
 DEFAULT_REGION = "us-east-1"
 MASTER_KEY_FILE = "master.key"

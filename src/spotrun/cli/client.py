@@ -1,4 +1,8 @@
-"""Finding (or starting) the service and talking to it over HTTP."""
+"""Finding (or starting) the server and talking to its REST API over signed HTTP.
+
+Credentials come from ``SPOTRUN_ACCESS_KEY_ID``/``SPOTRUN_SECRET_ACCESS_KEY`` or, for the
+local server, ``$SPOTRUN_HOME/credentials.json`` (written when the server first starts).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from spotrun.api.security import REST_SERVICE
+from spotrun.auth.keys import read_credentials
+from spotrun.auth.sigv4 import SigV4HttpxAuth
 from spotrun.errors import NotFound, ServiceError, SpecError
 from spotrun.settings import Settings
 
@@ -19,6 +27,12 @@ START_TIMEOUT = 60.0
 
 
 def _pid_alive(pid: int) -> bool:
+    try:
+        # a server this process started and that has exited is a zombie until reaped
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: its parent reaps it
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -45,15 +59,23 @@ def service_info(settings: Settings) -> dict[str, Any] | None:
     return info
 
 
-def start_service(settings: Settings, quiet: bool = False) -> dict[str, Any]:
-    """Start the background service if none is running; returns its pid/port."""
+def start_service(
+    settings: Settings, quiet: bool = False, host: str | None = None, port: int | None = None
+) -> dict[str, Any]:
+    """Start the background server if none is running; returns its pid/port."""
     info = service_info(settings)
     if info is not None:
         return info
     settings.home.mkdir(parents=True, exist_ok=True)
+    first = not (settings.home / "credentials.json").exists()
     log = open(settings.home / "service.log", "ab")  # noqa: SIM115 - handed to the child
+    cmd = [sys.executable, "-m", "spotrun.api.server", "--home", str(settings.home)]
+    if host:
+        cmd += ["--host", host]
+    if port is not None:
+        cmd += ["--port", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spotrun.api.service", "--home", str(settings.home)],
+        cmd,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -62,24 +84,38 @@ def start_service(settings: Settings, quiet: bool = False) -> dict[str, Any]:
     )
     log.close()
     if not quiet:
-        print(f"spotrun: starting the local service (home {settings.home}) …", file=sys.stderr)
+        print(f"spotrun: starting the local server (home {settings.home}) …", file=sys.stderr)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = (settings.home / "service.log").read_text(errors="replace")[-2000:]
-            raise ServiceError(f"the service exited with code {proc.returncode}:\n{tail}")
+            raise ServiceError(f"the server exited with code {proc.returncode}:\n{tail}")
         info = service_info(settings)
         if info is not None:
+            if first and (settings.home / "credentials.json").exists():
+                print(
+                    f"spotrun: created an access key for this home; the CLI uses it from "
+                    f"{settings.home / 'credentials.json'}. For boto3 and the SageMaker SDK: "
+                    'eval "$(spotrun keys env)"',
+                    file=sys.stderr,
+                )
             return info
         time.sleep(0.2)
-    raise ServiceError(f"the service did not answer within {START_TIMEOUT:.0f} s")
+    raise ServiceError(f"the server did not answer within {START_TIMEOUT:.0f} s")
 
 
 def stop_service(settings: Settings, timeout: float = 30.0) -> bool:
-    info = service_info(settings)
-    if info is None:
+    """Stop the home's server: SIGTERM, then SIGKILL after ``timeout``.
+
+    Goes by the pid file, not by whether the server answers: a server too busy to answer
+    its health check must still be stoppable.
+    """
+    try:
+        pid = int(json.loads(settings.service_file.read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
         return False
-    pid = int(info["pid"])
+    if not _pid_alive(pid) or not _is_server(pid):
+        return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _pid_alive(pid):
@@ -89,30 +125,60 @@ def stop_service(settings: Settings, timeout: float = 30.0) -> bool:
     return True
 
 
-class Client:
-    """The REST API, with errors turned into spotrun exceptions."""
+def credentials(settings: Settings) -> tuple[str, str]:
+    """The access key the CLI signs with: the environment first, then the home's file."""
+    key = os.environ.get("SPOTRUN_ACCESS_KEY_ID")
+    secret = os.environ.get("SPOTRUN_SECRET_ACCESS_KEY")
+    if key and secret:
+        return key, secret
+    found = read_credentials(settings.home)
+    if found is None:
+        raise ServiceError(
+            "no credentials: set SPOTRUN_ACCESS_KEY_ID and SPOTRUN_SECRET_ACCESS_KEY "
+            f"(`spotrun keys create` on the server makes a key), or start the local server "
+            f"once so that it writes {settings.home / 'credentials.json'}"
+        )
+    return found
 
-    def __init__(self, base_url: str) -> None:
+
+def _is_server(pid: int) -> bool:
+    """Whether ``pid`` is this home's server (a stale pid file may name a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc: trust the pid file
+    return any(b"spotrun" in arg for arg in cmdline)
+
+
+class Client:
+    """The REST API, signed with SigV4, with errors turned into spotrun exceptions."""
+
+    def __init__(self, base_url: str, access_key_id: str, secret: str) -> None:
         self.base = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base, timeout=60)
+        self.credentials = (access_key_id, secret)
+        self.http = httpx.Client(
+            base_url=self.base,
+            timeout=60,
+            auth=SigV4HttpxAuth(access_key_id, secret, service=REST_SERVICE),
+        )
 
     @classmethod
     def for_settings(cls, settings: Settings, start: bool = True) -> Client:
         endpoint = os.environ.get("SPOTRUN_ENDPOINT")
         if endpoint:
-            return cls(endpoint)
+            return cls(endpoint, *credentials(settings))
         info = start_service(settings) if start else service_info(settings)
         if info is None:
             raise ServiceError(
-                "the spotrun service is not running; `spotrun service start` starts it"
+                "the spotrun server is not running; `spotrun server start` starts it"
             )
-        return cls(f"http://{info['host']}:{info['port']}")
+        return cls(f"http://{info['host']}:{info['port']}", *credentials(settings))
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         try:
             r = self.http.request(method, path, **kw)
         except httpx.HTTPError as e:
-            raise ServiceError(f"cannot reach the spotrun service at {self.base}: {e}") from None
+            raise ServiceError(f"cannot reach the spotrun server at {self.base}: {e}") from None
         if r.status_code >= 400:
             try:
                 body = r.json()
@@ -123,6 +189,8 @@ class Client:
                 raise SpecError(body["field"], msg.split(": ", 1)[-1])
             if r.status_code == 404:
                 raise NotFound(msg)
+            if r.status_code in (401, 403):
+                raise ServiceError(f"refused by {self.base}: {body.get('error')}: {msg}")
             raise ServiceError(str(msg))
         return r.json()
 
@@ -133,8 +201,28 @@ class Client:
         result: dict[str, Any] = self._call("GET", f"/v1/jobs/{name}")
         return result
 
-    def jobs(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/v1/jobs")["TrainingJobSummaries"])
+    def jobs(self, **filters: str) -> list[dict[str, Any]]:
+        """Every job of the caller's account (all pages)."""
+        out: list[dict[str, Any]] = []
+        params: dict[str, Any] = {**filters, "limit": 100}
+        while True:
+            page = self._call("GET", "/v1/jobs", params=params)
+            out += page["TrainingJobSummaries"]
+            if "NextToken" not in page:
+                return out
+            params["next_token"] = page["NextToken"]
+
+    def create_key(self, account: str | None, description: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", "/v1/keys", json={"account": account, "description": description}
+        )
+        return result
+
+    def keys(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/keys")["keys"])
+
+    def revoke_key(self, key_id: str) -> None:
+        self._call("DELETE", f"/v1/keys/{key_id}")
 
     def stop(self, name: str) -> None:
         self._call("POST", f"/v1/jobs/{name}/stop")

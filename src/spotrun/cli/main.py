@@ -1,4 +1,4 @@
-"""``spotrun``: submit, follow, inspect and stop training jobs; run the local service."""
+"""``spotrun``: submit, follow, inspect and stop training jobs; run the server; manage keys."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from spotrun.cli import render
 from spotrun.cli.client import Client, service_info, start_service, stop_service
-from spotrun.errors import SpecError, SpotrunError
+from spotrun.errors import ServiceError, SpecError, SpotrunError
 from spotrun.settings import Settings, load_settings, write_settings
 from spotrun.spec import lifecycle
 
@@ -199,34 +199,82 @@ def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_service(args: argparse.Namespace, settings: Settings) -> int:
-    if args.action == "start":
-        if args.market or args.stop_grace is not None or args.isolation:
-            market = str(Path(args.market).resolve()) if args.market else None
-            write_settings(
-                settings.home,
-                market=market,
-                stop_grace_seconds=args.stop_grace,
-                isolation=args.isolation,
-            )
-            settings = load_settings(settings.home)
-        started = start_service(settings, quiet=True)
-        print(
-            f"spotrun service running: pid {started['pid']}, http://{started['host']}:{started['port']}"
+def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
+    if args.market or args.stop_grace is not None or args.isolation:
+        market = str(Path(args.market).resolve()) if args.market else None
+        write_settings(
+            settings.home,
+            market=market,
+            stop_grace_seconds=args.stop_grace,
+            isolation=args.isolation,
         )
+        settings = load_settings(settings.home)
+    if args.action is None:
+        # the foreground server, for deployment (systemd, a container, a terminal)
+        from spotrun.api.server import serve
+
+        if service_info(settings) is not None:
+            raise ServiceError(
+                f"a spotrun server for {settings.home} is already running; "
+                "`spotrun server stop` stops it"
+            )
+        return serve(settings, args.host, args.port)
+    if args.action == "start":
+        started = start_service(settings, quiet=True, host=args.host, port=args.port)
+        print(f"spotrun server running: pid {started['pid']}, {_url(started)}")
         return 0
     if args.action == "status":
         info = service_info(settings)
         if info is None:
-            print(f"spotrun service: not running (home {settings.home})")
+            print(f"spotrun server: not running (home {settings.home})")
             return 3
-        print(
-            f"spotrun service: running, pid {info['pid']}, http://{info['host']}:{info['port']}"
-            f", home {settings.home}"
-        )
+        print(f"spotrun server: running, pid {info['pid']}, {_url(info)}, home {settings.home}")
         return 0
     stopped = stop_service(settings)
-    print("spotrun service stopped" if stopped else "spotrun service was not running")
+    print("spotrun server stopped" if stopped else "spotrun server was not running")
+    return 0
+
+
+def _url(info: dict[str, Any]) -> str:
+    return f"http://{info['host']}:{info['port']}"
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    client = Client.for_settings(settings)
+    if args.action == "create":
+        k = client.create_key(args.account, args.description or "")
+        print(f"access key id:     {k['accessKeyId']}")
+        print(f"secret access key: {k['secretAccessKey']}")
+        print(f"account:           {k['account']} ({k['accountId']})")
+        print("The secret is shown only now; keep it somewhere safe.")
+        return 0
+    if args.action == "list":
+        keys = client.keys()
+        if args.json:
+            print(json.dumps(keys, indent=2))
+            return 0
+        print(f"{'ACCESS KEY ID':<22} {'ACCOUNT':<14} {'CREATED':<20} {'STATE':<8} DESCRIPTION")
+        for k in keys:
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k["createdAt"]))
+            state = "revoked" if k["revokedAt"] else "active"
+            account = k.get("account") or k["accountId"]
+            print(
+                f"{k['accessKeyId']:<22} {account:<14} {created:<20} {state:<8} {k['description']}"
+            )
+        return 0
+    if args.action == "revoke":
+        if not args.key:
+            raise SpecError("key", "give the access key id to revoke")
+        client.revoke_key(args.key)
+        print(f"revoked {args.key}")
+        return 0
+    # env: what boto3 and the SageMaker SDK need to talk to this server
+    access, secret = client.credentials
+    print(f"export AWS_ACCESS_KEY_ID={access}")
+    print(f"export AWS_SECRET_ACCESS_KEY={secret}")
+    print("export AWS_DEFAULT_REGION=us-east-1")
+    print(f"export AWS_ENDPOINT_URL_SAGEMAKER={client.base}")
+    print(f"export AWS_ENDPOINT_URL_LOGS={client.base}")
     return 0
 
 
@@ -282,12 +330,25 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", action="store_true")
     s.set_defaults(fn=cmd_stop)
 
-    sv = sub.add_parser("service", help="the local background service")
-    sv.add_argument("action", choices=["start", "status", "stop"])
+    sv = sub.add_parser(
+        "server",
+        help="the server (APIs + controller); no action runs it in the foreground",
+    )
+    sv.add_argument("action", nargs="?", choices=["start", "status", "stop"])
+    sv.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port (default: a free one)")
     sv.add_argument("--market", help="market description file (TOML or JSON)")
     sv.add_argument("--stop-grace", type=float, help="seconds between SIGTERM and SIGKILL")
     sv.add_argument("--isolation", choices=["auto", "namespace", "folder"])
-    sv.set_defaults(fn=cmd_service)
+    sv.set_defaults(fn=cmd_server)
+
+    k = sub.add_parser("keys", help="access keys for the APIs (SigV4)")
+    k.add_argument("action", choices=["create", "list", "revoke", "env"])
+    k.add_argument("key", nargs="?", help="the access key id (revoke)")
+    k.add_argument("--account", help="account name (create; default: your own)")
+    k.add_argument("--description", help="a note on what the key is for (create)")
+    k.add_argument("--json", action="store_true", help="machine-readable list")
+    k.set_defaults(fn=cmd_keys)
 
     lc = sub.add_parser("lifecycle", help="print the job lifecycle table")
     lc.add_argument("--dot", action="store_true", help="as a Graphviz graph")

@@ -1,0 +1,174 @@
+"""SageMaker's training-job operations over the AWS JSON 1.1 protocol.
+
+CreateTrainingJob, DescribeTrainingJob, ListTrainingJobs and StopTrainingJob, answered the
+way AWS answers them, quirks included: an unknown job, or stopping a job that is no longer
+InProgress, is a ``ValidationException``; a taken name is ``ResourceInUse``. Every
+operation sees only the caller's account: another account's job reads as unknown.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from spotrun.api.awsjson import (
+    AwsError,
+    Operation,
+    Service,
+    opt_enum,
+    opt_int,
+    opt_str,
+    opt_time,
+    validation,
+)
+from spotrun.api.describe import describe, summary
+from spotrun.api.runtime import Runtime
+from spotrun.api.security import Caller
+from spotrun.errors import Conflict, NotFound
+from spotrun.spec import TrainingJobStatus, validate_name
+from spotrun.store import JobQuery, JobRecord
+
+SORT_BY = ("Name", "CreationTime", "Status")
+SORT_ORDER = ("Ascending", "Descending")
+STATUSES = tuple(s.value for s in TrainingJobStatus)
+WARM_POOL_STATUSES = ("Available", "Terminated", "Reused", "InUse")
+NOT_FOUND = "Requested resource not found."
+#: ListTrainingJobs' page size when MaxResults is not given (AWS's default)
+DEFAULT_PAGE = 10
+
+
+def operations(rt: Runtime) -> Service:
+    """The SageMaker service bound to a runtime."""
+
+    def own_job(caller: Caller, params: Mapping[str, Any]) -> JobRecord:
+        name = validate_name(params.get("TrainingJobName"))
+        try:
+            job = rt.store.get_job(name)
+        except NotFound:
+            raise validation(NOT_FOUND) from None
+        if job.account != caller.account:
+            raise validation(NOT_FOUND)
+        return job
+
+    def create(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            arn = rt.submit(params, account=caller.account, region=caller.region, strict=True)
+        except Conflict:
+            name = params.get("TrainingJobName")
+            existing = rt.store.get_job(str(name))
+            # another account's job: say the name is taken, reveal nothing else
+            where = f" ({existing.arn})" if existing.account == caller.account else ""
+            raise AwsError(
+                "ResourceInUse",
+                "Training job names must be unique within an AWS account and region, and a "
+                f"training job with this name already exists{where}",
+            ) from None
+        return {"TrainingJobArn": arn}
+
+    def describe_op(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        job = own_job(caller, params)
+        return describe(rt.store, job.name, extras=False)
+
+    def stop(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        job = own_job(caller, params)
+        rt.request_stop(job.name)
+        return {}
+
+    def list_op(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        return list_training_jobs(rt, caller, params)
+
+    ops: dict[str, Operation] = {
+        "CreateTrainingJob": create,
+        "DescribeTrainingJob": describe_op,
+        "ListTrainingJobs": list_op,
+        "StopTrainingJob": stop,
+    }
+    return Service("SageMaker", "sagemaker", ops)
+
+
+def list_training_jobs(rt: Runtime, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:
+    """ListTrainingJobs: every filter, both orders, and an opaque keyset NextToken."""
+    limit = opt_int(params, "MaxResults", 1, 100) or DEFAULT_PAGE
+    sort_by = opt_enum(params, "SortBy", SORT_BY) or "CreationTime"
+    order = opt_enum(params, "SortOrder", SORT_ORDER) or "Ascending"
+    name_contains = opt_str(params, "NameContains", 63)
+    status = opt_enum(params, "StatusEquals", STATUSES)
+    warm_pool = opt_enum(params, "WarmPoolStatusEquals", WARM_POOL_STATUSES)
+    plan = opt_str(params, "TrainingPlanArnEquals", 2048)
+    token = opt_str(params, "NextToken", 8192)
+    times = {
+        k: opt_time(params, k)
+        for k in (
+            "CreationTimeAfter",
+            "CreationTimeBefore",
+            "LastModifiedTimeAfter",
+            "LastModifiedTimeBefore",
+        )
+    }
+    filters: dict[str, Any] = {
+        "SortBy": sort_by,
+        "SortOrder": order,
+        "NameContains": name_contains,
+        "StatusEquals": status,
+        "WarmPoolStatusEquals": warm_pool,
+        "TrainingPlanArnEquals": plan,
+        **times,
+    }
+    if warm_pool is not None or plan is not None:
+        # spotrun keeps no warm pools and knows no training plans: nothing can match
+        return {"TrainingJobSummaries": []}
+    fingerprint = _fingerprint(caller.account, filters)
+    after = _decode_token(token, fingerprint) if token else None
+    query = JobQuery(
+        account=caller.account,
+        limit=limit + 1,  # one more tells whether another page exists
+        sort_by=sort_by,
+        descending=order == "Descending",
+        name_contains=name_contains,
+        status=status,
+        created_after=times["CreationTimeAfter"],
+        created_before=times["CreationTimeBefore"],
+        modified_after=times["LastModifiedTimeAfter"],
+        modified_before=times["LastModifiedTimeBefore"],
+        after=after,
+    )
+    jobs = rt.store.query_jobs(query)
+    out: dict[str, Any] = {"TrainingJobSummaries": [summary(j) for j in jobs[:limit]]}
+    if len(jobs) > limit:
+        last = jobs[limit - 1]
+        value = {"Name": last.name, "CreationTime": last.created_at, "Status": last.status.value}
+        out["NextToken"] = _encode_token((value[sort_by], last.name), fingerprint)
+    return out
+
+
+def _fingerprint(account: str, filters: Mapping[str, Any]) -> str:
+    blob = json.dumps([account, filters], sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _encode_token(position: tuple[Any, str], fingerprint: str) -> str:
+    raw = json.dumps({"p": list(position), "f": fingerprint}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_token(token: str, fingerprint: str) -> tuple[Any, str]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        value, name = data["p"]
+        ok = (
+            data["f"] == fingerprint
+            and isinstance(name, str)
+            and isinstance(value, str | int | float)
+            and not isinstance(value, bool)
+        )
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise validation(
+            "Invalid pagination token: it was not returned by ListTrainingJobs for these "
+            "same filters and sort order"
+        )
+    return value, name

@@ -1,0 +1,150 @@
+"""A real ``spotrun server`` for the SageMaker API tests, and boto3 clients signed for it.
+
+Its market: c5.xlarge reclaims the first instance 3.5 s after launch, c5.2xlarge is always
+there, m5.xlarge never has spot capacity (jobs there wait, so they are cheap to create by
+the hundred). Jobs name the image ``spotrun-test-image``, mapped in the home's config to a
+small checkpointing script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from spotrun.cli.client import start_service
+from spotrun.settings import Settings, load_settings, write_settings
+
+SCRIPT = r"""
+import os, pathlib, signal, sys, time
+ck = pathlib.Path(os.environ.get("SPOTRUN_CHECKPOINT_DIR", "/opt/ml/checkpoints"))
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+steps = int(args.get("--steps", "20"))
+forever = args.get("--forever") == "1"
+stop = False
+def on_term(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, on_term)
+state = ck / "step.txt"
+step = int(state.read_text()) if state.exists() else 0
+print(f"resumed from step {step}" if step else "starting fresh", flush=True)
+model = pathlib.Path(os.environ["SM_MODEL_DIR"])
+while forever or step < steps:
+    if stop:
+        state.write_text(str(step))
+        (model / "model.txt").write_text(f"stopped at {step}")
+        print(f"checkpointed at step {step}", flush=True)
+        sys.exit(75 if not forever else 0)
+    time.sleep(0.1)
+    step += 1
+    state.write_text(str(step))
+    print(f"step {step} loss={1.0 / step:.4f}", flush=True)
+(model / "model.txt").write_text(f"steps={step}")
+print("done", flush=True)
+"""
+
+MARKET = """
+time_scale = 1
+notice_lead_seconds = 1.5
+[[pools]]
+instance_type = "c5.xlarge"
+process = "always"
+capacity = 0
+[[pools]]
+instance_type = "c5.xlarge"
+zone = "use1-az1"
+process = "script"
+uptimes = [3.5]
+gap = 1.0
+[[pools]]
+instance_type = "c5.2xlarge"
+process = "always"
+[[pools]]
+instance_type = "m5.xlarge"
+process = "always"
+capacity = 0
+"""
+
+
+class Server:
+    """A spotrun server in its own home, and boto3 clients signed with its keys."""
+
+    def __init__(self, root: Path, images: dict[str, dict[str, Any]] | None = None) -> None:
+        self.root = root
+        home = root / "home"
+        code = root / "code"
+        code.mkdir(parents=True)
+        (code / "train.py").write_text(SCRIPT)
+        (root / "market.toml").write_text(MARKET)
+        write_settings(
+            home, market=str(root / "market.toml"), stop_grace_seconds=3.0, poll_seconds=0.25
+        )
+        images = {
+            "spotrun-test-image": {"source_dir": str(code), "entry_point": "train.py"},
+            **(images or {}),
+        }
+        with open(home / "config.toml", "a") as f:
+            for uri, entry in images.items():
+                f.write(f"\n[images.{json.dumps(uri)}]\n")
+                for k, v in entry.items():
+                    f.write(f"{k} = {json.dumps(v)}\n")
+        self.settings: Settings = load_settings(home)
+        info = start_service(self.settings, quiet=True)
+        self.url = f"http://{info['host']}:{info['port']}"
+        cred = json.loads((home / "credentials.json").read_text())
+        self.key = (cred["access_key_id"], cred["secret_access_key"])
+
+    def client(self, service: str = "sagemaker", key: tuple[str, str] | None = None) -> Any:
+        access, secret = key or self.key
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=access,
+            aws_secret_access_key=secret,
+            config=Config(retries={"max_attempts": 1}),
+        )
+
+    def cli(self, *args: str, key: tuple[str, str] | None = None) -> str:
+        env = {**os.environ, "SPOTRUN_HOME": str(self.settings.home)}
+        env.pop("SPOTRUN_ENDPOINT", None)
+        if key is not None:
+            env["SPOTRUN_ACCESS_KEY_ID"], env["SPOTRUN_SECRET_ACCESS_KEY"] = key
+        out = subprocess.run(
+            [sys.executable, "-m", "spotrun.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def request(self, name: str, instance_type: str = "ml.c5.xlarge", **hps: str) -> dict[str, Any]:
+        return {
+            "TrainingJobName": name,
+            "RoleArn": "arn:aws:iam::123456789012:role/SpotrunTest",
+            "AlgorithmSpecification": {
+                "TrainingImage": "spotrun-test-image",
+                "TrainingInputMode": "File",
+                "MetricDefinitions": [{"Name": "train:loss", "Regex": r"loss=([0-9.]+)"}],
+            },
+            "HyperParameters": hps,
+            "OutputDataConfig": {"S3OutputPath": (self.root / "out").as_uri()},
+            "ResourceConfig": {
+                "InstanceType": instance_type,
+                "InstanceCount": 1,
+                "VolumeSizeInGB": 30,
+            },
+            "StoppingCondition": {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 7200},
+            "EnableManagedSpotTraining": True,
+            "CheckpointConfig": {"S3Uri": (self.root / "ckpt" / name).as_uri()},
+            "Tags": [{"Key": "team", "Value": "research"}],
+        }

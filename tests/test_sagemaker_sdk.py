@@ -1,0 +1,136 @@
+"""The real SageMaker Python SDK (v2) against spotrun, with moto's S3 server as the store.
+
+Nothing in the SDK is patched: the estimator is pointed at spotrun only through the
+endpoint variables (``AWS_ENDPOINT_URL_SAGEMAKER``/``_LOGS`` at spotrun, ``_S3`` at moto),
+signs with a spotrun access key, uploads its source tarball to S3, and follows the job
+with ``fit(wait=True, logs="All")`` — CloudWatch Logs reads included — through a spot
+interruption to the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from sagemaker_server import SCRIPT, Server
+from spotrun.cli.client import stop_service
+
+pytest.importorskip("sagemaker")
+BUCKET = "spotrun-sdk-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str, Path]]:
+    from moto.server import ThreadedMotoServer
+
+    root = tmp_path_factory.mktemp("sdk")
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    moto.start()
+    s3_url = f"http://127.0.0.1:{moto._port}"
+    saved = dict(os.environ)
+    # the server (and so every instance it launches) reaches S3 at moto; moto takes any key
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL_S3": s3_url,
+            "AWS_ACCESS_KEY_ID": "moto",
+            "AWS_SECRET_ACCESS_KEY": "moto",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    server = Server(root / "spotrun", images={"spotrun/python:3.11": {"script_mode": True}})
+    boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=BUCKET)
+    try:
+        yield server, s3_url, root
+    finally:
+        stop_service(server.settings)
+        os.environ.clear()
+        os.environ.update(saved)
+        moto.stop()
+
+
+def test_estimator_fit_with_spot_through_an_interruption(
+    stack: tuple[Server, str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sagemaker
+    from sagemaker.estimator import Estimator
+
+    server, s3_url, root = stack
+    code = root / "code"
+    code.mkdir()
+    (code / "train.py").write_text(SCRIPT)
+    # no telemetry calls to AWS: the SDK's documented opt-out
+    config = root / "sdk-config.yaml"
+    config.write_text("SageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+    access, secret = server.key
+    for k, v in {
+        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
+        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+        "AWS_ENDPOINT_URL_SAGEMAKER": server.url,
+        "AWS_ENDPOINT_URL_LOGS": server.url,
+        "AWS_ENDPOINT_URL_S3": s3_url,
+        "AWS_ACCESS_KEY_ID": access,
+        "AWS_SECRET_ACCESS_KEY": secret,
+    }.items():
+        monkeypatch.setenv(k, v)
+    session = sagemaker.Session(
+        boto_session=boto3.Session(region_name="us-east-1"), default_bucket=BUCKET
+    )
+    est = Estimator(
+        image_uri="spotrun/python:3.11",
+        entry_point="train.py",
+        source_dir=str(code),
+        role="arn:aws:iam::123456789012:role/SpotrunSdk",
+        instance_count=1,
+        instance_type="ml.c5.xlarge",
+        use_spot_instances=True,
+        max_run=600,
+        max_wait=1200,
+        checkpoint_s3_uri=f"s3://{BUCKET}/checkpoints/sdk",
+        output_path=f"s3://{BUCKET}/output",
+        hyperparameters={"steps": 30},
+        metric_definitions=[{"Name": "train:loss", "Regex": r"loss=([0-9.]+)"}],
+        base_job_name="sdk-spot",
+        sagemaker_session=session,
+    )
+    est.fit(wait=True, logs="All")
+    printed = capsys.readouterr().out
+    job = est.latest_training_job.name
+
+    mine: dict[str, Any] = json.loads(server.cli("describe", job, "--json"))
+    assert mine["TrainingJobStatus"] == "Completed", mine.get("FailureReason")
+    assert mine["Spotrun"]["Interruptions"] >= 1
+    statuses = [t["Status"] for t in mine["SecondaryStatusTransitions"]]
+    assert "Interrupted" in statuses
+    # the SDK printed the job's own output (read through the CloudWatch Logs calls)
+    assert "starting fresh" in printed and "done" in printed
+    m = re.search(r"Managed Spot Training savings: ([0-9.]+)%", printed)
+    assert m is not None, printed[-2000:]
+    assert float(m.group(1)) == pytest.approx(mine["Spotrun"]["SavingsPercent"], abs=0.05)
+    assert f"Billable seconds: {mine['BillableTimeInSeconds']}" in printed
+    # the model the SDK names exists in S3 and holds what the script wrote
+    assert est.model_data == f"s3://{BUCKET}/output/{job}/output/model.tar.gz"
+    s3 = boto3.client("s3", endpoint_url=s3_url)
+    head = s3.head_object(Bucket=BUCKET, Key=f"output/{job}/output/model.tar.gz")
+    assert head["ContentLength"] > 0
+    # script mode: the SDK's source tarball was what ran, with its hyperparameters
+    hps = mine["HyperParameters"]
+    assert json.loads(hps["sagemaker_program"]) == "train.py"
+    assert json.loads(hps["sagemaker_submit_directory"]).startswith(f"s3://{BUCKET}/")
+    final = {x["MetricName"]: x["Value"] for x in mine.get("FinalMetricDataList", [])}
+    assert final["train:loss"] == pytest.approx(1 / 30, abs=1e-4)
