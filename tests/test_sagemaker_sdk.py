@@ -76,13 +76,15 @@ def test_estimator_fit_with_spot_through_an_interruption(
     (code / "train.py").write_text(SCRIPT)
     # no telemetry calls to AWS: the SDK's documented opt-out
     config = root / "sdk-config.yaml"
-    config.write_text("SageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+    config.write_text(
+        "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n"
+    )
     access, secret = server.key
     for k, v in {
         "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
         "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
         "AWS_ENDPOINT_URL_SAGEMAKER": server.url,
-        "AWS_ENDPOINT_URL_LOGS": server.url,
+        "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": server.url,
         "AWS_ENDPOINT_URL_S3": s3_url,
         "AWS_ACCESS_KEY_ID": access,
         "AWS_SECRET_ACCESS_KEY": secret,
@@ -118,7 +120,7 @@ def test_estimator_fit_with_spot_through_an_interruption(
     statuses = [t["Status"] for t in mine["SecondaryStatusTransitions"]]
     assert "Interrupted" in statuses
     # the SDK printed the job's own output (read through the CloudWatch Logs calls)
-    assert "starting fresh" in printed and "done" in printed
+    assert "starting fresh" in printed and "done" in printed, printed[-3000:]
     m = re.search(r"Managed Spot Training savings: ([0-9.]+)%", printed)
     assert m is not None, printed[-2000:]
     assert float(m.group(1)) == pytest.approx(mine["Spotrun"]["SavingsPercent"], abs=0.05)

@@ -274,7 +274,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     print(f"export AWS_SECRET_ACCESS_KEY={secret}")
     print("export AWS_DEFAULT_REGION=us-east-1")
     print(f"export AWS_ENDPOINT_URL_SAGEMAKER={client.base}")
-    print(f"export AWS_ENDPOINT_URL_LOGS={client.base}")
+    print(f"export AWS_ENDPOINT_URL_CLOUDWATCH_LOGS={client.base}")
     return 0
 
 
