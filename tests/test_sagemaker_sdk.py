@@ -77,7 +77,8 @@ def test_estimator_fit_with_spot_through_an_interruption(
     # no telemetry calls to AWS: the SDK's documented opt-out
     config = root / "sdk-config.yaml"
     config.write_text(
-        "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n"
+        "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n"
+        "      TelemetryOptOut: true\n"
     )
     access, secret = server.key
     for k, v in {
