@@ -112,7 +112,8 @@ class Server:
             config=Config(retries={"max_attempts": 1}),
         )
 
-    def cli(self, *args: str, key: tuple[str, str] | None = None) -> str:
+    def cli(self, *args: str, key: tuple[str, str] | None = None, ok: bool = True) -> str:
+        """Run the spotrun CLI against this server; ``ok=False`` expects it to fail."""
         env = {**os.environ, "SPOTRUN_HOME": str(self.settings.home)}
         env.pop("SPOTRUN_ENDPOINT", None)
         if key is not None:
@@ -124,8 +125,8 @@ class Server:
             text=True,
             timeout=60,
         )
-        assert out.returncode == 0, out.stderr
-        return out.stdout
+        assert (out.returncode == 0) == ok, out.stderr
+        return out.stdout if ok else out.stderr
 
     def request(self, name: str, instance_type: str = "ml.c5.xlarge", **hps: str) -> dict[str, Any]:
         return {

@@ -212,6 +212,11 @@ def test_accounts_see_only_their_own_jobs_and_revoked_keys_stop_working(server: 
 
     # the CLI of account b sees b's jobs only
     assert "bt-owned-by-a" not in server.cli("jobs", key=key_b)
+    # and b is no admin: the image registry and other accounts' keys are not b's to change
+    err = server.cli("images", "add", "x:*", "--script-mode", key=key_b, ok=False)
+    assert "AccessDeniedException" in err
+    err = server.cli("keys", "create", "--account", "default", key=key_b, ok=False)
+    assert "AccessDeniedException" in err
     listed = json.loads(server.cli("keys", "list", "--json"))
     assert key_b[0] in [k["accessKeyId"] for k in listed]
     server.cli("keys", "revoke", key_b[0])
@@ -220,3 +225,28 @@ def test_accounts_see_only_their_own_jobs_and_revoked_keys_stop_working(server: 
     assert code_of(e3) == "UnrecognizedClientException"
     for name in ("bt-owned-by-a",):
         sm_a.stop_training_job(TrainingJobName=name)
+
+
+def test_image_registry_from_the_cli(server: Server) -> None:
+    sm = server.client()
+    req = server.request("bt-registry", "ml.m5.xlarge")
+    req["AlgorithmSpecification"]["TrainingImage"] = "team/trainer:v2"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sm.create_training_job(**req)
+    assert code_of(e) == "ValidationException"
+    assert "team/trainer:v2" in str(e.value) and "config.toml" in str(e.value)
+    code = server.root / "code"
+    out = server.cli(
+        "images", "add", "team/trainer:*", "--source-dir", str(code), "--entry-point", "train.py"
+    )
+    assert "script" in out
+    listed = json.loads(server.cli("images", "list", "--json"))
+    mine = [r for r in listed if r["pattern"] == "team/trainer:*"]
+    assert mine and mine[0]["source"] == "config" and mine[0]["entry_point"] == "train.py"
+    assert any(r["source"] == "default" and r["kind"] == "script-mode" for r in listed)
+    sm.create_training_job(**req)  # no restart needed
+    sm.stop_training_job(TrainingJobName="bt-registry")
+    server.cli("images", "remove", "team/trainer:*")
+    req["TrainingJobName"] = "bt-registry-2"
+    with pytest.raises(botocore.exceptions.ClientError):
+        sm.create_training_job(**req)

@@ -24,6 +24,8 @@ from spotrun.api.runtime import Runtime
 from spotrun.api.security import REST_SERVICE, Caller, authenticate
 from spotrun.auth.sigv4 import AuthError
 from spotrun.errors import Conflict, InvalidState, NotFound, SpecError
+from spotrun.images import BakedScript, ImageEntry, ScriptMode
+from spotrun.settings import add_image, load_images, remove_image
 from spotrun.spec import TrainingJobStatus
 from spotrun.store import JobRecord
 
@@ -32,6 +34,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "missing, invalid or revoked credentials"},
     404: {"description": "no such job in the caller's account"},
 }
+
+
+class ImageRequest(BaseModel):
+    """Map an image URI (or glob) to a script, to script mode, or to a built-in algorithm."""
+
+    pattern: str = Field(min_length=1, max_length=255)
+    source_dir: str | None = Field(default=None, min_length=1, max_length=4096)
+    entry_point: str | None = Field(default=None, min_length=1, max_length=1024)
+    script_mode: bool = False
+    algorithm: str | None = Field(default=None, min_length=1, max_length=170)
 
 
 class NewKeyRequest(BaseModel):
@@ -203,6 +215,45 @@ def create_app(rt: Runtime) -> FastAPI:
             series.setdefault(mname, []).append({"value": value, "time": t})
         return {"metrics": series}
 
+    def admin_only(c: Caller, what: str) -> None:
+        if not c.admin:
+            raise AuthError("AccessDeniedException", f"only an admin account can {what}", 403)
+
+    @app.get("/v1/images")
+    def images(c: Signed) -> dict[str, Any]:
+        """The image registry: the server's config entries, then the built-in defaults."""
+        reg = load_images(rt.settings.home)
+        return {
+            "images": [_image_json(e, "config") for e in reg.entries]
+            + [_image_json(e, "default") for e in reg.defaults]
+        }
+
+    @app.post("/v1/images", status_code=201)
+    def add(c: Signed, req: ImageRequest) -> dict[str, Any]:
+        """Add or replace a mapping in the server's config (admins only); used from the
+        next submission on."""
+        admin_only(c, "change the image registry")
+        add_image(
+            rt.settings.home,
+            req.pattern,
+            source_dir=req.source_dir,
+            entry_point=req.entry_point,
+            script_mode=req.script_mode,
+            algorithm=req.algorithm,
+        )
+        entry = load_images(rt.settings.home).entry(req.pattern)
+        return _image_json(entry, "config") if entry is not None else {}
+
+    @app.delete("/v1/images")
+    def remove(
+        c: Signed, pattern: Annotated[str, Query(min_length=1, max_length=255)]
+    ) -> dict[str, Any]:
+        """Remove the mapping for exactly ``pattern`` (admins only)."""
+        admin_only(c, "change the image registry")
+        if not remove_image(rt.settings.home, pattern):
+            raise NotFound(f"no image mapping {pattern!r} in the server's config")
+        return {}
+
     @app.get("/v1/keys")
     def keys(c: Signed) -> dict[str, Any]:
         """Access keys (never secrets): all of them for an admin, else the account's own."""
@@ -239,6 +290,18 @@ def create_app(rt: Runtime) -> FastAPI:
         return {}
 
     return app
+
+
+def _image_json(e: ImageEntry, source: str) -> dict[str, Any]:
+    t = e.target
+    out: dict[str, Any] = {"pattern": e.pattern, "source": source, "origin": e.origin}
+    if isinstance(t, BakedScript):
+        out.update(kind="script", source_dir=t.source_dir, entry_point=t.entry_point)
+    elif isinstance(t, ScriptMode):
+        out.update(kind="script-mode")
+    else:
+        out.update(kind="algorithm", algorithm=t.name)
+    return out
 
 
 def _key_json(k: Any) -> dict[str, Any]:

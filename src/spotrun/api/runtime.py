@@ -21,7 +21,7 @@ from spotrun.control.reconcile import STOP_MESSAGES
 from spotrun.errors import InvalidState, SpecError
 from spotrun.market import Catalog, Market, MarketConfig, load_market_config
 from spotrun.providers.local import LocalProvider
-from spotrun.settings import Settings
+from spotrun.settings import Settings, load_images
 from spotrun.spec import SecondaryStatus, TrainingJobStatus
 from spotrun.storage import check_readable
 from spotrun.store import DEFAULT_ACCOUNT_ID, JobRecord, Store
@@ -95,7 +95,8 @@ class Runtime:
             known_type=self.catalog.has_type,
             known_types=self.catalog.types,
             check_readable=check_readable,
-            images=self.settings.images,
+            # read at each submission: `spotrun images add` needs no restart
+            images=load_images(self.settings.home),
         )
         arn = f"arn:aws:sagemaker:{region}:{account}:training-job/{spec.name}"
         stored = spec.to_api()  # every accepted member, with the defaults filled in

@@ -212,6 +212,16 @@ class Client:
                 return out
             params["next_token"] = page["NextToken"]
 
+    def images(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/images")["images"])
+
+    def add_image(self, **entry: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/v1/images", json=entry)
+        return result
+
+    def remove_image(self, pattern: str) -> None:
+        self._call("DELETE", "/v1/images", params={"pattern": pattern})
+
     def create_key(self, account: str | None, description: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "POST", "/v1/keys", json={"account": account, "description": description}

@@ -278,6 +278,39 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_images(args: argparse.Namespace, settings: Settings) -> int:
+    client = Client.for_settings(settings)
+    if args.action == "list":
+        rows = client.images()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        for r in rows:
+            what = {
+                "script": f"{r.get('source_dir')} :: {r.get('entry_point')}",
+                "script-mode": "script mode (the SDK's sagemaker_program)",
+                "algorithm": f"built-in algorithm {r.get('algorithm')}",
+            }[r["kind"]]
+            print(f"{r['pattern']:<60} {what}   [{r['source']}]")
+        return 0
+    if not args.pattern:
+        raise SpecError("pattern", "give the image URI (or glob) to map")
+    if args.action == "remove":
+        client.remove_image(args.pattern)
+        print(f"removed the mapping for {args.pattern}")
+        return 0
+    source_dir = str(Path(args.source_dir).resolve()) if args.source_dir else None
+    entry = client.add_image(
+        pattern=args.pattern,
+        source_dir=source_dir,
+        entry_point=args.entry_point,
+        script_mode=args.script_mode,
+        algorithm=args.algorithm,
+    )
+    print(f"{args.pattern} -> {entry.get('kind')} (used from the next submission on)")
+    return 0
+
+
 def cmd_lifecycle(args: argparse.Namespace, settings: Settings) -> int:
     if args.dot:
         print(lifecycle.dot())
@@ -341,6 +374,16 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--stop-grace", type=float, help="seconds between SIGTERM and SIGKILL")
     sv.add_argument("--isolation", choices=["auto", "namespace", "folder"])
     sv.set_defaults(fn=cmd_server)
+
+    im = sub.add_parser("images", help="what each TrainingImage runs (no container engine)")
+    im.add_argument("action", choices=["list", "add", "remove"])
+    im.add_argument("pattern", nargs="?", help="image URI or glob (add, remove)")
+    im.add_argument("--source-dir", help="folder holding the script baked into the image")
+    im.add_argument("--entry-point", help="the script inside --source-dir")
+    im.add_argument("--script-mode", action="store_true", help="run the SDK's sagemaker_program")
+    im.add_argument("--algorithm", help="a built-in algorithm name")
+    im.add_argument("--json", action="store_true", help="machine-readable list")
+    im.set_defaults(fn=cmd_images)
 
     k = sub.add_parser("keys", help="access keys for the APIs (SigV4)")
     k.add_argument("action", choices=["create", "list", "revoke", "env"])
