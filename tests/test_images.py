@@ -174,6 +174,7 @@ def test_sdk_framework_images_default_to_script_mode() -> None:
         "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
         "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-training:2.1.0-transformers4.36.0-gpu-py310-cu121-ubuntu20.04",
         "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training@sha256:0123abcd",
+        "spotrun/python:3.11",  # spotrun's own name for the server's Python
     ):
         entry = reg.lookup(image)
         assert entry is not None and entry.target == ScriptMode(), image

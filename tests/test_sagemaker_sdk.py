@@ -51,7 +51,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, st
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     )
-    server = Server(root / "spotrun", images={"spotrun/python:3.11": {"script_mode": True}})
+    server = Server(root / "spotrun")  # spotrun/python:* maps to script mode by default
     boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=BUCKET)
     try:
         yield server, s3_url, root

@@ -21,8 +21,10 @@ toolkit passes them (``--name value``, JSON-decoded, ``sagemaker_*`` left out).
 Which entry wins: the user's exact entry, then the user's most specific glob (most
 literal characters; ties go to the first in the file), then the defaults the same way.
 
-Defaults (apply when no entry of the user's matches): the AWS deep-learning framework
-images the SageMaker Python SDK's framework estimators use run in script mode, by tag
+Defaults (apply when no entry of the user's matches): ``spotrun/python*`` (spotrun's own
+name for the server's Python, for the SDK's generic ``Estimator``) and the AWS
+deep-learning framework images the SageMaker Python SDK's framework estimators use run in
+script mode, by tag
 (``*/<repository>:*``) or by digest (``*/<repository>@*``):
 
 ==========================================  =====================================

@@ -92,7 +92,10 @@ def _framework_defaults() -> tuple[ImageEntry, ...]:
     return tuple(out)
 
 
-DEFAULT_IMAGES: tuple[ImageEntry, ...] = _framework_defaults()
+#: spotrun's own name for "the server's Python": script mode, for the SDK's generic Estimator
+SPOTRUN_PYTHON = ImageEntry("spotrun/python*", ScriptMode(), "built-in default (spotrun/python)")
+
+DEFAULT_IMAGES: tuple[ImageEntry, ...] = (SPOTRUN_PYTHON, *_framework_defaults())
 
 
 @dataclass(frozen=True)
