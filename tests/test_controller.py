@@ -301,3 +301,30 @@ def test_restart_of_the_controller_adopts_and_never_doubles(
     clock.advance(1)
     again.step()
     assert len(rig.provider.live(name)) == 1 and store.get_job(name).generation == 3
+
+
+def test_a_job_waiting_for_capacity_is_looked_at_less_often_until_something_changes(
+    store: Store, clock: VirtualClock
+) -> None:
+    rig = Rig(store, clock, capacity=0)
+    name = rig.submit()
+    planned: list[float] = []
+    real_plan = rig.provider.plan
+
+    def counting_plan(request: Any) -> Any:
+        planned.append(clock.now())
+        return real_plan(request)
+
+    rig.provider.plan = counting_plan  # type: ignore[method-assign]
+    assert rig.ctl.step() == pytest.approx(2.0)  # waiting: the next look in 2 s, not 1
+    clock.advance(1.0)
+    rig.ctl.step()
+    assert len(planned) == 1  # skipped: nothing changed and it is not due
+    store.update_job(name, clock.now(), stop_requested_at=clock.now())
+    rig.ctl.step()  # the row changed (a stop): looked at at once
+    assert store.get_job(name).status.value == "Stopping"
+    other = rig.submit("job-2")
+    rig.provider.capacity = dict.fromkeys(rig.provider.capacity, 1)
+    clock.advance(0.1)
+    rig.ctl.step()  # a new job is looked at on the next pass, whatever the others asked
+    assert rig.provider.live(other)

@@ -80,8 +80,11 @@ def reconcile(job: JobRecord, seen: Observation, now: float) -> Step:
     acts += placing
     if any(isinstance(a, Launch | Terminate) for a in placing) or seen.open_instances:
         return Step(tuple(acts), seen.poll)
-    # waiting for capacity: nothing runs, so look less often (but not past MaxWait)
+    # waiting for capacity: nothing runs, so look less often — but not past the moment the
+    # provider expects room again, nor past MaxWait
     wait = WAITING_POLL
+    if seen.plan is not None and seen.plan.retry_at is not None:
+        wait = min(wait, seen.plan.retry_at - now)
     if spec.spot and spec.stopping.max_wait_seconds is not None:
         left = job.created_at + spec.stopping.max_wait_seconds - now
         wait = min(wait, max(left, seen.poll))

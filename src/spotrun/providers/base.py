@@ -87,6 +87,8 @@ class LaunchPlan:
     hosts: tuple[str, ...]  # algo-1 … algo-N
     price_per_hour: float | None  # spot or on-demand price at planning time, per instance
     reason: str  # why this pool, or why no pool (shown in the job's status message)
+    #: without a pool: when the provider expects room again (None: not known, or not soon)
+    retry_at: float | None = None
 
     @property
     def feasible(self) -> bool:

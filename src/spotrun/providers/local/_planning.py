@@ -51,12 +51,16 @@ def plan(
     # the market models spot capacity; on-demand capacity is taken to be always there
     fits = [p for p in allowed if not request.spot or market.capacity(p, now) >= request.count]
     if not fits:
+        reason, retry_at = _no_capacity(
+            market, request, offered, allowed, now, cache or ChangeCache()
+        )
         return LaunchPlan(
             request=request,
             pool=None,
             hosts=(),
             price_per_hour=None,
-            reason=_no_capacity(market, request, offered, allowed, now, cache or ChangeCache()),
+            reason=reason,
+            retry_at=retry_at,
         )
     prices = {p: market.price(p, request.spot, now) for p in fits}
     best = min(fits, key=lambda p: (prices[p], p.zone))  # zone breaks ties: same answer twice
@@ -84,14 +88,15 @@ def _no_capacity(
     allowed: Sequence[Pool],
     now: float,
     cache: ChangeCache,
-) -> str:
+) -> tuple[str, float | None]:
+    """Why nothing fits, and when something is next expected to."""
     kind = "spot" if request.spot else "on-demand"
     what = f"{request.count} {kind} {request.instance_type}"
     if not offered:
-        return f"no capacity: no pool offers {kind} {request.instance_type}"
+        return f"no capacity: no pool offers {kind} {request.instance_type}", None
     head = f"no capacity: 0 of {len(offered)} pools can give {what}"
     if not allowed:
-        return f"{head} (all avoided after recent interruptions)"
+        return f"{head} (all avoided after recent interruptions)", None
     sizes = [market.capacity(p, now) for p in allowed]
     parts = []
     if len(allowed) < len(offered):
@@ -110,11 +115,12 @@ def _no_capacity(
         change = (*found, market.capacity(found[1], found[0])) if found is not None else None
         cache.entries[key] = (now, change)
     if change is None:
-        return f"{head} ({', '.join(parts)}) — no change within 24 h"
+        return f"{head} ({', '.join(parts)}) — no change within 24 h", None
     when, pool, size = change
     return (
         f"{head} ({', '.join(parts)}) — next change in {_duration(when - now)}, "
-        f"when {pool.zone} has {size}"
+        f"when {pool.zone} has {size}",
+        when,
     )
 
 
@@ -136,11 +142,11 @@ def _next_change(
 def _refine(
     market: MarketView, request: CapacityRequest, ready: Sequence[Pool], lo: float, hi: float
 ) -> tuple[float, Pool]:
-    """Narrow (lo, hi] down to the second at which one of ``ready`` first fits."""
+    """Narrow (lo, hi] down to (within 50 ms after) when one of ``ready`` first fits."""
     best_t, best_pool = hi, ready[0]
     for pool in ready:
         a, b = lo, hi  # capacity too small at a, enough at b
-        while b - a > 1.0:
+        while b - a > 0.05:  # the controller retries at this time: keep it close
             mid = (a + b) / 2
             if market.capacity(pool, mid) >= request.count:
                 b = mid
