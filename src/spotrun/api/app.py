@@ -15,10 +15,12 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from spotrun.api import awsjson, cwlogs, sagemaker
+from spotrun.api.awsjson import parse_json
 from spotrun.api.describe import describe
 from spotrun.api.runtime import Runtime
 from spotrun.api.security import REST_SERVICE, Caller, authenticate
@@ -33,6 +35,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "invalid request (names the field and what is allowed)"},
     403: {"description": "missing, invalid or revoked credentials"},
     404: {"description": "no such job in the caller's account"},
+    409: {"description": "the name is taken, or the job's state refuses the request"},
 }
 
 
@@ -57,7 +60,13 @@ async def signed_caller(request: Request) -> Caller:
     """The REST routes' dependency: the verified caller (SigV4, signing name ``spotrun``)."""
     body = await request.body()
     rt: Runtime = request.app.state.runtime
-    return await anyio.to_thread.run_sync(authenticate, rt, request, body, (REST_SERVICE,))
+    caller = await anyio.to_thread.run_sync(authenticate, rt, request, body, (REST_SERVICE,))
+    if body.strip():
+        try:
+            parse_json(body)  # what could be stored but never written back out stops here
+        except ValueError as e:
+            raise SpecError("body", f"is not usable JSON: {e}") from None
+    return caller
 
 
 Signed = Annotated[Caller, Depends(signed_caller)]
@@ -74,6 +83,21 @@ def create_app(rt: Runtime) -> FastAPI:
     @app.exception_handler(SpecError)
     async def _spec(_: Any, e: SpecError) -> JSONResponse:
         return _err(400, "ValidationException", str(e), field=e.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Any, e: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes the input, which may not be renderable as JSON
+        errors = [
+            {
+                "loc": [x if isinstance(x, int) else _safe(str(x)) for x in err.get("loc", ())],
+                "msg": _safe(str(err.get("msg", ""))),
+                "type": str(err.get("type", "value_error")),
+            }
+            for err in e.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        field = ".".join(str(x) for x in first["loc"][1:]) or "request"
+        return _err(422, "ValidationException", f"{field}: {first['msg']}", detail=errors)
 
     @app.exception_handler(NotFound)
     async def _nf(_: Any, e: NotFound) -> JSONResponse:
@@ -290,6 +314,11 @@ def create_app(rt: Runtime) -> FastAPI:
         return {}
 
     return app
+
+
+def _safe(text: str) -> str:
+    """Text that can be written as UTF-8 (lone surrogates replaced)."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _image_json(e: ImageEntry, source: str) -> dict[str, Any]:

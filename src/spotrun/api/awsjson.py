@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -141,15 +142,51 @@ def _params(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise AwsError("SerializationException", f"the body is not valid JSON: {e}") from None
+        value = parse_json(body)
+    except ValueError as e:
+        raise AwsError("SerializationException", f"the body is not usable JSON: {e}") from None
     if not isinstance(value, dict):
         raise AwsError(
             "SerializationException",
             f"the body must be a JSON object, got {type(value).__name__}",
         )
     return value
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a request body strictly: standard JSON only (no NaN or Infinity), not nested
+    deeper than Python can follow, and text that is valid Unicode (no lone surrogates
+    from ``\\ud800`` escapes). Anything else raises ``ValueError`` — such values could be
+    stored but never written back out, so they are refused at the door."""
+    try:
+        value = json.loads(body, parse_constant=_no_constants)
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"it is not UTF-8 ({e.reason})") from None
+    stack = [value]
+    while stack:  # iterative: the depth was just found acceptable to the parser only
+        v = stack.pop()
+        if isinstance(v, str):
+            _check_text(v)
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                _check_text(k)
+                stack.append(item)
+        elif isinstance(v, list):
+            stack.extend(v)
+    return value
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a string holds a lone surrogate (not valid Unicode)") from None
 
 
 # -- parameter helpers shared by the operations ----------------------------------------
@@ -197,10 +234,15 @@ def opt_time(params: Mapping[str, Any], name: str) -> float | None:
     if v is None:
         return None
     if isinstance(v, int | float) and not isinstance(v, bool):
-        return float(v)
+        try:
+            t = float(v)
+        except OverflowError:
+            t = math.inf
+        if math.isfinite(t) and abs(t) < 1e12:  # epoch seconds up to the year 33658
+            return t
     if isinstance(v, str):
         try:
             return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
-        except ValueError:
+        except (ValueError, OverflowError, OSError):
             pass
     raise validation(f"1 validation error detected: {name}: expected a timestamp (epoch seconds)")

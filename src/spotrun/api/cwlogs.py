@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ from spotrun.api.awsjson import (
     opt_enum,
     opt_int,
     opt_str,
+    parse_json,
     validation,
 )
 from spotrun.api.runtime import Runtime
@@ -175,7 +177,7 @@ def _offset(token: str | None) -> int:
     if token is None:
         return 0
     try:
-        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["o"]
+        offset = parse_json(base64.urlsafe_b64decode(token.encode()))["o"]
     except (ValueError, KeyError, TypeError):
         offset = None
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
@@ -197,8 +199,12 @@ def _pos_token(
 def _position(token: str) -> tuple[str, tuple[float, int]]:
     try:
         direction, t, i = token.split("/")
-        if direction not in ("f", "b"):
+        position = (float(t), int(i))
+        # only what the store can compare: a time that is a number, a row id in 64 bits
+        if direction not in ("f", "b") or math.isnan(position[0]):
             raise ValueError(direction)
-        return direction, (float(t), int(i))
+        if not 0 <= position[1] < 2**63:
+            raise ValueError(i)
+        return direction, position
     except ValueError:
         raise AwsError("InvalidParameterException", "The specified nextToken is invalid.") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ from spotrun.api.awsjson import (
     opt_int,
     opt_str,
     opt_time,
+    parse_json,
     validation,
 )
 from spotrun.api.describe import describe, summary
@@ -121,7 +123,7 @@ def list_training_jobs(rt: Runtime, caller: Caller, params: Mapping[str, Any]) -
         # spotrun keeps no warm pools and knows no training plans: nothing can match
         return {"TrainingJobSummaries": []}
     fingerprint = _fingerprint(caller.account, filters)
-    after = _decode_token(token, fingerprint) if token else None
+    after = _decode_token(token, fingerprint, sort_by) if token else None
     query = JobQuery(
         account=caller.account,
         limit=limit + 1,  # one more tells whether another page exists
@@ -154,21 +156,22 @@ def _encode_token(position: tuple[Any, str], fingerprint: str) -> str:
     return base64.urlsafe_b64encode(raw).decode()
 
 
-def _decode_token(token: str, fingerprint: str) -> tuple[Any, str]:
+def _decode_token(token: str, fingerprint: str, sort_by: str) -> tuple[Any, str]:
     try:
-        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        data = parse_json(base64.urlsafe_b64decode(token.encode()))
         value, name = data["p"]
-        ok = (
-            data["f"] == fingerprint
-            and isinstance(name, str)
-            and isinstance(value, str | int | float)
-            and not isinstance(value, bool)
-        )
-    except (ValueError, KeyError, TypeError):
+        ok = data["f"] == fingerprint and isinstance(name, str) and len(name) <= 63
+        if sort_by == "CreationTime":
+            # a number the store can compare: finite, within a float
+            ok = ok and isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and math.isfinite(float(value))
+        else:
+            ok = ok and isinstance(value, str) and len(value) <= 64
+    except (ValueError, KeyError, TypeError, OverflowError):
         ok = False
     if not ok:
         raise validation(
             "Invalid pagination token: it was not returned by ListTrainingJobs for these "
             "same filters and sort order"
         )
-    return value, name
+    return (float(value) if sort_by == "CreationTime" else value), name
