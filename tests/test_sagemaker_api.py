@@ -78,6 +78,10 @@ def test_spot_job_completes_through_an_interruption(server: Server) -> None:
     # the last loss printed is the final metric
     final = {m["MetricName"]: m["Value"] for m in d.get("FinalMetricDataList", [])}
     assert final.get("train:loss") == pytest.approx(1.0 / 40, abs=1e-4)
+    # and the whole series is served (REST, through the CLI)
+    series = json.loads(server.cli("metrics", "bt-interrupted", "--json"))["train:loss"]
+    assert series[-1]["value"] == final["train:loss"] and len(series) >= 40
+    assert "train:loss" in server.cli("metrics", "bt-interrupted")
 
     logs = server.client("logs")
     streams = logs.describe_log_streams(

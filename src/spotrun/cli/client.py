@@ -197,6 +197,12 @@ class Client:
     def submit(self, request: dict[str, Any]) -> str:
         return str(self._call("POST", "/v1/jobs", json=request)["TrainingJobArn"])
 
+    def metrics(self, name: str) -> dict[str, list[dict[str, float]]]:
+        result: dict[str, list[dict[str, float]]] = self._call("GET", f"/v1/jobs/{name}/metrics")[
+            "metrics"
+        ]
+        return result
+
     def describe(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", f"/v1/jobs/{name}")
         return result

@@ -170,6 +170,24 @@ def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
+    series = Client.for_settings(settings).metrics(args.name)
+    if args.json:
+        print(json.dumps(series, indent=2))
+        return 0
+    if not series:
+        print(f"{args.name}: no metric points (MetricDefinitions matched no log line)")
+        return 0
+    print(f"{'METRIC':<30} {'POINTS':>7} {'LAST':>12} {'MIN':>12} {'MAX':>12}")
+    for name, points in sorted(series.items()):
+        values = [p["value"] for p in points]
+        print(
+            f"{name:<30} {len(values):>7} {values[-1]:>12.6g} {min(values):>12.6g} "
+            f"{max(values):>12.6g}"
+        )
+    return 0
+
+
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
     client = Client.for_settings(settings)
     if args.follow:
@@ -352,6 +370,11 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("name")
     d.add_argument("--json", action="store_true", help="DescribeTrainingJob's shape")
     d.set_defaults(fn=cmd_describe)
+
+    me = sub.add_parser("metrics", help="a job's metrics (from its MetricDefinitions)")
+    me.add_argument("name")
+    me.add_argument("--json", action="store_true", help="every point")
+    me.set_defaults(fn=cmd_metrics)
 
     lg = sub.add_parser("logs", help="print a job's log")
     lg.add_argument("name")

@@ -1,0 +1,58 @@
+"""``spotrun server`` in the foreground, as a deployment runs it: --host/--port, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_foreground_server_serves_signed_requests_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = _free_port()
+    home = tmp_path / "home"
+    env = {**os.environ, "SPOTRUN_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spotrun.cli", "server", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        assert httpx.get(url + "/v1/jobs").status_code == 403  # unsigned
+        # the CLI finds the foreground server through the home, and signs with its key
+        cli = [sys.executable, "-m", "spotrun.cli"]
+        listed = subprocess.run([*cli, "jobs"], env=env, capture_output=True, text=True)
+        assert listed.returncode == 0, listed.stderr
+        status = subprocess.run([*cli, "server", "status"], env=env, capture_output=True, text=True)
+        assert f":{port}" in status.stdout
+        again = subprocess.run([*cli, "server"], env=env, capture_output=True, text=True)
+        assert again.returncode == 2 and "already running" in again.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "created access key" in out and f"listening on http://127.0.0.1:{port}" in out
+    assert not (home / "service.json").exists()
