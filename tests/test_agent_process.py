@@ -261,6 +261,7 @@ def test_script_sees_the_contract_and_logs_metrics_and_model_arrive(h: Harness) 
     assert probe["argv"] == ["--b-name", "x y", "--epochs", "3", "--lr", "0.1"]
     assert probe["cwd"] == str(ml / "code") and probe["data"] == "1,2\n"
     assert env["SM_MODEL_DIR"] == str(ml / "model")
+    assert "SPOTRUN_HOME" not in env  # the server's state is not the script's business
     assert env["SM_CHANNEL_TRAIN"] == str(ml / "input/data/train")
     assert json.loads(env["SM_CHANNELS"]) == ["train"]
     assert json.loads(env["SM_HPS"]) == {"lr": "0.1", "epochs": "3", "b-name": "x y"}

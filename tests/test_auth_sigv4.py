@@ -535,3 +535,28 @@ def test_a_header_sent_twice_is_signed_with_its_values_joined() -> None:
     assert principal.access_key_id == KEY
     only_first = Wire("GET", "/v1/jobs", "", dict(pairs[:-1]), b"")
     assert refused(only_first).code == "InvalidSignatureException"
+
+
+def test_an_unsigned_target_header_is_refused(frozen_botocore: object) -> None:
+    """A captured request cannot be re-pointed at another operation."""
+    signed = botocore_wire(
+        "POST",
+        "http://localhost:8080/",
+        service="sagemaker",
+        body=b'{"TrainingJobName": "job-1"}',
+        headers={"Content-Type": "application/x-amz-json-1.1"},
+    )
+    assert check(signed).service == "sagemaker"  # no target at all: fine as signed
+    repointed = signed.with_header("X-Amz-Target", "SageMaker.StopTrainingJob")
+    e = refused(repointed)
+    assert e.code == "IncompleteSignatureException" and "x-amz-target" in e.message
+
+
+def test_a_region_that_is_not_a_region_name_is_refused(frozen_botocore: object) -> None:
+    req = AWSRequest(method="GET", url="http://localhost:8080/v1/jobs", headers={})
+    SigV4Auth(Credentials(KEY, SECRET), "sagemaker", "us-east-1:999999999999:x").add_auth(req)
+    prepared = req.prepare()
+    headers = dict(prepared.headers.items())
+    headers.setdefault("Host", "localhost:8080")
+    e = refused(Wire("GET", "/v1/jobs", "", headers, b""))
+    assert e.code == "IncompleteSignatureException" and "region" in e.message

@@ -50,6 +50,18 @@ def test_foreground_server_serves_signed_requests_and_stops_on_sigterm(tmp_path:
         assert f":{port}" in status.stdout
         again = subprocess.run([*cli, "server"], env=env, capture_output=True, text=True)
         assert again.returncode == 2 and "already running" in again.stderr
+        # even started directly, past the CLI's check, a second server for the home refuses
+        direct = subprocess.run(
+            [sys.executable, "-m", "spotrun.api.server", "--home", str(home), "--port", "0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert direct.returncode != 0 and "another spotrun server" in direct.stderr
+        # a body larger than any request is refused before it is read or checked
+        big = httpx.post(url + "/", content=b"x" * (9 * 1024 * 1024))
+        assert big.status_code == 413
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)

@@ -8,11 +8,15 @@ which must map images exactly as admission did and nothing else).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import tempfile
+import threading
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -252,17 +256,34 @@ def _dump_toml(doc: Mapping[str, Any]) -> str:
 def _write_config(home: Path, doc: Mapping[str, Any]) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     path = home / CONFIG_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(_dump_toml(doc))
+    fd, tmp = tempfile.mkstemp(dir=home, prefix=".config.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(_dump_toml(doc))
     os.replace(tmp, path)
     return path
 
 
+@contextmanager
+def _config_lock(home: Path) -> Iterator[None]:
+    """Serialise read-modify-write of the config file (threads and processes alike)."""
+    home.mkdir(parents=True, exist_ok=True)
+    with _CONFIG_THREADS, open(home / ".config.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+_CONFIG_THREADS = threading.Lock()
+
+
 def write_settings(home: Path, **values: object) -> Path:
     """Write (merge into) the home's config file; tables (the images) are kept as they are."""
-    current = _read_config(home / CONFIG_FILE)
-    current.update({k: v for k, v in values.items() if v is not None})
-    return _write_config(home, current)
+    with _config_lock(home):
+        current = _read_config(home / CONFIG_FILE)
+        current.update({k: v for k, v in values.items() if v is not None})
+        return _write_config(home, current)
 
 
 def add_image(
@@ -287,23 +308,25 @@ def add_image(
     home = home.resolve()
     path = home / CONFIG_FILE
     image_registry({pattern: entry}, path, home)  # raises SpecError for a bad entry
-    current = _read_config(path)
-    images = dict(current.get(IMAGES, {}))
-    images[pattern] = entry
-    current[IMAGES] = images
-    return _write_config(home, current)
+    with _config_lock(home):
+        current = _read_config(path)
+        images = dict(current.get(IMAGES, {}))
+        images[pattern] = entry
+        current[IMAGES] = images
+        return _write_config(home, current)
 
 
 def remove_image(home: Path, pattern: str) -> bool:
     """Remove the registry entry for exactly ``pattern``; False if there was none."""
-    current = _read_config(home / CONFIG_FILE)
-    images = dict(current.get(IMAGES, {}))
-    if pattern not in images:
-        return False
-    del images[pattern]
-    if images:
-        current[IMAGES] = images
-    else:
-        current.pop(IMAGES, None)
-    _write_config(home, current)
-    return True
+    with _config_lock(home):
+        current = _read_config(home / CONFIG_FILE)
+        images = dict(current.get(IMAGES, {}))
+        if pattern not in images:
+            return False
+        del images[pattern]
+        if images:
+            current[IMAGES] = images
+        else:
+            current.pop(IMAGES, None)
+        _write_config(home, current)
+        return True

@@ -29,6 +29,18 @@ def sm_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
+#: agent and CLI variables a training process does not get
+PRIVATE = frozenset(
+    {
+        "SPOTRUN_HOME",
+        "SPOTRUN_CACHE",
+        "SPOTRUN_ENDPOINT",
+        "SPOTRUN_ACCESS_KEY_ID",
+        "SPOTRUN_SECRET_ACCESS_KEY",
+    }
+)
+
+
 def training_environment(
     base: Mapping[str, str],
     cfg: AgentConfig,
@@ -110,7 +122,10 @@ def training_environment(
     }
     if checkpoint_dir is not None:
         platform["SPOTRUN_CHECKPOINT_DIR"] = str(checkpoint_dir)
-    out = {**base, **spec.environment, **platform}
+    # the agent's own plumbing (where the server keeps its state and keys) is not the
+    # script's business; this tidies the environment, it is not a sandbox (see README)
+    inherited = {k: v for k, v in base.items() if k not in PRIVATE}
+    out = {**inherited, **spec.environment, **platform}
     path = python_path(program, out.get("PYTHONPATH"))
     if path is not None:
         out["PYTHONPATH"] = path

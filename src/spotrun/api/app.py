@@ -31,6 +31,9 @@ from spotrun.settings import add_image, load_images, remove_image
 from spotrun.spec import TrainingJobStatus
 from spotrun.store import JobRecord
 
+#: the largest request body accepted (a CreateTrainingJob is a few kB)
+MAX_BODY = 8 * 1024 * 1024
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "invalid request (names the field and what is allowed)"},
     403: {"description": "missing, invalid or revoked credentials"},
@@ -76,6 +79,16 @@ def create_app(rt: Runtime) -> FastAPI:
     app = FastAPI(title="spotrun", version="0.1.0", responses=ERRORS)
     app.state.runtime = rt
     store = rt.store
+
+    @app.middleware("http")
+    async def _body_cap(request: Request, call_next: Any) -> Any:
+        # bodies are read before the signature can be checked: bound what anyone can send
+        length = request.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            return _err(413, "RequestEntityTooLarge", f"bodies are limited to {MAX_BODY} bytes")
+        if "chunked" in request.headers.get("transfer-encoding", "").lower():
+            return _err(411, "LengthRequired", "send a Content-Length")
+        return await call_next(request)
 
     def _err(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
         return JSONResponse({"error": code, "message": message, **extra}, status)
@@ -208,9 +221,10 @@ def create_app(rt: Runtime) -> FastAPI:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
-            lines = await asyncio.to_thread(store.logs, name, after, limit)
+            # status first: lines that land between the two reads are then still read
             job = await asyncio.to_thread(store.get_job, name)
             done = job.status not in (TrainingJobStatus.IN_PROGRESS, TrainingJobStatus.STOPPING)
+            lines = await asyncio.to_thread(store.logs, name, after, limit)
             if lines or done or loop.time() >= deadline:
                 break
             await asyncio.sleep(0.25)

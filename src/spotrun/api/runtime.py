@@ -18,7 +18,7 @@ from spotrun.control.admission import admit
 from spotrun.control.clock import Clock, RealClock
 from spotrun.control.controller import Controller, agent_workload
 from spotrun.control.reconcile import STOP_MESSAGES
-from spotrun.errors import InvalidState, SpecError
+from spotrun.errors import InvalidState
 from spotrun.market import Catalog, Market, MarketConfig, load_market_config
 from spotrun.providers.local import LocalProvider
 from spotrun.settings import Settings, load_images
@@ -88,8 +88,6 @@ class Runtime:
         may leave it out. The stored request keeps every member the caller sent, so
         Describe echoes what it accepted.
         """
-        if strict and "RoleArn" not in request:
-            raise SpecError("RoleArn", "is required")
         spec = admit(
             request,
             known_type=self.catalog.has_type,
@@ -97,6 +95,7 @@ class Runtime:
             check_readable=check_readable,
             # read at each submission: `spotrun images add` needs no restart
             images=load_images(self.settings.home),
+            strict=strict,
         )
         arn = f"arn:aws:sagemaker:{region}:{account}:training-job/{spec.name}"
         stored = spec.to_api()  # every accepted member, with the defaults filled in

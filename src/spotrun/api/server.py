@@ -13,6 +13,7 @@ point boto3 or the SageMaker SDK at the server.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -21,12 +22,14 @@ import socket
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
 
 import uvicorn
 
 from spotrun.api.app import create_app
 from spotrun.api.runtime import Runtime
 from spotrun.auth.keys import NewKey, default_credentials
+from spotrun.errors import ServiceError
 from spotrun.settings import Settings, load_settings
 
 
@@ -55,6 +58,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    lock = _claim_home(settings)  # held (open) for the life of the process
     rt = Runtime(settings)
     url = f"http://{host}:{port}"
     created = default_credentials(rt.store, settings.home)
@@ -96,7 +100,23 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
                 info.unlink()
         except (OSError, ValueError):
             pass
+    lock.close()
     return 0
+
+
+def _claim_home(settings: Settings) -> TextIO:
+    """One server per home: two controllers over one store would race each other."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    f = open(settings.home / "server.lock", "a")  # noqa: SIM115 - held until exit
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise ServiceError(
+            f"another spotrun server already runs for {settings.home}; "
+            "`spotrun server status` shows it"
+        ) from None
+    return f
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,6 +88,12 @@ def _incomplete(message: str) -> AuthError:
     return AuthError(INCOMPLETE, message, 400)
 
 
+#: a region as it may appear in an ARN: letters, digits and hyphens
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+#: x-amz-* headers a signer leaves unsigned on purpose
+_UNSIGNABLE = frozenset({"x-amz-signature", "x-amz-date"})
+
+
 def verify(
     method: str,
     path: str,
@@ -124,6 +130,15 @@ def verify(
         claim = _from_query(pairs)
         signed_pairs = [(n, v) for n, v in pairs if n != "X-Amz-Signature"]
     _check_scope(claim, services)
+    # what selects the operation must be covered by the signature, or a captured request
+    # could be re-pointed (Describe -> Stop take the same body)
+    loose = sorted(
+        n
+        for n in hdrs
+        if n.startswith("x-amz-") and n not in claim.signed_headers and n not in _UNSIGNABLE
+    )
+    if loose and header is not None:
+        raise _incomplete(f"Headers {', '.join(loose)} must be among the SignedHeaders.")
     _check_time(claim, now)
     secret = lookup(claim.access_key_id)
     if secret is None:
@@ -229,6 +244,8 @@ def _check_scope(claim: _Claim, services: Collection[str]) -> None:
             "Date in Credential scope does not match YYYYMMDD from X-Amz-Date: "
             f"{claim.date!r} != {claim.stamp[:8]!r}."
         )
+    if not _REGION.fullmatch(claim.region):
+        raise _incomplete(f"Credential scope region {claim.region[:64]!r} is not a region name.")
     if claim.service not in services:
         allowed = ", ".join(repr(s) for s in sorted(services))
         raise _incomplete(

@@ -38,6 +38,7 @@ def admit(
     check_readable: Callable[[str], None],
     images: ImageRegistry | None = None,
     algorithms: Mapping[str, BuiltinAlgorithm] = BUILTIN_ALGORITHMS,
+    strict: bool = False,
 ) -> JobSpec:
     """Validate a request completely; raises ``SpecError`` naming the field.
 
@@ -45,7 +46,7 @@ def admit(
     built-in defaults map images. The spec is returned as parsed: the mapping is not
     written into it, so the stored request echoes the user's TrainingImage unchanged.
     """
-    spec = parse_spec(request)
+    spec = parse_spec(request, strict=strict)  # strict: SageMaker's required members
     itype = spec.resources.instance_type
     if not known_type(itype):
         sample = ", ".join(f"ml.{t}" for t in sorted(known_types())[:8])

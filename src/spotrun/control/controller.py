@@ -94,7 +94,7 @@ class Controller:
                 # nothing running) is skipped until then; the rest are looked at every pass
                 self._due[job.name] = now + after if after > self.poll else 0.0
                 wait = min(wait, after)
-            except SpotrunError as e:  # one job's trouble must not stop the others
+            except Exception as e:  # one job's trouble must not stop the others
                 log.exception("reconciling %s failed", job.name)
                 self.errors.append(f"{job.name}: {e}")
         return wait
