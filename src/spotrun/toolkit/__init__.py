@@ -1,0 +1,38 @@
+"""The library training code imports: checkpoints that survive any interruption.
+
+It never imports spotrun's control plane and needs only the standard library (torch and
+numpy are imported lazily by ``spotrun.toolkit.torch``), so a script using it runs the same
+under spotrun, on SageMaker, or in a plain folder on a laptop::
+
+    ckpt = Checkpointer()                       # $SPOTRUN_CHECKPOINT_DIR or /opt/ml/checkpoints
+    last = ckpt.latest()
+    position = restore(last.load(), model, opt) if last else {"step": 0}
+    for step in range(position["step"], total):
+        train_one_step()
+        if ckpt.interrupted:                    # SIGTERM or the spot notice
+            ckpt.save(capture(model, opt, position={"step": step + 1}), step + 1)
+            sys.exit(EXIT_CHECKPOINTED)         # "checkpointed, resume me"
+    ckpt.finish()                               # the work is done
+"""
+
+from spotrun.toolkit._checkpointer import DEFAULT_ROOT, STATE_FILE, Checkpoint, Checkpointer
+from spotrun.toolkit._interrupt import EXIT_CHECKPOINTED, Interruption, finish
+from spotrun.toolkit._manifest import MANIFEST, FileEntry, Manifest, ManifestError
+from spotrun.toolkit._serializer import PickleSerializer, Serializer, TorchSerializer
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "EXIT_CHECKPOINTED",
+    "MANIFEST",
+    "STATE_FILE",
+    "Checkpoint",
+    "Checkpointer",
+    "FileEntry",
+    "Interruption",
+    "Manifest",
+    "ManifestError",
+    "PickleSerializer",
+    "Serializer",
+    "TorchSerializer",
+    "finish",
+]
