@@ -250,6 +250,14 @@ def test_image_registry_from_the_cli(server: Server) -> None:
     assert any(r["source"] == "default" and r["kind"] == "script-mode" for r in listed)
     sm.create_training_job(**req)  # no restart needed
     sm.stop_training_job(TrainingJobName="bt-registry")
+    stopped = json.loads(server.cli("jobs", "--status", "Stopped", "--json"))
+    assert "bt-registry" in [j["TrainingJobName"] for j in stopped] or any(
+        j["TrainingJobName"] == "bt-registry"
+        for j in json.loads(server.cli("jobs", "--status", "Stopping", "--json"))
+    )
+    assert all(j["TrainingJobStatus"] == "Stopped" for j in stopped)
+    named = json.loads(server.cli("jobs", "--name-contains", "REGISTRY", "--desc", "--json"))
+    assert [j["TrainingJobName"] for j in named] == ["bt-registry"]
     server.cli("images", "remove", "team/trainer:*")
     req["TrainingJobName"] = "bt-registry-2"
     with pytest.raises(botocore.exceptions.ClientError):

@@ -156,7 +156,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
-    rows = Client.for_settings(settings).jobs()
+    filters = {
+        "status": args.status,
+        "name_contains": args.name_contains,
+        "sort_by": args.sort,
+        "sort_order": "Descending" if args.desc else "Ascending",
+    }
+    rows = Client.for_settings(settings).jobs(**{k: v for k, v in filters.items() if v})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -364,6 +370,10 @@ def parser() -> argparse.ArgumentParser:
 
     j = sub.add_parser("jobs", help="list training jobs")
     j.add_argument("--json", action="store_true")
+    j.add_argument("--status", choices=["InProgress", "Completed", "Failed", "Stopping", "Stopped"])
+    j.add_argument("--name-contains", metavar="TEXT", help="case-insensitive")
+    j.add_argument("--sort", choices=["CreationTime", "Name", "Status"], default="CreationTime")
+    j.add_argument("--desc", action="store_true", help="newest (or last) first")
     j.set_defaults(fn=cmd_jobs)
 
     d = sub.add_parser("describe", help="show one job")
