@@ -250,7 +250,7 @@ def test_mirror_restore_copies_remote_in_and_counts_it_as_synced(tmp_path: Path,
     fs.pipe(f"{mem}/ck/w/1.bin", b"w")
     local = tmp_path / "checkpoints"
     mirror = CheckpointMirror(local, f"{mem}/ck/")
-    assert mirror.restore() == 2
+    assert mirror.restore().files == 2
     assert (local / "state.json").read_text() == '{"step": 7}'
     assert not mirror.sync().changed  # nothing restored is uploaded back
     (local / "w/1.bin").unlink()
@@ -260,7 +260,7 @@ def test_mirror_restore_copies_remote_in_and_counts_it_as_synced(tmp_path: Path,
 
 def test_mirror_restore_from_a_fresh_uri_restores_nothing(tmp_path: Path) -> None:
     mirror = CheckpointMirror(tmp_path / "ck", f"file://{tmp_path}/never-written")
-    assert mirror.restore() == 0
+    assert mirror.restore().files == 0
     assert (tmp_path / "ck").is_dir()
 
 

@@ -29,7 +29,7 @@ from spotrun.agent.outcome import FAILURE_REASON_LIMIT, JobInputError, Outcome, 
 from spotrun.agent.program import Program, prepare_program
 from spotrun.agent.reporter import DEFAULT_STOP_GRACE, Reporter
 from spotrun.agent.runner import TrainingProcess
-from spotrun.agent.sync import CheckpointSyncer
+from spotrun.agent.sync import STALL_ENV, STALL_SECONDS, CheckpointSyncer
 from spotrun.agent.training_env import training_environment
 from spotrun.errors import SpecError, StaleGeneration
 from spotrun.images import ImageRegistry, RunPlan, plan_run
@@ -97,7 +97,11 @@ class Agent:
             self.pump.say(line)
         if mirror is not None:
             self.syncer = CheckpointSyncer(
-                mirror, self.reporter, self.cfg.poll_seconds, say=self.pump.say
+                mirror,
+                self.reporter,
+                self.cfg.poll_seconds,
+                say=self.pump.say,
+                stall=self._stall_seconds(),
             )
             self.syncer.start()
         exit_code = self._watch(self.proc)
@@ -156,8 +160,20 @@ class Agent:
         except StorageError as e:
             raise JobInputError(f"ClientError: CheckpointConfig.S3Uri is unusable: {e}") from e
         restored = mirror.restore()
-        self.reporter.report(restored=f"{restored} files" if restored else "none")
+        if restored.skipped:
+            self._early_lines.append(
+                "spotrun-agent: skipped incomplete or corrupt checkpoints "
+                + ", ".join(restored.skipped)
+            )
+        self.reporter.report(restored=restored.describe(), synced_step=restored.step)
         return mirror
+
+    def _stall_seconds(self) -> float:
+        raw = self.env.get(STALL_ENV)
+        try:
+            return float(raw) if raw else STALL_SECONDS
+        except ValueError:
+            return STALL_SECONDS
 
     # -- while training -------------------------------------------------------------------
 

@@ -31,6 +31,10 @@ class Reporter:
     def report(self, **fields: Any) -> None:
         self.store.report(self.job, self.generation, self.host, at=time.time(), **fields)
 
+    def event(self, at: float, kind: str, message: str) -> None:
+        """An event on the job, written only while this attempt is current."""
+        self.store.add_event(self.job, at, kind, message, generation=self.generation)
+
     def append_logs(self, lines: Sequence[tuple[float, str, str]]) -> None:
         if lines:
             self.store.append_logs(self.job, self.generation, self.host, lines)

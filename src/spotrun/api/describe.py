@@ -77,6 +77,8 @@ def spotrun_extras(store: Store, job: JobRecord) -> dict[str, Any]:
                         "Restored": h.restored,
                         "LastCheckpointSync": h.last_sync_at,
                         "CheckpointFiles": h.synced_files,
+                        "LastSyncedCheckpointStep": h.synced_step,
+                        "CheckpointSyncStalledSince": h.sync_stalled_since,
                         "DownloadSeconds": (
                             round(h.download_ended - h.download_started, 3)
                             if h.download_started is not None and h.download_ended is not None

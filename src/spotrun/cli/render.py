@@ -79,12 +79,17 @@ def summary(d: dict[str, Any]) -> str:
             hosts = a.get("Hosts", [])
             restored = ", ".join(h["Restored"] for h in hosts if h.get("Restored")) or "-"
             syncs = [h["LastCheckpointSync"] for h in hosts if h.get("LastCheckpointSync")]
+            steps = [h.get("LastSyncedCheckpointStep") for h in hosts]
+            steps = [s for s in steps if s is not None]
+            what = f"last synced checkpoint: step {max(steps)}, " if steps else "last sync "
             if not syncs:
                 sync = "no checkpoint sync"
             elif a["State"] != "ended":  # a live attempt: how stale is its newest checkpoint?
-                sync = f"last checkpoint sync {time.time() - max(syncs):.0f} s ago"
+                sync = f"{what}{time.time() - max(syncs):.0f} s ago"
             else:
-                sync = f"last checkpoint sync {clock(max(syncs))}"
+                sync = f"{what}{clock(max(syncs))}"
+            if any(h.get("CheckpointSyncStalledSince") for h in hosts) and a["State"] != "ended":
+                sync += " (WARNING: checkpoint sync stalled)"
             lines.append(
                 f"  #{a['Generation']} {a['State']:<8} {a.get('Cause') or '':<11} "
                 f"{a.get('Pool') or '-'}  restored: {restored}; {sync}"

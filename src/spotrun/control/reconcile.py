@@ -54,6 +54,13 @@ STOP_ENDS = {
 }
 #: how often a job that waits for capacity is looked at (a running one: every poll)
 WAITING_POLL = 2.0
+#: the status message of each running status, as SageMaker words it
+RUNNING_MESSAGES = {
+    S.DOWNLOADING: "Preparing the instances for training: downloading input data",
+    S.TRAINING: "Training image download completed. Training in progress.",
+    S.UPLOADING: "Uploading generated training model",
+}
+SYNC_STALL_MESSAGE = "Warning: checkpoint sync stalled"
 CAPACITY_MESSAGE = "Insufficient capacity error from EC2 while launching instances, retrying!"
 
 
@@ -166,6 +173,8 @@ def _running(job: JobRecord, spec: JobSpec, seen: Observation) -> list[Action]:
         msg = f"Spot interruption notice: capacity reclaimed at {_clock(notice)}; checkpointing"
         acts += [NoteNotice(att.generation, notice), SetMessage(msg), Event("notice", msg)]
     if cause is None:
+        if notice is None and att.notice_deadline is None:  # the notice's message wins
+            acts += _sync_stall(job, seen.hosts)
         return acts
     acts += _end_attempt(job, spec, seen, cause)
     return acts
@@ -225,6 +234,19 @@ def _end_attempt(job: JobRecord, spec: JobSpec, seen: Observation, cause: str) -
     ]
 
 
+def _sync_stall(job: JobRecord, hosts: Sequence[HostRecord]) -> list[Action]:
+    """The agents' checkpoint-sync stall warning, in the status message while it lasts."""
+    stalled = [h for h in hosts if h.sync_stalled_since is not None]
+    showing = job.status_message.startswith(SYNC_STALL_MESSAGE)
+    if stalled and not showing:
+        since = min(h.sync_stalled_since or 0.0 for h in stalled)
+        names = ", ".join(h.host for h in stalled)
+        return [SetMessage(f"{SYNC_STALL_MESSAGE} on {names} since {_clock(since)}")]
+    if not stalled and showing:
+        return [SetMessage(RUNNING_MESSAGES.get(job.secondary, "Training in progress."))]
+    return []
+
+
 def _walk(
     current: SecondaryStatus, hosts: Sequence[HostRecord], count: int, cause: str | None
 ) -> list[Action]:
@@ -239,11 +261,7 @@ def _walk(
         target = min(target, 2)
     if cause == "user_error":
         target = max(target, 2)
-    messages = {
-        S.DOWNLOADING: "Preparing the instances for training: downloading input data",
-        S.TRAINING: "Training image download completed. Training in progress.",
-        S.UPLOADING: "Uploading generated training model",
-    }
+    messages = RUNNING_MESSAGES
     acts: list[Action] = []
     for status in CHAIN[CHAIN.index(current) + 1 : target + 1]:
         acts.append(Transition(status, messages[status]))

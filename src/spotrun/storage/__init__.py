@@ -6,7 +6,7 @@ atomic (temporary name, then rename).
 """
 
 from spotrun.storage._fs import StorageError, check_readable, filesystem, retrying
-from spotrun.storage._mirror import CheckpointMirror, SyncResult
+from spotrun.storage._mirror import CheckpointMirror, Restored, SyncResult
 from spotrun.storage._transfer import (
     download_tree,
     local_files,
@@ -17,6 +17,7 @@ from spotrun.storage._transfer import (
 
 __all__ = [
     "CheckpointMirror",
+    "Restored",
     "StorageError",
     "SyncResult",
     "check_readable",

@@ -408,8 +408,13 @@ class Store:
 
     # -- events, logs, metrics ----------------------------------------------------------
 
-    def add_event(self, job: str, at: float, kind: str, message: str) -> None:
+    def add_event(
+        self, job: str, at: float, kind: str, message: str, generation: int | None = None
+    ) -> None:
+        """Add an event; with ``generation`` (an agent's), refused from a stale generation."""
         with self._tx() as s:
+            if generation is not None:
+                self._fence(s, job, generation)
             s.add(EventRow(job=job, time=at, kind=kind, message=message))
 
     def events(self, job: str) -> list[EventRecord]:

@@ -86,6 +86,8 @@ class HostRow(Base):
     restored: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_sync_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     synced_files: Mapped[int] = mapped_column(Integer, default=0)
+    synced_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sync_stalled_since: Mapped[float | None] = mapped_column(Float, nullable=True)
     isolation: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 

@@ -122,6 +122,8 @@ class HostRecord:
     last_sync_at: float | None
     synced_files: int
     isolation: str | None
+    synced_step: int | None = None  # newest toolkit checkpoint whose manifest is synced
+    sync_stalled_since: float | None = None  # unsynced local changes since then (a stall)
 
 
 @dataclass(frozen=True)
