@@ -15,10 +15,17 @@ under spotrun, on SageMaker, or in a plain folder on a laptop::
     ckpt.finish()                               # the work is done
 """
 
-from spotrun.toolkit._checkpointer import DEFAULT_ROOT, STATE_FILE, Checkpoint, Checkpointer
+from spotrun.toolkit._checkpointer import (
+    DEFAULT_ROOT,
+    STATE_FILE,
+    Checkpoint,
+    Checkpointer,
+    SaveHandle,
+)
 from spotrun.toolkit._interrupt import EXIT_CHECKPOINTED, Interruption, finish
 from spotrun.toolkit._manifest import MANIFEST, FileEntry, Manifest, ManifestError
 from spotrun.toolkit._serializer import PickleSerializer, Serializer, TorchSerializer
+from spotrun.toolkit._snapshot import snapshot
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -32,7 +39,9 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "PickleSerializer",
+    "SaveHandle",
     "Serializer",
     "TorchSerializer",
     "finish",
+    "snapshot",
 ]

@@ -15,11 +15,14 @@ retention - and ``latest()`` returns only the first kind.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import shutil
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,9 @@ from spotrun.toolkit._manifest import (
     write_manifest,
 )
 from spotrun.toolkit._serializer import BUILTIN, Serializer, choose
+from spotrun.toolkit._snapshot import snapshot
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = "/opt/ml/checkpoints"  # SageMaker's default checkpoint LocalPath
 STATE_FILE = "state.bin"
@@ -76,6 +82,45 @@ class Checkpoint:
         return True
 
 
+class SaveHandle:
+    """One ``save_async`` request: done once its checkpoint is committed, failed or replaced.
+
+    A request still waiting for the writer is *replaced* (``superseded``) when a newer
+    ``save_async`` arrives, since only the newest state is worth writing; ``wait()`` then
+    returns None.
+    """
+
+    def __init__(self, step: int, state: Mapping[str, Any] | None) -> None:
+        self.step = step
+        self._state = state  # dropped as soon as it is written, to free the copy
+        self._done = threading.Event()
+        self._checkpoint: Checkpoint | None = None
+        self._error: BaseException | None = None
+        self._reported = False
+        self.superseded = False
+
+    def done(self) -> bool:
+        """Whether the request is finished (committed, failed or replaced)."""
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> Checkpoint | None:
+        """Block until done; return the committed checkpoint, or None if it was replaced.
+
+        Re-raises the writer's error for this request. Raises ``TimeoutError`` when
+        ``timeout`` seconds pass first.
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"the checkpoint of step {self.step} is still being written")
+        if self._error is not None:
+            self._reported = True
+            raise self._error
+        return self._checkpoint
+
+    def _finish(self, checkpoint: Checkpoint | None, error: BaseException | None) -> None:
+        self._checkpoint, self._error, self._state = checkpoint, error, None
+        self._done.set()
+
+
 class Checkpointer:
     """Saves, finds and prunes checkpoints under one root, and watches for interruptions.
 
@@ -87,6 +132,11 @@ class Checkpointer:
     thread only) and, when ``$SPOTRUN_METADATA_URL`` is set, starts polling for the spot
     notice; ``close()`` or leaving a ``with`` block undoes that. Check ``interrupted`` at
     each step boundary: when it is set, save and ``sys.exit(EXIT_CHECKPOINTED)``.
+
+    ``save_async(state, step)`` blocks only while it copies ``state`` in memory; one
+    background writer thread then commits it exactly as ``save`` does. ``flush()`` waits
+    for every write and re-raises a writer error; ``close()`` (and a ``with`` block, and
+    interpreter exit) flushes.
     """
 
     def __init__(
@@ -113,6 +163,14 @@ class Checkpointer:
         )
         self._lock = threading.Lock()  # one save at a time: names and retention assume it
         self._interruption = Interruption(metadata_url, poll_interval)
+        # the background writer: at most one request being written and one waiting
+        self._queue = threading.Condition()
+        self._pending: SaveHandle | None = None
+        self._active: SaveHandle | None = None
+        self._failed: list[SaveHandle] = []
+        self._writer: threading.Thread | None = None
+        self._stopping = False
+        self._atexit: Callable[[], None] | None = None
         if watch:
             self._interruption.start()
 
@@ -136,8 +194,15 @@ class Checkpointer:
         return finish()
 
     def close(self) -> None:
-        """Restore the previous SIGTERM handler and stop the notice poller."""
-        self._interruption.stop()
+        """Flush background writes, stop the writer, the SIGTERM handler and the poller.
+
+        Re-raises a writer error after everything is stopped.
+        """
+        try:
+            self.flush()
+        finally:
+            self._stop_writer()
+            self._interruption.stop()
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -148,7 +213,15 @@ class Checkpointer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        # an exception (or sys.exit(EXIT_CHECKPOINTED)) is already leaving the block: a
+        # writer error must not replace it, and would change the process's exit code
+        try:
+            self.close()
+        except Exception:
+            log.exception("a background checkpoint write failed")
 
     # -- saving -------------------------------------------------------------------------
 
@@ -158,6 +231,129 @@ class Checkpointer:
         return self._commit(
             step, lambda folder: serializer.dump(state, folder / STATE_FILE), serializer.name
         )
+
+    def save_async(self, state: Mapping[str, Any], step: int, *, copy: bool = True) -> SaveHandle:
+        """Snapshot ``state`` in memory and let the background writer commit it.
+
+        The caller blocks only for the copy (tensors to CPU memory, see ``snapshot``); pass
+        ``copy=False`` when ``state`` is already private to this save, e.g. fresh from
+        ``spotrun.toolkit.torch.capture``. Writes are committed in request order, one at a
+        time. A request that has not started when a newer one arrives is replaced by it
+        (its handle reports ``superseded``), so a slow disk never makes the step loop wait
+        and never piles up copies: at most one write plus one waiting copy exist.
+
+        Once ``interrupted`` is set the save is synchronous: a waiting request is replaced,
+        the write in flight is awaited, and this state is committed before returning - the
+        process is about to exit, and a daemon writer would die with it.
+
+        A writer error is re-raised once, by the next ``save_async`` (not on interruption),
+        ``flush()`` or ``close()``, so a failing disk is noticed within a step - unless
+        that request's own ``SaveHandle.wait()`` raised it first.
+        """
+        if step < 0:
+            raise ValueError(f"step must not be negative, got {step}")
+        interrupted = self.interrupted
+        if not interrupted:
+            # not on interruption: an old error must not stop the save that matters most
+            self._raise_failures()
+        private = snapshot(state) if copy else state
+        handle = SaveHandle(step, private)
+        if interrupted:
+            self._drain(replace_pending=True)
+            try:
+                handle._finish(self.save(private, step), None)
+            except BaseException as e:
+                handle._reported = True
+                handle._finish(None, e)
+                raise
+            return handle
+        with self._queue:
+            if self._stopping:
+                raise RuntimeError("this Checkpointer is closed")
+            if self._pending is not None:
+                self._pending.superseded = True
+                self._pending._finish(None, None)
+            self._pending = handle
+            self._start_writer()
+            self._queue.notify_all()
+        return handle
+
+    def flush(self) -> None:
+        """Block until every background write is committed; re-raise a writer error.
+
+        When several requests failed, the earliest is raised (the others are logged).
+        """
+        self._drain(replace_pending=False)
+        self._raise_failures()
+
+    def _drain(self, replace_pending: bool) -> None:
+        with self._queue:
+            if replace_pending and self._pending is not None:
+                self._pending.superseded = True
+                self._pending._finish(None, None)
+                self._pending = None
+            while self._pending is not None or self._active is not None:
+                self._queue.wait()
+
+    def _raise_failures(self) -> None:
+        with self._queue:
+            failed = [h for h in self._failed if not h._reported]
+            self._failed.clear()
+        for later in failed[1:]:
+            log.error("checkpoint of step %d was not written: %r", later.step, later._error)
+        if failed:
+            failed[0]._reported = True
+            assert failed[0]._error is not None
+            raise failed[0]._error
+
+    def _start_writer(self) -> None:
+        # called with self._queue held
+        if self._writer is not None and self._writer.is_alive():
+            return
+        # daemon: an idle writer must never keep the process alive; the atexit hook flushes
+        # what is still queued at a normal exit (a weak reference, so an abandoned
+        # Checkpointer can still be collected)
+        self._writer = threading.Thread(
+            target=self._write_loop, name="spotrun-checkpoint-writer", daemon=True
+        )
+        self._writer.start()
+        if self._atexit is None:
+            self._atexit = _flush_at_exit(weakref.ref(self))
+            atexit.register(self._atexit)
+
+    def _stop_writer(self) -> None:
+        with self._queue:
+            self._stopping = True
+            self._queue.notify_all()
+            writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join()
+        if self._atexit is not None:
+            atexit.unregister(self._atexit)
+            self._atexit = None
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._queue:
+                while self._pending is None and not self._stopping:
+                    self._queue.wait()
+                if self._pending is None:
+                    return
+                job, self._pending = self._pending, None
+                self._active = job
+            state = job._state
+            assert state is not None
+            try:
+                job._finish(self.save(state, job.step), None)
+            except BaseException as e:  # kept for flush(); a thread has nowhere to raise
+                job._finish(None, e)
+                with self._queue:
+                    self._failed.append(job)
+            finally:
+                del state
+                with self._queue:
+                    self._active = None
+                    self._queue.notify_all()
 
     def save_files(self, step: int, writer: Callable[[Path], None]) -> Checkpoint:
         """Let ``writer(folder)`` write any files into a new checkpoint, then commit it."""
@@ -243,6 +439,19 @@ class Checkpointer:
         for temp in _listdir(self.root, TEMP_PREFIX):
             if _stale(temp):
                 shutil.rmtree(temp, ignore_errors=True)
+
+
+def _flush_at_exit(ref: weakref.ReferenceType[Checkpointer]) -> Callable[[], None]:
+    def flush() -> None:
+        checkpointer = ref()
+        if checkpointer is None:
+            return
+        try:
+            checkpointer.flush()
+        except Exception:
+            log.exception("a background checkpoint write failed")
+
+    return flush
 
 
 def _checkpoint(folder: Path, m: Manifest) -> Checkpoint:
