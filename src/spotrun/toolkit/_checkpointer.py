@@ -97,6 +97,7 @@ class SaveHandle:
         self._checkpoint: Checkpoint | None = None
         self._error: BaseException | None = None
         self._reported = False
+        self._owned = False  # a copy made by save_async, which may be reused once written
         self.superseded = False
 
     def done(self) -> bool:
@@ -171,6 +172,9 @@ class Checkpointer:
         self._writer: threading.Thread | None = None
         self._stopping = False
         self._atexit: Callable[[], None] | None = None
+        # the last snapshot written (or replaced): its tensors are reused by the next copy,
+        # trading one snapshot's worth of memory for a much shorter stall
+        self._spare: Any = None
         if watch:
             self._interruption.start()
 
@@ -256,8 +260,12 @@ class Checkpointer:
         if not interrupted:
             # not on interruption: an old error must not stop the save that matters most
             self._raise_failures()
-        private = snapshot(state) if copy else state
+        with self._queue:
+            spare, self._spare = self._spare, None
+        private = snapshot(state, reuse=spare) if copy else state
+        del spare
         handle = SaveHandle(step, private)
+        handle._owned = copy
         if interrupted:
             self._drain(replace_pending=True)
             try:
@@ -271,8 +279,7 @@ class Checkpointer:
             if self._stopping:
                 raise RuntimeError("this Checkpointer is closed")
             if self._pending is not None:
-                self._pending.superseded = True
-                self._pending._finish(None, None)
+                self._replace_pending()
             self._pending = handle
             self._start_writer()
             self._queue.notify_all()
@@ -289,11 +296,18 @@ class Checkpointer:
     def _drain(self, replace_pending: bool) -> None:
         with self._queue:
             if replace_pending and self._pending is not None:
-                self._pending.superseded = True
-                self._pending._finish(None, None)
-                self._pending = None
+                self._replace_pending()
             while self._pending is not None or self._active is not None:
                 self._queue.wait()
+
+    def _replace_pending(self) -> None:
+        # called with self._queue held
+        assert self._pending is not None
+        old, self._pending = self._pending, None
+        old.superseded = True
+        if old._owned:
+            self._spare = old._state
+        old._finish(None, None)
 
     def _raise_failures(self) -> None:
         with self._queue:
@@ -324,6 +338,7 @@ class Checkpointer:
     def _stop_writer(self) -> None:
         with self._queue:
             self._stopping = True
+            self._spare = None
             self._queue.notify_all()
             writer = self._writer
         if writer is not None and writer is not threading.current_thread():
@@ -350,8 +365,10 @@ class Checkpointer:
                 with self._queue:
                     self._failed.append(job)
             finally:
-                del state
                 with self._queue:
+                    if job._owned:
+                        self._spare = state
+                    del state
                     self._active = None
                     self._queue.notify_all()
 

@@ -1,0 +1,125 @@
+"""How long a checkpoint stops the training loop, and how fast a checkpoint restores.
+
+Builds a state dict of fp32 tensors (125 x 1M elements = 500 MB by default) and prints:
+
+(a) the stall per save with ``Checkpointer.save_async``: the time until it returns (the
+    in-memory snapshot; the write happens in the background and is flushed untimed);
+(b) a synchronous ``torch.save`` of the same state into the same folder, fsynced the way the
+    checkpointer fsyncs its files;
+    and the ratio a/b, target <= 0.10;
+(c) restore throughput: ``latest().load()`` of the committed checkpoint, in MB/s;
+(d) a plain copy of the same bytes: ``shutil.copyfile`` of its ``state.bin``, in MB/s
+    (reading the file fully is printed too, for reference);
+    and the ratio c/d, target >= 0.8.
+
+Each figure is the median of ``--repeat`` runs. Both reads find the file in the page cache
+(it was just written), so they compare the same thing. Needs about 4x ``--mb`` of RAM.
+
+    .venv/bin/python bench/checkpoint_stall.py [--mb 500] [--repeat 3] [--dir PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from spotrun.toolkit import STATE_FILE, Checkpointer
+
+ELEMENTS = 1 << 20  # fp32 elements per tensor: 4 MiB each
+STALL_TARGET = 0.10
+RESTORE_TARGET = 0.8
+
+
+def timed(action: Callable[[], object]) -> float:
+    began = time.perf_counter()
+    action()
+    return time.perf_counter() - began
+
+
+def build_state(mb: int) -> dict[str, torch.Tensor]:
+    count = max(1, mb // 4)
+    generator = torch.Generator().manual_seed(0)
+    return {f"layer{i}.weight": torch.randn(ELEMENTS, generator=generator) for i in range(count)}
+
+
+def sync_torch_save(state: dict[str, torch.Tensor], path: Path) -> None:
+    torch.save(state, path)
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def read_fully(path: Path) -> None:
+    with path.open("rb", buffering=0) as f:
+        while f.read(16 << 20):
+            pass
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=500, help="state size in MB (default 500)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (default 3)")
+    parser.add_argument("--dir", help="where to write (default: a temp folder, removed after)")
+    args = parser.parse_args()
+
+    state = build_state(args.mb)
+    size = sum(t.numel() * t.element_size() for t in state.values())
+    mb = size / 1e6
+    print(f"state: {len(state)} fp32 tensors, {mb:.0f} MB, torch {torch.__version__}")
+
+    root = Path(tempfile.mkdtemp(prefix="checkpoint-stall-", dir=args.dir))
+    try:
+        with Checkpointer(root, keep=2, watch=False) as ck:
+            stalls, syncs = [], []
+            for step in range(args.repeat):
+                stalls.append(timed(lambda step=step: ck.save_async(state, step)))
+                ck.flush()  # untimed: the background write must not overlap the next figure
+                target = root / f"sync-{step}.bin"
+                syncs.append(timed(lambda target=target: sync_torch_save(state, target)))
+                target.unlink()
+            stall, sync = statistics.median(stalls), statistics.median(syncs)
+            print(f"(a) stall per save, save_async:      {stall * 1000:9.1f} ms")
+            print(f"(b) synchronous torch.save + fsync:  {sync * 1000:9.1f} ms")
+            ratio = stall / sync
+            ok = verdict(ratio <= STALL_TARGET)
+            print(f"stall / sync = {ratio:.3f} (target <= {STALL_TARGET}) {ok}")
+
+            latest = ck.latest()
+            assert latest is not None
+            state_file = latest.path / STATE_FILE
+            file_mb = state_file.stat().st_size / 1e6
+            loads = [timed(latest.load) for _ in range(args.repeat)]
+            copies, reads = [], []
+            for n in range(args.repeat):
+                copy = root / f"copy-{n}.bin"
+                copies.append(timed(lambda copy=copy: shutil.copyfile(state_file, copy)))
+                copy.unlink()
+                reads.append(timed(lambda: read_fully(state_file)))
+            restore = file_mb / statistics.median(loads)
+            copied = file_mb / statistics.median(copies)
+            read = file_mb / statistics.median(reads)
+            print(f"(c) restore, latest().load():        {restore:9.0f} MB/s")
+            print(f"(d) plain copy, shutil.copyfile:     {copied:9.0f} MB/s")
+            print(f"    plain read of the file:          {read:9.0f} MB/s")
+            ratio = restore / copied
+            print(
+                f"restore / copy = {ratio:.2f} (target >= {RESTORE_TARGET}) "
+                f"{verdict(ratio >= RESTORE_TARGET)}"
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
