@@ -2,13 +2,17 @@
 
 Hyperparameters arrive as ``--name value`` arguments, paths through the ``SM_*`` environment
 variables, and the checkpoint folder through ``SPOTRUN_CHECKPOINT_DIR`` (default
-``/opt/ml/checkpoints``). The script is made to be interrupted:
+``/opt/ml/checkpoints``). Checkpoints are written with ``spotrun.toolkit`` (a folder per
+checkpoint, committed by a manifest written last, the newest three kept), holding the model,
+optimizer, RNG states and the data position. The script is made to be interrupted:
 
-* after every epoch it writes ``checkpoint-epoch-<E>.pt`` atomically and keeps the last two;
-* on SIGTERM it finishes the current batch, writes ``checkpoint-epoch-<E>-batch-<B>.pt`` and
-  exits with code 75 ("checkpointed, resume me");
-* on start it resumes from the newest readable checkpoint, continuing mid-epoch at the next
-  batch (the per-epoch shuffle is seeded by ``seed + epoch``, so the order is the same).
+* every ``--checkpoint-every`` steps (default 5) it saves in the background, so a hard kill
+  without notice redoes at most that many steps; after every epoch it saves synchronously;
+* on SIGTERM or the spot notice it finishes the current step, saves synchronously and exits
+  with code 75 ("checkpointed, resume me"), so a notice costs no step at all;
+* on start it resumes from the newest complete, hash-verified checkpoint, continuing
+  mid-epoch at the next batch with the saved permutation of that epoch (itself a function
+  of ``seed + epoch``), so the resumed run ends with the same tensors as an uninterrupted one.
 
 Exit codes: 0 done (model in ``$SM_MODEL_DIR``), 75 interrupted after checkpointing,
 1 failed (reason in ``$SM_OUTPUT_DIR/failure``).
@@ -37,7 +41,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
-import re  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -50,12 +53,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from model import INFO_FILE, MODEL_FILE, DigitsCNN  # noqa: E402
 
+from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer  # noqa: E402
+from spotrun.toolkit.torch import capture, restore  # noqa: E402
+
 PREFIX = "spotrun-example:"
-EXIT_RESUME = 75  # EX_TEMPFAIL: state is checkpointed, run the same job again to continue
-CHECKPOINT_GLOB = "checkpoint-epoch-*.pt"
-CHECKPOINT_RE = re.compile(r"^checkpoint-epoch-(\d+)(?:-batch-(\d+))?\.pt$")
-KEEP_CHECKPOINTS = 2
-TMP_PREFIX = ".checkpoint-"  # leading dot: never matches CHECKPOINT_GLOB, even half-written
+KEEP_CHECKPOINTS = 3
+TMP_PREFIX = ".model-"  # leading dot: a half-written model file is plainly not the model
 _UMASK = os.umask(0)  # read once at import (reading it requires setting it)
 os.umask(_UMASK)
 
@@ -80,6 +83,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--width", type=int, default=128, help="channels of the first conv block")
+    # What a hard kill (no notice) can cost: at most this many steps are redone.
+    p.add_argument(
+        "--checkpoint-every", "--checkpoint_every", dest="checkpoint_every", type=int, default=5
+    )
+    p.add_argument(
+        "--log-steps", "--log_steps", dest="log_steps", type=int, default=0,
+        help="1: print step=N after every optimizer step (for tests and bench/lost_work.py)",
+    )  # fmt: skip
     env = os.environ
     p.add_argument("--train", default=env.get("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
     # A separate test channel is optional; prepare_data.py puts test.npz next to train.npz.
@@ -93,8 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args, unknown = p.parse_known_args(argv)
     if unknown:
         warn(f"ignoring unknown arguments {unknown}")
-    if args.epochs < 0 or args.batch_size < 1 or args.width < 1:
-        p.error("--epochs must be >= 0, --batch-size and --width >= 1")
+    if args.epochs < 0 or args.batch_size < 1 or args.width < 1 or args.checkpoint_every < 0:
+        p.error("--epochs and --checkpoint-every must be >= 0, --batch-size and --width >= 1")
     return args
 
 
@@ -132,13 +143,14 @@ def evaluate(model: DigitsCNN, x: torch.Tensor, y: torch.Tensor) -> float:
 def atomic_write(path: Path, write: Callable[[Any], object]) -> None:
     """Write via a temp file in the same folder + fsync + rename, then fsync the folder.
 
-    A reader (this script after a restart, or an uploader syncing the folder) sees either
-    the previous file or the complete new one, never a torn write.
+    Used for the model artefact: a reader (an uploader syncing the folder) sees either the
+    previous file or the complete new one, never a torn write. Checkpoints get the same
+    guarantee from the toolkit's manifest-last commit.
     """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=".tmp")
     try:
         # mkstemp creates 0600; give the file the mode a plain open() would, so a
-        # separate uploader/agent user can still read the model and checkpoints.
+        # separate uploader/agent user can still read the model.
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -155,77 +167,82 @@ def atomic_write(path: Path, write: Callable[[Any], object]) -> None:
         os.close(dir_fd)
 
 
-def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state(legacy=False)
-    # Plain lists/ints so the checkpoint loads with torch.load(weights_only=True).
-    np_state["state"]["key"] = np_state["state"]["key"].tolist()
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np_state}
+class Progress:
+    """Where training stands: the data position plus the running epoch statistics.
+
+    ``step`` counts optimizer steps since the start and is the checkpoint's step number;
+    ``epoch`` is the number of completed epochs and ``batch`` the completed batches of the
+    next one. ``order`` is that epoch's permutation, saved so that a resume replays exactly
+    the batches the interrupted run would have taken, even if the shuffling code changed.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.step = self.epoch = self.batch = 0
+        self.loss_sum, self.loss_n = 0.0, 0
+        self.history: list[dict[str, float]] = []
+        self.order: torch.Tensor | None = None
+
+    def position(self) -> dict[str, int]:
+        return {"step": self.step, "epoch": self.epoch, "batch": self.batch, "seed": self.seed}
+
+    def extra(self, batch_size: int) -> dict[str, Any]:
+        # Not ints, so kept beside capture()'s position rather than inside it.
+        return {
+            "batch_size": batch_size,
+            "loss_sum": self.loss_sum,
+            "loss_n": self.loss_n,
+            "history": list(self.history),
+            "order": None if self.order is None else self.order.clone(),
+        }
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np_state = dict(state["numpy"])
-    np_state["state"] = dict(np_state["state"])
-    np_state["state"]["key"] = np.asarray(np_state["state"]["key"], dtype=np.uint32)
-    np.random.set_state(np_state)
+def capture_state(
+    model: DigitsCNN, opt: torch.optim.Optimizer, progress: Progress, batch_size: int
+) -> dict[str, Any]:
+    state = capture(model, opt, position=progress.position())
+    state["progress"] = progress.extra(batch_size)
+    state["model_kwargs"] = model.kwargs
+    return state
 
 
-def checkpoint_name(epoch: int, batch: int) -> str:
-    return (
-        f"checkpoint-epoch-{epoch}.pt"
-        if batch == 0
-        else f"checkpoint-epoch-{epoch}-batch-{batch}.pt"
-    )
+def resume(
+    ckpt: Checkpointer, args: argparse.Namespace
+) -> tuple[DigitsCNN, torch.optim.Optimizer, Progress]:
+    """Build the model and optimizer, restored from the newest checkpoint that loads.
 
-
-def progress_from_name(path: Path) -> tuple[int, int] | None:
-    m = CHECKPOINT_RE.match(path.name)
-    return (int(m.group(1)), int(m.group(2) or 0)) if m else None
-
-
-def save_checkpoint(ckpt_dir: Path, state: dict[str, Any], unreadable: set[Path]) -> Path:
-    path = ckpt_dir / checkpoint_name(state["epoch"], state["batch"])
-    atomic_write(path, lambda f: torch.save(state, f))
-    unreadable.discard(path)  # a good file may have replaced a bad one of the same name
-    prune_checkpoints(ckpt_dir, keep=path, ignore=unreadable)
-    return path
-
-
-def prune_checkpoints(ckpt_dir: Path, keep: Path, ignore: set[Path]) -> None:
-    # Ranked by the progress in the file name (cheap, no loading). The file just written
-    # always survives, and files found unreadable at start-up are neither counted nor
-    # deleted: a corrupt "newest" file must not evict a good one, and is left for a human.
-    named = [(prog, p) for p in ckpt_dir.glob(CHECKPOINT_GLOB) if (prog := progress_from_name(p))]
-    others = sorted((x for x in named if x[1] != keep and x[1] not in ignore), reverse=True)
-    for _, old in others[KEEP_CHECKPOINTS - 1 :]:
-        old.unlink(missing_ok=True)
-
-
-def read_checkpoints(
-    ckpt_dir: Path,
-) -> tuple[list[tuple[Path, dict[str, Any]]], set[Path]]:
-    """Checkpoints that load, newest first by the progress recorded inside them, and the
-    paths of those that don't."""
-    found: list[tuple[tuple[int, int, float], Path, dict[str, Any]]] = []
-    unreadable: set[Path] = set()
-    for path in ckpt_dir.glob(CHECKPOINT_GLOB):
+    Checkpoints are tried newest first and hash-verified, so a torn or tampered one (or one
+    saved with another ``--width``) falls back to the one before it, not to a fresh start.
+    """
+    for found in ckpt.checkpoints(verify=True):
+        model, opt = build(args)
+        progress = Progress(args.seed)
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            key = (int(state["epoch"]), int(state["batch"]), path.stat().st_mtime)
-        except Exception as exc:  # truncated, garbage, foreign format: skip, keep looking
-            warn(f"skipping unreadable checkpoint {path.name}: {type(exc).__name__}: {exc}")
-            unreadable.add(path)
+            state = found.load()
+            pos = restore(state, model, opt)
+            extra = state["progress"]
+            progress.step, progress.epoch, progress.batch = pos["step"], pos["epoch"], pos["batch"]
+            progress.loss_sum, progress.loss_n = float(extra["loss_sum"]), int(extra["loss_n"])
+            progress.history = list(extra["history"])
+            progress.order = extra["order"]
+            if pos["seed"] != args.seed or int(extra["batch_size"]) != args.batch_size:
+                # Another data order: the saved position within the epoch means nothing.
+                warn(f"seed or batch size changed since step {found.step}; redoing the epoch")
+                progress.step -= progress.batch
+                progress.batch, progress.loss_sum, progress.loss_n = 0, 0.0, 0
+                progress.order, progress.seed = None, args.seed
+        except Exception as exc:
+            warn(f"cannot resume from {found.path.name}: {type(exc).__name__}: {exc}")
             continue
-        found.append((key, path, state))
-    found.sort(key=lambda t: t[0], reverse=True)
-    return [(path, state) for _, path, state in found], unreadable
-
-
-def remove_stale_temp_files(ckpt_dir: Path) -> None:
-    # Left behind only if a previous run died inside atomic_write (e.g. SIGKILL).
-    for tmp in ckpt_dir.glob(f"{TMP_PREFIX}*.tmp"):
-        tmp.unlink(missing_ok=True)
+        # The current run's hyperparameters win over the ones saved in the optimizer.
+        for group in opt.param_groups:
+            group["lr"], group["momentum"] = args.lr, args.momentum
+        at = f"epoch {progress.epoch}" + (f" batch {progress.batch}" if progress.batch else "")
+        log(f"{PREFIX} resumed from {at} step {progress.step}")
+        return model, opt, progress
+    log(f"{PREFIX} starting fresh")
+    model, opt = build(args)
+    return model, opt, Progress(args.seed)
 
 
 # --------------------------------------------------------------------------- training
@@ -252,97 +269,86 @@ def train(args: argparse.Namespace) -> float:
     x_train, y_train = load_split(channel, "train")
     x_test, y_test = load_split(Path(args.test) if args.test else channel, "test")
 
-    ckpt_dir = Path(args.checkpoint_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(ckpt_dir)
+    # The Checkpointer's SIGTERM handler chains to _on_sigterm, so either flag works;
+    # ckpt.interrupted also covers the spot notice read from the metadata endpoint.
+    with Checkpointer(args.checkpoint_dir, keep=KEEP_CHECKPOINTS) as ckpt:
+        model, opt, progress = resume(ckpt, args)
+        final_acc = run_epochs(args, ckpt, model, opt, progress, (x_train, y_train, x_test, y_test))
+        # Past this point the job is finishing anyway; saving the model takes milliseconds,
+        # so a late notice is ignored rather than turned into another round trip.
+        log(f"{PREFIX} final test_accuracy={final_acc:.4f}")
+        write_model(Path(args.model_dir), model, args, final_acc)
+        if args.output_data_dir:
+            out = Path(args.output_data_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            metrics = json.dumps({"history": progress.history}, indent=2) + "\n"
+            (out / "metrics.json").write_text(metrics)
+        ckpt.flush()
+        # Tells spotrun the work is done, so exiting 0 after a notice still counts as success.
+        ckpt.finish()
+    return final_acc
 
-    model, opt = build(args)
-    epoch, batch, loss_sum, loss_n = 0, 0, 0.0, 0
-    history: list[dict[str, float]] = []
-    candidates, unreadable = read_checkpoints(ckpt_dir)
-    for path, state in candidates:
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            set_rng_state(state["rng"])
-            epoch, batch = int(state["epoch"]), int(state["batch"])
-            loss_sum, loss_n = float(state["loss_sum"]), int(state["loss_n"])
-            history = list(state["history"])
-            if batch and int(state["batch_size"]) != args.batch_size:
-                warn(f"batch size changed since {path.name}; redoing epoch {epoch + 1}")
-                batch, loss_sum, loss_n = 0, 0.0, 0
-        except Exception as exc:  # e.g. saved with another --width: try an older one
-            warn(f"cannot resume from {path.name}: {type(exc).__name__}: {exc}")
-            model, opt = build(args)
-            epoch, batch, loss_sum, loss_n, history = 0, 0, 0.0, 0, []
-            continue
-        # The current run's hyperparameters win over the ones saved in the optimizer.
-        for group in opt.param_groups:
-            group["lr"], group["momentum"] = args.lr, args.momentum
-        log(f"{PREFIX} resumed from epoch {epoch}" + (f" batch {batch}" if batch else ""))
-        break
-    else:
-        log(f"{PREFIX} starting fresh")
 
-    def snapshot() -> dict[str, Any]:
-        return {
-            "format": 1,
-            "epoch": epoch,  # completed epochs
-            "batch": batch,  # completed batches of epoch `epoch + 1`
-            "batch_size": args.batch_size,
-            "loss_sum": loss_sum,
-            "loss_n": loss_n,
-            "history": history,
-            "model_kwargs": model.kwargs,
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "rng": rng_state(),
-        }
+def run_epochs(
+    args: argparse.Namespace,
+    ckpt: Checkpointer,
+    model: DigitsCNN,
+    opt: torch.optim.Optimizer,
+    p: Progress,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+) -> float:
+    x_train, y_train, x_test, y_test = data
 
-    def stop_if_requested(already_saved: bool = False) -> None:
-        if not _stop_requested:
+    def stop_if_requested() -> None:
+        # Called only at step boundaries, where the state is consistent: the save is
+        # synchronous (flushes any background write first) so nothing is lost but the
+        # step in flight when the notice came, which was finished before getting here.
+        if not (_stop_requested or ckpt.interrupted):
             return
-        if not already_saved:
-            save_checkpoint(ckpt_dir, snapshot(), unreadable)
-        log(f"{PREFIX} SIGTERM received, checkpoint saved at epoch {epoch} batch {batch}")
-        sys.exit(EXIT_RESUME)
+        ckpt.flush()
+        ckpt.save(capture_state(model, opt, p, args.batch_size), p.step)
+        reason = ckpt.interrupt_reason or "SIGTERM"
+        log(
+            f"{PREFIX} {reason} received, checkpoint saved at epoch {p.epoch} batch {p.batch}"
+            f" step {p.step}"
+        )
+        sys.exit(EXIT_CHECKPOINTED)
 
     model.train()
     n = len(y_train)
-    while epoch < args.epochs:
+    while p.epoch < args.epochs:
         started = time.monotonic()
-        order = epoch_order(n, args.seed, epoch)
-        batches = list(torch.split(order, args.batch_size))
-        while batch < len(batches):
+        if p.order is None or len(p.order) != n:
+            p.order = epoch_order(n, args.seed, p.epoch)
+        batches = list(torch.split(p.order, args.batch_size))
+        while p.batch < len(batches):
             stop_if_requested()
-            idx = batches[batch]
+            idx = batches[p.batch]
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
             loss.backward()
             opt.step()
-            loss_sum += loss.item() * len(idx)
-            loss_n += len(idx)
-            batch += 1
+            p.loss_sum += loss.item() * len(idx)
+            p.loss_n += len(idx)
+            p.batch += 1
+            p.step += 1
+            if args.log_steps:
+                log(f"step={p.step}")
+            # (the epoch's last batch is followed by the end-of-epoch save anyway)
+            periodic = args.checkpoint_every and p.step % args.checkpoint_every == 0
+            if periodic and p.batch < len(batches):
+                # In the background: the loop waits only for the in-memory copy that
+                # capture() makes, the hard-kill insurance costs almost nothing.
+                ckpt.save_async(capture_state(model, opt, p, args.batch_size), p.step, copy=False)
         acc = evaluate(model, x_test, y_test)
-        history.append({"epoch": epoch + 1, "loss": loss_sum / max(loss_n, 1), "acc": acc})
-        epoch, batch, loss_sum, loss_n = epoch + 1, 0, 0.0, 0
-        save_checkpoint(ckpt_dir, snapshot(), unreadable)
+        p.history.append({"epoch": p.epoch + 1, "loss": p.loss_sum / max(p.loss_n, 1), "acc": acc})
+        p.epoch, p.batch, p.loss_sum, p.loss_n, p.order = p.epoch + 1, 0, 0.0, 0, None
+        ckpt.save(capture_state(model, opt, p, args.batch_size), p.step)
         # Printed after the checkpoint is durable: "epoch=N" on stdout means N is saved.
         took = time.monotonic() - started
-        last = history[-1]
-        log(f"epoch={epoch} loss={last['loss']:.4f} test_accuracy={acc:.4f} seconds={took:.2f}")
-        stop_if_requested(already_saved=True)
-
-    # Past this point the job is finishing anyway; saving the model takes milliseconds,
-    # so a late SIGTERM is ignored rather than turned into another round trip.
-    final_acc = evaluate(model, x_test, y_test)
-    log(f"{PREFIX} final test_accuracy={final_acc:.4f}")
-    write_model(Path(args.model_dir), model, args, final_acc)
-    if args.output_data_dir:
-        out = Path(args.output_data_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps({"history": history}, indent=2) + "\n")
-    return final_acc
+        last = p.history[-1]
+        log(f"epoch={p.epoch} loss={last['loss']:.4f} test_accuracy={acc:.4f} seconds={took:.2f}")
+    return evaluate(model, x_test, y_test)
 
 
 def write_model(model_dir: Path, model: DigitsCNN, args: argparse.Namespace, acc: float) -> None:
