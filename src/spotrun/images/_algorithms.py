@@ -1,9 +1,9 @@
 """The built-in algorithm table: what an ``AlgorithmName`` (or an image mapped to an
 algorithm) runs, and whether it can resume from a checkpoint.
 
-The table is empty in this version; a later change adds the algorithms themselves (under
-``spotrun.algorithms``) and one entry each here. Everything that consults the table
-(admission, the agent, the 60-minute rule) already goes through ``find_algorithm``.
+The algorithms themselves live under ``spotrun.algorithms``; each has one entry here.
+Everything that consults the table (admission, the agent, the 60-minute rule) goes
+through ``find_algorithm``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,19 @@ class BuiltinAlgorithm:
     summary: str = ""
 
 
-#: name -> algorithm; a later change fills it
-BUILTIN_ALGORITHMS: Mapping[str, BuiltinAlgorithm] = MappingProxyType({})
+_ALGORITHMS = (
+    BuiltinAlgorithm(
+        "xgboost",
+        "spotrun.algorithms.xgboost",
+        supports_checkpoints=True,
+        summary="gradient-boosted trees (XGBoost), checkpointed every round",
+    ),
+)
+
+#: name -> algorithm
+BUILTIN_ALGORITHMS: Mapping[str, BuiltinAlgorithm] = MappingProxyType(
+    {a.name: a for a in _ALGORITHMS}
+)
 
 
 def algorithm_key(name: str) -> str:
