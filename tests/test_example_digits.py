@@ -2,7 +2,7 @@
 
 Covers the contract spotrun relies on: a full run reaches >= 0.95 and writes a loadable
 model; SIGTERM mid-training exits 75 with a checkpoint and a restart resumes on the same
-trajectory; unreadable checkpoints are skipped; failures exit 1 with a failure file.
+trajectory; torn or corrupt checkpoints are skipped; failures exit 1 with a failure file.
 About 45-60 s on 2 cores, most of it the one full 8-epoch run.
 """
 
@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from spotrun.toolkit import MANIFEST, Checkpointer
 
 torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
@@ -35,7 +38,10 @@ RUN_TIMEOUT = 180  # seconds; a full run takes ~30 s on 2 cores
 
 EPOCH_RE = re.compile(r"^epoch=(\d+) loss=(\d+\.\d+) test_accuracy=(\d\.\d+)", re.M)
 FINAL_RE = re.compile(r"^spotrun-example: final test_accuracy=(\d\.\d+)$", re.M)
-RESUMED_RE = re.compile(r"^spotrun-example: resumed from epoch (\d+)(?: batch (\d+))?$", re.M)
+RESUMED_RE = re.compile(
+    r"^spotrun-example: resumed from epoch (\d+)(?: batch (\d+))? step (\d+)$", re.M
+)
+BATCHES = 23  # per epoch: 1437 training images in batches of 64
 FRESH = "spotrun-example: starting fresh"
 
 
@@ -89,8 +95,9 @@ class Job:
             timeout=RUN_TIMEOUT,
         )
 
-    def checkpoints(self) -> list[str]:
-        return sorted(p.name for p in self.ckpt_dir.glob("checkpoint-epoch-*.pt"))
+    def checkpoints(self) -> list[int]:
+        """Steps of the complete checkpoints, oldest first."""
+        return sorted(c.step for c in Checkpointer(self.ckpt_dir, watch=False).checkpoints())
 
 
 def _epochs(stdout: str) -> dict[int, tuple[float, float]]:
@@ -122,8 +129,10 @@ def test_full_run_reaches_accuracy_and_writes_loadable_model(
     acc = _final_accuracy(proc.stdout)
     assert acc >= 0.95
 
-    # Only the two newest checkpoints are kept, and no temp file is left behind.
-    assert job.checkpoints() == ["checkpoint-epoch-7.pt", "checkpoint-epoch-8.pt"]
+    # Only the three newest checkpoints are kept (the last is the end of epoch 8), no
+    # temp folder is left behind, and the script declared that it finished.
+    steps = job.checkpoints()
+    assert len(steps) == 3 and steps[-1] == 8 * BATCHES
     assert not list(job.ckpt_dir.glob(".*"))
     assert not (job.output_dir / "failure").exists()
 
@@ -191,13 +200,15 @@ def test_sigterm_checkpoints_exits_75_and_resume_continues_same_run(
     stdout = out.rest()
     assert rc == 75, stdout
     m = re.search(
-        r"^spotrun-example: SIGTERM received, checkpoint saved at epoch (\d+) batch (\d+)$",
+        r"^spotrun-example: SIGTERM received, checkpoint saved at epoch (\d+) batch (\d+)"
+        r" step (\d+)$",
         stdout,
         re.M,
     )
     assert m, stdout
     saved = (int(m.group(1)), int(m.group(2)))
     assert saved[0] >= 1
+    assert int(m.group(3)) == saved[0] * BATCHES + saved[1]
     assert job.checkpoints(), "no checkpoint after SIGTERM"
 
     resumed = job.run(*args)
@@ -205,6 +216,7 @@ def test_sigterm_checkpoints_exits_75_and_resume_continues_same_run(
     m = RESUMED_RE.search(resumed.stdout)
     assert m and resumed.stdout.count("spotrun-example: resumed") == 1, resumed.stdout
     assert (int(m.group(1)), int(m.group(2) or 0)) == saved
+    assert int(m.group(3)) == saved[0] * BATCHES + saved[1]
     assert _final_accuracy(resumed.stdout) >= 0.95
 
     # Resuming mid-epoch replays the same batch order with the saved optimizer and RNG
@@ -223,21 +235,31 @@ def test_corrupt_newest_checkpoint_is_skipped(channel: Path, tmp_path: Path) -> 
     tiny = ("--width", "8")  # accuracy is not the point here, speed is
     first = job.run("--epochs", "1", *tiny)
     assert first.returncode == 0, first.stderr
-    good = job.ckpt_dir / "checkpoint-epoch-1.pt"
-    assert good.exists()
-    # Newer by name than the good one: garbage, and a torn copy of a real checkpoint.
-    (job.ckpt_dir / "checkpoint-epoch-5.pt").write_bytes(b"not a checkpoint")
-    data = good.read_bytes()
-    (job.ckpt_dir / "checkpoint-epoch-4-batch-3.pt").write_bytes(data[: len(data) // 2])
+    good = Checkpointer(job.ckpt_dir, watch=False).latest()
+    assert good is not None and good.step == BATCHES
+    # Newer than the good one: a folder whose state was damaged after its manifest was
+    # written (same size, different bytes: only the sha256 tells), and a torn one whose
+    # manifest never made it.
+    damaged = job.ckpt_dir / "ckpt-000000000099-0-1"
+    shutil.copytree(good.path, damaged)
+    manifest = json.loads((damaged / MANIFEST).read_text())
+    manifest["step"] = 99
+    (damaged / MANIFEST).write_text(json.dumps(manifest))
+    state = damaged / "state.bin"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+    torn = job.ckpt_dir / "ckpt-000000000120-0-1"
+    shutil.copytree(good.path, torn)
+    (torn / MANIFEST).unlink()
 
     second = job.run("--epochs", "2", *tiny)
     assert second.returncode == 0, second.stderr
-    assert "spotrun-example: resumed from epoch 1\n" in second.stdout
-    assert "checkpoint-epoch-5.pt" in second.stderr
-    assert "checkpoint-epoch-4-batch-3.pt" in second.stderr
+    assert f"spotrun-example: resumed from epoch 1 step {BATCHES}\n" in second.stdout
+    assert "ckpt-000000000099-0-1" in second.stderr  # skipped with a warning
     assert sorted(_epochs(second.stdout)) == [2]
-    # The unreadable files did not count towards "keep two": both good ones survive.
-    assert {"checkpoint-epoch-1.pt", "checkpoint-epoch-2.pt"} <= set(job.checkpoints())
+    latest = Checkpointer(job.ckpt_dir, watch=False).latest(verify=True)
+    assert latest is not None and latest.step == 2 * BATCHES
 
 
 def test_failure_writes_failure_file_and_exits_1(tmp_path: Path) -> None:

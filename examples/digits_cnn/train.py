@@ -214,7 +214,10 @@ def resume(
     Checkpoints are tried newest first and hash-verified, so a torn or tampered one (or one
     saved with another ``--width``) falls back to the one before it, not to a fresh start.
     """
-    for found in ckpt.checkpoints(verify=True):
+    for found in ckpt.checkpoints():
+        if not found.verify():
+            warn(f"skipping checkpoint {found.path.name}: its files do not match the manifest")
+            continue
         model, opt = build(args)
         progress = Progress(args.seed)
         try:
