@@ -182,3 +182,29 @@ def test_env_from_the_agent_layout(tmp_path: Path) -> None:
     assert env.channels["extra"] == tmp_path / "extra"
     assert env.content_type("train") == "text/csv"
     assert env.num_cpus == 2
+
+
+def test_kmeans_clusters_iris(tmp_path: Path, no_finish: None) -> None:
+    from sklearn.datasets import load_iris
+
+    from spotrun.algorithms import kmeans
+
+    x, y = load_iris(return_X_y=True)
+    hps = {
+        "k": "3",
+        "feature_dim": "4",
+        "mini_batch_size": "50",
+        "epochs": "20",
+        "init_method": "kmeans++",
+    }
+    env = make_env(tmp_path, hps, {"train": write_csv(tmp_path / "train", x)})
+    assert kmeans.train(env) == 0
+    model = json.loads((tmp_path / "model" / kmeans.MODEL_FILE).read_text())
+    centroids = np.array(model["centroids"])
+    assigned = np.argmin(((x[:, None, :] - centroids[None]) ** 2).sum(axis=2), axis=1)
+    # each cluster is mostly one species: purity well above chance (1/3)
+    purity = sum(np.bincount(y[assigned == c]).max() for c in range(3) if (assigned == c).any())
+    assert purity / len(y) >= 0.85
+    env = make_env(tmp_path, {**hps, "feature_dim": "5"}, {"train": tmp_path / "train"})
+    with pytest.raises(AlgorithmError, match="feature_dim is 5"):
+        kmeans.train(env)

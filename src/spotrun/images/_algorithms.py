@@ -41,6 +41,12 @@ _ALGORITHMS = (
         supports_checkpoints=True,
         summary="gradient-boosted trees (XGBoost), checkpointed every round",
     ),
+    BuiltinAlgorithm(
+        "kmeans",
+        "spotrun.algorithms.kmeans",
+        supports_checkpoints=False,
+        summary="k-means clustering (scikit-learn); no checkpoints",
+    ),
 )
 
 #: name -> algorithm

@@ -1,0 +1,174 @@
+"""Built-in algorithms as real spot jobs: a ``spotrun server`` driven through boto3 with
+``AlgorithmName`` instead of a TrainingImage (see ``sagemaker_server``: on ml.c5.xlarge
+the market reclaims the first instance soon after launch)."""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+import sagemaker_server
+from sagemaker_server import Server
+from spotrun.cli.client import stop_service
+
+RECLAIM_AFTER = 7.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    os.environ.pop("SPOTRUN_ENDPOINT", None)
+    # the shared market reclaims the first c5.xlarge 3.5 s after launch (notice at 2 s),
+    # before an algorithm that imports numpy and xgboost has begun training; a later
+    # reclaim makes the interruption land mid-training, which is what is tested here
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(
+        sagemaker_server, "MARKET", sagemaker_server.MARKET.replace("[3.5]", f"[{RECLAIM_AFTER}]")
+    )
+    s = Server(tmp_path_factory.mktemp("algorithms-e2e"))
+    yield s
+    stop_service(s.settings)
+    monkeypatch.undo()
+
+
+def algorithm_request(
+    server: Server, name: str, algorithm: str, hps: dict[str, str], channels: dict[str, Path]
+) -> dict[str, Any]:
+    request = copy.deepcopy(server.request(name))
+    request["AlgorithmSpecification"] = {
+        "AlgorithmName": algorithm,
+        "TrainingInputMode": "File",
+        "MetricDefinitions": [{"Name": "validation:error", "Regex": r"validation-error:([0-9.]+)"}],
+    }
+    request["HyperParameters"] = hps
+    request["InputDataConfig"] = [
+        {
+            "ChannelName": channel,
+            "ContentType": "text/csv",
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": folder.as_uri(),
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+        }
+        for channel, folder in channels.items()
+    ]
+    return request
+
+
+def wait_done(sm: Any, name: str, timeout: float = 150) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        d: dict[str, Any] = sm.describe_training_job(TrainingJobName=name)
+        if d["TrainingJobStatus"] != "InProgress":
+            return d
+        assert time.monotonic() < deadline, (d["TrainingJobStatus"], d["SecondaryStatus"])
+        time.sleep(0.25)
+
+
+def job_log(server: Server, name: str) -> list[str]:
+    logs = server.client("logs")
+    streams = logs.describe_log_streams(
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=f"{name}/"
+    )["logStreams"]
+    text: list[str] = []
+    for stream in streams:
+        events = logs.get_log_events(
+            logGroupName="/aws/sagemaker/TrainingJobs",
+            logStreamName=stream["logStreamName"],
+            startFromHead=True,
+        )["events"]
+        text += [e["message"] for e in events]
+    return text
+
+
+def test_algorithm_without_checkpoints_keeps_the_60_minute_rule(
+    server: Server, tmp_path: Path
+) -> None:
+    sm = server.client()
+    data = tmp_path / "km"
+    data.mkdir()
+    np.savetxt(data / "x.csv", np.random.default_rng(0).normal(size=(60, 2)), delimiter=",")
+    hps = {"k": "2", "feature_dim": "2"}
+    request = algorithm_request(server, "km-too-long", "kmeans", hps, {"train": data})
+    request["StoppingCondition"] = {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 7200}
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sm.create_training_job(**request)
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    message = e.value.response["Error"]["Message"]
+    assert "MaxWaitTimeInSeconds" in message and "3600" in message and "kmeans" in message
+    # at the limit it is admitted, and runs on capacity that is not reclaimed
+    request = algorithm_request(server, "km-ok", "kmeans", hps, {"train": data})
+    request["StoppingCondition"] = {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 3600}
+    request["ResourceConfig"]["InstanceType"] = "ml.c5.2xlarge"
+    sm.create_training_job(**request)
+    d = wait_done(sm, "km-ok")
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+
+
+def test_xgboost_spot_job_resumes_through_an_interruption(server: Server, tmp_path: Path) -> None:
+    import xgboost as xgb
+
+    data = load_breast_cancer()
+    order = np.random.default_rng(1).permutation(len(data.target))
+    x, y = data.data[order], data.target[order]
+    rows = np.column_stack([y, x])
+    train, valid = tmp_path / "train", tmp_path / "validation"
+    train.mkdir()
+    valid.mkdir()
+    np.savetxt(train / "train.csv", rows[:420], delimiter=",", fmt="%.10g")
+    np.savetxt(valid / "validation.csv", rows[420:], delimiter=",", fmt="%.10g")
+    hps = {
+        # enough rounds that the reclaim 3.5 s after launch lands mid-training
+        "num_round": "200",
+        "max_depth": "3",
+        "eta": "0.1",
+        "subsample": "0.8",
+        "objective": "binary:logistic",
+        "eval_metric": "error",
+        "seed": "3",
+    }
+    sm = server.client()
+    request = algorithm_request(
+        server, "xgb-spot", "xgboost", hps, {"train": train, "validation": valid}
+    )
+    sm.create_training_job(**request)
+    d = wait_done(sm, "xgb-spot")
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    statuses = [t["Status"] for t in d["SecondaryStatusTransitions"]]
+    assert "Interrupted" in statuses and statuses[-1] == "Completed"
+
+    text = job_log(server, "xgb-spot")
+    resumed = [line for line in text if line.startswith("resumed from round ")]
+    assert resumed, [line for line in text if not line.startswith("[")]
+    rounds = int(resumed[0].split()[3])
+    print(resumed[0], flush=True)
+    assert 0 < rounds < 200
+    assert any(line.startswith("[199]\ttrain-error:") for line in text)
+    final = {m["MetricName"]: m["Value"] for m in d.get("FinalMetricDataList", [])}
+    assert "validation:error" in final
+
+    tar_path = server.root / "out" / "xgb-spot" / "output" / "model.tar.gz"
+    with tarfile.open(tar_path) as t:
+        member = t.extractfile("xgboost-model")
+        assert member is not None
+        raw = io.BytesIO(member.read()).getvalue()
+    booster = xgb.Booster(model_file=bytearray(raw))
+    assert booster.num_boosted_rounds() == 200
+    held_out = rows[420:]
+    pred = booster.predict(xgb.DMatrix(held_out[:, 1:]))
+    accuracy = float(np.mean((pred > 0.5) == held_out[:, 0]))
+    print(f"held-out accuracy {accuracy:.4f}")
+    assert accuracy >= 0.93, accuracy
