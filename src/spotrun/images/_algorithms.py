@@ -42,6 +42,12 @@ _ALGORITHMS = (
         summary="gradient-boosted trees (XGBoost), checkpointed every round",
     ),
     BuiltinAlgorithm(
+        "linear-learner",
+        "spotrun.algorithms.linear_learner",
+        supports_checkpoints=True,
+        summary="linear/logistic regression by SGD (scikit-learn), checkpointed every epoch",
+    ),
+    BuiltinAlgorithm(
         "kmeans",
         "spotrun.algorithms.kmeans",
         supports_checkpoints=False,
