@@ -1,5 +1,6 @@
-"""The ``linear-learner`` built-in run in-process: exact resume after interruptions,
-quality on scikit-learn datasets, and refused hyperparameters."""
+"""The ``linear-learner`` built-in run in-process (exact resume after interruptions,
+quality on scikit-learn datasets, refused hyperparameters) and as a spot job through a
+real server that reclaims its first instance mid-training."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import pickle
 import signal
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,13 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import StandardScaler
 
+from sagemaker_server import Server
 from spotrun.algorithms import linear_learner as ll
 from spotrun.algorithms._env import AlgorithmEnv, AlgorithmError
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer
+from test_algorithms_e2e import algorithm_request, job_log, server, wait_done
+
+__all__ = ["server"]  # the module-scoped server fixture, shared with the xgboost e2e tests
 
 
 @pytest.fixture
@@ -178,3 +184,44 @@ def test_listed_with_checkpoint_support() -> None:
     algo = find_algorithm("linear-learner")
     assert algo is not None and algo.supports_checkpoints
     assert algo.module == "spotrun.algorithms.linear_learner"
+
+
+def test_linear_learner_spot_job_resumes_through_an_interruption(
+    server: Server, tmp_path: Path
+) -> None:
+    x, y = load_digits(return_X_y=True)
+    channels = split(tmp_path, x, y, 1400, seed=2)
+    # ~0.5 s an epoch: the reclaim 7 s after launch lands mid-training
+    hps = {"predictor_type": "multiclass_classifier", "num_classes": "10", "epochs": "20"}
+    hps |= {"mini_batch_size": "32", "seed": "4", "feature_dim": "64"}
+    sm = server.client()
+    request = algorithm_request(server, "ll-spot", "linear-learner", hps, channels)
+    request["AlgorithmSpecification"]["MetricDefinitions"] = [
+        {
+            "Name": "validation:multiclass_accuracy",
+            "Regex": r"validation multiclass_accuracy <score>=([0-9.]+)",
+        }
+    ]
+    sm.create_training_job(**request)
+    d = wait_done(sm, "ll-spot")
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    statuses = [t["Status"] for t in d["SecondaryStatusTransitions"]]
+    assert "Interrupted" in statuses and statuses[-1] == "Completed"
+
+    text = job_log(server, "ll-spot")
+    resumed = [line for line in text if line.startswith("resumed from epoch ")]
+    assert resumed, [line for line in text if not line.startswith("#quality_metric")]
+    print(resumed[0], flush=True)
+    assert 0 <= int(resumed[0].split()[3]) < 20
+    assert any("epoch=19, validation multiclass_accuracy" in line for line in text)
+    final = {m["MetricName"]: m["Value"] for m in d.get("FinalMetricDataList", [])}
+    assert final.get("validation:multiclass_accuracy", 0) >= 0.9, final
+
+    with tarfile.open(server.root / "out" / "ll-spot" / "output" / "model.tar.gz") as t:
+        member = t.extractfile(ll.MODEL_FILE)
+        assert member is not None
+        model = pickle.loads(member.read())
+    xv, yv = validation(channels)
+    accuracy = float(np.mean(model.predict(xv) == yv))
+    print(f"digits held-out accuracy after the spot job {accuracy:.4f}")
+    assert accuracy >= 0.9, accuracy
