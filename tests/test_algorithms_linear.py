@@ -191,8 +191,8 @@ def test_linear_learner_spot_job_resumes_through_an_interruption(
 ) -> None:
     x, y = load_digits(return_X_y=True)
     channels = split(tmp_path, x, y, 1400, seed=2)
-    # ~0.5 s an epoch: the reclaim 7 s after launch lands mid-training
-    hps = {"predictor_type": "multiclass_classifier", "num_classes": "10", "epochs": "20"}
+    # 0.3-0.5 s an epoch: the reclaim 7 s after launch lands near epoch 5-12 of 30
+    hps = {"predictor_type": "multiclass_classifier", "num_classes": "10", "epochs": "30"}
     hps |= {"mini_batch_size": "32", "seed": "4", "feature_dim": "64"}
     sm = server.client()
     request = algorithm_request(server, "ll-spot", "linear-learner", hps, channels)
@@ -212,8 +212,8 @@ def test_linear_learner_spot_job_resumes_through_an_interruption(
     resumed = [line for line in text if line.startswith("resumed from epoch ")]
     assert resumed, [line for line in text if not line.startswith("#quality_metric")]
     print(resumed[0], flush=True)
-    assert 0 <= int(resumed[0].split()[3]) < 20
-    assert any("epoch=19, validation multiclass_accuracy" in line for line in text)
+    assert 0 <= int(resumed[0].split()[3]) < 30
+    assert any("epoch=29, validation multiclass_accuracy" in line for line in text)
     final = {m["MetricName"]: m["Value"] for m in d.get("FinalMetricDataList", [])}
     assert final.get("validation:multiclass_accuracy", 0) >= 0.9, final
 
