@@ -19,6 +19,8 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from spotrun.toolkit import Checkpointer
+
 ML_ROOT = Path("/opt/ml")
 #: hyperparameters the SageMaker SDK and tuner add for themselves; algorithms ignore them
 _PRIVATE = frozenset({"_tuning_objective_metric", "default_user_module_name"})
@@ -219,3 +221,14 @@ def run_main(body: Callable[[AlgorithmEnv], int]) -> None:
             pass  # the message is in the log anyway
         sys.exit(2)
     sys.exit(code)
+
+
+def run_checkpointed(train: Callable[[AlgorithmEnv, Checkpointer], int]) -> None:
+    """``run_main`` for an algorithm that checkpoints: it trains with a ``Checkpointer``
+    over the job's checkpoint folder (closed, and its writes flushed, on the way out)."""
+
+    def body(env: AlgorithmEnv) -> int:
+        with Checkpointer() as checkpointer:
+            return train(env, checkpointer)
+
+    run_main(body)

@@ -41,7 +41,7 @@ from spotrun.algorithms._env import (
     Hyperparameters,
     positive,
     read_csv,
-    run_main,
+    run_checkpointed,
 )
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer
 from spotrun.toolkit.sklearn import fit_resumable, load_estimator
@@ -252,12 +252,7 @@ def write_model(env: AlgorithmEnv, est: Any, predictor_type: str, feature_dim: i
 
 def main() -> None:
     """Entry point of ``python -m spotrun.algorithms.linear_learner``."""
-
-    def body(env: AlgorithmEnv) -> int:
-        with Checkpointer() as checkpointer:
-            return train(env, checkpointer)
-
-    run_main(body)
+    run_checkpointed(train)
 
 
 if __name__ == "__main__":

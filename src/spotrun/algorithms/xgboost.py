@@ -34,7 +34,7 @@ from spotrun.algorithms._env import (
     data_files,
     positive,
     read_csv,
-    run_main,
+    run_checkpointed,
 )
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer
 
@@ -253,12 +253,7 @@ def _first_line(error: Exception) -> str:
 
 def main() -> None:
     """Entry point of ``python -m spotrun.algorithms.xgboost``."""
-
-    def body(env: AlgorithmEnv) -> int:
-        with Checkpointer() as checkpointer:
-            return train(env, checkpointer)
-
-    run_main(body)
+    run_checkpointed(train)
 
 
 if __name__ == "__main__":

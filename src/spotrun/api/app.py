@@ -133,10 +133,7 @@ def create_app(rt: Runtime) -> FastAPI:
         return _err(e.status, e.code, e.message)
 
     def own(c: Caller, name: str) -> JobRecord:
-        job = store.get_job(name)
-        if job.account != c.account:
-            raise NotFound(f"no training job named {name!r}")
-        return job
+        return rt.job_of(c.account, name)
 
     awsjson.mount(
         app,

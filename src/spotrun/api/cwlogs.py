@@ -59,10 +59,9 @@ def operations(rt: Runtime) -> Service:
 
     def own_job(caller: Caller, name: str) -> JobRecord | None:
         try:
-            job = rt.store.get_job(name)
+            return rt.job_of(caller.account, name)
         except NotFound:
             return None
-        return job if job.account == caller.account else None
 
     def describe_streams(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         group(params)

@@ -18,7 +18,7 @@ from spotrun.control.admission import admit
 from spotrun.control.clock import Clock, RealClock
 from spotrun.control.controller import Controller, agent_workload
 from spotrun.control.reconcile import STOP_MESSAGES
-from spotrun.errors import InvalidState
+from spotrun.errors import InvalidState, NotFound
 from spotrun.market import Catalog, Market, MarketConfig, load_market_config
 from spotrun.providers.local import LocalProvider
 from spotrun.settings import Settings, load_images
@@ -103,6 +103,14 @@ class Runtime:
             self.store.create_job(spec.name, arn, stored, self.clock.now(), account)
         self.wake()
         return arn
+
+    def job_of(self, account: str, name: str) -> JobRecord:
+        """The named job if it belongs to ``account``; ``NotFound`` otherwise — another
+        account's job reads exactly like one that does not exist."""
+        job = self.store.get_job(name)
+        if job.account != account:
+            raise NotFound(f"no training job named {name!r}")
+        return job
 
     def request_stop(self, name: str) -> None:
         """StopTrainingJob: only an InProgress job can be stopped (AWS's rule)."""

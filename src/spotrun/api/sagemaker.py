@@ -48,12 +48,9 @@ def operations(rt: Runtime) -> Service:
     def own_job(caller: Caller, params: Mapping[str, Any]) -> JobRecord:
         name = validate_name(params.get("TrainingJobName"))
         try:
-            job = rt.store.get_job(name)
+            return rt.job_of(caller.account, name)
         except NotFound:
             raise validation(NOT_FOUND) from None
-        if job.account != caller.account:
-            raise validation(NOT_FOUND)
-        return job
 
     def create(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         try:
