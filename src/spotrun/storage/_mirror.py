@@ -29,7 +29,6 @@ locally (the toolkit's retention would have deleted them before it).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import shutil
 import threading
@@ -45,19 +44,10 @@ from spotrun.storage._transfer import (
     put_file,
     remote_files,
 )
-from spotrun.toolkit import MANIFEST, Manifest, ManifestError
-from spotrun.toolkit._checkpointer import TEMP_PREFIX
+from spotrun.toolkit import MANIFEST, TEMP_PREFIX, Manifest, ManifestError, sha256_of
 
 #: a toolkit checkpoint folder: ckpt-<step:012d>-<generation>-<n>
 CHECKPOINT_FOLDER = re.compile(r"^ckpt-(\d+)-(\d+)-(\d+)$")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_manifest(rel: str) -> bool:

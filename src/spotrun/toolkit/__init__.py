@@ -18,12 +18,13 @@ under spotrun, on SageMaker, or in a plain folder on a laptop::
 from spotrun.toolkit._checkpointer import (
     DEFAULT_ROOT,
     STATE_FILE,
+    TEMP_PREFIX,
     Checkpoint,
     Checkpointer,
     SaveHandle,
 )
 from spotrun.toolkit._interrupt import EXIT_CHECKPOINTED, Interruption, finish
-from spotrun.toolkit._manifest import MANIFEST, FileEntry, Manifest, ManifestError
+from spotrun.toolkit._manifest import MANIFEST, FileEntry, Manifest, ManifestError, sha256_of
 from spotrun.toolkit._serializer import PickleSerializer, Serializer, TorchSerializer
 from spotrun.toolkit._snapshot import snapshot
 
@@ -32,6 +33,7 @@ __all__ = [
     "EXIT_CHECKPOINTED",
     "MANIFEST",
     "STATE_FILE",
+    "TEMP_PREFIX",
     "Checkpoint",
     "Checkpointer",
     "FileEntry",
@@ -43,5 +45,6 @@ __all__ = [
     "Serializer",
     "TorchSerializer",
     "finish",
+    "sha256_of",
     "snapshot",
 ]
