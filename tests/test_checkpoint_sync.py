@@ -250,13 +250,25 @@ def test_a_stalled_sync_warns_and_the_warning_clears(
     syncer.start()
     try:
         _ckpt(local, 7, {"state.bin": b"s"})
+        # the host field, the event and the log line are three writes: wait for all of them
         _wait(
-            "the stall warning", lambda: any(h.sync_stalled_since for h in store.hosts("sync-job"))
+            "the stall warning",
+            lambda: (
+                any(h.sync_stalled_since for h in store.hosts("sync-job"))
+                and store.events("sync-job")
+                and any("WARNING" in s for s in said)
+            ),
         )
         assert [e.kind for e in store.events("sync-job")] == ["checkpoint_sync_stalled"]
         assert any("WARNING" in s for s in said)
         release.set()
-        _wait("the warning to clear", lambda: store.hosts("sync-job")[0].sync_stalled_since is None)
+        _wait(
+            "the warning to clear",
+            lambda: (
+                store.hosts("sync-job")[0].sync_stalled_since is None
+                and len(store.events("sync-job")) == 2
+            ),
+        )
         kinds = [e.kind for e in store.events("sync-job")]
         assert kinds == ["checkpoint_sync_stalled", "checkpoint_sync_resumed"]
         assert store.hosts("sync-job")[0].synced_step == 7
