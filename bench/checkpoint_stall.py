@@ -7,7 +7,10 @@ Builds a state dict of fp32 tensors (125 x 1M elements = 500 MB by default) and 
 (b) a synchronous ``torch.save`` of the same state into the same folder, fsynced the way the
     checkpointer fsyncs its files;
     and the ratio a/b, target <= 0.10;
-(c) restore throughput: ``latest().load()`` of the committed checkpoint, in MB/s;
+(c) restore throughput, in MB/s: what a resume does with the committed checkpoint,
+    ``latest().load()`` and then ``load_state_dict`` into a model of the same shapes
+    (already built, as a resuming script has it); the same with an eager, unmapped load
+    (``TorchSerializer(mmap=False)``) is printed for reference;
 (d) a plain copy of the same bytes: ``shutil.copyfile`` of its ``state.bin``, in MB/s
     (reading the file fully is printed too, for reference);
     and the ratio c/d, target >= 0.8.
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from spotrun.toolkit import STATE_FILE, Checkpointer
+from spotrun.toolkit import STATE_FILE, Checkpointer, TorchSerializer
 
 ELEMENTS = 1 << 20  # fp32 elements per tensor: 4 MiB each
 STALL_TARGET = 0.10
@@ -48,6 +51,18 @@ def build_state(mb: int) -> dict[str, torch.Tensor]:
     count = max(1, mb // 4)
     generator = torch.Generator().manual_seed(0)
     return {f"layer{i}.weight": torch.randn(ELEMENTS, generator=generator) for i in range(count)}
+
+
+class Model(torch.nn.Module):
+    """A module whose parameters have the state's names and shapes, for load_state_dict."""
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        for name, tensor in state.items():
+            module, _, leaf = name.rpartition(".")
+            holder = torch.nn.Module()
+            holder.register_parameter(leaf, torch.nn.Parameter(torch.zeros_like(tensor)))
+            self.add_module(module, holder)
 
 
 def sync_torch_save(state: dict[str, torch.Tensor], path: Path) -> None:
@@ -99,7 +114,14 @@ def main() -> None:
             assert latest is not None
             state_file = latest.path / STATE_FILE
             file_mb = state_file.stat().st_size / 1e6
-            loads = [timed(latest.load) for _ in range(args.repeat)]
+            model = Model(state)
+
+            def resume(serializer: TorchSerializer | None = None) -> None:
+                model.load_state_dict(latest.load(serializer))
+
+            loads = [timed(resume) for _ in range(args.repeat)]
+            eager = TorchSerializer(mmap=False)
+            eager_loads = [timed(lambda: resume(eager)) for _ in range(args.repeat)]
             copies, reads = [], []
             for n in range(args.repeat):
                 copy = root / f"copy-{n}.bin"
@@ -109,7 +131,9 @@ def main() -> None:
             restore = file_mb / statistics.median(loads)
             copied = file_mb / statistics.median(copies)
             read = file_mb / statistics.median(reads)
-            print(f"(c) restore, latest().load():        {restore:9.0f} MB/s")
+            print(f"(c) restore, load + load_state_dict: {restore:9.0f} MB/s")
+            eager_mb = file_mb / statistics.median(eager_loads)
+            print(f"    the same, eager (unmapped) load:  {eager_mb:9.0f} MB/s")
             print(f"(d) plain copy, shutil.copyfile:     {copied:9.0f} MB/s")
             print(f"    plain read of the file:          {read:9.0f} MB/s")
             ratio = restore / copied

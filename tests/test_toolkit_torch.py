@@ -108,3 +108,28 @@ def test_restore_refuses_what_was_not_captured() -> None:
         restore(capture(model), model, optimizer)
     with pytest.raises(ValueError, match="format"):
         restore({"model": {}}, model)
+
+
+def test_a_mapped_load_is_private_and_outlives_its_files(tmp_path: Path) -> None:
+    """The torch serializer maps the file: writing to a restored tensor must not reach the
+    checkpoint, and pruning the checkpoint afterwards must not disturb what was loaded."""
+    ck = Checkpointer(tmp_path, keep=1, watch=False)
+    weights = torch.arange(1 << 16, dtype=torch.float32)
+    first = ck.save({"w": weights.clone()}, 1)
+    loaded = first.load()["w"]
+    loaded.add_(1.0)  # a training step on the restored tensor
+    assert first.verify(), "a write to a loaded tensor changed the checkpoint's file"
+    assert torch.equal(first.load()["w"], weights)
+    ck.save({"w": weights * 2}, 2)  # keep=1: the first checkpoint is deleted
+    assert not first.path.exists()
+    assert torch.equal(loaded, weights + 1.0)
+
+
+def test_a_checkpoint_in_torchs_old_format_still_loads(tmp_path: Path) -> None:
+    from spotrun.toolkit import TorchSerializer
+
+    path = tmp_path / "old.bin"
+    state = {"w": torch.randn(64), "step": 3}
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    back = TorchSerializer().load(path)
+    assert back["step"] == 3 and torch.equal(back["w"], state["w"])

@@ -3,13 +3,20 @@
 Checkpoints are trusted input (the job's own output), but the torch serializer still loads
 with ``weights_only=True`` by default, which the states from ``spotrun.toolkit.torch``
 satisfy; pickle can run code on load, so only load checkpoints you wrote.
+
+The torch serializer maps the file instead of reading it (``torch.load(mmap=True)``): a
+restore then copies each tensor once, from the page cache straight into the model, instead
+of first into fresh memory and then into the model. That makes a resume about twice as fast
+and keeps a second copy of a large state out of RAM.
 """
 
 from __future__ import annotations
 
 import pickle
 import sys
+import zipfile
 from collections.abc import Mapping
+from mmap import MAP_PRIVATE
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,8 +50,10 @@ class TorchSerializer:
 
     name = "torch"
 
-    def __init__(self, weights_only: bool = True) -> None:
+    def __init__(self, weights_only: bool = True, mmap: bool = True) -> None:
         self.weights_only = weights_only
+        #: map the file rather than read it; see ``load``
+        self.mmap = mmap
 
     def dump(self, state: Mapping[str, Any], path: Path) -> None:
         import torch
@@ -52,9 +61,23 @@ class TorchSerializer:
         torch.save(dict(state), path)
 
     def load(self, path: Path) -> Any:
+        """The state in ``path``, its tensors on the CPU.
+
+        With ``mmap`` (the default) the tensors are private, copy-on-write maps of the file:
+        their bytes are read when first touched (``load_state_dict`` copies them into the
+        model), changing them never writes to the file, and deleting the checkpoint
+        afterwards (retention does) leaves them intact. Checkpoints are never rewritten in
+        place, so the bytes cannot change underneath. A file in torch's old, non-zip format
+        cannot be mapped and is read as usual.
+        """
         import torch
 
-        return torch.load(path, map_location="cpu", weights_only=self.weights_only)
+        if not (self.mmap and zipfile.is_zipfile(path)):
+            return torch.load(path, map_location="cpu", weights_only=self.weights_only)
+        # private even if the program made shared maps torch's default: a write to a
+        # restored tensor must never reach the checkpoint
+        with torch.serialization.set_default_mmap_options(MAP_PRIVATE):
+            return torch.load(path, map_location="cpu", weights_only=self.weights_only, mmap=True)
 
 
 BUILTIN: dict[str, Serializer] = {"pickle": PickleSerializer(), "torch": TorchSerializer()}
