@@ -12,9 +12,9 @@ import pytest
 
 from spotrun.agent import AgentConfig, AgentConfigError, Ending, MlLayout, classify, run_agent
 from spotrun.agent.layout import input_data_config, resource_config
-from spotrun.agent.notices import NoticeWatcher
 from spotrun.agent.training_env import hyperparameter_args
 from spotrun.spec import parse_spec
+from spotrun.toolkit._notice import NoticeWatcher
 
 
 def _classify(code: int, **kw: object) -> Ending:

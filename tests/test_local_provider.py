@@ -234,12 +234,22 @@ def test_workload_runs_with_its_environment_and_exits(
     assert state["exit_code"] == 0 and "hello" in (root / "workload.log").read_text()
 
 
-def fetch(url: str, method: str = "GET") -> tuple[int, str]:
+def fetch(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """One request, without a token; a GET of ``/latest/meta-data`` then answers 401."""
+    request = urllib.request.Request(url, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=2) as r:
+        with urllib.request.urlopen(request, timeout=2) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, ""
+
+
+def imds_get(url: str) -> tuple[int, str]:
+    """A GET with an IMDSv2 session token, the way EC2 wants it when tokens are required."""
+    base = url[: url.index("/latest/") + len("/latest")]
+    code, token = fetch(base + "/api/token", "PUT", {"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+    assert code == 200, code
+    return fetch(url, headers={"X-aws-ec2-metadata-token": token})
 
 
 def test_metadata_endpoint_serves_the_notice_on_time(
@@ -254,14 +264,21 @@ def test_metadata_endpoint_serves_the_notice_on_time(
     launched = p.describe(ref).launched_at  # type: ignore[union-attr]
     deadline = launched + 3.0
     assert time.time() < launched + 0.9, "too slow to see the quiet period"
-    assert fetch(base + "/meta-data/spot/instance-action") == (404, "")
+    assert imds_get(base + "/meta-data/spot/instance-action") == (404, "")
     assert p.describe(ref).notice is None  # type: ignore[union-attr]
-    assert fetch(base + "/api/token", "PUT")[0] == 200
-    assert fetch(base + "/meta-data/instance-id") == (200, ref.id)
-    assert fetch(base + "/meta-data/instance-type") == (200, "g4dn.xlarge")
-    assert fetch(base + "/meta-data/placement/availability-zone") == (200, "z4")
+    # IMDSv2 only: no token, a wrong one, or a PUT without a valid TTL is refused
+    assert fetch(base + "/meta-data/instance-id")[0] == 401
+    assert (
+        fetch(base + "/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": "x"})[0] == 401
+    )
+    assert fetch(base + "/api/token", "PUT")[0] == 400
+    ttl = {"X-aws-ec2-metadata-token-ttl-seconds": "21601"}
+    assert fetch(base + "/api/token", "PUT", ttl)[0] == 400
+    assert imds_get(base + "/meta-data/instance-id") == (200, ref.id)
+    assert imds_get(base + "/meta-data/instance-type") == (200, "g4dn.xlarge")
+    assert imds_get(base + "/meta-data/placement/availability-zone") == (200, "z4")
     time.sleep(max(0.0, launched + 1.05 - time.time()))
-    code, body = fetch(base + "/meta-data/spot/instance-action")
+    code, body = imds_get(base + "/meta-data/spot/instance-action")
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(deadline)))
     assert code == 200 and json.loads(body) == {"action": "terminate", "time": stamp}
     notice = p.describe(ref).notice  # type: ignore[union-attr]
@@ -471,7 +488,9 @@ def test_interrupt_injects_a_notice(
     assert p.describe(ref).notice == notice  # type: ignore[union-attr]
     port = json.loads((p.root(ref) / "state.json").read_text())["port"]
     wait_for(
-        lambda: fetch(f"http://127.0.0.1:{port}/latest/meta-data/spot/instance-action")[0] == 200,
+        lambda: (
+            imds_get(f"http://127.0.0.1:{port}/latest/meta-data/spot/instance-action")[0] == 200
+        ),
         timeout=0.5,
     )
     wait_for(lambda: p.describe(ref).phase is InstancePhase.TERMINATED)  # type: ignore[union-attr]

@@ -229,16 +229,34 @@ def test_sigterm_sets_interrupted_and_chains_to_the_previous_handler(tmp_path: P
 
 
 class _NoticeServer:
-    """EC2's spot notice endpoint: 404 until ``notice`` is set, then the notice JSON."""
+    """EC2's spot notice endpoint: 404 until ``notice`` is set, then the notice JSON; with
+    ``require_token`` (IMDSv2 only) a GET without the token from ``PUT /latest/api/token``
+    is answered 401."""
+
+    TOKEN = "session-token-1"
 
     def __init__(self) -> None:
         self.notice = threading.Event()
         self.requests = 0
+        self.require_token = False
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+                if self.path != "/latest/api/token" or not ttl:
+                    self.send_error(400)
+                    return
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(outer.TOKEN.encode())
+
             def do_GET(self) -> None:
                 outer.requests += 1
+                token = self.headers.get("X-aws-ec2-metadata-token")
+                if outer.require_token and token != outer.TOKEN:
+                    self.send_error(401)
+                    return
                 if self.path != "/latest/meta-data/spot/instance-action" or not (
                     outer.notice.is_set()
                 ):
@@ -270,9 +288,11 @@ def notice_server() -> Iterator[_NoticeServer]:
     server.close()
 
 
+@pytest.mark.parametrize("imdsv2", [False, True], ids=["imdsv1", "imdsv2-required"])
 def test_the_spot_notice_sets_interrupted(
-    tmp_path: Path, notice_server: _NoticeServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, notice_server: _NoticeServer, monkeypatch: pytest.MonkeyPatch, imdsv2: bool
 ) -> None:
+    notice_server.require_token = imdsv2
     monkeypatch.setenv("SPOTRUN_METADATA_URL", notice_server.url + "/")
     original = signal.getsignal(signal.SIGTERM)
     fired = threading.Event()

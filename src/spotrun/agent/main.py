@@ -24,7 +24,6 @@ from spotrun.agent.channels import cache_channel, link_channel
 from spotrun.agent.config import AgentConfig, AgentConfigError
 from spotrun.agent.layout import MlLayout, write_config
 from spotrun.agent.logs import LogPump
-from spotrun.agent.notices import InstanceAction, NoticeWatcher
 from spotrun.agent.outcome import FAILURE_REASON_LIMIT, JobInputError, Outcome, classify
 from spotrun.agent.program import Program, prepare_program
 from spotrun.agent.reporter import DEFAULT_STOP_GRACE, Reporter
@@ -37,6 +36,7 @@ from spotrun.settings import load_images
 from spotrun.spec import JobSpec
 from spotrun.storage import CheckpointMirror, StorageError, local_files, tar_folder_to
 from spotrun.store import AttemptRecord, Store
+from spotrun.toolkit._notice import InstanceAction, NoticeWatcher
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1

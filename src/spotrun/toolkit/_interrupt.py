@@ -12,19 +12,18 @@ import os
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from spotrun.toolkit._notice import NoticeWatcher
 
 log = logging.getLogger(__name__)
 
 #: what a training process exits with after checkpointing on a notice (EX_TEMPFAIL):
 #: "checkpointed, resume me"
 EXIT_CHECKPOINTED = 75
-NOTICE_PATH = "/latest/meta-data/spot/instance-action"
 
 _SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
@@ -34,7 +33,8 @@ class Interruption:
 
     ``start()`` installs the SIGTERM handler (main thread only; it chains to a previous
     Python-level handler) and, when a metadata URL is known, a daemon thread that polls
-    ``<url>/latest/meta-data/spot/instance-action``. ``stop()`` undoes both.
+    ``<url>/latest/meta-data/spot/instance-action`` (with an IMDSv2 session token when the
+    endpoint wants one). ``stop()`` undoes both.
     """
 
     def __init__(self, metadata_url: str | None = None, poll_interval: float = 1.0) -> None:
@@ -102,27 +102,14 @@ class Interruption:
             previous(signum, frame)
 
     def _poll(self) -> None:
-        assert self.metadata_url is not None
-        url = self.metadata_url + NOTICE_PATH
+        watcher = NoticeWatcher(self.metadata_url, timeout=max(self.poll_interval, 0.5))
         while not self._stop.is_set() and not self._set.is_set():
-            action = fetch_notice(url, timeout=max(self.poll_interval, 0.5))
-            if action is not None:
-                self.trigger(action)
+            # an unreachable endpoint is no notice: polling just goes on
+            notice = watcher.poll()
+            if notice is not None:
+                self.trigger(notice.action)
                 return
             self._stop.wait(self.poll_interval)
-
-
-def fetch_notice(url: str, timeout: float) -> str | None:
-    """The notice's action, or None when there is none (404) or it cannot be read now."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            body = json.loads(response.read().decode("utf-8"))
-    except (urllib.error.URLError, OSError, ValueError):
-        # 404 means "no notice"; anything else is transient, so polling just goes on
-        return None
-    if isinstance(body, dict) and isinstance(body.get("action"), str):
-        return str(body["action"])
-    return None
 
 
 def finish(path: str | os.PathLike[str] | None = None) -> Path | None:

@@ -3,13 +3,17 @@
 The agent finds out about interruptions the way it would on a real spot instance, by
 polling ``/latest/meta-data/spot/instance-action``: 404 until a notice is issued, then 200
 with ``{"action": "terminate", "time": "2026-11-27T18:40:00Z"}``. Because the paths and
-shapes match EC2's (IMDSv2 token included), the same agent code serves both.
+shapes match EC2's, the same agent code serves both. Like an instance launched with
+``HttpTokens=required`` (IMDSv2 only), every GET needs a session token from
+``PUT /latest/api/token``; without a valid, unexpired one it answers 401, so the token
+handling of the agent and of ``spotrun.toolkit`` is exercised on every local run.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -106,14 +110,48 @@ def _routes(identity: Identity, board: NoticeBoard) -> dict[str, Callable[[], st
     return routes
 
 
+class _Tokens:
+    """IMDSv2 session tokens: random, each valid for the TTL its PUT asked for."""
+
+    MAX_TTL = 21600  # EC2's limit, seconds
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._expiry: dict[str, float] = {}
+
+    def issue(self, ttl_header: str | None) -> str | None:
+        """A new token, or None when the TTL header is missing or outside 1..21600."""
+        try:
+            ttl = int(ttl_header or "")
+        except ValueError:
+            return None
+        if not 1 <= ttl <= self.MAX_TTL:
+            return None
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            now = time.monotonic()
+            self._expiry = {t: e for t, e in self._expiry.items() if e > now}
+            self._expiry[token] = now + ttl
+        return token
+
+    def valid(self, token: str | None) -> bool:
+        with self._lock:
+            expiry = self._expiry.get(token or "")
+        return expiry is not None and expiry > time.monotonic()
+
+
 def serve(identity: Identity, board: NoticeBoard) -> ThreadingHTTPServer:
     """Start the endpoint on 127.0.0.1 with a free port, in background threads."""
     routes = _routes(identity, board)
+    tokens = _Tokens()
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "spotrun-imds"
 
         def do_GET(self) -> None:
+            if not tokens.valid(self.headers.get("X-aws-ec2-metadata-token")):
+                self._reply(401, "Unauthorized", "text/html")
+                return
             route = routes.get(self.path.split("?")[0])
             body = route() if route else None
             if body is None:
@@ -123,11 +161,14 @@ def serve(identity: Identity, board: NoticeBoard) -> ThreadingHTTPServer:
                 self._reply(200, body, kind)
 
         def do_PUT(self) -> None:
-            # IMDSv2: any caller may have a session token; we do not check it afterwards.
-            if self.path == "/latest/api/token":
-                self._reply(200, "spotrun-local-token", "text/plain")
-            else:
+            if self.path != "/latest/api/token":
                 self._reply(404, "Not Found", "text/html")
+                return
+            token = tokens.issue(self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"))
+            if token is None:
+                self._reply(400, "Bad Request", "text/html")
+            else:
+                self._reply(200, token, "text/plain")
 
         def _reply(self, code: int, body: str, kind: str) -> None:
             data = body.encode()

@@ -4,6 +4,9 @@
 about to be reclaimed, then 200 with ``{"action": "terminate", "time": "<ISO 8601>"}``.
 The local provider serves exactly this; on real EC2 with IMDSv2 enforced the GET answers
 401 until a session token is fetched, which the watcher does on its own.
+
+Only the standard library is used: the agent watches with it, and so does a training
+script through ``spotrun.toolkit``'s interruption flag.
 """
 
 from __future__ import annotations
