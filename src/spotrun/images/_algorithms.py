@@ -48,6 +48,12 @@ _ALGORITHMS = (
         summary="linear/logistic regression by SGD (scikit-learn), checkpointed every epoch",
     ),
     BuiltinAlgorithm(
+        "image-classification",
+        "spotrun.algorithms.image_classification",
+        supports_checkpoints=True,
+        summary="a small CNN image classifier (PyTorch), checkpointed every epoch",
+    ),
+    BuiltinAlgorithm(
         "kmeans",
         "spotrun.algorithms.kmeans",
         supports_checkpoints=False,

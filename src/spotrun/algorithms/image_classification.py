@@ -1,0 +1,735 @@
+"""The built-in ``image-classification`` algorithm: a small PyTorch CNN, resumed exactly
+after every interruption.
+
+Run as ``python -m spotrun.algorithms.image_classification``. Hyperparameters use
+SageMaker's names: ``num_classes`` (required; labels 0..num_classes-1),
+``num_training_samples`` (accepted; the images are counted, and a different count only
+prints a warning, as it steers nothing here), ``epochs`` (30), ``mini_batch_size`` (32),
+``optimizer`` (``sgd``, ``nag`` or ``adam``), ``learning_rate`` (0.1), ``momentum`` (0.9),
+``weight_decay`` (0.0001), ``beta_1``/``beta_2``/``eps`` (adam), ``lr_scheduler_step``
+(epochs, e.g. ``10,20``) with ``lr_scheduler_factor`` (0.1), ``image_shape``
+(``channels,height,width``, e.g. ``1,8,8``; by default the shape of the training images),
+``checkpoint_frequency`` (1 epoch) and ``seed`` (0). SageMaker names that do not apply
+(``num_layers``, ``use_pretrained_model``, ...) are refused with the reason, unless given
+a value that changes nothing; other unknown names are refused too.
+
+Channels ``train`` (required) and ``validation`` (optional) hold either ``.npz`` files
+with arrays ``images`` ((N,H,W), (N,H,W,C) or (N,C,H,W); when it is ambiguous,
+``image_shape`` decides) and ``labels`` (N), or image folders
+``<channel>/<class>/*.png|jpg``, read with Pillow and resized to ``image_shape``. Class
+folders named by integers are those labels; otherwise the names, sorted, are classes
+0, 1, ... and the validation channel uses the training channel's names.
+
+The network standardises each channel with the training set's mean and deviation (kept
+in the model), then three 3x3 conv blocks (BatchNorm, ReLU), two max-pools and a linear
+layer; images need a height and width of at least 4. Mini-batches follow a permutation
+seeded by ``seed + epoch``. A checkpoint (``spotrun.toolkit.torch.capture``: weights,
+optimizer, scheduler, RNGs, plus the epoch, batch and running metrics) is written in the
+background every ``checkpoint_frequency`` epochs; on SIGTERM or a spot notice the state
+is saved at the next batch boundary and the process exits ``EXIT_CHECKPOINTED``. A resumed
+run continues at that batch and ends with the same tensors as an uninterrupted one on the
+same number of threads (``OMP_NUM_THREADS``; else 1 for images up to 32x32, and up to 4,
+as CPUs allow, for larger ones).
+
+Each epoch prints SageMaker-style metric lines, e.g.
+``#quality_metric: host=algo-1, epoch=3, train accuracy <score>=0.97``, and
+``cross_entropy <loss>``, for ``train`` (running, over the epoch's batches) and
+``validation``. The model is ``SM_MODEL_DIR/image-classification-model.pt`` (the state
+dict) and ``image-classification-model.json`` (image_shape, num_classes, class names);
+``load_model`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spotrun.algorithms._env import (
+    AlgorithmEnv,
+    AlgorithmError,
+    Hyperparameters,
+    data_files,
+    positive,
+    run_checkpointed,
+)
+from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer
+from spotrun.toolkit.torch import capture, restore
+
+MODEL_FILE = "image-classification-model.pt"
+JSON_FILE = "image-classification-model.json"
+OPTIMIZERS = ("sgd", "nag", "adam")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+WIDTH = 32  # channels of the first conv block; small enough for a few CPU seconds an epoch
+MIN_SIDE = 4  # two 2x2 max-pools need at least this
+#: SageMaker hyperparameters that do not apply here: the values that change nothing (and
+#: are therefore accepted) and why any other value is refused
+NOT_APPLICABLE: Mapping[str, tuple[tuple[str, ...], str]] = {
+    "num_layers": ((), "the network is a fixed small CNN, not a ResNet"),
+    "use_pretrained_model": (("0",), "there are no pretrained weights"),
+    "multi_label": (("0",), "each image has exactly one label"),
+    "augmentation_type": ((), "images are used as given, without augmentation"),
+    "resize": ((), "images are resized to image_shape's height and width"),
+    "top_k": ((), "only top-1 accuracy is reported"),
+    "use_weighted_loss": (("0",), "every class weighs the same"),
+    "early_stopping": (("false", "0"), "training always runs all epochs"),
+    "precision_dtype": (("float32",), "training runs in float32"),
+    "kv_store": (("device", "local"), "training runs on one host"),
+}
+#: ContentTypes that name data this algorithm cannot read (anything else: look at files)
+REFUSED_TYPES = ("text/csv", "application/x-recordio", "application/x-recordio-protobuf")
+
+Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The hyperparameters, parsed and checked."""
+
+    num_classes: int
+    num_training_samples: int | None
+    epochs: int
+    mini_batch_size: int
+    optimizer: str
+    learning_rate: float
+    momentum: float
+    weight_decay: float
+    betas: tuple[float, float]
+    eps: float
+    lr_scheduler_step: tuple[int, ...]
+    lr_scheduler_factor: float
+    image_shape: tuple[int, int, int] | None
+    checkpoint_frequency: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """One channel's images (float32, N x C x H x W) and labels; ``classes`` are the
+    folder names in label order when the folders were named rather than numbered."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...] | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise ValueError("must be at least 0 and below 1")
+    return value
+
+
+def parse_image_shape(text: str) -> tuple[int, int, int]:
+    """``"channels,height,width"`` as SageMaker writes it, e.g. ``"3,224,224"``."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3:
+        raise ValueError("expected channels,height,width such as 1,8,8")
+    c, h, w = (positive(int)(p) for p in parts)
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ValueError(f"height and width must be at least {MIN_SIDE}")
+    return c, h, w
+
+
+def _epoch_list(text: str) -> tuple[int, ...]:
+    steps = tuple(positive(int)(p.strip()) for p in text.split(",") if p.strip())
+    if list(steps) != sorted(set(steps)):
+        raise ValueError("expected increasing epoch numbers such as 10,20")
+    return steps
+
+
+def read_settings(values: Mapping[str, str]) -> Settings:
+    """Parse SageMaker-named hyperparameters; ``AlgorithmError`` names the first bad one."""
+    hps = Hyperparameters(values)
+    settings = Settings(
+        num_classes=hps.require("num_classes", positive(int)),
+        num_training_samples=hps.get("num_training_samples", positive(int), None),
+        epochs=hps.get("epochs", positive(int), 30),
+        mini_batch_size=hps.get("mini_batch_size", positive(int), 32),
+        optimizer=hps.get("optimizer", str.lower, "sgd"),
+        learning_rate=hps.get("learning_rate", positive(float), 0.1),
+        momentum=hps.get("momentum", _fraction, 0.9),
+        weight_decay=hps.get("weight_decay", _non_negative, 0.0001),
+        betas=(hps.get("beta_1", _fraction, 0.9), hps.get("beta_2", _fraction, 0.999)),
+        eps=hps.get("eps", positive(float), 1e-8),
+        lr_scheduler_step=hps.get("lr_scheduler_step", _epoch_list, ()),
+        lr_scheduler_factor=hps.get("lr_scheduler_factor", positive(float), 0.1),
+        image_shape=hps.get("image_shape", parse_image_shape, None),
+        checkpoint_frequency=hps.get("checkpoint_frequency", positive(int), 1),
+        seed=hps.get("seed", int, 0),
+    )
+    for name, (harmless, reason) in NOT_APPLICABLE.items():
+        if name in hps.values and hps.values[name].strip().lower() not in harmless:
+            raise AlgorithmError(f"the hyperparameter {name} is not supported: {reason}")
+    hps.accept(NOT_APPLICABLE)
+    hps.check_unknown()
+    if settings.num_classes < 2:
+        raise AlgorithmError("num_classes must be at least 2")
+    if settings.optimizer not in OPTIMIZERS:
+        raise AlgorithmError(
+            f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {settings.optimizer!r}"
+        )
+    return settings
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def load_channel(
+    env: AlgorithmEnv,
+    channel: str,
+    num_classes: int,
+    image_shape: tuple[int, int, int] | None,
+    classes: tuple[str, ...] | None = None,
+    required: bool = True,
+) -> ImageSet | None:
+    """A channel's images and labels (None if it is optional and absent).
+
+    ``image_shape`` is the shape every image must have (npz) or is resized to (folders);
+    ``classes`` are the training channel's class folder names, which a validation channel
+    must use too.
+    """
+    folder = env.channel(channel, required)
+    if folder is None:
+        return None
+    kind = env.content_type(channel)
+    if kind in REFUSED_TYPES:
+        raise AlgorithmError(
+            f"{channel} channel: ContentType {kind} is not supported; "
+            "use .npz files or folders of .png/.jpg images"
+        )
+    files = data_files(folder)
+    arrays = [f for f in files if f.suffix.lower() == ".npz"]
+    pictures = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+    if arrays and pictures:
+        raise AlgorithmError(f"{channel} channel: holds both .npz files and images; use one")
+    if arrays:
+        found = read_npz(arrays, channel, num_classes, image_shape)
+    elif pictures:
+        found = read_folders(folder, pictures, channel, num_classes, image_shape, classes)
+    else:
+        raise AlgorithmError(
+            f"the {channel} channel holds no .npz files and no <class>/*.png|jpg images"
+        )
+    if image_shape is not None and found.shape != image_shape:
+        raise AlgorithmError(
+            f"{channel} channel: images are {_shape_text(found.shape)} (channels,height,width),"
+            f" expected {_shape_text(image_shape)} (image_shape, or the train channel's)"
+        )
+    if min(found.shape[1:]) < MIN_SIDE:
+        raise AlgorithmError(
+            f"{channel} channel: images of {_shape_text(found.shape)} are too small: "
+            f"height and width must be at least {MIN_SIDE}"
+        )
+    return found
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return ",".join(str(s) for s in shape)
+
+
+def read_npz(
+    files: Sequence[Path], channel: str, num_classes: int, image_shape: tuple[int, int, int] | None
+) -> ImageSet:
+    """Arrays ``images`` and ``labels`` from each file, joined in file order."""
+    images: list[Array] = []
+    labels: list[Array] = []
+    for path in files:
+        where = f"{channel} channel: {path.name}"
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = {"images", "labels"} - set(data.files)
+                if missing:
+                    raise AlgorithmError(
+                        f"{where} has no array {' or '.join(sorted(missing))} "
+                        f"(it has {', '.join(data.files) or 'none'})"
+                    )
+                raw_images, raw_labels = data["images"], data["labels"]
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise AlgorithmError(f"{where} is not a readable .npz file: {e}") from None
+        block = _to_nchw(raw_images, image_shape, where)
+        if images and block.shape[1:] != images[0].shape[1:]:
+            raise AlgorithmError(
+                f"{where}: images are {_shape_text(block.shape[1:])}, "
+                f"unlike {_shape_text(images[0].shape[1:])} in {files[0].name}"
+            )
+        images.append(block)
+        labels.append(_check_labels(raw_labels, len(block), num_classes, where))
+    return ImageSet(
+        torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+    )
+
+
+def _to_nchw(array: Array, image_shape: tuple[int, int, int] | None, where: str) -> Array:
+    if array.dtype.kind not in "biuf":  # bool, signed, unsigned, float
+        raise AlgorithmError(f"{where}: images must be numbers, not {array.dtype}")
+    if array.ndim == 3:
+        out = array[:, None]
+    elif array.ndim == 4:
+        nchw, nhwc = array.shape[1:], (array.shape[3], *array.shape[1:3])
+        if image_shape is not None:
+            channels_last = nchw != image_shape and nhwc == image_shape
+        else:
+            # torch's (and image_shape's) order wins a tie
+            channels_last = not 1 <= array.shape[1] <= 4 and 1 <= array.shape[3] <= 4
+        out = array.transpose(0, 3, 1, 2) if channels_last else array
+    else:
+        raise AlgorithmError(
+            f"{where}: images must be (N,H,W), (N,H,W,C) or (N,C,H,W), got {array.shape}"
+        )
+    if len(out) == 0:
+        raise AlgorithmError(f"{where}: holds no images")
+    result = np.ascontiguousarray(out, dtype=np.float32)
+    if not np.isfinite(result).all():
+        raise AlgorithmError(f"{where}: images hold NaN or infinite values")
+    return result
+
+
+def _check_labels(raw: Array, count: int, num_classes: int, where: str) -> Array:
+    if raw.ndim != 1 or len(raw) != count:
+        raise AlgorithmError(f"{where}: labels must be {count} numbers, got shape {raw.shape}")
+    if raw.dtype.kind not in "iuf":
+        raise AlgorithmError(f"{where}: labels must be numbers, not {raw.dtype}")
+    ok = np.isfinite(raw) & (raw == np.round(raw)) & (raw >= 0) & (raw < num_classes)
+    if not ok.all():
+        bad = raw[~ok][0]
+        raise AlgorithmError(
+            f"{where}: labels must be integers 0..{num_classes - 1} (num_classes), found {bad}"
+        )
+    return raw.astype(np.int64)
+
+
+def read_folders(
+    folder: Path,
+    files: Sequence[Path],
+    channel: str,
+    num_classes: int,
+    image_shape: tuple[int, int, int] | None,
+    classes: tuple[str, ...] | None,
+) -> ImageSet:
+    """Images under ``<channel>/<class>/`` with Pillow, converted to grayscale (1 channel)
+    or RGB (3) and resized to ``image_shape`` when one is given."""
+    try:
+        from PIL import Image
+    except ImportError:  # only image folders need Pillow; npz data does not
+        raise AlgorithmError(
+            f"{channel} channel: reading image folders needs Pillow (pip install pillow)"
+        ) from None
+    for path in files:
+        if len(path.relative_to(folder).parts) != 2:
+            raise AlgorithmError(
+                f"{channel} channel: {path.relative_to(folder)} is not in a class folder "
+                f"(images go in {channel}/<class>/)"
+            )
+    index = _class_index(sorted({p.parent.name for p in files}), num_classes, channel, classes)
+    mode = {1: "L", 3: "RGB"}.get(image_shape[0]) if image_shape else None
+    if image_shape is not None and mode is None:
+        raise AlgorithmError(
+            f"image_shape {_shape_text(image_shape)}: image folders give 1 (grayscale) "
+            "or 3 (RGB) channels"
+        )
+    size = (image_shape[2], image_shape[1]) if image_shape else None  # Pillow: (w, h)
+    images: list[Array] = []
+    for path in files:
+        try:
+            with Image.open(path) as picture:
+                if mode is None:
+                    gray = picture.mode in ("1", "L", "LA", "I", "I;16", "F")
+                    mode = "L" if gray else "RGB"
+                converted = picture.convert(mode)
+                if size is None:
+                    size = converted.size
+                elif converted.size != size and image_shape is None:
+                    raise AlgorithmError(
+                        f"{channel} channel: {path.relative_to(folder)} is "
+                        f"{converted.size[0]}x{converted.size[1]}, unlike the first image "
+                        f"({size[0]}x{size[1]}); set image_shape to resize them all"
+                    )
+                elif converted.size != size:
+                    converted = converted.resize(size, Image.Resampling.BILINEAR)
+                pixels = np.asarray(converted, dtype=np.float32)
+        except (OSError, ValueError) as e:
+            raise AlgorithmError(
+                f"{channel} channel: {path.relative_to(folder)} is not a readable image: {e}"
+            ) from None
+        images.append(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
+    labels = np.array([index[p.parent.name] for p in files], dtype=np.int64)
+    named = classes
+    if named is None and not all(n.isdigit() for n in index):
+        named = tuple(sorted(index, key=index.__getitem__))
+    return ImageSet(torch.from_numpy(np.stack(images)), torch.from_numpy(labels), named)
+
+
+def _class_index(
+    names: list[str], num_classes: int, channel: str, classes: tuple[str, ...] | None
+) -> dict[str, int]:
+    if classes is not None:
+        unknown = [n for n in names if n not in classes]
+        if unknown:
+            raise AlgorithmError(
+                f"{channel} channel: class folder {unknown[0]!r} is not a class of the "
+                f"train channel ({', '.join(classes)})"
+            )
+        return {n: classes.index(n) for n in names}
+    if all(n.isdigit() for n in names):
+        index = {n: int(n) for n in names}
+        too_big = [n for n in names if index[n] >= num_classes]
+        if too_big:
+            raise AlgorithmError(
+                f"{channel} channel: class folder {too_big[0]} is not below "
+                f"num_classes={num_classes}"
+            )
+        return index
+    if len(names) > num_classes:
+        raise AlgorithmError(
+            f"{channel} channel: {len(names)} class folders but num_classes={num_classes}"
+        )
+    return {n: i for i, n in enumerate(names)}
+
+
+# -- the network --------------------------------------------------------------------------
+
+
+def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
+    # BatchNorm lets plain SGD with a large step train this in a few epochs; a conv bias
+    # in front of it would be redundant
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+class ImageClassifier(nn.Module):
+    """Standardise, three conv blocks (two followed by a 2x2 max-pool), pool to 2x2,
+    linear: an 8x8 digit goes 8 -> 4 -> 2; larger images are averaged down to 2x2."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__()
+        channels = image_shape[0]
+        # the training set's per-channel mean and deviation: buffers, so the saved state
+        # dict carries them and the model takes raw pixels
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+        self.features = nn.Sequential(
+            *_conv_block(channels, WIDTH),
+            nn.MaxPool2d(2),
+            *_conv_block(WIDTH, 2 * WIDTH),
+            nn.MaxPool2d(2),
+            *_conv_block(2 * WIDTH, 2 * WIDTH),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+        )
+        self.classifier = nn.Linear(2 * WIDTH * 2 * 2, num_classes)
+
+    def standardise_with(self, images: torch.Tensor) -> None:
+        """Set the per-channel mean and deviation from (training) images."""
+        self.mean.copy_(images.mean(dim=(0, 2, 3), keepdim=True))
+        # a constant channel would divide by zero
+        self.std.copy_(images.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.classifier(self.features((images - self.mean) / self.std))
+        return logits
+
+
+def load_model(model_dir: str | os.PathLike[str]) -> ImageClassifier:
+    """The trained network from a model folder (``SM_MODEL_DIR`` or an unpacked
+    ``model.tar.gz``), in eval mode; it takes raw pixels N x C x H x W."""
+    folder = Path(model_dir)
+    info = json.loads((folder / JSON_FILE).read_text())
+    model = ImageClassifier(tuple(info["image_shape"]), int(info["num_classes"]))
+    model.load_state_dict(torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True))
+    model.eval()
+    return model
+
+
+def build_optimizer(settings: Settings, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimizer ``settings.optimizer`` names, with SageMaker's parameters."""
+    params = model.parameters()
+    lr, wd = settings.learning_rate, settings.weight_decay
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(
+            params, lr=lr, betas=settings.betas, eps=settings.eps, weight_decay=wd
+        )
+    nesterov = settings.optimizer == "nag" and settings.momentum > 0
+    return torch.optim.SGD(
+        params, lr=lr, momentum=settings.momentum, weight_decay=wd, nesterov=nesterov
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageSet, chunk: int = 1024) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` in eval mode over ``data``."""
+    was_training = model.training
+    model.eval()
+    correct, loss = 0, 0.0
+    for images, labels in zip(
+        torch.split(data.images, chunk), torch.split(data.labels, chunk), strict=True
+    ):
+        logits = model(images)
+        correct += int((logits.argmax(dim=1) == labels).sum())
+        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+    model.train(was_training)
+    n = len(data.labels)
+    return correct / n, loss / n
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's permutation of the training images: a function of (seed, epoch) only,
+    so a run resumed mid-epoch takes exactly the batches an uninterrupted one would."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+
+
+# -- training -----------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """Where training stands: ``batch`` batches of epoch ``epoch`` are done, with the
+    running sums of the epoch's training metrics."""
+
+    epoch: int = 0
+    batch: int = 0
+    seen: int = 0
+    correct: int = 0
+    loss_sum: float = 0.0
+
+    def step(self, batches_per_epoch: int) -> int:
+        return self.epoch * batches_per_epoch + self.batch
+
+
+class Trainer:
+    """The model, optimizer, scheduler and data of one run, and the checkpoints that let
+    another run continue it."""
+
+    def __init__(
+        self, settings: Settings, train: ImageSet, checkpointer: Checkpointer, host: str
+    ) -> None:
+        self.settings = settings
+        self.train = train
+        self.checkpointer = checkpointer
+        self.host = host
+        torch.manual_seed(settings.seed)
+        self.model = ImageClassifier(train.shape, settings.num_classes)
+        self.model.standardise_with(train.images)
+        self.optimizer = build_optimizer(settings, self.model)
+        self.scheduler = (
+            torch.optim.lr_scheduler.MultiStepLR(
+                self.optimizer, list(settings.lr_scheduler_step), settings.lr_scheduler_factor
+            )
+            if settings.lr_scheduler_step
+            else None
+        )
+        self.batches_per_epoch = math.ceil(len(train.labels) / settings.mini_batch_size)
+        self.progress = Progress()
+        self.saved_step: int | None = None
+
+    def data_key(self) -> dict[str, int]:
+        """What the data position depends on: with any of it changed, a saved batch
+        index points at other images."""
+        s = self.settings
+        return {"samples": len(self.train.labels), "batch_size": s.mini_batch_size, "seed": s.seed}
+
+    def state(self) -> dict[str, Any]:
+        p = self.progress
+        state = capture(
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            position={"epoch": p.epoch, "batch": p.batch, **self.data_key()},
+        )
+        state["running"] = {"seen": p.seen, "correct": p.correct, "loss_sum": p.loss_sum}
+        return state
+
+    def resume(self) -> None:
+        """Continue from the newest complete checkpoint, if there is one."""
+        last = self.checkpointer.latest(verify=True)
+        if last is None:
+            print(f"starting fresh: {self.settings.epochs} epochs", flush=True)
+            return
+        state = last.load()
+        try:
+            position = restore(state, self.model, self.optimizer, self.scheduler)
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise AlgorithmError(
+                f"checkpoint {last.path.name} does not fit these hyperparameters "
+                f"(image_shape, num_classes, optimizer, lr_scheduler_step): {e}"
+            ) from None
+        p = self.progress
+        p.epoch, p.batch = position["epoch"], position["batch"]
+        running = state["running"]
+        p.seen, p.correct = int(running["seen"]), int(running["correct"])
+        p.loss_sum = float(running["loss_sum"])
+        if any(position.get(k) != v for k, v in self.data_key().items()):
+            print(
+                "warning: the data, mini_batch_size or seed changed since the checkpoint; "
+                f"epoch {p.epoch} starts again",
+                flush=True,
+            )
+            p.batch, p.seen, p.correct, p.loss_sum = 0, 0, 0, 0.0
+        self.saved_step = last.step
+        print(f"resumed from epoch {p.epoch} batch {p.batch} ({last.path.name})", flush=True)
+
+    def save(self, background: bool) -> None:
+        step = self.progress.step(self.batches_per_epoch)
+        if background:
+            # capture() made a private copy: the writer may take it as it is
+            self.checkpointer.save_async(self.state(), step, copy=False)
+        else:
+            self.checkpointer.flush()
+            self.checkpointer.save(self.state(), step)
+        self.saved_step = step
+
+    def run(self, validation: ImageSet | None, on_batch: Callable[[int, int], None] | None) -> bool:
+        """Train to the last epoch (True) or until interrupted (False, checkpointed)."""
+        s, p = self.settings, self.progress
+        x, y = self.train.images, self.train.labels
+        self.model.train()
+        while p.epoch < s.epochs:
+            batches = torch.split(epoch_order(len(y), s.seed, p.epoch), s.mini_batch_size)
+            while p.batch < len(batches):
+                if self.checkpointer.interrupted:
+                    if self.saved_step != p.step(self.batches_per_epoch):
+                        self.save(background=False)
+                    self.checkpointer.flush()
+                    print(
+                        f"interrupted at epoch {p.epoch} batch {p.batch}: checkpointed", flush=True
+                    )
+                    return False
+                self._step(x[batches[p.batch]], y[batches[p.batch]])
+                p.batch += 1
+                if on_batch is not None:
+                    on_batch(p.epoch, p.batch)
+            self._end_epoch(validation)
+            if p.epoch % s.checkpoint_frequency == 0 or p.epoch == s.epochs:
+                self.save(background=True)
+        return True
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = self.model(images)
+        loss = F.cross_entropy(logits, labels)
+        torch.autograd.backward(loss)
+        self.optimizer.step()
+        p = self.progress
+        p.seen += len(labels)
+        p.correct += int((logits.argmax(dim=1) == labels).sum())
+        p.loss_sum += loss.item() * len(labels)
+
+    def _end_epoch(self, validation: ImageSet | None) -> None:
+        p = self.progress
+        scores = {"train": (p.correct / p.seen, p.loss_sum / p.seen)}
+        if validation is not None:
+            scores["validation"] = evaluate(self.model, validation)
+        for channel, (accuracy, loss) in scores.items():
+            for name, kind, value in (
+                ("accuracy", "score", accuracy),
+                ("cross_entropy", "loss", loss),
+            ):
+                print(
+                    f"#quality_metric: host={self.host}, epoch={p.epoch}, "
+                    f"{channel} {name} <{kind}>={value:.6g}",
+                    flush=True,
+                )
+        if self.scheduler is not None:
+            self.scheduler.step()
+        p.epoch, p.batch, p.seen, p.correct, p.loss_sum = p.epoch + 1, 0, 0, 0, 0.0
+
+
+def threads(env: AlgorithmEnv, image_shape: tuple[int, int, int]) -> int:
+    """Threads for torch: ``OMP_NUM_THREADS`` when set; else one for images up to 32x32,
+    whose batches are too little work to split (more threads only add synchronisation,
+    and on a busy machine spin-waiting that slows training many times over), and up to 4
+    for larger ones."""
+    configured = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    return 1 if image_shape[1] * image_shape[2] <= 32 * 32 else min(env.num_cpus, 4)
+
+
+def train(
+    env: AlgorithmEnv,
+    checkpointer: Checkpointer,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> int:
+    """Train (or resume) and write the model; the process's exit code.
+
+    ``on_batch(epoch, batches_done)`` runs after every mini-batch (tests use it to
+    interrupt at a chosen batch).
+    """
+    settings = read_settings(env.hyperparameters)
+    train_set = load_channel(env, "train", settings.num_classes, settings.image_shape)
+    assert train_set is not None
+    torch.set_num_threads(threads(env, train_set.shape))
+    validation = load_channel(
+        env,
+        "validation",
+        settings.num_classes,
+        train_set.shape,
+        train_set.classes,
+        required=False,
+    )
+    count = len(train_set.labels)
+    if settings.num_training_samples not in (None, count):
+        print(
+            f"warning: num_training_samples={settings.num_training_samples} but the train "
+            f"channel holds {count} images; training uses the images found",
+            flush=True,
+        )
+    trainer = Trainer(settings, train_set, checkpointer, env.host)
+    trainer.resume()
+    if not trainer.run(validation, on_batch):
+        return EXIT_CHECKPOINTED
+    checkpointer.flush()
+    write_model(env, trainer.model, train_set, settings)
+    print(f"trained {settings.epochs} epochs; model saved", flush=True)
+    checkpointer.finish()
+    return 0
+
+
+def write_model(
+    env: AlgorithmEnv, model: ImageClassifier, train_set: ImageSet, settings: Settings
+) -> None:
+    """The state dict and a JSON description ``load_model`` rebuilds the network from."""
+    env.model_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), env.model_dir / MODEL_FILE)
+    info = {
+        "algorithm": "image-classification",
+        "image_shape": list(train_set.shape),
+        "num_classes": settings.num_classes,
+        "classes": list(train_set.classes) if train_set.classes else None,
+        "epochs": settings.epochs,
+    }
+    (env.model_dir / JSON_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def main() -> None:
+    """Entry point of ``python -m spotrun.algorithms.image_classification``."""
+    run_checkpointed(train)
+
+
+if __name__ == "__main__":
+    main()
