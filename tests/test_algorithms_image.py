@@ -25,6 +25,7 @@ pytest.importorskip("sklearn")
 from sklearn.datasets import load_digits  # noqa: E402
 
 from sagemaker_server import Server  # noqa: E402
+from spotrun.algorithms import _images as ic_data  # noqa: E402
 from spotrun.algorithms import image_classification as ic  # noqa: E402
 from spotrun.algorithms._env import AlgorithmEnv, AlgorithmError  # noqa: E402
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer  # noqa: E402
@@ -101,10 +102,10 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def load(env: AlgorithmEnv, channel: str = "train", **kw: Any) -> ic.ImageSet:
+def load(env: AlgorithmEnv, channel: str = "train", **kw: Any) -> ic_data.ImageSet:
     kw.setdefault("num_classes", 10)
     kw.setdefault("image_shape", None)
-    found = ic.load_channel(env, channel, **kw)
+    found = ic_data.load_channel(env, channel, **kw)
     assert found is not None
     return found
 
@@ -176,17 +177,17 @@ def test_npz_does_not_need_pillow_but_folders_do(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['PIL'] = None\n"
         "from pathlib import Path\n"
-        "from spotrun.algorithms import image_classification as ic\n"
-        "from spotrun.algorithms._env import AlgorithmEnv\n"
+        "from spotrun.algorithms import _images as ic_data\n"
+        "from spotrun.algorithms._env import AlgorithmEnv, AlgorithmError\n"
         f"channels = {{'train': Path({str(folder)!r})}}\n"
         "env = AlgorithmEnv({}, channels, {}, Path('.'), Path('.'))\n"
-        "print(ic.load_channel(env, 'train', 2, None).shape)\n"
+        "print(ic_data.load_channel(env, 'train', 2, None).shape)\n"
         "(Path(sys.argv[1]) / '0').mkdir()\n"
         "(Path(sys.argv[1]) / '0' / 'a.png').write_bytes(b'')\n"
         "env = AlgorithmEnv({}, {'t': Path(sys.argv[1])}, {}, Path('.'), Path('.'))\n"
         "try:\n"
-        "    ic.load_channel(env, 't', 2, None)\n"
-        "except ic.AlgorithmError as e:\n"
+        "    ic_data.load_channel(env, 't', 2, None)\n"
+        "except AlgorithmError as e:\n"
         "    print(e)\n"
     )
     pictures = tmp_path / "pictures"
@@ -297,25 +298,26 @@ def test_bad_data_names_the_file_and_the_problem(tmp_path: Path, case: str) -> N
     write(folder)
     env = make_env(tmp_path, {}, {"train": folder})
     with pytest.raises(AlgorithmError, match=message):
-        ic.load_channel(env, "train", 10, None)
+        ic_data.load_channel(env, "train", 10, None)
 
 
 def test_bad_channels_and_content_types(tmp_path: Path) -> None:
     folder = write_npz(tmp_path / "train", np.zeros((2, 8, 8)), np.array([0, 1]))
     with pytest.raises(AlgorithmError, match="'train' channel is required"):
-        ic.load_channel(make_env(tmp_path, {}, {}), "train", 10, None)
+        ic_data.load_channel(make_env(tmp_path, {}, {}), "train", 10, None)
     assert (
-        ic.load_channel(make_env(tmp_path, {}, {}), "validation", 10, None, required=False) is None
+        ic_data.load_channel(make_env(tmp_path, {}, {}), "validation", 10, None, required=False)
+        is None
     )
     env = make_env(tmp_path, {}, {"train": folder}, {"train": "text/csv"})
     with pytest.raises(AlgorithmError, match="ContentType text/csv is not supported"):
-        ic.load_channel(env, "train", 10, None)
+        ic_data.load_channel(env, "train", 10, None)
     # a validation channel must match the train images (or image_shape)
     with pytest.raises(AlgorithmError, match=r"images are 1,8,8 .*expected 1,9,9"):
-        ic.load_channel(make_env(tmp_path, {}, {"train": folder}), "train", 10, (1, 9, 9))
+        ic_data.load_channel(make_env(tmp_path, {}, {"train": folder}), "train", 10, (1, 9, 9))
     named = write_pngs(tmp_path / "named", np.zeros((1, 8, 8), dtype=np.uint8), ["bird"])
     with pytest.raises(AlgorithmError, match="class folder 'bird' is not a class of the train"):
-        ic.load_channel(make_env(tmp_path, {}, {"v": named}), "v", 10, None, ("cat", "dog"))
+        ic_data.load_channel(make_env(tmp_path, {}, {"v": named}), "v", 10, None, ("cat", "dog"))
 
 
 # -- hyperparameters ----------------------------------------------------------------------

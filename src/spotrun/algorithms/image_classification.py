@@ -44,14 +44,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,19 +57,17 @@ from spotrun.algorithms._env import (
     AlgorithmEnv,
     AlgorithmError,
     Hyperparameters,
-    data_files,
     positive,
     run_checkpointed,
 )
+from spotrun.algorithms._images import MIN_SIDE, ImageSet, load_channel
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer
 from spotrun.toolkit.torch import capture, restore
 
 MODEL_FILE = "image-classification-model.pt"
 JSON_FILE = "image-classification-model.json"
 OPTIMIZERS = ("sgd", "nag", "adam")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 WIDTH = 32  # channels of the first conv block; small enough for a few CPU seconds an epoch
-MIN_SIDE = 4  # two 2x2 max-pools need at least this
 #: SageMaker hyperparameters that do not apply here: the values that change nothing (and
 #: are therefore accepted) and why any other value is refused
 NOT_APPLICABLE: Mapping[str, tuple[tuple[str, ...], str]] = {
@@ -87,10 +82,6 @@ NOT_APPLICABLE: Mapping[str, tuple[tuple[str, ...], str]] = {
     "precision_dtype": (("float32",), "training runs in float32"),
     "kv_store": (("device", "local"), "training runs on one host"),
 }
-#: ContentTypes that name data this algorithm cannot read (anything else: look at files)
-REFUSED_TYPES = ("text/csv", "application/x-recordio", "application/x-recordio-protobuf")
-
-Array = npt.NDArray[Any]
 
 
 @dataclass(frozen=True)
@@ -112,21 +103,6 @@ class Settings:
     image_shape: tuple[int, int, int] | None
     checkpoint_frequency: int
     seed: int
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """One channel's images (float32, N x C x H x W) and labels; ``classes`` are the
-    folder names in label order when the folders were named rather than numbered."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    classes: tuple[str, ...] | None = None
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        c, h, w = self.images.shape[1:]
-        return int(c), int(h), int(w)
 
 
 def _non_negative(text: str) -> float:
@@ -196,220 +172,6 @@ def read_settings(values: Mapping[str, str]) -> Settings:
 
 
 # -- data ---------------------------------------------------------------------------------
-
-
-def load_channel(
-    env: AlgorithmEnv,
-    channel: str,
-    num_classes: int,
-    image_shape: tuple[int, int, int] | None,
-    classes: tuple[str, ...] | None = None,
-    required: bool = True,
-) -> ImageSet | None:
-    """A channel's images and labels (None if it is optional and absent).
-
-    ``image_shape`` is the shape every image must have (npz) or is resized to (folders);
-    ``classes`` are the training channel's class folder names, which a validation channel
-    must use too.
-    """
-    folder = env.channel(channel, required)
-    if folder is None:
-        return None
-    kind = env.content_type(channel)
-    if kind in REFUSED_TYPES:
-        raise AlgorithmError(
-            f"{channel} channel: ContentType {kind} is not supported; "
-            "use .npz files or folders of .png/.jpg images"
-        )
-    files = data_files(folder)
-    arrays = [f for f in files if f.suffix.lower() == ".npz"]
-    pictures = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
-    if arrays and pictures:
-        raise AlgorithmError(f"{channel} channel: holds both .npz files and images; use one")
-    if arrays:
-        found = read_npz(arrays, channel, num_classes, image_shape)
-    elif pictures:
-        found = read_folders(folder, pictures, channel, num_classes, image_shape, classes)
-    else:
-        raise AlgorithmError(
-            f"the {channel} channel holds no .npz files and no <class>/*.png|jpg images"
-        )
-    if image_shape is not None and found.shape != image_shape:
-        raise AlgorithmError(
-            f"{channel} channel: images are {_shape_text(found.shape)} (channels,height,width),"
-            f" expected {_shape_text(image_shape)} (image_shape, or the train channel's)"
-        )
-    if min(found.shape[1:]) < MIN_SIDE:
-        raise AlgorithmError(
-            f"{channel} channel: images of {_shape_text(found.shape)} are too small: "
-            f"height and width must be at least {MIN_SIDE}"
-        )
-    return found
-
-
-def _shape_text(shape: Sequence[int]) -> str:
-    return ",".join(str(s) for s in shape)
-
-
-def read_npz(
-    files: Sequence[Path], channel: str, num_classes: int, image_shape: tuple[int, int, int] | None
-) -> ImageSet:
-    """Arrays ``images`` and ``labels`` from each file, joined in file order."""
-    images: list[Array] = []
-    labels: list[Array] = []
-    for path in files:
-        where = f"{channel} channel: {path.name}"
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                missing = {"images", "labels"} - set(data.files)
-                if missing:
-                    raise AlgorithmError(
-                        f"{where} has no array {' or '.join(sorted(missing))} "
-                        f"(it has {', '.join(data.files) or 'none'})"
-                    )
-                raw_images, raw_labels = data["images"], data["labels"]
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
-            raise AlgorithmError(f"{where} is not a readable .npz file: {e}") from None
-        block = _to_nchw(raw_images, image_shape, where)
-        if images and block.shape[1:] != images[0].shape[1:]:
-            raise AlgorithmError(
-                f"{where}: images are {_shape_text(block.shape[1:])}, "
-                f"unlike {_shape_text(images[0].shape[1:])} in {files[0].name}"
-            )
-        images.append(block)
-        labels.append(_check_labels(raw_labels, len(block), num_classes, where))
-    return ImageSet(
-        torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
-    )
-
-
-def _to_nchw(array: Array, image_shape: tuple[int, int, int] | None, where: str) -> Array:
-    if array.dtype.kind not in "biuf":  # bool, signed, unsigned, float
-        raise AlgorithmError(f"{where}: images must be numbers, not {array.dtype}")
-    if array.ndim == 3:
-        out = array[:, None]
-    elif array.ndim == 4:
-        nchw, nhwc = array.shape[1:], (array.shape[3], *array.shape[1:3])
-        if image_shape is not None:
-            channels_last = nchw != image_shape and nhwc == image_shape
-        else:
-            # torch's (and image_shape's) order wins a tie
-            channels_last = not 1 <= array.shape[1] <= 4 and 1 <= array.shape[3] <= 4
-        out = array.transpose(0, 3, 1, 2) if channels_last else array
-    else:
-        raise AlgorithmError(
-            f"{where}: images must be (N,H,W), (N,H,W,C) or (N,C,H,W), got {array.shape}"
-        )
-    if len(out) == 0:
-        raise AlgorithmError(f"{where}: holds no images")
-    result = np.ascontiguousarray(out, dtype=np.float32)
-    if not np.isfinite(result).all():
-        raise AlgorithmError(f"{where}: images hold NaN or infinite values")
-    return result
-
-
-def _check_labels(raw: Array, count: int, num_classes: int, where: str) -> Array:
-    if raw.ndim != 1 or len(raw) != count:
-        raise AlgorithmError(f"{where}: labels must be {count} numbers, got shape {raw.shape}")
-    if raw.dtype.kind not in "iuf":
-        raise AlgorithmError(f"{where}: labels must be numbers, not {raw.dtype}")
-    ok = np.isfinite(raw) & (raw == np.round(raw)) & (raw >= 0) & (raw < num_classes)
-    if not ok.all():
-        bad = raw[~ok][0]
-        raise AlgorithmError(
-            f"{where}: labels must be integers 0..{num_classes - 1} (num_classes), found {bad}"
-        )
-    return raw.astype(np.int64)
-
-
-def read_folders(
-    folder: Path,
-    files: Sequence[Path],
-    channel: str,
-    num_classes: int,
-    image_shape: tuple[int, int, int] | None,
-    classes: tuple[str, ...] | None,
-) -> ImageSet:
-    """Images under ``<channel>/<class>/`` with Pillow, converted to grayscale (1 channel)
-    or RGB (3) and resized to ``image_shape`` when one is given."""
-    try:
-        from PIL import Image
-    except ImportError:  # only image folders need Pillow; npz data does not
-        raise AlgorithmError(
-            f"{channel} channel: reading image folders needs Pillow (pip install pillow)"
-        ) from None
-    for path in files:
-        if len(path.relative_to(folder).parts) != 2:
-            raise AlgorithmError(
-                f"{channel} channel: {path.relative_to(folder)} is not in a class folder "
-                f"(images go in {channel}/<class>/)"
-            )
-    index = _class_index(sorted({p.parent.name for p in files}), num_classes, channel, classes)
-    mode = {1: "L", 3: "RGB"}.get(image_shape[0]) if image_shape else None
-    if image_shape is not None and mode is None:
-        raise AlgorithmError(
-            f"image_shape {_shape_text(image_shape)}: image folders give 1 (grayscale) "
-            "or 3 (RGB) channels"
-        )
-    size = (image_shape[2], image_shape[1]) if image_shape else None  # Pillow: (w, h)
-    images: list[Array] = []
-    for path in files:
-        try:
-            with Image.open(path) as picture:
-                if mode is None:
-                    gray = picture.mode in ("1", "L", "LA", "I", "I;16", "F")
-                    mode = "L" if gray else "RGB"
-                converted = picture.convert(mode)
-                if size is None:
-                    size = converted.size
-                elif converted.size != size and image_shape is None:
-                    raise AlgorithmError(
-                        f"{channel} channel: {path.relative_to(folder)} is "
-                        f"{converted.size[0]}x{converted.size[1]}, unlike the first image "
-                        f"({size[0]}x{size[1]}); set image_shape to resize them all"
-                    )
-                elif converted.size != size:
-                    converted = converted.resize(size, Image.Resampling.BILINEAR)
-                pixels = np.asarray(converted, dtype=np.float32)
-        except (OSError, ValueError) as e:
-            raise AlgorithmError(
-                f"{channel} channel: {path.relative_to(folder)} is not a readable image: {e}"
-            ) from None
-        images.append(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
-    labels = np.array([index[p.parent.name] for p in files], dtype=np.int64)
-    named = classes
-    if named is None and not all(n.isdigit() for n in index):
-        named = tuple(sorted(index, key=index.__getitem__))
-    return ImageSet(torch.from_numpy(np.stack(images)), torch.from_numpy(labels), named)
-
-
-def _class_index(
-    names: list[str], num_classes: int, channel: str, classes: tuple[str, ...] | None
-) -> dict[str, int]:
-    if classes is not None:
-        unknown = [n for n in names if n not in classes]
-        if unknown:
-            raise AlgorithmError(
-                f"{channel} channel: class folder {unknown[0]!r} is not a class of the "
-                f"train channel ({', '.join(classes)})"
-            )
-        return {n: classes.index(n) for n in names}
-    if all(n.isdigit() for n in names):
-        index = {n: int(n) for n in names}
-        too_big = [n for n in names if index[n] >= num_classes]
-        if too_big:
-            raise AlgorithmError(
-                f"{channel} channel: class folder {too_big[0]} is not below "
-                f"num_classes={num_classes}"
-            )
-        return index
-    if len(names) > num_classes:
-        raise AlgorithmError(
-            f"{channel} channel: {len(names)} class folders but num_classes={num_classes}"
-        )
-    return {n: i for i, n in enumerate(names)}
-
-
 # -- the network --------------------------------------------------------------------------
 
 
