@@ -7,12 +7,13 @@ Run as ``python -m spotrun.algorithms.xgboost``. Hyperparameters use SageMaker's
 header) or ``text/libsvm``; without a ContentType, files ending in ``.csv`` are read as csv
 and anything else as libsvm, SageMaker's default.
 
-After every round the booster is saved through ``spotrun.toolkit.Checkpointer``; on
-SIGTERM or a spot notice the round in progress finishes, is saved, and the process exits
-with ``EXIT_CHECKPOINTED``. A new attempt loads the newest checkpoint and trains only the
-remaining rounds. Resume is exact: histogram trees, a fixed seed that is re-derived from
-the round number (``seed_per_iteration``), so rounds after a resume draw the same
-subsamples as they would have without one.
+Training runs in ``spotrun.toolkit.xgboost.train``: after every round the booster is saved
+through ``spotrun.toolkit.Checkpointer``; on SIGTERM or a spot notice the round in progress
+finishes, is saved, and the process exits with ``EXIT_CHECKPOINTED``. A new attempt loads
+the newest checkpoint and trains only the remaining rounds. Resume is exact: histogram
+trees, every round on a booster rebuilt from the previous round's bytes, and a fixed seed
+re-derived from the round number (``seed_per_iteration``), so rounds after a resume draw
+the same subsamples as they would have without one.
 
 Each round prints ``[i]\\ttrain-<metric>:<v>\\tvalidation-<metric>:<v>``, XGBoost's and
 SageMaker's format, for MetricDefinitions. The model is ``SM_MODEL_DIR/xgboost-model``.
@@ -37,6 +38,8 @@ from spotrun.algorithms._env import (
     run_checkpointed,
 )
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer
+from spotrun.toolkit.xgboost import resume
+from spotrun.toolkit.xgboost import train as resumable_train
 
 MODEL_FILE = "xgboost-model"
 CSV = "text/csv"
@@ -75,33 +78,6 @@ PASSTHROUGH = (
     "tweedie_variance_power",
     "verbosity",
 )
-
-
-class CheckpointCallback(xgb.callback.TrainingCallback):
-    """Saves the booster (raw UBJSON bytes) and the number of finished rounds after every
-    ``every`` rounds, and stops training once the checkpointer is interrupted.
-
-    Works in ``xgboost.train`` too; there ``epoch`` counts from 0 again when training
-    continues an ``xgb_model``, so pass that model's ``num_boosted_rounds()`` as ``offset``.
-    """
-
-    def __init__(self, checkpointer: Checkpointer, every: int = 1, offset: int = 0) -> None:
-        super().__init__()
-        self.checkpointer = checkpointer
-        self.every = every
-        self.offset = offset
-        self.saved_rounds = 0
-
-    def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-        rounds = self.offset + epoch + 1
-        interrupted = self.checkpointer.interrupted
-        if interrupted or rounds % self.every == 0:
-            # the async save copies these bytes and writes them in the background; once
-            # interrupted it is synchronous, so the state is on disk before we stop
-            state = {"model": bytes(model.save_raw("ubj")), "rounds": rounds}
-            self.checkpointer.save_async(state, rounds, copy=False)
-            self.saved_rounds = rounds
-        return interrupted
 
 
 def load_matrix(env: AlgorithmEnv, channel: str, required: bool) -> xgb.DMatrix | None:
@@ -172,7 +148,7 @@ def train(
     """Train (or resume) and write the model; the process's exit code.
 
     ``callbacks`` run before the checkpointing one each round (tests use them to simulate
-    an interruption).
+    an interruption); they need define only the ``TrainingCallback`` hooks they use.
     """
     hps = Hyperparameters(env.hyperparameters)
     num_round = hps.require("num_round", positive(int))
@@ -189,60 +165,37 @@ def train(
     dvalid = load_matrix(env, "validation", False)
     evals = [(dtrain, "train")] + ([(dvalid, "validation")] if dvalid is not None else [])
 
-    last = checkpointer.latest(verify=True)
-    start = 0
-    model: bytearray | None = None
-    if last is not None:
-        state = last.load()
-        model, start = bytearray(state["model"]), int(state["rounds"])
-        print(f"resumed from round {start} (checkpoint {last.path.name})", flush=True)
-    else:
-        print(f"starting fresh: {num_round} rounds", flush=True)
-    saver = CheckpointCallback(checkpointer)
-    watchers = [*callbacks, saver]
-    cache = [d for d, _ in evals]
-    booster = _booster(params, cache, model)
-    for cb in watchers:
-        booster = cb.before_training(booster)
-    # Our own loop rather than xgboost.train, and a booster rebuilt from the previous
-    # round's bytes every round: XGBoost's samplers keep random state inside the live
-    # booster that its saved model does not hold, so only a booster that starts every
-    # round from bytes (seeded from the round number) trains the same uninterrupted as
-    # resumed from a checkpoint. The bytes are the ones the checkpoint saves anyway.
-    for i in range(start, num_round):
-        if i > start:
-            booster = _booster(params, cache, bytearray(booster.save_raw("ubj")))
-        try:
-            booster.update(dtrain, iteration=i)
-            line = booster.eval_set(evals, iteration=i)
-        except xgb.core.XGBoostError as e:
-            raise AlgorithmError(f"training failed: {_first_line(e)}") from None
-        print(line, flush=True)
-        stop = False
-        for cb in watchers:
-            stop = cb.after_iteration(booster, i, {}) or stop
-        if stop:
-            break
-    if checkpointer.interrupted and booster.num_boosted_rounds() < num_round:
-        checkpointer.flush()
-        print(f"interrupted: checkpointed at round {saver.saved_rounds}", flush=True)
-        return EXIT_CHECKPOINTED
+    try:
+        resumed = resume(checkpointer, num_round)
+        if resumed.checkpoint is not None:
+            name = resumed.checkpoint.path.name
+            print(f"resumed from round {resumed.done} (checkpoint {name})", flush=True)
+        else:
+            print(f"starting fresh: {num_round} rounds", flush=True)
+        # the toolkit's loop, not xgboost.train: it is the one that resumes exactly
+        booster = resumable_train(
+            params,
+            dtrain,
+            num_round,
+            checkpointer,
+            evals=evals,
+            callbacks=callbacks,
+            on_interrupt="stop",
+            start=resumed,
+        )
+    except xgb.core.XGBoostError as e:
+        raise AlgorithmError(f"training failed: {_first_line(e)}") from None
     checkpointer.flush()
+    rounds = booster.num_boosted_rounds()
+    if checkpointer.interrupted and rounds < num_round:
+        print(f"interrupted: checkpointed at round {rounds}", flush=True)
+        return EXIT_CHECKPOINTED
     env.model_dir.mkdir(parents=True, exist_ok=True)
     # raw UBJSON, the format save_model picks for a name without an extension
     (env.model_dir / MODEL_FILE).write_bytes(bytes(booster.save_raw("ubj")))
     print(f"trained {booster.num_boosted_rounds()} rounds; model saved", flush=True)
     checkpointer.finish()
     return 0
-
-
-def _booster(
-    params: dict[str, Any], cache: list[xgb.DMatrix], model: bytearray | None
-) -> xgb.Booster:
-    try:
-        return xgb.Booster(params, cache, model_file=model)
-    except xgb.core.XGBoostError as e:
-        raise AlgorithmError(f"invalid hyperparameters: {_first_line(e)}") from None
 
 
 def _first_line(error: Exception) -> str:
