@@ -55,7 +55,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from spotrun.toolkit._checkpointer import Checkpoint, Checkpointer
 from spotrun.toolkit._interrupt import EXIT_CHECKPOINTED
-from spotrun.toolkit.torch import _rng_states, _set_rng_states
+from spotrun.toolkit.torch import rng_states, set_rng_states
 
 #: the file ``trainer.save_checkpoint`` writes in each checkpoint folder
 CKPT_FILE = "lightning.ckpt"
@@ -160,7 +160,7 @@ class CheckpointCallback(pl.Callback):
         if self._pending_rng is not None:
             # here, not when the checkpoint is loaded: loading, the sanity check and the
             # new DataLoader iterators come between, and must not move the generators
-            _set_rng_states(self._pending_rng)
+            set_rng_states(self._pending_rng)
             self._pending_rng = None
 
     def on_train_batch_end(
@@ -227,7 +227,7 @@ class CheckpointCallback(pl.Callback):
         step = self._trainer.global_step if self._trainer is not None else 0
         return {
             "position": {"epoch": epoch, "batches": batches, "samples": samples, "step": step},
-            "rng": _rng_states(),
+            "rng": rng_states(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

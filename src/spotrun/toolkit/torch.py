@@ -33,7 +33,7 @@ def capture(
     state: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "model": model.state_dict(),
-        "rng": _rng_states(),
+        "rng": rng_states(),
         "position": dict(position or {}),
     }
     for name, owner in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
@@ -67,11 +67,13 @@ def restore(
             raise ValueError(f"the checkpoint holds no {name} state to restore")
         owner.load_state_dict(state[name])
     # RNG last: loading state dicts must not be able to disturb the restored generators
-    _set_rng_states(state["rng"])
+    set_rng_states(state["rng"])
     return {str(k): int(v) for k, v in state["position"].items()}
 
 
-def _rng_states() -> dict[str, Any]:
+def rng_states() -> dict[str, Any]:
+    """Every random generator a step may draw from: python, numpy's global one, torch's CPU
+    one and the CUDA ones (when CUDA is available), as plain values ``weights_only`` loads."""
     import torch
 
     states: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
@@ -83,7 +85,8 @@ def _rng_states() -> dict[str, Any]:
     return states
 
 
-def _set_rng_states(states: Mapping[str, Any]) -> None:
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    """Put back generators saved by ``rng_states``."""
     import torch
 
     version, internal, gauss = states["python"]
