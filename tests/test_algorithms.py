@@ -18,6 +18,7 @@ from sklearn.datasets import load_breast_cancer
 from spotrun.algorithms import xgboost as xgb_algo
 from spotrun.algorithms._env import AlgorithmEnv, AlgorithmError
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer
+from training_runs import make_env
 
 
 def write_csv(folder: Path, rows: npt.NDArray[Any], name: str = "part-0.csv") -> Path:
@@ -28,22 +29,6 @@ def write_csv(folder: Path, rows: npt.NDArray[Any], name: str = "part-0.csv") ->
 
 def labelled(x: npt.NDArray[Any], y: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return np.column_stack([y, x])
-
-
-def make_env(
-    root: Path,
-    hps: dict[str, str],
-    channels: dict[str, Path],
-    content_types: dict[str, str] | None = None,
-) -> AlgorithmEnv:
-    return AlgorithmEnv(
-        hyperparameters=hps,
-        channels=channels,
-        content_types=content_types or {},
-        model_dir=root / "model",
-        output_dir=root / "output",
-        num_cpus=2,
-    )
 
 
 @pytest.fixture(scope="module")

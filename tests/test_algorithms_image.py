@@ -30,6 +30,7 @@ from spotrun.algorithms import image_classification as ic  # noqa: E402
 from spotrun.algorithms._env import AlgorithmEnv, AlgorithmError  # noqa: E402
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer  # noqa: E402
 from test_algorithms_e2e import algorithm_request, job_log, server, wait_done  # noqa: E402
+from training_runs import make_env  # noqa: E402
 
 __all__ = ["server"]  # the module-scoped server fixture of the algorithm e2e tests
 
@@ -50,22 +51,6 @@ def torch_threads() -> Iterator[None]:
 def no_finish(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("SPOTRUN_FINISHED_FILE", raising=False)
     yield
-
-
-def make_env(
-    root: Path,
-    hps: dict[str, str],
-    channels: dict[str, Path],
-    content_types: dict[str, str] | None = None,
-) -> AlgorithmEnv:
-    return AlgorithmEnv(
-        hyperparameters=hps,
-        channels=channels,
-        content_types=content_types or {},
-        model_dir=root / "model",
-        output_dir=root / "output",
-        num_cpus=2,
-    )
 
 
 def write_npz(folder: Path, images: Array, labels: Array, name: str = "part.npz") -> Path:

@@ -27,6 +27,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer  # noqa: E402
+from training_runs import run_and_stop  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -76,25 +77,8 @@ def attempt(env: dict[str, str], stop_at: int | None, sig: int) -> tuple[int, st
     Returns the exit code, stdout, and the last step the process reported done.
     """
     cmd = [sys.executable, str(EXAMPLE / "train.py"), *ARGS]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    done = 0
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            m = STEP_RE.match(lines[-1])
-            if m:
-                done = int(m.group(1))
-                if stop_at is not None and done >= stop_at:
-                    proc.send_signal(sig)
-                    stop_at = None
-        rc = proc.wait(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return rc, "\n".join(lines), done
+    rc, out, done = run_and_stop(cmd, env, STEP_RE, stop_at, sig, TIMEOUT)
+    return rc, out, max(done, 0)
 
 
 def final_state(root: Path) -> dict[str, Any]:

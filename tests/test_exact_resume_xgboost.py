@@ -15,7 +15,6 @@ import os
 import random
 import re
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from sklearn.datasets import load_breast_cancer  # noqa: E402
 
 from spotrun.algorithms import xgboost as xgb_algo  # noqa: E402
 from spotrun.toolkit import EXIT_CHECKPOINTED  # noqa: E402
+from training_runs import run_and_stop  # noqa: E402
 
 TIMEOUT = 120
 ROUNDS = 120
@@ -78,30 +78,9 @@ def job_env(root: Path, channels: dict[str, Path]) -> dict[str, str]:
 
 
 def attempt(env: dict[str, str], stop_at: int | None, sig: int) -> tuple[int, str, int]:
-    """One attempt; with ``stop_at``, send ``sig`` once round ``stop_at`` is reported.
-
-    Returns the exit code, stdout and the last round the process reported.
-    """
+    """One attempt; with ``stop_at``, send ``sig`` once round ``stop_at`` is reported."""
     cmd = [sys.executable, "-m", "spotrun.algorithms.xgboost"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    last = -1
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            m = ROUND_RE.match(lines[-1])
-            if m:
-                last = int(m.group(1))
-                if stop_at is not None and last >= stop_at:
-                    proc.send_signal(sig)
-                    stop_at = None
-        rc = proc.wait(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return rc, "\n".join(lines), last
+    return run_and_stop(cmd, env, ROUND_RE, stop_at, sig, TIMEOUT)
 
 
 def test_xgboost_resumes_exactly_after_notices_and_hard_kills(
