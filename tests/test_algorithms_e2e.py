@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 import tarfile
 import time
@@ -110,13 +111,58 @@ def test_algorithm_without_checkpoints_keeps_the_60_minute_rule(
     assert e.value.response["Error"]["Code"] == "ValidationException"
     message = e.value.response["Error"]["Message"]
     assert "MaxWaitTimeInSeconds" in message and "3600" in message and "kmeans" in message
-    # at the limit it is admitted, and runs on capacity that is not reclaimed
-    request = algorithm_request(server, "km-ok", "kmeans", hps, {"train": data})
+
+
+def test_kmeans_spot_job_restarts_from_scratch_after_an_interruption(
+    server: Server, tmp_path: Path
+) -> None:
+    """At the 3600 s limit a kmeans spot job is admitted; interrupted (``spotrun
+    interrupt``), it has no checkpoint to resume from, so the next attempt starts over and
+    still ends with clusters that match the iris species."""
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    data = tmp_path / "iris"
+    data.mkdir()
+    np.savetxt(data / "x.csv", x, delimiter=",")
+    hps = {"k": "3", "feature_dim": "4", "init_method": "kmeans++", "epochs": "5"}
+    sm = server.client()
+    request = algorithm_request(server, "km-spot", "kmeans", hps, {"train": data})
     request["StoppingCondition"] = {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 3600}
-    request["ResourceConfig"]["InstanceType"] = "ml.c5.2xlarge"
+    request["ResourceConfig"]["InstanceType"] = "ml.c5.2xlarge"  # never reclaimed unasked
     sm.create_training_job(**request)
-    d = wait_done(sm, "km-ok")
+    deadline = time.monotonic() + 60
+    while True:  # interrupt the first attempt as soon as it runs, before it can finish
+        d = sm.describe_training_job(TrainingJobName="km-spot")
+        if d["SecondaryStatus"] in ("Downloading", "Training"):
+            break
+        assert d["TrainingJobStatus"] == "InProgress" and time.monotonic() < deadline, d
+        time.sleep(0.05)
+    out = server.cli("interrupt", "km-spot", "--lead", "0.5")
+    assert "km-spot: notice served on " in out and "reclaimed in " in out
+    d = wait_done(sm, "km-spot")
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    statuses = [t["Status"] for t in d["SecondaryStatusTransitions"]]
+    assert "Interrupted" in statuses and statuses[-1] == "Completed"
+    text = job_log(server, "km-spot")
+    assert any(line.startswith("#quality_metric: host=algo-1, train msd") for line in text)
+
+    with tarfile.open(server.root / "out" / "km-spot" / "output" / "model.tar.gz") as t:
+        member = t.extractfile("kmeans-model.json")
+        assert member is not None
+        centroids = np.array(json.loads(member.read())["centroids"])
+    assigned = np.argmin(((x[:, None, :] - centroids[None]) ** 2).sum(axis=2), axis=1)
+    purity = sum(np.bincount(y[assigned == c]).max() for c in range(3) if (assigned == c).any())
+    print(f"cluster purity {purity / len(y):.3f}")
+    assert purity / len(y) >= 0.85
+
+    # a finished job, an on-demand one and a bad lead are refused, with the reason
+    err = server.cli("interrupt", "km-spot", ok=False)
+    assert "only an InProgress job can be interrupted" in err and "Completed" in err
+    err = server.cli("interrupt", "km-spot", "--lead", "500", ok=False)
+    assert "lead_seconds" in err
+    err = server.cli("interrupt", "no-such-job", ok=False)
+    assert "no-such-job" in err
 
 
 def test_xgboost_spot_job_resumes_through_an_interruption(server: Server, tmp_path: Path) -> None:

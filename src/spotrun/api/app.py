@@ -52,6 +52,13 @@ class ImageRequest(BaseModel):
     algorithm: str | None = Field(default=None, min_length=1, max_length=170)
 
 
+class Interrupt(BaseModel):
+    """Interrupt a job's spot instances; the notice comes ``lead_seconds`` before the reclaim
+    (default: the market's notice lead)."""
+
+    lead_seconds: float | None = Field(default=None, ge=0, le=120, allow_inf_nan=False)
+
+
 class NewKeyRequest(BaseModel):
     """Create an access key; ``account`` defaults to the caller's own."""
 
@@ -188,6 +195,12 @@ def create_app(rt: Runtime) -> FastAPI:
     def stop(c: Signed, name: str) -> dict[str, Any]:
         rt.request_stop(own(c, name).name)
         return {}
+
+    @app.post("/v1/jobs/{name}/interrupt")
+    def interrupt(c: Signed, name: str, req: Interrupt | None = None) -> dict[str, Any]:
+        """Reclaim the job's spot instances after a notice, as the market would."""
+        lead = req.lead_seconds if req is not None else None
+        return rt.request_interrupt(own(c, name).name, lead)
 
     @app.get("/v1/jobs/{name}/transitions")
     def transitions(c: Signed, name: str) -> dict[str, Any]:

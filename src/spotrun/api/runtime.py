@@ -18,8 +18,9 @@ from spotrun.control.admission import admit
 from spotrun.control.clock import Clock, RealClock
 from spotrun.control.controller import Controller, agent_workload
 from spotrun.control.reconcile import STOP_MESSAGES
-from spotrun.errors import InvalidState, NotFound
+from spotrun.errors import InvalidState, NotFound, SpecError
 from spotrun.market import Catalog, Market, MarketConfig, load_market_config
+from spotrun.providers.base import InstanceRef
 from spotrun.providers.local import LocalProvider
 from spotrun.settings import Settings, load_images
 from spotrun.spec import SecondaryStatus, TrainingJobStatus
@@ -28,6 +29,8 @@ from spotrun.store import DEFAULT_ACCOUNT_ID, JobRecord, Store
 
 log = logging.getLogger("spotrun.service")
 DEFAULT_REGION = "us-east-1"
+#: the longest notice an injected interruption may give (EC2 gives two minutes)
+MAX_INJECTED_LEAD = 120.0
 
 
 def market_epoch(home: Path, now: float) -> float:
@@ -126,6 +129,46 @@ class Runtime:
             # Stopping at once, as AWS answers; the controller signals the instance next
             self.store.record_transition(name, SecondaryStatus.STOPPING, STOP_MESSAGES["user"], now)
         self.wake()
+
+    def request_interrupt(self, name: str, lead_seconds: float | None = None) -> dict[str, Any]:
+        """Reclaim the job's spot capacity on purpose, with the usual notice first.
+
+        What a spot market does unasked, on demand: the instance's metadata endpoint serves
+        the notice at once, the agent passes it on (SIGTERM), and the instance is killed
+        ``lead_seconds`` later (default: the market's notice lead). The job then resumes
+        like after any interruption, which is how a user tests that a script survives one.
+        Only an InProgress job on running spot instances can be interrupted.
+        """
+        lead = self.market.notice_lead_real if lead_seconds is None else lead_seconds
+        if not 0 <= lead <= MAX_INJECTED_LEAD:
+            raise SpecError(
+                "lead_seconds", f"must be between 0 and {MAX_INJECTED_LEAD:g}, not {lead:g}"
+            )
+        with self._lock:
+            job = self.store.get_job(name)
+            if job.status != TrainingJobStatus.IN_PROGRESS:
+                raise InvalidState(
+                    f"only an InProgress job can be interrupted; {name} is {job.status.value}"
+                )
+            live = self.store.instances(name, live_only=True)
+            if not live:
+                raise InvalidState(f"{name} has no running instance to interrupt (it is waiting)")
+            if not all(i.spot for i in live):
+                raise InvalidState(
+                    f"{name} runs on on-demand capacity, which is never reclaimed; "
+                    "only spot instances can be interrupted"
+                )
+            deadline = 0.0
+            for instance in live:
+                notice = self.provider.interrupt(InstanceRef(instance.provider, instance.id), lead)
+                deadline = max(deadline, notice.deadline)
+            now = self.clock.now()
+            ids = ", ".join(i.id for i in live)
+            self.store.add_event(
+                name, now, "interrupt", f"interruption requested: {ids} reclaimed in {lead:g} s"
+            )
+        self.wake()
+        return {"instances": [i.id for i in live], "deadline": deadline}
 
     # -- the controller thread ----------------------------------------------------------
 

@@ -243,6 +243,11 @@ class Client:
     def stop(self, name: str) -> None:
         self._call("POST", f"/v1/jobs/{name}/stop")
 
+    def interrupt(self, name: str, lead_seconds: float | None = None) -> dict[str, Any]:
+        body = {} if lead_seconds is None else {"lead_seconds": lead_seconds}
+        result: dict[str, Any] = self._call("POST", f"/v1/jobs/{name}/interrupt", json=body)
+        return result
+
     def logs(self, name: str, after: int = 0, wait: float = 0.0) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "GET", f"/v1/jobs/{name}/logs", params={"after": after, "wait": wait}

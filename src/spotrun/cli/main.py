@@ -223,6 +223,18 @@ def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_interrupt(args: argparse.Namespace, settings: Settings) -> int:
+    client = Client.for_settings(settings)
+    result = client.interrupt(args.name, args.lead)
+    ids = ", ".join(result["instances"])
+    left = max(0.0, float(result["deadline"]) - time.time())
+    print(f"[spotrun] {args.name}: notice served on {ids}; reclaimed in {left:.0f} s")
+    if args.wait:
+        d = follow(client, args.name, show_logs=False)
+        print(f"[spotrun] {args.name}: {d['TrainingJobStatus']} / {d['SecondaryStatus']}")
+    return 0
+
+
 def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
     if args.market or args.stop_grace is not None or args.isolation:
         market = str(Path(args.market).resolve()) if args.market else None
@@ -395,6 +407,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("--wait", action="store_true")
     s.set_defaults(fn=cmd_stop)
+
+    it = sub.add_parser(
+        "interrupt",
+        help="reclaim a job's spot instances after a notice, to see that it resumes",
+    )
+    it.add_argument("name")
+    it.add_argument(
+        "--lead",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds from the notice to the reclaim, 0-120 (default: the market's lead)",
+    )
+    it.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    it.set_defaults(fn=cmd_interrupt)
 
     sv = sub.add_parser(
         "server",
