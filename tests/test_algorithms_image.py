@@ -488,14 +488,6 @@ def test_sigterm_to_a_real_process_then_resume(
     assert same_tensors(straight, resumed)
 
 
-def test_listed_with_checkpoint_support() -> None:
-    from spotrun.images._algorithms import find_algorithm
-
-    algo = find_algorithm("image-classification")
-    assert algo is not None and algo.supports_checkpoints
-    assert algo.module == "spotrun.algorithms.image_classification"
-
-
 # -- a spot job through the server --------------------------------------------------------
 
 

@@ -178,14 +178,6 @@ def test_bad_hyperparameters_refused(
         ll.train(env(tmp_path, hps, {"train": folder}), ckpt)
 
 
-def test_listed_with_checkpoint_support() -> None:
-    from spotrun.images._algorithms import find_algorithm
-
-    algo = find_algorithm("linear-learner")
-    assert algo is not None and algo.supports_checkpoints
-    assert algo.module == "spotrun.algorithms.linear_learner"
-
-
 def test_linear_learner_spot_job_resumes_through_an_interruption(
     server: Server, tmp_path: Path
 ) -> None:

@@ -388,3 +388,23 @@ def test_the_60_minute_rule_for_algorithms_without_checkpoints() -> None:
     short["StoppingCondition"] = {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 3600}
     assert _admit(short, None, algorithms=table).algorithm.algorithm_name == "plain"
     assert _admit(_request(AlgorithmName="resumable"), None, algorithms=table)
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "checkpoints"),
+    [
+        ("xgboost", "spotrun.algorithms.xgboost", True),
+        ("linear-learner", "spotrun.algorithms.linear_learner", True),
+        ("image-classification", "spotrun.algorithms.image_classification", True),
+        ("kmeans", "spotrun.algorithms.kmeans", False),
+    ],
+)
+def test_every_builtin_is_listed_with_its_module_and_checkpoint_support(
+    name: str, module: str, checkpoints: bool
+) -> None:
+    import importlib.util
+
+    algo = find_algorithm(name)
+    assert algo is not None and algo.module == module
+    assert algo.supports_checkpoints is checkpoints
+    assert importlib.util.find_spec(module) is not None
