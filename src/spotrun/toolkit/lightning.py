@@ -252,7 +252,9 @@ class CheckpointCallback(pl.Callback):
         if position == self._saved_at:
             return  # e.g. the last epoch's end, and then the end of training
         self.last = self.checkpointer.save_files(
-            trainer.global_step, lambda folder: trainer.save_checkpoint(folder / CKPT_FILE)
+            trainer.global_step,
+            # the full checkpoint (optimizers, loops, callbacks): a resume needs all of it
+            lambda folder: trainer.save_checkpoint(folder / CKPT_FILE, weights_only=False),
         )
         self._saved_at = position
         self._saved_step = trainer.global_step

@@ -1,0 +1,81 @@
+"""The Lightning example (examples/lightning_digits) as a spot job: submitted with
+``spotrun run``, interrupted mid-training with ``spotrun interrupt``, resumed by the next
+attempt from the toolkit's newest checkpoint, and completed with a model that classifies
+held-out digits well. About 30 s on 2 cores (Lightning's import is most of each attempt).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("lightning.pytorch")
+
+from sagemaker_server import Server  # noqa: E402
+from test_algorithms_e2e import job_log, server, wait_done  # noqa: E402, F401
+
+pytestmark = pytest.mark.torch
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lightning_digits"
+EPOCHS = 40
+EPOCH_RE = re.compile(r"^epoch=(\d+) val_accuracy=")
+
+
+def test_lightning_example_resumes_after_an_interruption(server: Server) -> None:  # noqa: F811
+    out = server.cli(
+        "run",
+        str(EXAMPLE / "train.py"),
+        "--name",
+        "lit-spot",
+        "--spot",
+        "--instance-type",
+        "ml.c5.2xlarge",  # never reclaimed unasked: the interruption is ours
+        "--max-run",
+        "10m",
+        "--max-wait",
+        "1h",
+        "--hp",
+        f"epochs={EPOCHS}",
+        "--detach",
+    )
+    assert "lit-spot" in out
+    sm = server.client()
+    deadline = time.monotonic() + 90
+    while True:  # interrupt once a few epochs are done, well before the last
+        epochs = [m for line in job_log(server, "lit-spot") if (m := EPOCH_RE.match(line))]
+        if len(epochs) >= 3:
+            break
+        d = sm.describe_training_job(TrainingJobName="lit-spot")
+        assert d["TrainingJobStatus"] == "InProgress", d.get("FailureReason")
+        assert time.monotonic() < deadline, "no training progress"
+        time.sleep(0.2)
+    server.cli("interrupt", "lit-spot", "--lead", "5")
+
+    d = wait_done(sm, "lit-spot", timeout=180)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    statuses = [t["Status"] for t in d["SecondaryStatusTransitions"]]
+    assert "Interrupted" in statuses and statuses[-1] == "Completed"
+    text = job_log(server, "lit-spot")
+    assert text.count("starting fresh") == 1
+    resumed = [line for line in text if line.startswith("resumed from ckpt-")]
+    assert len(resumed) == 1, [line for line in text if not EPOCH_RE.match(line)]
+    step = int(resumed[0].split("-")[1])
+    assert step > 0  # it went on from a checkpoint, not from scratch
+    done = sorted({int(m.group(1)) for line in text if (m := EPOCH_RE.match(line))})
+    assert done == list(range(1, EPOCHS + 1))  # every epoch validated, none skipped
+    final = [line for line in text if line.startswith("final test_accuracy=")]
+    assert len(final) == 1 and float(final[0].split("=")[1]) >= 0.95, final
+
+    artifact = d["ModelArtifacts"]["S3ModelArtifacts"]
+    assert artifact.startswith("file://"), artifact
+    with tarfile.open(artifact.removeprefix("file://")) as t:
+        member = t.extractfile("model.pt")
+        assert member is not None
+        state = torch.load(io.BytesIO(member.read()), weights_only=True)
+    assert state["net.0.weight"].shape == (128, 64)
