@@ -114,6 +114,7 @@ def attempt(
     seed: int = 0,
     use_sampler: bool = True,
     catch: bool = True,
+    accumulate: int = 1,
     **saver_kw: Any,
 ) -> Any:
     """One attempt, as a fresh process would make it: the model, or None if it exited
@@ -141,6 +142,7 @@ def attempt(
             enable_model_summary=False,
             enable_checkpointing=False,
             num_sanity_val_steps=1,
+            accumulate_grad_batches=accumulate,
             callbacks=[tally, saver],
         )
         model = Net()
@@ -191,6 +193,27 @@ def test_interrupted_mid_epoch_and_at_epoch_ends_then_resumed_equals_uninterrupt
     per_epoch = last + 1
     assert trained == [(e, b) for e in range(EPOCHS) for b in range(per_epoch)]
     assert same_parameters(straight, resumed)
+
+
+def test_a_sigterm_during_gradient_accumulation_saves_at_the_optimizer_step(
+    tmp_path: Path, digits: tuple[Any, Any]
+) -> None:
+    """Lightning's own SIGTERM handling would end fit right after the batch (exit 0, no
+    checkpoint); the save has to wait for the accumulated step, then exit 75."""
+    per_epoch = -(-len(digits[0]) // BATCH)
+    reference = attempt(tmp_path / "straight", digits, Tally(), accumulate=4)
+    tally = Tally((1, 5))  # batches 4..7 make one step: 5 is mid-accumulation
+    assert attempt(tmp_path / "run", digits, tally, accumulate=4) is None
+    assert tally.trained[-1] == (1, 7)  # trained on to the step's last batch, no further
+    saved = Checkpointer(tmp_path / "run", watch=False).latest()
+    steps_per_epoch = -(-per_epoch // 4)
+    assert saved is not None and saved.step == steps_per_epoch + 2
+    trained = tally.trained
+    tally = Tally()
+    resumed = attempt(tmp_path / "run", digits, tally, seed=7, accumulate=4)
+    trained += tally.trained
+    assert trained == [(e, b) for e in range(EPOCHS) for b in range(per_epoch)]
+    assert same_parameters(reference, resumed)
 
 
 def test_without_the_sampler_a_mid_epoch_resume_is_not_exact(

@@ -177,6 +177,8 @@ class CheckpointCallback(pl.Callback):
         if _accumulating(trainer, batch_idx) or self._batches == trainer.num_training_batches:
             # the epoch's last batch is saved by on_train_epoch_end: Lightning resumes from a
             # checkpoint taken here by skipping the next epoch's start (and its counters)
+            if self.checkpointer.interrupted:
+                _leave_sigterm_to_us(trainer)
             return
         if self.checkpointer.interrupted:
             self._save_and_exit(trainer)
@@ -278,6 +280,20 @@ def resume_path(checkpointer: Checkpointer) -> str | None:
     if not path.is_file():
         raise ValueError(f"{last.path} was not written by spotrun.toolkit.lightning")
     return str(path)
+
+
+def _leave_sigterm_to_us(trainer: pl.Trainer) -> None:
+    """Keep Lightning from ending ``fit`` over a SIGTERM this callback has deferred.
+
+    Lightning's own SIGTERM handler makes the batch loop raise ``SIGTERMException`` (a
+    ``SystemExit`` with code 0, nothing saved) right after this batch; while gradients are
+    still being accumulated the save has to wait for the optimizer step, so the flag is
+    cleared here and the checkpointer's ``interrupted`` (which stays set) triggers the
+    save and exit 75 at the boundary instead.
+    """
+    connector = getattr(trainer, "_signal_connector", None)
+    if connector is not None and getattr(connector, "received_sigterm", False):
+        connector.received_sigterm = False
 
 
 def _accumulating(trainer: pl.Trainer, batch_idx: int) -> bool:
