@@ -133,3 +133,49 @@ def test_a_checkpoint_in_torchs_old_format_still_loads(tmp_path: Path) -> None:
     torch.save(state, path, _use_new_zipfile_serialization=False)
     back = TorchSerializer().load(path)
     assert back["step"] == 3 and torch.equal(back["w"], state["w"])
+
+
+def test_a_shared_mmap_default_or_no_private_maps_fall_back_to_a_plain_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mmap
+
+    ck = Checkpointer(tmp_path, watch=False)
+    saved = ck.save({"w": torch.zeros(1024)}, 1)
+    # a program that made shared maps torch's default must not get writable file maps
+    with torch.serialization.set_default_mmap_options(mmap.MAP_SHARED):
+        saved.load()["w"].add_(1.0)
+    assert saved.verify()
+    monkeypatch.delattr(mmap, "MAP_PRIVATE")  # as on Windows
+    loaded = saved.load()["w"]
+    loaded.add_(1.0)
+    assert saved.verify() and torch.equal(saved.load()["w"], torch.zeros(1024))
+
+
+def test_restored_optimizer_state_does_not_keep_the_checkpoint_file(tmp_path: Path) -> None:
+    """Optimizers keep the tensors they are given; mapped ones would pin the file."""
+    model = torch.nn.Linear(32, 4)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(8, 32)).sum().backward()
+    opt.step()
+    ck = Checkpointer(tmp_path, watch=False)
+    saved = ck.save(capture(model, opt, position={"step": 1}), 1)
+    state = saved.load()
+    loaded = {
+        t.untyped_storage().data_ptr()
+        for entry in state["optimizer"]["state"].values()
+        for t in entry.values()
+        if isinstance(t, torch.Tensor)
+    }
+    model2 = torch.nn.Linear(32, 4)
+    opt2 = torch.optim.Adam(model2.parameters())
+    restore(state, model2, opt2)
+    kept = {
+        t.untyped_storage().data_ptr()
+        for entry in opt2.state.values()
+        for t in entry.values()
+        if isinstance(t, torch.Tensor)
+    }
+    assert kept and not (kept & loaded)
+    for entry, original in zip(opt2.state.values(), opt.state.values(), strict=True):
+        assert torch.equal(entry["exp_avg"], original["exp_avg"])

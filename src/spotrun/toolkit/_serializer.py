@@ -12,11 +12,11 @@ and keeps a second copy of a large state out of RAM.
 
 from __future__ import annotations
 
+import mmap
 import pickle
 import sys
 import zipfile
 from collections.abc import Mapping
-from mmap import MAP_PRIVATE
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -66,18 +66,33 @@ class TorchSerializer:
         With ``mmap`` (the default) the tensors are private, copy-on-write maps of the file:
         their bytes are read when first touched (``load_state_dict`` copies them into the
         model), changing them never writes to the file, and deleting the checkpoint
-        afterwards (retention does) leaves them intact. Checkpoints are never rewritten in
-        place, so the bytes cannot change underneath. A file in torch's old, non-zip format
-        cannot be mapped and is read as usual.
+        afterwards (retention does) leaves them intact. Nothing in spotrun rewrites a
+        committed checkpoint in place; a tool that did would change untouched pages of a
+        mapped tensor too, which is why ``spotrun.toolkit.torch.restore`` copies the
+        optimizer state it keeps. The file is read as usual where it cannot be mapped:
+        torch's old, non-zip format, a filesystem without mmap, a platform without private
+        maps, or a program that made shared maps torch's default.
         """
         import torch
 
-        if not (self.mmap and zipfile.is_zipfile(path)):
-            return torch.load(path, map_location="cpu", weights_only=self.weights_only)
-        # private even if the program made shared maps torch's default: a write to a
-        # restored tensor must never reach the checkpoint
-        with torch.serialization.set_default_mmap_options(MAP_PRIVATE):
-            return torch.load(path, map_location="cpu", weights_only=self.weights_only, mmap=True)
+        if self.mmap and _can_map(torch) and zipfile.is_zipfile(path):
+            try:
+                return torch.load(
+                    path, map_location="cpu", weights_only=self.weights_only, mmap=True
+                )
+            except (RuntimeError, OSError):
+                pass  # e.g. a network or FUSE mount that cannot map files
+        return torch.load(path, map_location="cpu", weights_only=self.weights_only)
+
+
+def _can_map(torch: Any) -> bool:
+    """Whether torch's mapped load would give private (copy-on-write) maps here.
+
+    The default is read, not set: setting it is process-wide and would race with loads in
+    other threads, and a shared map would let a write to a restored tensor reach the file.
+    """
+    private = getattr(mmap, "MAP_PRIVATE", None)  # absent on Windows
+    return private is not None and torch.serialization.get_default_mmap_options() == private
 
 
 BUILTIN: dict[str, Serializer] = {"pickle": PickleSerializer(), "torch": TorchSerializer()}

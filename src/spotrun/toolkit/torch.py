@@ -65,7 +65,10 @@ def restore(
             continue
         if name not in state:
             raise ValueError(f"the checkpoint holds no {name} state to restore")
-        owner.load_state_dict(state[name])
+        # a copy: optimizers keep the tensors they are given (momentum, Adam's moments),
+        # and tensors loaded by mapping the checkpoint file would keep that file alive on
+        # disk, after retention deleted it, for as long as training runs
+        owner.load_state_dict(_clone(state[name]))
     # RNG last: loading state dicts must not be able to disturb the restored generators
     set_rng_states(state["rng"])
     return {str(k): int(v) for k, v in state["position"].items()}
