@@ -198,6 +198,11 @@ def _mixed_sizes(folder: Path) -> None:
     (folder / "1" / "0001.png").write_bytes(_png_bytes(np.zeros((9, 8), dtype=np.uint8)))
 
 
+def _npy_as_npz(path: Path) -> None:
+    with path.open("wb") as out:  # a file object: np.save would append .npy to a name
+        np.save(out, np.zeros((2, 8, 8)))
+
+
 #: case -> (what writes the bad data into the train folder, the error expected)
 BAD_DATA: dict[str, tuple[Callable[[Path], object], str]] = {
     "no labels": (
@@ -258,6 +263,10 @@ BAD_DATA: dict[str, tuple[Callable[[Path], object], str]] = {
         lambda f: write_pngs(f, np.zeros((1, 8, 8), dtype=np.uint8), ["12"]),
         "class folder 12 is not below num_classes=10",
     ),
+    "npy named npz": (
+        lambda f: _npy_as_npz(f / "d.npz"),
+        r"d.npz holds a single array, not an .npz archive",
+    ),
     "too many names": (
         lambda f: write_pngs(f, np.zeros((11, 8, 8), dtype=np.uint8), [f"c{i}" for i in range(11)]),
         "11 class folders but num_classes=10",
@@ -284,6 +293,31 @@ def test_bad_data_names_the_file_and_the_problem(tmp_path: Path, case: str) -> N
     env = make_env(tmp_path, {}, {"train": folder})
     with pytest.raises(AlgorithmError, match=message):
         ic_data.load_channel(env, "train", 10, None)
+
+
+def test_an_image_beyond_pillows_pixel_limit_is_a_client_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    folder = write_pngs(tmp_path / "train", np.zeros((1, 30, 30), dtype=np.uint8), ["0"])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 900 pixels is a "bomb" now
+    with pytest.raises(AlgorithmError, match=r"0/0000\.png is not a readable image"):
+        ic_data.load_channel(make_env(tmp_path, {}, {"train": folder}), "train", 10, None)
+
+
+def test_named_validation_folders_need_named_training_classes(tmp_path: Path) -> None:
+    """Numbered training labels and named validation folders would label one class twice."""
+    train = write_npz(tmp_path / "train", np.zeros((2, 8, 8)), np.array([0, 1]))
+    valid = write_pngs(tmp_path / "val", np.zeros((2, 8, 8), dtype=np.uint8), ["cat", "dog"])
+    env = make_env(tmp_path, {}, {"train": train, "validation": valid})
+    assert ic_data.load_channel(env, "train", 2, None) is not None
+    with pytest.raises(AlgorithmError, match="class folder 'cat' has a name, but the train"):
+        ic_data.load_channel(env, "validation", 2, (1, 8, 8), None, numbered=True)
+    numbered = write_pngs(tmp_path / "val2", np.zeros((2, 8, 8), dtype=np.uint8), ["0", "1"])
+    env = make_env(tmp_path, {}, {"validation": numbered})
+    found = ic_data.load_channel(env, "validation", 2, (1, 8, 8), None, numbered=True)
+    assert found is not None and found.labels.tolist() == [0, 1]
 
 
 def test_bad_channels_and_content_types(tmp_path: Path) -> None:

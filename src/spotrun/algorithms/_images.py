@@ -50,12 +50,15 @@ def load_channel(
     image_shape: tuple[int, int, int] | None,
     classes: tuple[str, ...] | None = None,
     required: bool = True,
+    numbered: bool = False,
 ) -> ImageSet | None:
     """A channel's images and labels (None if it is optional and absent).
 
     ``image_shape`` is the shape every image must have (npz) or is resized to (folders);
     ``classes`` are the training channel's class folder names, which a validation channel
-    must use too.
+    must use too; ``numbered``: the training labels are plain numbers (npz, or folders
+    named 0, 1, ...), so class folders here must be numbered too, or the same class would
+    get two different labels.
     """
     folder = env.channel(channel, required)
     if folder is None:
@@ -74,7 +77,7 @@ def load_channel(
     if arrays:
         found = read_npz(arrays, channel, num_classes, image_shape)
     elif pictures:
-        found = read_folders(folder, pictures, channel, num_classes, image_shape, classes)
+        found = read_folders(folder, pictures, channel, num_classes, image_shape, classes, numbered)
     else:
         raise AlgorithmError(
             f"the {channel} channel holds no .npz files and no <class>/*.png|jpg images"
@@ -105,7 +108,13 @@ def read_npz(
     for path in files:
         where = f"{channel} channel: {path.name}"
         try:
-            with np.load(path, allow_pickle=False) as data:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy under an .npz name
+                raise AlgorithmError(
+                    f"{where} holds a single array, not an .npz archive of "
+                    "'images' and 'labels' (write it with numpy.savez)"
+                )
+            with loaded as data:
                 missing = {"images", "labels"} - set(data.files)
                 if missing:
                     raise AlgorithmError(
@@ -174,6 +183,7 @@ def read_folders(
     num_classes: int,
     image_shape: tuple[int, int, int] | None,
     classes: tuple[str, ...] | None,
+    numbered: bool = False,
 ) -> ImageSet:
     """Images under ``<channel>/<class>/`` with Pillow, converted to grayscale (1 channel)
     or RGB (3) and resized to ``image_shape`` when one is given."""
@@ -189,7 +199,14 @@ def read_folders(
                 f"{channel} channel: {path.relative_to(folder)} is not in a class folder "
                 f"(images go in {channel}/<class>/)"
             )
-    index = _class_index(sorted({p.parent.name for p in files}), num_classes, channel, classes)
+    names = sorted({p.parent.name for p in files})
+    if numbered and not all(n.isdigit() for n in names):
+        odd = next(n for n in names if not n.isdigit())
+        raise AlgorithmError(
+            f"{channel} channel: class folder {odd!r} has a name, but the train channel's "
+            f"labels are numbers: name the folders 0..{num_classes - 1} here too"
+        )
+    index = _class_index(names, num_classes, channel, classes)
     mode = {1: "L", 3: "RGB"}.get(image_shape[0]) if image_shape else None
     if image_shape is not None and mode is None:
         raise AlgorithmError(
@@ -216,7 +233,9 @@ def read_folders(
                 elif converted.size != size:
                     converted = converted.resize(size, Image.Resampling.BILINEAR)
                 pixels = np.asarray(converted, dtype=np.float32)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            # Pillow raises SyntaxError for some broken files, and DecompressionBombError
+            # for images far beyond its pixel limit
             raise AlgorithmError(
                 f"{channel} channel: {path.relative_to(folder)} is not a readable image: {e}"
             ) from None

@@ -453,6 +453,7 @@ def train(
         train_set.shape,
         train_set.classes,
         required=False,
+        numbered=train_set.classes is None,
     )
     count = len(train_set.labels)
     if settings.num_training_samples not in (None, count):
