@@ -211,6 +211,18 @@ def test_notice_watcher_fetches_an_imdsv2_token(imds: tuple[str, type[_Imds]]) -
     assert got is not None and got.action == "terminate"
 
 
+def test_an_expired_imdsv2_token_is_replaced_within_the_same_poll(
+    imds: tuple[str, type[_Imds]],
+) -> None:
+    url, handler = imds
+    handler.require_token = True
+    handler.notice = {"action": "terminate", "time": "2026-11-27T18:40:00Z"}
+    watcher = NoticeWatcher(url)
+    watcher._token = "expired-token"  # what a watcher holds six hours on
+    got = watcher.poll()
+    assert got is not None and got.action == "terminate", watcher.last_error
+
+
 def test_notice_watcher_unreachable_endpoint_is_no_notice() -> None:
     watcher = NoticeWatcher("http://127.0.0.1:9", timeout=0.2)
     assert watcher.poll() is None and watcher.last_error

@@ -74,7 +74,7 @@ class NoticeWatcher:
     def _get(self) -> str | None:
         """The body of a 200 answer, or None for 404."""
         assert self.base_url is not None
-        for _ in range(2):
+        for attempt in range(2):
             req = urllib.request.Request(self.base_url + ACTION_PATH)
             if self._token is not None:
                 req.add_header("X-aws-ec2-metadata-token", self._token)
@@ -84,11 +84,13 @@ class NoticeWatcher:
             except urllib.error.HTTPError as e:
                 if e.code == 404:
                     return None
-                if e.code == 401 and self._token is None:
+                if e.code == 401 and attempt == 0:
+                    # no token yet, or it expired: a new one, and ask again at once - a
+                    # notice must not wait for the next poll
                     self._token = self._fetch_token()
                     continue
                 if e.code == 401:
-                    self._token = None  # expired; fetch a new one next time
+                    self._token = None
                 raise
         return None
 
