@@ -301,3 +301,27 @@ def _read_until(stream: Any, marker: str) -> str:
         if line.strip() == marker:
             return "".join(seen)
     raise AssertionError(f"the process ended before {marker!r}: {''.join(seen)}")
+
+
+def test_an_early_stopped_run_resumes_as_finished(
+    tmp_path: Path, dtrain: Any, data: tuple[Any, Any]
+) -> None:
+    """Early stopping ends with fewer rounds than asked for; that is a finished run, not an
+    unfinished one to train on after a restart."""
+    x, _ = data
+    noise = np.random.default_rng(0).integers(0, 2, len(x))  # labels it cannot learn
+    dnoise = xgb.DMatrix(x, label=noise)
+    with Checkpointer(tmp_path) as ckpt:
+        stop = xgb.callback.EarlyStopping(rounds=2, save_best=False)
+        booster = xgb.train(
+            PLAIN,
+            dtrain,
+            200,
+            evals=[(dnoise, "noise")],
+            verbose_eval=False,
+            callbacks=[stop, CheckpointCallback(ckpt, every=50)],
+        )
+    rounds = booster.num_boosted_rounds()
+    assert rounds < 200
+    start = resume(Checkpointer(tmp_path, watch=False), 200)
+    assert (start.done, start.remaining) == (rounds, 0)

@@ -108,17 +108,25 @@ class CheckpointCallback(xgb.callback.TrainingCallback):
         # the final booster too, so an attempt cut off while it writes the model resumes
         # with nothing left to train
         rounds = int(model.num_boosted_rounds())
-        if rounds != self.saved_rounds:
-            self._save(model, rounds)
+        if self.checkpointer.interrupted:
+            if rounds != self.saved_rounds:
+                self._save(model, rounds)
+            return model
+        # marked complete: a booster cut short by early stopping has fewer rounds than
+        # asked for, and a resume must not take it for an unfinished run and train on
+        self._save(model, rounds, complete=True)
         return model
 
-    def _save(self, model: Any, rounds: int) -> None:
-        self.checkpointer.save_async(capture(model, rounds), rounds, copy=False)
+    def _save(self, model: Any, rounds: int, complete: bool = False) -> None:
+        state = capture(model, rounds)
+        state["complete"] = complete
+        self.checkpointer.save_async(state, rounds, copy=False)
         self.saved_rounds = rounds
 
 
 def capture(booster: Any, rounds: int | None = None) -> dict[str, Any]:
-    """The booster as a checkpoint state: model bytes, configuration and round count."""
+    """The booster as a checkpoint state: model bytes, configuration and round count
+    (``complete`` is added by whoever knows that training ended)."""
     return {
         "format": FORMAT,
         "model": bytes(booster.save_raw("ubj")),
@@ -160,7 +168,8 @@ def resume(
         raise ValueError(f"{last.path} was not written by spotrun.toolkit.xgboost")
     booster = _rebuild(list(cache), state["model"], state.get("config"))
     done = int(state["rounds"])
-    return Resume(booster, done, max(0, num_boost_round - done), last)
+    left = 0 if state.get("complete") else max(0, num_boost_round - done)
+    return Resume(booster, done, left, last)
 
 
 def train(
