@@ -221,6 +221,12 @@ def test_accounts_see_only_their_own_jobs_and_revoked_keys_stop_working(server: 
     assert "AccessDeniedException" in err
     err = server.cli("keys", "create", "--account", "default", key=key_b, ok=False)
     assert "AccessDeniedException" in err
+    # nor b's to interrupt (it reads like a job that does not exist); a's own, still
+    # waiting for capacity, has nothing to interrupt yet
+    err = server.cli("interrupt", "bt-owned-by-a", key=key_b, ok=False)
+    assert "no training job named 'bt-owned-by-a'" in err
+    err = server.cli("interrupt", "bt-owned-by-a", ok=False)
+    assert "has no running instance to interrupt (it is waiting)" in err
     listed = json.loads(server.cli("keys", "list", "--json"))
     assert key_b[0] in [k["accessKeyId"] for k in listed]
     server.cli("keys", "revoke", key_b[0])
@@ -229,6 +235,27 @@ def test_accounts_see_only_their_own_jobs_and_revoked_keys_stop_working(server: 
     assert code_of(e3) == "UnrecognizedClientException"
     for name in ("bt-owned-by-a",):
         sm_a.stop_training_job(TrainingJobName=name)
+
+
+def test_on_demand_and_stopping_jobs_are_not_interrupted(server: Server) -> None:
+    sm = server.client()
+    request = server.request("bt-on-demand", "ml.c5.2xlarge", forever="1")
+    request["EnableManagedSpotTraining"] = False
+    del request["StoppingCondition"]["MaxWaitTimeInSeconds"]
+    sm.create_training_job(**request)
+    deadline = time.monotonic() + 60
+    while sm.describe_training_job(TrainingJobName="bt-on-demand")["SecondaryStatus"] != (
+        "Training"
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    err = server.cli("interrupt", "bt-on-demand", ok=False)
+    assert "on-demand capacity, which is never reclaimed" in err
+    sm.stop_training_job(TrainingJobName="bt-on-demand")
+    err = server.cli("interrupt", "bt-on-demand", ok=False)
+    assert "is being stopped" in err or "only an InProgress job" in err
+    events = server.cli("describe", "bt-on-demand")
+    assert "interruption requested" not in events
 
 
 def test_image_registry_from_the_cli(server: Server) -> None:

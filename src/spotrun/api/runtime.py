@@ -20,7 +20,7 @@ from spotrun.control.controller import Controller, agent_workload
 from spotrun.control.reconcile import STOP_MESSAGES
 from spotrun.errors import InvalidState, NotFound, SpecError
 from spotrun.market import Catalog, Market, MarketConfig, load_market_config
-from spotrun.providers.base import InstanceRef
+from spotrun.providers.base import InstancePhase, InstanceRef, InstanceState
 from spotrun.providers.local import LocalProvider
 from spotrun.settings import Settings, load_images
 from spotrun.spec import SecondaryStatus, TrainingJobStatus
@@ -43,6 +43,11 @@ def market_epoch(home: Path, now: float) -> float:
     tmp.write_text(json.dumps({"epoch": now}))
     os.replace(tmp, path)
     return now
+
+
+def _running(state: InstanceState | None) -> bool:
+    """Whether an instance can still be reclaimed (not already gone or going)."""
+    return state is not None and state.phase in (InstancePhase.PENDING, InstancePhase.RUNNING)
 
 
 class Runtime:
@@ -139,7 +144,9 @@ class Runtime:
         like after any interruption, which is how a user tests that a script survives one.
         Only an InProgress job on running spot instances can be interrupted.
         """
-        lead = self.market.notice_lead_real if lead_seconds is None else lead_seconds
+        # a market's own lead may be longer than an injected notice may give
+        default = min(self.market.notice_lead_real, MAX_INJECTED_LEAD)
+        lead = default if lead_seconds is None else lead_seconds
         if not 0 <= lead <= MAX_INJECTED_LEAD:
             raise SpecError(
                 "lead_seconds", f"must be between 0 and {MAX_INJECTED_LEAD:g}, not {lead:g}"
@@ -150,7 +157,13 @@ class Runtime:
                 raise InvalidState(
                     f"only an InProgress job can be interrupted; {name} is {job.status.value}"
                 )
-            live = self.store.instances(name, live_only=True)
+            if job.stop_requested_at is not None:
+                raise InvalidState(f"{name} is being stopped; it cannot be interrupted as well")
+            live = [
+                i
+                for i in self.store.instances(name, live_only=True)
+                if _running(self.provider.describe(InstanceRef(i.provider, i.id)))
+            ]
             if not live:
                 raise InvalidState(f"{name} has no running instance to interrupt (it is waiting)")
             if not all(i.spot for i in live):
