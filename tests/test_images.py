@@ -160,6 +160,13 @@ def test_write_settings_keeps_the_images_and_helpers_add_and_remove(tmp_path: Pa
         add_image(home, "bad", script_mode=True, algorithm="x")
     assert 'images."bad"' in e.value.field
     assert (home / CONFIG_FILE).read_text() == before  # nothing written
+    # a NUL (or any control character) names no file: refused, not a crash in a path call
+    with pytest.raises(SpecError) as e:
+        add_image(home, "nul", source_dir="/tmp/a\x00b", entry_point="t.py")
+    assert e.value.field.endswith(".source_dir") and "control characters" in str(e.value)
+    with pytest.raises(SpecError, match="control characters"):
+        add_image(home, "tab\tname", script_mode=True)
+    assert (home / CONFIG_FILE).read_text() == before
 
 
 # -- which entry wins ---------------------------------------------------------------------

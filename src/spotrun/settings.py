@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     InstanceOf,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -43,6 +44,7 @@ from spotrun.images import (
 CONFIG_FILE = "config.toml"
 IMAGES = "images"
 _ENTRY_KINDS = 'source_dir + entry_point, script_mode = true, or algorithm = "<name>"'
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def default_home() -> Path:
@@ -61,6 +63,14 @@ class _ImageEntryFile(BaseModel):
     entry_point: str | None = Field(default=None, min_length=1)
     script_mode: bool | None = None
     algorithm: str | None = Field(default=None, min_length=1)
+
+    @field_validator("source_dir", "entry_point", "algorithm")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL.search(value):
+            # a NUL or other control character can name no file (and breaks path calls)
+            raise ValueError("must not contain control characters")
+        return value
 
 
 def _target(e: _ImageEntryFile, where: str, home: Path) -> ImageTarget:
@@ -109,6 +119,8 @@ def image_registry(table: Any, config_path: Path, home: Path) -> ImageRegistry:
         where = f'{config_path}: images."{pattern}"'
         if not str(pattern).strip():
             raise SpecError(where, "the image URI or pattern is empty")
+        if _CONTROL.search(str(pattern)):
+            raise SpecError(where, "the image URI or pattern must not contain control characters")
         if not isinstance(raw, Mapping):
             raise SpecError(where, f"must be a table with {_ENTRY_KINDS}")
         try:
