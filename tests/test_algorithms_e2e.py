@@ -80,6 +80,18 @@ def wait_done(sm: Any, name: str, timeout: float = 150) -> dict[str, Any]:
         time.sleep(0.25)
 
 
+def finished_through_an_interruption(
+    server: Server, name: str, timeout: float = 150
+) -> tuple[dict[str, Any], list[str]]:
+    """Wait for the job, which must complete after at least one interruption; its
+    description and its log lines."""
+    d = wait_done(server.client(), name, timeout)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    statuses = [t["Status"] for t in d["SecondaryStatusTransitions"]]
+    assert "Interrupted" in statuses and statuses[-1] == "Completed", statuses
+    return d, job_log(server, name)
+
+
 def job_log(server: Server, name: str) -> list[str]:
     logs = server.client("logs")
     streams = logs.describe_log_streams(
@@ -140,11 +152,7 @@ def test_kmeans_spot_job_restarts_from_scratch_after_an_interruption(
         time.sleep(0.05)
     out = server.cli("interrupt", "km-spot", "--lead", "0.5")
     assert "km-spot: notice served on " in out and "reclaimed in " in out
-    d = wait_done(sm, "km-spot")
-    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
-    statuses = [t["Status"] for t in d["SecondaryStatusTransitions"]]
-    assert "Interrupted" in statuses and statuses[-1] == "Completed"
-    text = job_log(server, "km-spot")
+    d, text = finished_through_an_interruption(server, "km-spot")
     assert any(line.startswith("#quality_metric: host=algo-1, train msd") for line in text)
 
     with tarfile.open(server.root / "out" / "km-spot" / "output" / "model.tar.gz") as t:
@@ -192,12 +200,8 @@ def test_xgboost_spot_job_resumes_through_an_interruption(server: Server, tmp_pa
         server, "xgb-spot", "xgboost", hps, {"train": train, "validation": valid}
     )
     sm.create_training_job(**request)
-    d = wait_done(sm, "xgb-spot")
-    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
-    statuses = [t["Status"] for t in d["SecondaryStatusTransitions"]]
-    assert "Interrupted" in statuses and statuses[-1] == "Completed"
+    d, text = finished_through_an_interruption(server, "xgb-spot")
 
-    text = job_log(server, "xgb-spot")
     resumed = [line for line in text if line.startswith("resumed from round ")]
     assert resumed, [line for line in text if not line.startswith("[")]
     rounds = int(resumed[0].split()[3])

@@ -29,7 +29,11 @@ from spotrun.algorithms import _images as ic_data  # noqa: E402
 from spotrun.algorithms import image_classification as ic  # noqa: E402
 from spotrun.algorithms._env import AlgorithmEnv, AlgorithmError  # noqa: E402
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer  # noqa: E402
-from test_algorithms_e2e import algorithm_request, job_log, server, wait_done  # noqa: E402
+from test_algorithms_e2e import (  # noqa: E402
+    algorithm_request,
+    finished_through_an_interruption,
+    server,
+)
 from training_runs import make_env  # noqa: E402
 
 __all__ = ["server"]  # the module-scoped server fixture of the algorithm e2e tests
@@ -545,12 +549,8 @@ def test_image_classification_spot_job_resumes_through_an_interruption(
         {"Name": "validation:accuracy", "Regex": r"validation accuracy <score>=([0-9.]+)"}
     ]
     sm.create_training_job(**request)
-    d = wait_done(sm, "ic-spot")
-    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
-    statuses = [t["Status"] for t in d["SecondaryStatusTransitions"]]
-    assert "Interrupted" in statuses and statuses[-1] == "Completed"
+    d, text = finished_through_an_interruption(server, "ic-spot")
 
-    text = job_log(server, "ic-spot")
     resumed = [line for line in text if line.startswith("resumed from epoch ")]
     assert resumed, [line for line in text if not line.startswith("#quality_metric")]
     print(resumed[0], flush=True)

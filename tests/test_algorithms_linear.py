@@ -25,7 +25,7 @@ from sagemaker_server import Server
 from spotrun.algorithms import linear_learner as ll
 from spotrun.algorithms._env import AlgorithmEnv, AlgorithmError
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer
-from test_algorithms_e2e import algorithm_request, job_log, server, wait_done
+from test_algorithms_e2e import algorithm_request, finished_through_an_interruption, server
 
 __all__ = ["server"]  # the module-scoped server fixture, shared with the xgboost e2e tests
 
@@ -195,12 +195,8 @@ def test_linear_learner_spot_job_resumes_through_an_interruption(
         }
     ]
     sm.create_training_job(**request)
-    d = wait_done(sm, "ll-spot")
-    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
-    statuses = [t["Status"] for t in d["SecondaryStatusTransitions"]]
-    assert "Interrupted" in statuses and statuses[-1] == "Completed"
+    d, text = finished_through_an_interruption(server, "ll-spot")
 
-    text = job_log(server, "ll-spot")
     resumed = [line for line in text if line.startswith("resumed from epoch ")]
     assert resumed, [line for line in text if not line.startswith("#quality_metric")]
     print(resumed[0], flush=True)

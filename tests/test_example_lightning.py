@@ -18,7 +18,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("lightning.pytorch")
 
 from sagemaker_server import Server  # noqa: E402
-from test_algorithms_e2e import job_log, server, wait_done  # noqa: E402, F401
+from test_algorithms_e2e import (  # noqa: E402, F401
+    finished_through_an_interruption,
+    job_log,
+    server,
+)
 
 pytestmark = pytest.mark.torch
 
@@ -57,11 +61,7 @@ def test_lightning_example_resumes_after_an_interruption(server: Server) -> None
         time.sleep(0.2)
     server.cli("interrupt", "lit-spot", "--lead", "5")
 
-    d = wait_done(sm, "lit-spot", timeout=180)
-    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
-    statuses = [t["Status"] for t in d["SecondaryStatusTransitions"]]
-    assert "Interrupted" in statuses and statuses[-1] == "Completed"
-    text = job_log(server, "lit-spot")
+    d, text = finished_through_an_interruption(server, "lit-spot", timeout=180)
     assert text.count("starting fresh") == 1
     resumed = [line for line in text if line.startswith("resumed from ckpt-")]
     assert len(resumed) == 1, [line for line in text if not EPOCH_RE.match(line)]
