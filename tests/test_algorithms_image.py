@@ -34,7 +34,7 @@ from test_algorithms_e2e import (  # noqa: E402
     finished_through_an_interruption,
     server,
 )
-from training_runs import make_env  # noqa: E402
+from training_runs import make_env, train_with_stops  # noqa: E402
 
 __all__ = ["server"]  # the module-scoped server fixture of the algorithm e2e tests
 
@@ -409,15 +409,7 @@ def run(
 ) -> tuple[list[int], dict[str, Any]]:
     """Train to the end, sent SIGTERM after each (epoch, batches done) in ``stops``; the
     exit codes and the final state dict read back from the model folder."""
-    codes = []
-    for stop in [*stops, None]:
-
-        def on_batch(epoch: int, batch: int, stop: tuple[int, int] | None = stop) -> None:
-            if (epoch, batch) == stop:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-        with Checkpointer(root / "ckpt") as ckpt:
-            codes.append(ic.train(make_env(root, hps, channels), ckpt, on_batch=on_batch))
+    codes = train_with_stops(ic.train, make_env(root, hps, channels), root / "ckpt", stops)
     state = torch.load(root / "model" / ic.MODEL_FILE, weights_only=True)
     return codes, state
 

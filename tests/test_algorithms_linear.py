@@ -5,9 +5,7 @@ real server that reclaims its first instance mid-training."""
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import signal
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ from spotrun.algorithms import linear_learner as ll
 from spotrun.algorithms._env import AlgorithmEnv, AlgorithmError
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer
 from test_algorithms_e2e import algorithm_request, finished_through_an_interruption, server
+from training_runs import train_with_stops
 
 __all__ = ["server"]  # the module-scoped server fixture, shared with the xgboost e2e tests
 
@@ -68,15 +67,7 @@ def run(
 ) -> tuple[list[int], Any]:
     """Train to the end, sent SIGTERM after each (epoch, batch) in ``stops``; the exit
     codes and the final estimator read back from the model folder."""
-    codes = []
-    for stop in [*stops, None]:
-
-        def on_batch(epoch: int, batch: int, stop: tuple[int, int] | None = stop) -> None:
-            if (epoch, batch) == stop:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-        with Checkpointer(root / "ckpt") as ckpt:
-            codes.append(ll.train(env(root, hps, channels), ckpt, on_batch=on_batch))
+    codes = train_with_stops(ll.train, env(root, hps, channels), root / "ckpt", stops)
     with (root / "model" / ll.MODEL_FILE).open("rb") as f:
         return codes, pickle.load(f)
 

@@ -15,7 +15,6 @@ import os
 import random
 import re
 import signal
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,7 +26,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer  # noqa: E402
-from training_runs import run_and_stop  # noqa: E402
+from training_runs import prepare_digits, run_and_stop  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -47,14 +46,7 @@ SAVED_RE = re.compile(r"^spotrun-example: \S+ received, checkpoint saved at .* s
 
 @pytest.fixture(scope="module")
 def channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("digits")
-    subprocess.run(
-        [sys.executable, str(EXAMPLE / "prepare_data.py"), str(out)],
-        check=True,
-        capture_output=True,
-        timeout=TIMEOUT,
-    )
-    return out
+    return prepare_digits(tmp_path_factory.mktemp("digits"), TIMEOUT)
 
 
 def job_env(root: Path, channel: Path) -> dict[str, str]:

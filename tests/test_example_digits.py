@@ -25,6 +25,7 @@ from types import ModuleType
 import pytest
 
 from spotrun.toolkit import MANIFEST, Checkpointer
+from training_runs import prepare_digits
 
 torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
@@ -57,14 +58,7 @@ def _load_model_module() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("digits")
-    subprocess.run(
-        [sys.executable, str(EXAMPLE / "prepare_data.py"), str(out)],
-        check=True,
-        capture_output=True,
-        timeout=RUN_TIMEOUT,
-    )
-    return out
+    return prepare_digits(tmp_path_factory.mktemp("digits"), RUN_TIMEOUT)
 
 
 class Job:

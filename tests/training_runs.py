@@ -3,12 +3,22 @@ folder, and a training process stopped by a signal once it reports a given step.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from spotrun.algorithms._env import AlgorithmEnv
+from spotrun.toolkit import Checkpointer
+
+#: the digits CNN example, whose data several suites prepare
+DIGITS_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits_cnn"
+
+#: a built-in's train(env, checkpointer, on_batch=...)
+Train = Callable[..., int]
 
 
 def make_env(
@@ -61,3 +71,31 @@ def run_and_stop(
             proc.kill()
             proc.wait()
     return rc, "\n".join(lines), last
+
+
+def prepare_digits(out: Path, timeout: float) -> Path:
+    """The digits example's channel (train.npz, test.npz) written into ``out``."""
+    subprocess.run(
+        [sys.executable, str(DIGITS_EXAMPLE / "prepare_data.py"), str(out)],
+        check=True,
+        capture_output=True,
+        timeout=timeout,
+    )
+    return out
+
+
+def train_with_stops(
+    train: Train, env: AlgorithmEnv, checkpoints: Path, stops: Sequence[tuple[int, int]]
+) -> list[int]:
+    """Run a built-in in-process to the end, sending this process SIGTERM (as the agent
+    would on a notice) after each (epoch, batch) in ``stops``; the exit code of each run."""
+    codes = []
+    for stop in [*stops, None]:
+
+        def on_batch(epoch: int, batch: int, stop: tuple[int, int] | None = stop) -> None:
+            if (epoch, batch) == stop:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        with Checkpointer(checkpoints) as ckpt:
+            codes.append(train(env, ckpt, on_batch=on_batch))
+    return codes
