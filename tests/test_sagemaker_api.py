@@ -21,7 +21,7 @@ import pytest
 
 from invalid_requests import INVALID, VALID
 from sagemaker_server import Server
-from spotrun.cli.client import service_info, stop_service
+from spotrun.cli.client import Client, service_info, stop_service
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +289,27 @@ def test_image_registry_from_the_cli(server: Server) -> None:
     req["TrainingJobName"] = "bt-registry-2"
     with pytest.raises(botocore.exceptions.ClientError):
         sm.create_training_job(**req)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        # strings that look like booleans, numbers where a string is due, and the reverse
+        ("/v1/images", {"pattern": "x:*", "script_mode": "0"}, "script_mode"),
+        ("/v1/images", {"pattern": "x:*", "script_mode": 1}, "script_mode"),
+        ("/v1/images", {"pattern": 5, "script_mode": True}, "pattern"),
+        ("/v1/images", {"pattern": "x:*", "algorithm": 1}, "algorithm"),
+        ("/v1/keys", {"description": 7}, "description"),
+        ("/v1/jobs/nobody/interrupt", {"lead_seconds": "5"}, "lead_seconds"),
+        ("/v1/jobs/nobody/interrupt", {"lead_seconds": True}, "lead_seconds"),
+    ],
+)
+def test_rest_bodies_with_a_wrong_type_are_refused_not_coerced(
+    server: Server, path: str, body: dict[str, Any], field: str
+) -> None:
+    api = Client(server.url, *server.key)
+    before = (api.images(), api._call("GET", "/v1/keys"))
+    r = api.http.post(path, json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["message"].startswith(f"{field}:"), r.json()
+    assert (api.images(), api._call("GET", "/v1/keys")) == before  # nothing was written

@@ -17,7 +17,7 @@ import anyio.to_thread
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from spotrun.api import awsjson, cwlogs, sagemaker
 from spotrun.api.awsjson import parse_json
@@ -42,7 +42,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class ImageRequest(BaseModel):
+class _Body(BaseModel):
+    # strict: the OpenAPI document promises a boolean or a string, so "0" for a boolean or
+    # 5 for a string is refused rather than quietly coerced into something the caller
+    # did not write
+    model_config = ConfigDict(strict=True)
+
+
+class ImageRequest(_Body):
     """Map an image URI (or glob) to a script, to script mode, or to a built-in algorithm."""
 
     pattern: str = Field(min_length=1, max_length=255)
@@ -52,14 +59,14 @@ class ImageRequest(BaseModel):
     algorithm: str | None = Field(default=None, min_length=1, max_length=170)
 
 
-class Interrupt(BaseModel):
+class Interrupt(_Body):
     """Interrupt a job's spot instances; the notice comes ``lead_seconds`` before the reclaim
     (default: the market's notice lead)."""
 
     lead_seconds: float | None = Field(default=None, ge=0, le=120, allow_inf_nan=False)
 
 
-class NewKeyRequest(BaseModel):
+class NewKeyRequest(_Body):
     """Create an access key; ``account`` defaults to the caller's own."""
 
     account: str | None = Field(default=None, min_length=1, max_length=64)
