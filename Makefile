@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow check fmt clean
+.PHONY: demo test test-slow fuzz check fmt clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow -q
+
+# new random seeds each run (the test suite under CI=true replays one fixed seed)
+FUZZ_RUNS ?= 5
+fuzz: $(STAMP)
+	for i in $$(seq $(FUZZ_RUNS)); do env -u CI $(BIN)/pytest -q -p no:cacheprovider tests/test_fuzz.py || exit 1; done
 
 check: $(STAMP)
 	$(BIN)/ruff check src tests examples bench
