@@ -16,7 +16,6 @@ import random
 import re
 import signal
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer  # noqa: E402
-from training_runs import prepare_digits, run_and_stop  # noqa: E402
+from training_runs import assert_same, prepare_digits, run_and_stop  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -80,24 +79,6 @@ def final_state(root: Path) -> dict[str, Any]:
     state = last.load()
     assert isinstance(state, dict)
     return state
-
-
-def assert_same(a: Any, b: Any, where: str = "state") -> int:
-    """Recursively compare two states; tensors must be ``torch.equal``. Returns the count."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor), where
-        assert a.dtype == b.dtype and torch.equal(a, b), f"{where} differs"
-        return 1
-    if isinstance(a, Mapping):
-        assert isinstance(b, Mapping) and set(a) == set(b), where
-        return sum(assert_same(a[k], b[k], f"{where}[{k!r}]") for k in a)
-    if isinstance(a, list | tuple):
-        assert isinstance(b, list | tuple) and len(a) == len(b), where
-        return sum(
-            assert_same(x, y, f"{where}[{i}]") for i, (x, y) in enumerate(zip(a, b, strict=True))
-        )
-    assert a == b, f"{where}: {a!r} != {b!r}"
-    return 0
 
 
 def test_interrupted_training_ends_with_identical_tensors(channel: Path, tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from spotrun.algorithms._env import AlgorithmEnv
 from spotrun.toolkit import Checkpointer
@@ -99,3 +100,23 @@ def train_with_stops(
         with Checkpointer(checkpoints) as ckpt:
             codes.append(train(env, ckpt, on_batch=on_batch))
     return codes
+
+
+def assert_same(a: Any, b: Any, where: str = "state") -> int:
+    """Recursively compare two states; tensors must be ``torch.equal``. Returns the count."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), where
+        assert a.dtype == b.dtype and torch.equal(a, b), f"{where} differs"
+        return 1
+    if isinstance(a, Mapping):
+        assert isinstance(b, Mapping) and set(a) == set(b), where
+        return sum(assert_same(a[k], b[k], f"{where}[{k!r}]") for k in a)
+    if isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), where
+        return sum(
+            assert_same(x, y, f"{where}[{i}]") for i, (x, y) in enumerate(zip(a, b, strict=True))
+        )
+    assert a == b, f"{where}: {a!r} != {b!r}"
+    return 0
