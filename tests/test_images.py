@@ -15,6 +15,7 @@ from spotrun.control.admission import admit
 from spotrun.errors import SpecError
 from spotrun.images import (
     DEFAULT_IMAGES,
+    PROCESSES_ENV,
     AlgorithmRef,
     AlgorithmRun,
     BakedScript,
@@ -415,3 +416,60 @@ def test_every_builtin_is_listed_with_its_module_and_checkpoint_support(
     assert algo is not None and algo.module == module
     assert algo.supports_checkpoints is checkpoints
     assert importlib.util.find_spec(module) is not None
+
+
+def test_ranks_under_torchrun_from_the_environment_or_the_sdk_switch() -> None:
+    native = _request(SourceDir="/src", EntryPoint="a.py")
+    spec = parse_spec({**native, "Environment": {PROCESSES_ENV: "4"}})
+    assert plan_run(spec, ImageRegistry()) == ScriptRun("/src", "a.py", False, ranks=4)
+    assert plan_run(parse_spec(native), ImageRegistry()) == ScriptRun("/src", "a.py", False)
+    # the SDK's distribution={"torch_distributed": {"enabled": True}}: one rank unless told
+    hps = _sdk_hps("s3://b/s.tar.gz", sagemaker_torch_distributed_enabled="true")
+    plan = plan_run(parse_spec(_request(TrainingImage=PYTORCH, hps=hps)), ImageRegistry())
+    assert isinstance(plan, SdkScriptRun) and plan.ranks == 1
+    with_env = {**_request(TrainingImage=PYTORCH, hps=hps), "Environment": {PROCESSES_ENV: "2"}}
+    plan = plan_run(parse_spec(with_env), ImageRegistry())
+    assert isinstance(plan, SdkScriptRun) and plan.ranks == 2
+    hps["sagemaker_torch_distributed_enabled"] = "false"
+    plan = plan_run(parse_spec(_request(TrainingImage=PYTORCH, hps=hps)), ImageRegistry())
+    assert isinstance(plan, SdkScriptRun) and plan.ranks is None
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"Environment": {PROCESSES_ENV: "0"}}, "whole number from 1 to 64, got '0'"),
+        ({"Environment": {PROCESSES_ENV: "65"}}, "whole number from 1 to 64"),
+        ({"Environment": {PROCESSES_ENV: "two"}}, "whole number"),
+        ({"Environment": {PROCESSES_ENV: "\u00b2"}}, "whole number"),  # isdigit, not int()
+        ({"Environment": {PROCESSES_ENV: "1" * 400}}, "whole number"),
+        (
+            {
+                "Environment": {PROCESSES_ENV: "2"},
+                "AlgorithmSpecification": {"AlgorithmName": "xgboost", "TrainingInputMode": "File"},
+            },
+            "built-in algorithms run as one process",
+        ),
+        (
+            {
+                "Environment": {PROCESSES_ENV: "2"},
+                "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 2},
+            },
+            "several instances are not supported",
+        ),
+    ],
+)
+def test_ranks_refused_name_the_field(change: dict[str, Any], problem: str) -> None:
+    spec = parse_spec({**_request(SourceDir="/src", EntryPoint="a.py"), **change})
+    with pytest.raises(SpecError) as e:
+        plan_run(spec, ImageRegistry())
+    assert e.value.field == f"Environment.{PROCESSES_ENV}"
+    assert problem in e.value.problem
+
+
+def test_torchrun_needs_a_python_script_where_a_shell_script_would_run_with_sh() -> None:
+    hps = _sdk_hps("s3://b/s.tar.gz", program="run.sh", sagemaker_torch_distributed_enabled="true")
+    with pytest.raises(SpecError) as e:
+        plan_run(parse_spec(_request(TrainingImage=PYTORCH, hps=hps)), ImageRegistry())
+    assert e.value.field == "HyperParameters.sagemaker_torch_distributed_enabled"
+    assert "'run.sh' is not a .py file" in e.value.problem

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,65 @@ def test_estimator_fit_with_spot_through_an_interruption(
     assert json.loads(hps["sagemaker_submit_directory"]).startswith(f"s3://{BUCKET}/")
     final = {x["MetricName"]: x["Value"] for x in mine.get("FinalMetricDataList", [])}
     assert final["train:loss"] == pytest.approx(1 / 30, abs=1e-4)
+
+
+def test_pytorch_estimator_with_torch_distributed_runs_ranks_under_torchrun(
+    stack: tuple[Server, str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("torch")
+    import sagemaker
+    from sagemaker.pytorch import PyTorch
+
+    server, s3_url, root = stack
+    access, secret = server.key
+    config = root / "sdk-config-ddp.yaml"
+    config.write_text(
+        "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n"
+        "      TelemetryOptOut: true\n"
+    )
+    for k, v in {
+        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
+        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+        "AWS_ENDPOINT_URL_SAGEMAKER": server.url,
+        "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": server.url,
+        "AWS_ENDPOINT_URL_S3": s3_url,
+        "AWS_ACCESS_KEY_ID": access,
+        "AWS_SECRET_ACCESS_KEY": secret,
+    }.items():
+        monkeypatch.setenv(k, v)
+    session = sagemaker.Session(
+        boto_session=boto3.Session(region_name="us-east-1"), default_bucket=BUCKET
+    )
+    est = PyTorch(
+        image_uri="spotrun/python:3.11",
+        entry_point="train.py",
+        source_dir=str(Path(__file__).resolve().parents[1] / "examples" / "ddp_digits"),
+        role="arn:aws:iam::123456789012:role/SpotrunSdk",
+        instance_count=1,
+        instance_type="ml.c5.2xlarge",
+        # the SDK's switch for torchrun; the variable sets the ranks (no GPUs to count)
+        distribution={"torch_distributed": {"enabled": True}},
+        environment={"SPOTRUN_PROCESSES_PER_HOST": "2"},
+        max_run=600,
+        output_path=f"s3://{BUCKET}/output",
+        hyperparameters={"epochs": 2},
+        base_job_name="sdk-ddp",
+        sagemaker_session=session,
+    )
+    est.fit(wait=False)  # the SDK's own log following is the test above; it polls slowly
+    job = est.latest_training_job.name
+    deadline = time.monotonic() + 120
+    while server.client().describe_training_job(TrainingJobName=job)["TrainingJobStatus"] in (
+        "InProgress",
+        "Stopping",
+    ):
+        assert time.monotonic() < deadline, "the job did not end"
+        time.sleep(0.5)
+    printed = server.cli("logs", job)
+    mine: dict[str, Any] = json.loads(server.cli("describe", job, "--json"))
+    assert mine["TrainingJobStatus"] == "Completed", mine.get("FailureReason")
+    assert json.loads(mine["HyperParameters"]["sagemaker_torch_distributed_enabled"]) is True
+    assert "training with 2 rank(s), 44 steps per epoch" in printed, printed[-3000:]
+    m = re.search(r"final test_accuracy=([0-9.]+)", printed)
+    assert m is not None and float(m.group(1)) >= 0.85, printed[-2000:]

@@ -119,6 +119,8 @@ def train(args: argparse.Namespace) -> int:
     per_rank = len(x_train) // world
     steps_per_epoch = per_rank // args.batch_size
     total = args.epochs * steps_per_epoch
+    if rank == 0:
+        print(f"training with {world} rank(s), {steps_per_epoch} steps per epoch", flush=True)
 
     with Checkpointer(args.checkpoint_dir, keep=2) as ckpt:
         last = latest(ckpt)

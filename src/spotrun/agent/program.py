@@ -15,6 +15,9 @@ SDK script mode      ``python <sagemaker_program>`` (``.sh``:   toolkit style
 algorithm            ``python -m <module>``                     none (hyperparameters.json)
 ==================  =========================================  ==========================
 
+A script with ranks (``SPOTRUN_PROCESSES_PER_HOST``, or the SDK's torch_distributed) runs
+as ``python -m torch.distributed.run --standalone --nproc_per_node=N <script> <args>``.
+
 Toolkit style: values JSON-decoded when they decode (``"\\"adam\\""`` -> ``adam``),
 ``sagemaker_*`` (and the tuner's ``_tuning_objective_metric``) left out, sorted by name,
 ``--name value`` (``-n value`` for one-letter names), values rendered as the toolkit
@@ -25,8 +28,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,9 +143,9 @@ def prepare_program(
     ``requirements.txt``, say) in the job's log.
     """
     if isinstance(plan, ScriptRun):
-        return _script(plan, hyperparameters, code_dir, say)
+        return _with_ranks(_script(plan, hyperparameters, code_dir, say), plan.ranks)
     if isinstance(plan, SdkScriptRun):
-        return _sdk_script(plan, hyperparameters, code_dir, say)
+        return _with_ranks(_sdk_script(plan, hyperparameters, code_dir, say), plan.ranks)
     assert isinstance(plan, AlgorithmRun)
     module = plan.algorithm.module
     return Program(
@@ -227,6 +230,32 @@ def _sdk_script(
         log_level=toolkit_log_level(hyperparameters),
         python_path=(str(code_dir),),
     )
+
+
+def torchrun_command(ranks: int, script: str, args: Sequence[str]) -> tuple[str, ...]:
+    """``script`` as ``ranks`` data-parallel processes on this instance under torchrun.
+
+    ``--standalone`` gives the group a rendezvous on a free local port, so jobs on one
+    machine never collide on a fixed one. No ``--max-restarts``: a failed rank ends the
+    attempt, and spotrun's next attempt starts every rank afresh from the last checkpoint.
+    """
+    return (
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={ranks}",
+        script,
+        *args,
+    )
+
+
+def _with_ranks(program: Program, ranks: int | None) -> Program:
+    if ranks is None:
+        return program
+    # argv is (python, script, *args) here: the plan only allows .py entry points
+    script = program.argv[1]
+    return replace(program, argv=torchrun_command(ranks, script, program.user_args))
 
 
 def _mention_requirements(code_dir: Path, say: Callable[[str], None]) -> None:

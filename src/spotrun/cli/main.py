@@ -14,6 +14,7 @@ from typing import Any
 from spotrun.cli import render
 from spotrun.cli.client import Client, service_info, start_service, stop_service
 from spotrun.errors import ServiceError, SpecError, SpotrunError
+from spotrun.images import PROCESSES_ENV
 from spotrun.settings import Settings, load_settings, write_settings
 from spotrun.spec import lifecycle
 
@@ -88,6 +89,9 @@ def build_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any
         "EnableManagedSpotTraining": bool(args.spot),
         "Environment": _pairs(args.env, "--env"),
     }
+    if args.processes_per_host is not None:
+        # the server checks the value (1-64, a .py script, one instance) and names the field
+        req["Environment"][PROCESSES_ENV] = str(args.processes_per_host)
     if channels:
         req["InputDataConfig"] = channels
     if args.spot or args.checkpoint:
@@ -369,6 +373,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--spot", action="store_true", help="use managed spot training")
     r.add_argument("--instance-type", default="ml.m5.xlarge")
     r.add_argument("--count", type=int, default=1, help="instance count")
+    r.add_argument(
+        "--processes-per-host",
+        type=int,
+        metavar="N",
+        help="run the script as N data-parallel ranks under torchrun (see spotrun.toolkit."
+        "distributed)",
+    )
     r.add_argument("--max-run", default="1d", help="MaxRuntimeInSeconds, e.g. 30m")
     r.add_argument("--max-wait", help="MaxWaitTimeInSeconds, e.g. 1h (required with --spot)")
     r.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")

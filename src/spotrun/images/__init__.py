@@ -56,6 +56,8 @@ from spotrun.images._algorithms import (
     find_algorithm,
 )
 from spotrun.images._plan import (
+    MAX_PROCESSES_PER_HOST,
+    PROCESSES_ENV,
     SDK_LOG_LEVEL,
     SDK_PROGRAM,
     SDK_SUBMIT_DIRECTORY,
@@ -84,7 +86,9 @@ __all__ = [
     "BUILTIN_ALGORITHMS",
     "DEFAULT_IMAGES",
     "FRAMEWORK_REPOSITORIES",
+    "MAX_PROCESSES_PER_HOST",
     "NO_CHECKPOINT_MAX_WAIT",
+    "PROCESSES_ENV",
     "SDK_LOG_LEVEL",
     "SDK_PROGRAM",
     "SDK_SUBMIT_DIRECTORY",

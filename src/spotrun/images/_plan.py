@@ -10,6 +10,12 @@ Admission and the agent call the same ``plan_run`` with the same registry (both 
 4. no image, but the SDK's ``sagemaker_program`` and ``sagemaker_submit_directory``
    hyperparameters: SDK script mode.
 
+A script runs as several data-parallel ranks under ``torchrun`` when the request's
+``Environment`` sets ``SPOTRUN_PROCESSES_PER_HOST`` (``spotrun run --processes-per-host``)
+or the SDK's ``distribution={"torch_distributed": {"enabled": True}}`` set
+``sagemaker_torch_distributed_enabled`` (one rank per instance unless the variable says
+more: these instances have no GPUs to count).
+
 Pure: no I/O. Whether the code and data can be read is admission's business.
 """
 
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,11 @@ from spotrun.spec import JobSpec
 SDK_PROGRAM = "sagemaker_program"
 SDK_SUBMIT_DIRECTORY = "sagemaker_submit_directory"
 SDK_LOG_LEVEL = "sagemaker_container_log_level"
+#: what the SDK's ``distribution={"torch_distributed": {"enabled": True}}`` sets
+SDK_TORCH_DISTRIBUTED = "sagemaker_torch_distributed_enabled"
+#: spotrun's own switch: this many torchrun ranks on each instance
+PROCESSES_ENV = "SPOTRUN_PROCESSES_PER_HOST"
+MAX_PROCESSES_PER_HOST = 64
 #: hyperparameters the training toolkit keeps for itself besides ``sagemaker_*`` ones:
 #: they are in hyperparameters.json and SM_HPS but never passed as script arguments
 TOOLKIT_PRIVATE = frozenset({"_tuning_objective_metric", "default_user_module_name"})
@@ -70,6 +81,8 @@ class ScriptRun:
     toolkit_args: bool
     #: the image mapping that led here; None for the request's own SourceDir/EntryPoint
     mapped_by: ImageEntry | None = None
+    #: ranks per instance under torchrun; None: the script alone, one process
+    ranks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,8 @@ class SdkScriptRun:
     program: str
     submit_directory: str
     mapped_by: ImageEntry | None = None
+    #: ranks per instance under torchrun; None: the script alone, one process
+    ranks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +145,17 @@ def plan_run(
     algorithms: Mapping[str, BuiltinAlgorithm] = BUILTIN_ALGORITHMS,
 ) -> RunPlan:
     """What ``spec`` runs; ``SpecError`` naming the field when it maps to nothing."""
+    plan = _choose(spec, registry, algorithms)
+    ranks = _ranks(spec, plan)
+    if ranks is None:
+        return plan
+    assert not isinstance(plan, AlgorithmRun)
+    return replace(plan, ranks=ranks)
+
+
+def _choose(
+    spec: JobSpec, registry: ImageRegistry, algorithms: Mapping[str, BuiltinAlgorithm]
+) -> RunPlan:
     algo = spec.algorithm
     if algo.source_dir is not None and algo.entry_point is not None:
         return ScriptRun(algo.source_dir, algo.entry_point, toolkit_args=False)
@@ -193,3 +219,43 @@ def _plan_image(
             f"{known_algorithms(algorithms)}",
         )
     return AlgorithmRun(found, mapped_by=entry)
+
+
+def _ranks(spec: JobSpec, plan: RunPlan) -> int | None:
+    """Ranks per instance under torchrun, from the environment or the SDK's switch."""
+    raw = spec.environment.get(PROCESSES_ENV)
+    sdk = decode_hyperparameter(spec.hyperparameters.get(SDK_TORCH_DISTRIBUTED, "false"))
+    if raw is None and sdk is not True:
+        return None
+    field = (
+        f"Environment.{PROCESSES_ENV}"
+        if raw is not None
+        else f"HyperParameters.{SDK_TORCH_DISTRIBUTED}"
+    )
+    ranks = 1
+    if raw is not None:
+        text = raw.strip()
+        # ASCII digits only: int() refuses some characters str.isdigit() accepts ("²")
+        usable = text.isascii() and text.isdigit() and len(text) <= 3
+        if not usable or not 1 <= int(text) <= MAX_PROCESSES_PER_HOST:
+            raise SpecError(
+                field, f"must be a whole number from 1 to {MAX_PROCESSES_PER_HOST}, got {raw!r}"
+            )
+        ranks = int(text)
+    if isinstance(plan, AlgorithmRun):
+        raise SpecError(
+            field, "built-in algorithms run as one process per instance; torchrun is for scripts"
+        )
+    entry = plan.entry_point if isinstance(plan, ScriptRun) else plan.program
+    # spotrun's own script mode runs any entry point with Python; the toolkit's kinds
+    # would run a .sh with /bin/sh, which torchrun cannot start as ranks
+    toolkit_kind = isinstance(plan, SdkScriptRun) or plan.toolkit_args
+    if toolkit_kind and not entry.endswith(".py"):
+        raise SpecError(field, f"torchrun runs Python scripts, and {entry!r} is not a .py file")
+    if spec.resources.instance_count > 1:
+        raise SpecError(
+            field,
+            "ranks on several instances are not supported yet: give InstanceCount 1 and the "
+            "ranks per instance",
+        )
+    return ranks
