@@ -473,3 +473,16 @@ def test_torchrun_needs_a_python_script_where_a_shell_script_would_run_with_sh()
         plan_run(parse_spec(_request(TrainingImage=PYTORCH, hps=hps)), ImageRegistry())
     assert e.value.field == "HyperParameters.sagemaker_torch_distributed_enabled"
     assert "'run.sh' is not a .py file" in e.value.problem
+
+
+def test_the_sdk_switch_must_be_a_boolean_and_a_file_named_dot_py_is_no_python_script() -> None:
+    for value in ("1", "True", '"true"'):
+        hps = _sdk_hps("s3://b/s.tar.gz", sagemaker_torch_distributed_enabled=value)
+        with pytest.raises(SpecError) as e:
+            plan_run(parse_spec(_request(TrainingImage=PYTORCH, hps=hps)), ImageRegistry())
+        assert e.value.field == "HyperParameters.sagemaker_torch_distributed_enabled"
+        assert "must be true or false" in e.value.problem
+    hps = _sdk_hps("s3://b/s.tar.gz", program=".py", sagemaker_torch_distributed_enabled="true")
+    with pytest.raises(SpecError) as e:
+        plan_run(parse_spec(_request(TrainingImage=PYTORCH, hps=hps)), ImageRegistry())
+    assert "'.py' is not a .py file" in e.value.problem

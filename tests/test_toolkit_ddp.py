@@ -31,6 +31,7 @@ dist = pytest.importorskip("torch.distributed")
 
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer  # noqa: E402
 from spotrun.toolkit import distributed as ddp  # noqa: E402
+from spotrun.toolkit.torch import rng_states  # noqa: E402
 from training_runs import assert_same  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -214,6 +215,15 @@ def test_without_a_process_group_it_is_the_plain_toolkit(tmp_path: Path) -> None
     assert torch.equal(other.weight, model.weight)
 
 
+def test_a_failed_save_on_rank_zero_is_raised_there_after_telling_the_others(
+    tmp_path: Path,
+) -> None:
+    with Checkpointer(tmp_path, watch=False) as ckpt:
+        with pytest.raises(ValueError, match="rank 0 has no state to save"):
+            ddp.save(ckpt, None, 2)
+        assert ckpt.latest() is None
+
+
 @pytest.fixture
 def group_of_one() -> Any:
     dist.init_process_group("gloo", rank=0, world_size=1, store=dist.HashStore())
@@ -229,11 +239,19 @@ def test_in_a_group_rank_zero_keeps_every_ranks_generators_and_sizes_must_match(
         state = ddp.capture(model, opt, position={"step": 1})
         assert state is not None and len(state[ddp.RANK_RNG]) == 1
         drawn = torch.rand(3)  # what the rank draws next...
+        # ...unless its own entry says otherwise: this rank's generators are the entry
+        # under its rank, not rank 0's "rng" that the plain restore puts everywhere
+        torch.manual_seed(99)
+        mine = rng_states()
+        drawn_by_mine = torch.rand(3)
+        state = {**state, ddp.RANK_RNG: [mine]}
         ddp.save(ckpt, state, 1)
         last = ddp.latest(ckpt, verify=True)
         assert last is not None and last.step == 1
         assert ddp.restore(last.load(), model, opt) == {"step": 1}
-        assert torch.equal(torch.rand(3), drawn)  # ...it draws again after the restore
+        assert torch.equal(torch.rand(3), drawn_by_mine)
+        assert not torch.equal(drawn, drawn_by_mine)
+        state = {**state, ddp.RANK_RNG: [state["rng"]]}
 
         with pytest.raises(ValueError, match="rank 0 has no state to save"):
             ddp.save(ckpt, None, 2)

@@ -16,7 +16,8 @@ algorithm            ``python -m <module>``                     none (hyperparam
 ==================  =========================================  ==========================
 
 A script with ranks (``SPOTRUN_PROCESSES_PER_HOST``, or the SDK's torch_distributed) runs
-as ``python -m torch.distributed.run --standalone --nproc_per_node=N <script> <args>``.
+as ``python -m torch.distributed.run --standalone --nproc_per_node=N … -m
+spotrun.toolkit.rank <script> <args>`` (see ``torchrun_command``).
 
 Toolkit style: values JSON-decoded when they decode (``"\\"adam\\""`` -> ``adam``),
 ``sagemaker_*`` (and the tuner's ``_tuning_objective_metric``) left out, sorted by name,
@@ -29,11 +30,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spotrun.agent.outcome import JobInputError
+from spotrun.agent.reporter import DEFAULT_STOP_GRACE
 from spotrun.agent.source import fetch_code
 from spotrun.images import (
     SDK_LOG_LEVEL,
@@ -47,6 +49,8 @@ from spotrun.images import (
 )
 
 LOG_LEVEL = 20  # logging.INFO, the toolkit's default
+#: what each torchrun rank starts through (see its docstring)
+RANK_MODULE = "spotrun.toolkit.rank"
 REQUIREMENTS = "requirements.txt"
 
 
@@ -143,9 +147,9 @@ def prepare_program(
     ``requirements.txt``, say) in the job's log.
     """
     if isinstance(plan, ScriptRun):
-        return _with_ranks(_script(plan, hyperparameters, code_dir, say), plan.ranks)
+        return _script(plan, hyperparameters, code_dir, say)
     if isinstance(plan, SdkScriptRun):
-        return _with_ranks(_sdk_script(plan, hyperparameters, code_dir, say), plan.ranks)
+        return _sdk_script(plan, hyperparameters, code_dir, say)
     assert isinstance(plan, AlgorithmRun)
     module = plan.algorithm.module
     return Program(
@@ -176,7 +180,7 @@ def _script(
         args = hyperparameter_args(hyperparameters)
         return Program(
             # always Python, whatever the suffix: spotrun's script mode runs Python scripts
-            argv=(sys.executable, str(entry), *args),
+            argv=_command((sys.executable, str(entry)), entry, args, plan.ranks),
             entry_point=plan.entry_point,
             module_dir=str(code_dir),
             module_name=module_name(plan.entry_point),
@@ -194,7 +198,7 @@ def _script(
     _mention_requirements(code_dir, say)
     args = toolkit_args(hyperparameters)
     return Program(
-        argv=(*script_command(entry), *args),
+        argv=_command(script_command(entry), entry, args, plan.ranks),
         entry_point=plan.entry_point,
         module_dir=str(code_dir),
         module_name=module_name(plan.entry_point),
@@ -221,7 +225,7 @@ def _sdk_script(
     _mention_requirements(code_dir, say)
     args = toolkit_args(hyperparameters)
     return Program(
-        argv=(*script_command(entry), *args),
+        argv=_command(script_command(entry), entry, args, plan.ranks),
         entry_point=plan.program,
         module_dir=plan.submit_directory,
         module_name=module_name(plan.program),
@@ -232,12 +236,19 @@ def _sdk_script(
     )
 
 
-def torchrun_command(ranks: int, script: str, args: Sequence[str]) -> tuple[str, ...]:
+def torchrun_command(
+    ranks: int, script: Path, args: Sequence[str], shutdown_timeout: float = DEFAULT_STOP_GRACE
+) -> tuple[str, ...]:
     """``script`` as ``ranks`` data-parallel processes on this instance under torchrun.
 
     ``--standalone`` gives the group a rendezvous on a free local port, so jobs on one
     machine never collide on a fixed one. No ``--max-restarts``: a failed rank ends the
-    attempt, and spotrun's next attempt starts every rank afresh from the last checkpoint.
+    attempt. torchrun forwards the agent's SIGTERM to the ranks and by default SIGKILLs
+    them 30 s later; ``--shutdown-timeout`` gives them the whole notice window to save
+    instead (the agent's own SIGKILL still ends everything at its grace). Each rank starts
+    through ``spotrun.toolkit.rank``, which ties it to torchrun's life (torchrun puts ranks in
+    sessions of their own, out of reach of the agent's group signals) and records a rank's
+    error as the job's failure reason.
     """
     return (
         sys.executable,
@@ -245,17 +256,22 @@ def torchrun_command(ranks: int, script: str, args: Sequence[str]) -> tuple[str,
         "torch.distributed.run",
         "--standalone",
         f"--nproc_per_node={ranks}",
-        script,
+        f"--shutdown-timeout={int(shutdown_timeout)}",
+        "-m",
+        RANK_MODULE,
+        str(script),
         *args,
     )
 
 
-def _with_ranks(program: Program, ranks: int | None) -> Program:
+def _command(
+    alone: Sequence[str], entry: Path, args: Sequence[str], ranks: int | None
+) -> tuple[str, ...]:
+    """The script's command line: ``alone`` + args, or torchrun's with ranks (the plan
+    allows ranks for Python scripts only)."""
     if ranks is None:
-        return program
-    # argv is (python, script, *args) here: the plan only allows .py entry points
-    script = program.argv[1]
-    return replace(program, argv=torchrun_command(ranks, script, program.user_args))
+        return (*alone, *args)
+    return torchrun_command(ranks, entry, args)
 
 
 def _mention_requirements(code_dir: Path, say: Callable[[str], None]) -> None:

@@ -1,9 +1,11 @@
 """The training process: started in its own process group, signalled as a group.
 
-Its own session keeps a signal aimed at the training (and at whatever it spawned: data
-loader workers, torchrun ranks) away from the agent, which must outlive it to flush logs
-and the last checkpoint. On Linux the direct child also asks the kernel for SIGKILL should
-the agent die first, so a hard-killed agent does not leave an orphan training behind.
+Its own session keeps a signal aimed at the training (and at whatever it spawned in that
+session: data loader workers, say) away from the agent, which must outlive it to flush
+logs and the last checkpoint. On Linux the direct child also asks the kernel for SIGKILL
+should the agent die first, so a hard-killed agent does not leave an orphan training
+behind. torchrun's ranks live in sessions of their own; ``spotrun.toolkit.rank`` ties each
+to torchrun the same way, and torchrun passes the group's SIGTERM on to them.
 """
 
 from __future__ import annotations

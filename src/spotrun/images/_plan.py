@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from spotrun.errors import SpecError
@@ -225,7 +225,11 @@ def _ranks(spec: JobSpec, plan: RunPlan) -> int | None:
     """Ranks per instance under torchrun, from the environment or the SDK's switch."""
     raw = spec.environment.get(PROCESSES_ENV)
     sdk = decode_hyperparameter(spec.hyperparameters.get(SDK_TORCH_DISTRIBUTED, "false"))
-    if raw is None and sdk is not True:
+    if not isinstance(sdk, bool):  # the SDK writes JSON true or false; "1" is a typo
+        raise SpecError(
+            f"HyperParameters.{SDK_TORCH_DISTRIBUTED}", f"must be true or false, got {sdk!r}"
+        )
+    if raw is None and not sdk:
         return None
     field = (
         f"Environment.{PROCESSES_ENV}"
@@ -250,7 +254,8 @@ def _ranks(spec: JobSpec, plan: RunPlan) -> int | None:
     # spotrun's own script mode runs any entry point with Python; the toolkit's kinds
     # would run a .sh with /bin/sh, which torchrun cannot start as ranks
     toolkit_kind = isinstance(plan, SdkScriptRun) or plan.toolkit_args
-    if toolkit_kind and not entry.endswith(".py"):
+    # the suffix as the agent's script_command sees it (a file named ".py" has none)
+    if toolkit_kind and PurePosixPath(entry).suffix != ".py":
         raise SpecError(field, f"torchrun runs Python scripts, and {entry!r} is not a .py file")
     if spec.resources.instance_count > 1:
         raise SpecError(

@@ -27,8 +27,10 @@ launcher such as ``torchrun`` tears the group down as soon as one rank exits). `
 gives each rank its own generators back.
 
 Without an initialized process group every function works for a single process, so one
-script runs with and without ``torchrun``. The collectives use the default group; with the
-NCCL backend the flag travels on the current CUDA device.
+script runs with and without ``torchrun``. The collectives use the default group. With the
+NCCL backend they travel on the current CUDA device, so each rank must have called
+``torch.cuda.set_device(local_rank)`` (as DDP on GPUs needs anyway); there ``stop_agreed``
+also waits for the GPU once per call, so call it per step only where a step is long.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def stop_agreed(ckpt: Checkpointer) -> bool:
     """Whether any rank has been interrupted; the same answer on every rank.
 
     Call it on every rank at the same point of every step (it is an all-reduce of one
-    integer, a few microseconds on one machine).
+    integer: on CPU with gloo, well under a millisecond on one machine).
     """
     dist = _dist()
     if dist is None:
@@ -121,11 +123,11 @@ def save(ckpt: Checkpointer, state: Mapping[str, Any] | None, step: int) -> Chec
     written: Checkpoint | None = None
     failure: BaseException | None = None
     if rank == 0:
-        if state is None:
-            raise ValueError("rank 0 has no state to save: pass what capture() returned")
         try:
+            if state is None:
+                raise ValueError("rank 0 has no state to save: pass what capture() returned")
             written = ckpt.save(state, step)
-        except BaseException as e:  # the others must not wait for a save that failed
+        except BaseException as e:  # the others must learn of it, not wait for a save
             failure = e
     ok = _all_agree(failure is None)
     if failure is not None:
@@ -149,14 +151,15 @@ def latest(ckpt: Checkpointer, verify: bool = False) -> Checkpoint | None:
     name = names[0]
     if name is None:
         return None
-    if chosen is not None:
-        return chosen
-    for found in ckpt.checkpoints():
-        if found.path.name == name:
-            return found
-    raise FileNotFoundError(
-        f"rank {rank} has no checkpoint {name} under {ckpt.root}, which rank 0 restores"
-    )
+    if rank != 0:
+        chosen = next((c for c in ckpt.checkpoints(verify=verify) if c.path.name == name), None)
+    # every rank raises if any lacks it, rather than one raising while the others wait
+    if not _all_agree(chosen is not None):
+        raise FileNotFoundError(
+            f"checkpoint {name}, which rank 0 restores, is missing or incomplete under "
+            f"{ckpt.root} on some rank"
+        )
+    return chosen
 
 
 def restore(
@@ -184,9 +187,10 @@ def restore(
             f"{'ranks' if written_by > 1 else 'process'} and this run has {world}; pass "
             "same_world_size=False to continue with other random numbers"
         )
+    own = rng_states()
     position = _restore_one(state, model, optimizer, scheduler, scaler)
-    if by_rank is not None and rank < len(by_rank):
-        set_rng_states(by_rank[rank])
+    # _restore_one put rank 0's generators (the state's "rng") on this rank too
+    set_rng_states(by_rank[rank] if by_rank is not None and rank < len(by_rank) else own)
     return position
 
 

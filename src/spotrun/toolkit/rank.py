@@ -1,0 +1,79 @@
+"""Start one torchrun rank of a job's script: ``python -m spotrun.toolkit.rank SCRIPT ARGS…``.
+
+spotrun runs a data-parallel script as ``torchrun … -m spotrun.toolkit.rank SCRIPT ARGS``.
+Two things a rank started directly by torchrun lacks, this adds before it runs the script
+exactly as ``python SCRIPT ARGS`` would (``__main__``, ``sys.argv``, the script's folder
+first on ``sys.path``):
+
+- It dies with torchrun. torchrun starts every rank in a session of its own, so the signals
+  the agent sends to the training's process group reach torchrun only; a torchrun killed
+  hard would otherwise leave its ranks running, training on and writing into a checkpoint
+  folder the next attempt owns. The kernel's parent-death signal (Linux) closes that gap.
+- A rank that fails with an exception records it in ``$SM_OUTPUT_DIR/failure`` (the first
+  rank to fail wins), which becomes the job's failure reason, as SageMaker's training
+  toolkit does. Otherwise the reason would be the last line of torchrun's summary box.
+
+Standard library only, like the rest of the toolkit: it runs in every rank before the
+script.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import runpy
+import signal
+import sys
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+#: what a failure file may hold (SageMaker truncates FailureReason at 1024 characters)
+FAILURE_LIMIT = 1024
+
+
+def die_with_parent() -> None:
+    """Ask for SIGKILL when the parent (torchrun) exits; exit now if it already has."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    name = ctypes.util.find_library("c")
+    if name is not None:
+        ctypes.CDLL(name, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request was in place
+        os._exit(1)
+
+
+def record_failure(error: BaseException) -> None:
+    """Write ``error`` to the failure file unless another rank got there first."""
+    output = os.environ.get("SM_OUTPUT_DIR")
+    if not output:
+        return
+    rank = os.environ.get("RANK", "?")
+    text = f"AlgorithmError: rank {rank}: {type(error).__name__}: {error}"[:FAILURE_LIMIT]
+    try:
+        fd = os.open(Path(output) / "failure", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError:
+        return  # another rank's failure is already recorded, or there is nowhere to write
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        sys.exit("usage: python -m spotrun.toolkit.rank SCRIPT [ARGS...]")
+    die_with_parent()
+    script = argv[0]
+    sys.argv = list(argv)
+    sys.path[0] = str(Path(script).resolve().parent)  # what `python SCRIPT` puts first
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as e:
+        record_failure(e)
+        raise
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
