@@ -8,6 +8,7 @@ import copy
 import io
 import json
 import os
+import re
 import tarfile
 import time
 from collections.abc import Iterator
@@ -90,6 +91,28 @@ def finished_through_an_interruption(
     statuses = [t["Status"] for t in d["SecondaryStatusTransitions"]]
     assert "Interrupted" in statuses and statuses[-1] == "Completed", statuses
     return d, job_log(server, name)
+
+
+def run_example_and_interrupt(
+    server: Server, script: Path, name: str, progress: re.Pattern[str], after: int, *extra: str
+) -> None:
+    """``spotrun run`` an example script as a spot job on capacity the market never reclaims
+    unasked, and ``spotrun interrupt`` it once its log has ``after`` lines matching
+    ``progress`` (well before the end, so the next attempt has work left)."""
+    out = server.cli(
+        "run", str(script), "--name", name, "--spot",
+        "--instance-type", "ml.c5.2xlarge",  # never reclaimed unasked: the interruption is ours
+        "--max-run", "10m", "--max-wait", "1h", *extra, "--detach",
+    )  # fmt: skip
+    assert name in out
+    sm = server.client()
+    deadline = time.monotonic() + 90
+    while len([line for line in job_log(server, name) if progress.match(line)]) < after:
+        d = sm.describe_training_job(TrainingJobName=name)
+        assert d["TrainingJobStatus"] == "InProgress", d.get("FailureReason")
+        assert time.monotonic() < deadline, "no training progress"
+        time.sleep(0.2)
+    server.cli("interrupt", name, "--lead", "5")
 
 
 def job_log(server: Server, name: str) -> list[str]:

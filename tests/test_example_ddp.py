@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import re
 import tarfile
-import time
 from pathlib import Path
 
 import botocore.exceptions
@@ -21,7 +20,7 @@ pytest.importorskip("sklearn")
 from sagemaker_server import Server  # noqa: E402
 from test_algorithms_e2e import (  # noqa: E402, F401
     finished_through_an_interruption,
-    job_log,
+    run_example_and_interrupt,
     server,
 )
 
@@ -35,36 +34,11 @@ EPOCH_RE = re.compile(r"^epoch=(\d+) loss=")
 def test_ddp_example_runs_as_two_ranks_and_resumes_after_an_interruption(
     server: Server,  # noqa: F811
 ) -> None:
-    out = server.cli(
-        "run",
-        str(EXAMPLE / "train.py"),
-        "--name",
-        "ddp-spot",
-        "--spot",
-        "--processes-per-host",
-        "2",
-        "--instance-type",
-        "ml.c5.2xlarge",  # never reclaimed unasked: the interruption is ours
-        "--max-run",
-        "10m",
-        "--max-wait",
-        "1h",
-        "--hp",
-        f"epochs={EPOCHS}",
-        "--detach",
-    )
-    assert "ddp-spot" in out
-    sm = server.client()
-    deadline = time.monotonic() + 90
-    while True:  # interrupt once two epochs are done, well before the last
-        epochs = [m for line in job_log(server, "ddp-spot") if (m := EPOCH_RE.match(line))]
-        if len(epochs) >= 2:
-            break
-        d = sm.describe_training_job(TrainingJobName="ddp-spot")
-        assert d["TrainingJobStatus"] == "InProgress", d.get("FailureReason")
-        assert time.monotonic() < deadline, "no training progress"
-        time.sleep(0.2)
-    server.cli("interrupt", "ddp-spot", "--lead", "5")
+    # interrupt once two epochs are done, well before the last
+    run_example_and_interrupt(
+        server, EXAMPLE / "train.py", "ddp-spot", EPOCH_RE, 2,
+        "--processes-per-host", "2", "--hp", f"epochs={EPOCHS}",
+    )  # fmt: skip
 
     d, text = finished_through_an_interruption(server, "ddp-spot", timeout=180)
     # both ranks stopped at the same step; rank 0 said where, and the next attempt's ranks

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import re
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ pytest.importorskip("lightning.pytorch")
 from sagemaker_server import Server  # noqa: E402
 from test_algorithms_e2e import (  # noqa: E402, F401
     finished_through_an_interruption,
-    job_log,
+    run_example_and_interrupt,
     server,
 )
 
@@ -32,34 +31,10 @@ EPOCH_RE = re.compile(r"^epoch=(\d+) val_accuracy=")
 
 
 def test_lightning_example_resumes_after_an_interruption(server: Server) -> None:  # noqa: F811
-    out = server.cli(
-        "run",
-        str(EXAMPLE / "train.py"),
-        "--name",
-        "lit-spot",
-        "--spot",
-        "--instance-type",
-        "ml.c5.2xlarge",  # never reclaimed unasked: the interruption is ours
-        "--max-run",
-        "10m",
-        "--max-wait",
-        "1h",
-        "--hp",
-        f"epochs={EPOCHS}",
-        "--detach",
+    # interrupt once a few epochs are done, well before the last
+    run_example_and_interrupt(
+        server, EXAMPLE / "train.py", "lit-spot", EPOCH_RE, 3, "--hp", f"epochs={EPOCHS}"
     )
-    assert "lit-spot" in out
-    sm = server.client()
-    deadline = time.monotonic() + 90
-    while True:  # interrupt once a few epochs are done, well before the last
-        epochs = [m for line in job_log(server, "lit-spot") if (m := EPOCH_RE.match(line))]
-        if len(epochs) >= 3:
-            break
-        d = sm.describe_training_job(TrainingJobName="lit-spot")
-        assert d["TrainingJobStatus"] == "InProgress", d.get("FailureReason")
-        assert time.monotonic() < deadline, "no training progress"
-        time.sleep(0.2)
-    server.cli("interrupt", "lit-spot", "--lead", "5")
 
     d, text = finished_through_an_interruption(server, "lit-spot", timeout=180)
     assert text.count("starting fresh") == 1

@@ -63,18 +63,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, st
         moto.stop()
 
 
-def test_estimator_fit_with_spot_through_an_interruption(
-    stack: tuple[Server, str, Path],
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def session(stack: tuple[Server, str, Path], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A SageMaker SDK session that talks to spotrun and moto, signed with spotrun's key."""
     import sagemaker
-    from sagemaker.estimator import Estimator
 
     server, s3_url, root = stack
-    code = root / "code"
-    code.mkdir()
-    (code / "train.py").write_text(SCRIPT)
     # no telemetry calls to AWS: the SDK's documented opt-out
     config = root / "sdk-config.yaml"
     config.write_text(
@@ -92,9 +86,20 @@ def test_estimator_fit_with_spot_through_an_interruption(
         "AWS_SECRET_ACCESS_KEY": secret,
     }.items():
         monkeypatch.setenv(k, v)
-    session = sagemaker.Session(
+    return sagemaker.Session(
         boto_session=boto3.Session(region_name="us-east-1"), default_bucket=BUCKET
     )
+
+
+def test_estimator_fit_with_spot_through_an_interruption(
+    stack: tuple[Server, str, Path], session: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sagemaker.estimator import Estimator
+
+    server, s3_url, root = stack
+    code = root / "code"
+    code.mkdir()
+    (code / "train.py").write_text(SCRIPT)
     est = Estimator(
         image_uri="spotrun/python:3.11",
         entry_point="train.py",
@@ -141,33 +146,12 @@ def test_estimator_fit_with_spot_through_an_interruption(
 
 
 def test_pytorch_estimator_with_torch_distributed_runs_ranks_under_torchrun(
-    stack: tuple[Server, str, Path],
-    monkeypatch: pytest.MonkeyPatch,
+    stack: tuple[Server, str, Path], session: Any
 ) -> None:
     pytest.importorskip("torch")
-    import sagemaker
     from sagemaker.pytorch import PyTorch
 
-    server, s3_url, root = stack
-    access, secret = server.key
-    config = root / "sdk-config-ddp.yaml"
-    config.write_text(
-        "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n"
-        "      TelemetryOptOut: true\n"
-    )
-    for k, v in {
-        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
-        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
-        "AWS_ENDPOINT_URL_SAGEMAKER": server.url,
-        "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": server.url,
-        "AWS_ENDPOINT_URL_S3": s3_url,
-        "AWS_ACCESS_KEY_ID": access,
-        "AWS_SECRET_ACCESS_KEY": secret,
-    }.items():
-        monkeypatch.setenv(k, v)
-    session = sagemaker.Session(
-        boto_session=boto3.Session(region_name="us-east-1"), default_bucket=BUCKET
-    )
+    server, _, _ = stack
     est = PyTorch(
         image_uri="spotrun/python:3.11",
         entry_point="train.py",
