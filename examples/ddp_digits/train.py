@@ -130,7 +130,9 @@ def train(args: argparse.Namespace) -> int:
             if rank == 0:
                 print(f"resumed from {last.path.name} at step {step}", flush=True)
         net.train()
-        loss_sum = torch.zeros(())
+        # the epoch's mean loss over the batches this attempt trained (after a mid-epoch
+        # resume, the ones the earlier attempt trained are not in it)
+        loss_sum, loss_batches = torch.zeros(()), 0
         while step < total:
             epoch, batch = divmod(step, steps_per_epoch)
             shard = epoch_order(len(x_train), args.seed, epoch)[rank : per_rank * world : world]
@@ -140,12 +142,13 @@ def train(args: argparse.Namespace) -> int:
             loss.backward()
             opt.step()
             loss_sum += loss.detach()
+            loss_batches += 1
             step += 1
             if step % steps_per_epoch == 0:
                 sched.step()
                 if rank == 0:
-                    print(f"epoch={epoch + 1} loss={loss_sum.item() / steps_per_epoch:.4f}")
-                loss_sum.zero_()
+                    print(f"epoch={epoch + 1} loss={loss_sum.item() / loss_batches:.4f}")
+                loss_sum, loss_batches = torch.zeros(()), 0
             if rank == 0 and args.log_steps:
                 print(f"step={step}", flush=True)
             if stop_agreed(ckpt):

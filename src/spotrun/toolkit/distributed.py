@@ -61,17 +61,7 @@ def stop_agreed(ckpt: Checkpointer) -> bool:
     Call it on every rank at the same point of every step (it is an all-reduce of one
     integer: on CPU with gloo, well under a millisecond on one machine).
     """
-    dist = _dist()
-    if dist is None:
-        return ckpt.interrupted
-    import torch
-
-    device = torch.device("cpu")
-    if dist.get_backend() == "nccl":
-        device = torch.device("cuda", torch.cuda.current_device())
-    flag = torch.tensor([1 if ckpt.interrupted else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+    return _any_rank(ckpt.interrupted)
 
 
 def capture(
@@ -196,17 +186,23 @@ def restore(
 
 def _all_agree(ok: bool) -> bool:
     """A barrier that also tells every rank whether every rank was fine."""
+    return not _any_rank(not ok)
+
+
+def _any_rank(flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank (an all-reduce of one integer; the flag itself
+    without a process group)."""
     dist = _dist()
     if dist is None:
-        return ok
+        return flag
     import torch
 
     device = torch.device("cpu")
     if dist.get_backend() == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
-    flag = torch.tensor([0 if ok else 1], dtype=torch.int32, device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return not bool(flag.item())
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def _dist() -> Any:
