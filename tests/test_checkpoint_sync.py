@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -24,6 +27,7 @@ from spotrun.control.actions import SetMessage
 from spotrun.control.reconcile import SYNC_STALL_MESSAGE, _sync_stall
 from spotrun.spec import parse_spec
 from spotrun.storage import CheckpointMirror
+from spotrun.storage._transfer import TEMP_MARK
 from spotrun.store import Store
 from spotrun.toolkit import FileEntry, Manifest
 
@@ -167,6 +171,46 @@ def test_restore_of_a_size_mismatch_skips_without_downloading(tmp_path: Path, me
     restored = CheckpointMirror(tmp_path / "ck", mem).restore()
     assert restored.step == 1
     assert not (tmp_path / "ck" / names["2"]).exists()
+
+
+def test_a_restore_keeps_local_files_with_the_right_bytes_and_sweeps_dead_downloads(
+    tmp_path: Path, mem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a resume on the same disk: the checkpoint is already here, one of its files damaged,
+    # and a download killed between writing and renaming left its temp file in the folder
+    names = _remote(mem, tmp_path)
+    local = tmp_path / "ck"
+    CheckpointMirror(local, mem).restore()
+    folder = local / names["2"]
+    manifest_before = (folder / "manifest.json").stat()
+    (folder / "extra.bin").write_bytes(b"x")  # not in the manifest: left alone
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    litter = folder / f".state.bin{TEMP_MARK}{dead.pid}-0"
+    litter.write_bytes(b"half")
+    busy = folder / f".state.bin{TEMP_MARK}{os.getppid()}-0"  # a live writer's: kept
+    busy.write_bytes(b"half")
+    fetched: list[str] = []
+    real = mirror_mod.get_file
+
+    def get(fs: object, rpath: str, dest: Path) -> None:
+        fetched.append(dest.relative_to(local).as_posix())
+        real(fs, rpath, dest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mirror_mod, "get_file", get)
+    restored = CheckpointMirror(local, mem).restore()
+    assert restored.step == 2
+    corrupt = f"{names['4']}/state.bin"  # tried first (newest), fails its sha256
+    assert fetched == ["notes.txt", corrupt]  # the restored checkpoint was all here already
+    assert (folder / "manifest.json").stat().st_ino == manifest_before.st_ino
+    assert not litter.exists() and busy.exists()
+    busy.unlink()
+
+    (folder / "state.bin").write_bytes(b"STEP 2")  # same size, other bytes: fetched again
+    fetched.clear()
+    assert CheckpointMirror(local, mem).restore().step == 2
+    assert fetched == ["notes.txt", corrupt, f"{names['2']}/state.bin"]
+    assert (folder / "state.bin").read_bytes() == b"step 2"
 
 
 def test_older_remote_checkpoints_go_when_the_restored_one_is_retired(

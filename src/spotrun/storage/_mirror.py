@@ -43,6 +43,7 @@ from spotrun.storage._transfer import (
     local_files,
     put_file,
     remote_files,
+    remove_stale_temp_files,
 )
 from spotrun.toolkit import MANIFEST, TEMP_PREFIX, Manifest, ManifestError, sha256_of
 
@@ -73,6 +74,28 @@ def _folder_key(folder: str) -> tuple[int, int, int, str]:
     m = CHECKPOINT_FOLDER.match(PurePosixPath(folder).name)
     assert m is not None
     return (int(m.group(1)), int(m.group(2)), int(m.group(3)), folder)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _holds(path: Path, size: int, sha256: str) -> bool:
+    """Whether the local file ``path`` already has exactly these bytes."""
+    try:
+        return _size(path) == size and sha256_of(path) == sha256
+    except OSError:
+        return False
+
+
+def _local_manifest(folder: Path) -> Manifest | None:
+    try:
+        return Manifest.from_json((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ManifestError, UnicodeDecodeError):
+        return None
 
 
 def _is_folder_manifest(rel: str, folder: str) -> bool:
@@ -163,6 +186,9 @@ class CheckpointMirror:
         """
         with self._lock:
             self.local_dir.mkdir(parents=True, exist_ok=True)
+            # downloads of an attempt killed mid-restore: restore runs before anything
+            # else writes here, so what it finds is litter
+            remove_stale_temp_files(self.local_dir)
             objects = remote_files(self._fs, self._path, self.uri)
             if any(obj.path == self._path for obj in objects.values()):
                 objects = {}  # the URI names a single object, not a folder: nothing to mirror
@@ -238,20 +264,27 @@ class CheckpointMirror:
             if obj is None or obj.size != entry.size:
                 return False
         local = self.local_dir / folder
+        mrel = f"{folder}/{MANIFEST}"
         try:
-            # data first, manifest last: a restore cut short leaves no complete-looking folder
+            # data first, manifest last: a restore cut short leaves no complete-looking folder.
+            # A file already here with the right bytes (a resume on the same disk) is kept,
+            # not downloaded again: faster, and a kill can then not leave a temp file inside
+            # a folder that is already complete
             for entry in manifest.files:
                 rel = f"{folder}/{entry.path}"
+                if _holds(self.local_dir / rel, entry.size, entry.sha256):
+                    continue
                 get_file(self._fs, files[rel].path, self.local_dir / rel)
                 if sha256_of(self.local_dir / rel) != entry.sha256:
                     raise ManifestError(f"{rel} does not match its sha256")
-            extra = [r for r in files if r != f"{folder}/{MANIFEST}"]
             listed = {f"{folder}/{e.path}" for e in manifest.files}
-            for rel in extra:
-                if rel not in listed:
-                    get_file(self._fs, files[rel].path, self.local_dir / rel)
-            mrel = f"{folder}/{MANIFEST}"
-            get_file(self._fs, files[mrel].path, self.local_dir / mrel)
+            for rel, obj in files.items():
+                if rel == mrel or rel in listed:
+                    continue
+                if _size(self.local_dir / rel) != obj.size:
+                    get_file(self._fs, obj.path, self.local_dir / rel)
+            if _local_manifest(local) != manifest:
+                get_file(self._fs, files[mrel].path, self.local_dir / mrel)
         except (ManifestError, FileNotFoundError):
             shutil.rmtree(local, ignore_errors=True)
             return False

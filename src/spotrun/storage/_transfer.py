@@ -22,6 +22,7 @@ from typing import Any
 from fsspec import AbstractFileSystem
 
 from spotrun.storage._fs import StorageError, filesystem, is_local, retrying
+from spotrun.toolkit._checkpointer import writer_gone
 
 #: marks a file as an unfinished write of ours; such files are never listed or uploaded
 TEMP_MARK = ".spotrun-tmp-"
@@ -31,6 +32,28 @@ _counter = itertools.count()
 def temp_name(dest: Path) -> Path:
     """A sibling of ``dest`` to write into before renaming; unique per process and call."""
     return dest.with_name(f".{dest.name}{TEMP_MARK}{os.getpid()}-{next(_counter)}")
+
+
+def remove_stale_temp_files(folder: Path) -> list[str]:
+    """Delete the unfinished writes under ``folder`` whose writer died; returns them.
+
+    A download killed between writing its temp file and renaming it leaves the temp file
+    beside the destination, possibly inside a checkpoint folder that is otherwise complete:
+    a reader that lists the folder would find a stray file in it.
+    """
+    removed: list[str] = []
+    if not folder.is_dir():
+        return removed
+    for dirpath, _dirs, names in os.walk(folder):
+        for name in names:
+            if TEMP_MARK not in name:
+                continue
+            pid = name.rsplit(TEMP_MARK, 1)[1].split("-", 1)[0]
+            full = Path(dirpath, name)
+            if not pid.isdigit() or writer_gone(int(pid), full):
+                full.unlink(missing_ok=True)
+                removed.append(full.relative_to(folder).as_posix())
+    return removed
 
 
 def local_files(folder: Path) -> dict[str, tuple[int, int]]:

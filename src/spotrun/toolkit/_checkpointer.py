@@ -512,11 +512,21 @@ def _stale(temp: Path) -> bool:
         pid = int(parts[1])
     except (IndexError, ValueError):
         return True
+    return writer_gone(pid, temp)
+
+
+def writer_gone(pid: int, path: Path) -> bool:
+    """Whether the process ``pid`` that was writing ``path`` can no longer finish it.
+
+    Our own pid counts as gone: callers hold the lock under which we write, so a leftover
+    of ours is from a write that failed. Where process ids cannot be probed (Windows,
+    where ``os.kill(pid, 0)`` would terminate the process), an hour without change does.
+    """
     if pid == os.getpid():
-        return True  # our own saves hold the lock, so ours here is a leftover
-    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    if os.name != "posix":
         try:
-            return time.time() - temp.stat().st_mtime > 3600
+            return time.time() - path.stat().st_mtime > 3600
         except OSError:
             return False
     try:
