@@ -211,7 +211,9 @@ def _check_after_kill(r: Run, restore_into: Path) -> None:
     logged = _logged(r.log)
     # (a) the local folder: newest complete checkpoint, hash-verified, never going back
     latest = Checkpointer(r.local, watch=False).latest(verify=True)
-    r.cut["local temp folder"] += any(p.name.startswith(".tmp-ckpt-") for p in r.local.iterdir())
+    # (a kill before the first worker got to create the folder leaves none)
+    here = list(r.local.iterdir()) if r.local.exists() else []
+    r.cut["local temp folder"] += any(p.name.startswith(".tmp-ckpt-") for p in here)
     previous = r.local_steps[-1] if r.local_steps else None
     if latest is None:
         assert previous is None, f"local checkpoint of step {previous} vanished"
