@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -104,3 +105,94 @@ def test_a_ranks_exception_is_the_failure_reason(tmp_path: Path) -> None:
         last_stderr=last,
     )
     assert outcome.ending is Ending.FAILED and outcome.failure_reason == failure
+
+
+ENDING = """
+import atexit, sys, threading, time
+from pathlib import Path
+
+out = Path(sys.argv[1])
+
+
+class Global:
+    def __del__(self):
+        print("torn down", flush=True)  # only if the interpreter is finalized
+
+
+kept = Global()
+
+
+def late():
+    time.sleep(0.3)
+    (out / "thread").write_text("done")
+
+
+threading.Thread(target=late).start()  # not a daemon: a normal exit waits for it
+atexit.register(lambda: (out / "atexit").write_text((out / "thread").read_text()))
+print("buffered, not flushed")
+if sys.argv[2] == "return":
+    pass
+elif sys.argv[2] == "message":
+    sys.exit("stopped: bad input")
+else:
+    sys.exit(int(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "code"), [("return", 0), ("75", 75), ("300", 300 & 0xFF), ("message", 1)]
+)
+def test_a_rank_ends_like_a_normal_exit_without_tearing_the_interpreter_down(
+    tmp_path: Path, how: str, code: int
+) -> None:
+    # what keeps gloo's worker threads from aborting a rank at exit: the interpreter is
+    # not finalized, and everything a script may rely on at its end still happens
+    script = tmp_path / "train.py"
+    script.write_text(ENDING)
+    proc = subprocess.run(
+        [sys.executable, "-m", "spotrun.toolkit.rank", str(script), str(tmp_path), how],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout == "buffered, not flushed\n"  # flushed by the exit, "torn down" absent
+    assert (tmp_path / "atexit").read_text() == "done"  # after the thread, as Python does
+    assert ("stopped: bad input" in proc.stderr) == (how == "message")
+
+
+NATIVE_AT_EXIT = """
+import threading, time
+import torch
+
+a = torch.randn(400, 400)
+
+
+def spin():
+    while True:
+        torch.mm(a, a)  # lets go of the interpreter inside C++ and takes it back there
+
+
+threading.Thread(target=spin, daemon=True).start()
+time.sleep(0.2)
+print("trained", flush=True)
+"""
+
+
+def test_a_native_thread_still_running_at_exit_does_not_abort_the_rank(tmp_path: Path) -> None:
+    # the mechanism of the gloo abort, made certain: a C++ thread that needs the
+    # interpreter while Python finalizes is ended mid-C++ and the process aborts
+    script = tmp_path / "train.py"
+    script.write_text(NATIVE_AT_EXIT)
+    plain = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+    )
+    assert plain.returncode == -signal.SIGABRT, plain.stderr  # what Python 3.11 + torch do
+    assert "terminate called without an active exception" in plain.stderr
+    ranked = subprocess.run(
+        [sys.executable, "-m", "spotrun.toolkit.rank", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (ranked.returncode, ranked.stdout) == (0, "trained\n"), ranked.stderr

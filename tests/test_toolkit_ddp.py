@@ -1,8 +1,9 @@
 """Data-parallel training (two gloo ranks) interrupted and resumed ends bit-for-bit where an
 uninterrupted run does: ``spotrun.toolkit.distributed`` through ``examples/ddp_digits``.
 
-The ranks are real processes (as ``torchrun`` starts them: ``RANK``, ``WORLD_SIZE``,
-``MASTER_ADDR``, ``MASTER_PORT``), one attempt is started by ``torchrun`` itself and
+The ranks are real processes started the way spotrun starts a rank
+(``python -m spotrun.toolkit.rank SCRIPT``, with ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
+``MASTER_PORT`` as ``torchrun`` sets them); one attempt is started by ``torchrun`` itself and
 stopped the way the agent stops a job (SIGTERM to the whole process group). The other stops
 are a SIGTERM to one rank only (the ranks must still stop at the same step: the notice
 reaches ranks at different moments) and SIGKILLs of one rank (the other fails at its next
@@ -72,7 +73,7 @@ def attempt(
     env = {**job_env(root), "WORLD_SIZE": "2", "MASTER_PORT": str(free_port())}
     procs = [
         subprocess.Popen(
-            [sys.executable, str(EXAMPLE), *ARGS],
+            [sys.executable, "-m", "spotrun.toolkit.rank", str(EXAMPLE), *ARGS],
             env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
             stdout=subprocess.PIPE if r == 0 else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -87,7 +88,7 @@ def attempt_torchrun(root: Path, stop_at: int) -> tuple[list[int], str, str]:
     """One attempt started by torchrun in its own session, SIGTERMed as a whole group."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-        f"--master_port={free_port()}", str(EXAMPLE), *ARGS,
+        f"--master_port={free_port()}", "-m", "spotrun.toolkit.rank", str(EXAMPLE), *ARGS,
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd,

@@ -12,6 +12,13 @@ first on ``sys.path``):
 - A rank that fails with an exception records it in ``$SM_OUTPUT_DIR/failure`` (the first
   rank to fail wins), which becomes the job's failure reason, as SageMaker's training
   toolkit does. Otherwise the reason would be the last line of torchrun's summary box.
+- A rank whose script ended (returned, or called ``sys.exit``) leaves without tearing the
+  interpreter down. Gloo's worker threads outlive ``destroy_process_group`` and may still be
+  letting go of a collective's tensors when the main thread finalizes Python; a thread that
+  needs the interpreter then is ended mid-C++ and the rank aborts ("terminate called without
+  an active exception", SIGABRT) after its checkpoint was saved, turning a finished run into
+  a failed one. So the rank does what a normal exit does first (wait for non-daemon threads,
+  run the ``atexit`` hooks, flush output) and then ends the process at once.
 
 Standard library only, like the rest of the toolkit: it runs in every rank before the
 script.
@@ -19,12 +26,15 @@ script.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import runpy
 import signal
 import sys
+import threading
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
@@ -59,6 +69,30 @@ def record_failure(error: BaseException) -> None:
         f.write(text)
 
 
+def exit_code(error: SystemExit) -> int:
+    """The status ``sys.exit(value)`` gives the process (a message is printed, status 1)."""
+    value = error.code
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value & 0xFF  # what the kernel keeps of exit(value)
+    print(value, file=sys.stderr)
+    return 1
+
+
+def leave(code: int) -> None:
+    """End the process with ``code`` after what a normal exit does before finalizing."""
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or gone: nothing to save
+            stream.flush()
+    os._exit(code)
+
+
 def main(argv: list[str]) -> None:
     if not argv:
         sys.exit("usage: python -m spotrun.toolkit.rank SCRIPT [ARGS...]")
@@ -68,11 +102,14 @@ def main(argv: list[str]) -> None:
     sys.path[0] = str(Path(script).resolve().parent)  # what `python SCRIPT` puts first
     try:
         runpy.run_path(script, run_name="__main__")
-    except (SystemExit, KeyboardInterrupt):
+    except SystemExit as e:
+        leave(exit_code(e))
+    except KeyboardInterrupt:
         raise
     except BaseException as e:
         record_failure(e)
         raise
+    leave(0)
 
 
 if __name__ == "__main__":
