@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow fuzz check fmt clean
+.PHONY: demo test test-slow fuzz crash-soak check fmt clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ test-slow: $(STAMP)
 FUZZ_RUNS ?= 5
 fuzz: $(STAMP)
 	for i in $$(seq $(FUZZ_RUNS)); do env -u CI $(BIN)/pytest -q -p no:cacheprovider tests/test_fuzz.py || exit 1; done
+
+# the 220-kill crash-safety test CRASH_RUNS times, each with a new seed, to find rare failures
+CRASH_RUNS ?= 20
+crash-soak: $(STAMP)
+	for i in $$(seq $(CRASH_RUNS)); do \
+		seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); echo "SPOTRUN_CRASH_SEED=$$seed"; \
+		SPOTRUN_CRASH_SEED=$$seed $(BIN)/pytest -q -p no:cacheprovider tests/test_crash_safety.py -k 200_sigkills || exit 1; \
+	done
 
 check: $(STAMP)
 	$(BIN)/ruff check src tests examples bench
