@@ -45,7 +45,8 @@ from spotrun.storage._transfer import (
     remote_files,
     remove_stale_temp_files,
 )
-from spotrun.toolkit import MANIFEST, TEMP_PREFIX, Manifest, ManifestError, sha256_of
+from spotrun.toolkit import MANIFEST, TEMP_PREFIX, FileEntry, Manifest, ManifestError, sha256_of
+from spotrun.toolkit._manifest import check_files, read_manifest
 
 #: a toolkit checkpoint folder: ckpt-<step:012d>-<generation>-<n>
 CHECKPOINT_FOLDER = re.compile(r"^ckpt-(\d+)-(\d+)-(\d+)$")
@@ -83,18 +84,19 @@ def _size(path: Path) -> int | None:
         return None
 
 
-def _holds(path: Path, size: int, sha256: str) -> bool:
-    """Whether the local file ``path`` already has exactly these bytes."""
+def _holds(folder: Path, entry: FileEntry) -> bool:
+    """Whether ``folder`` already has the file ``entry`` with exactly its bytes."""
     try:
-        return _size(path) == size and sha256_of(path) == sha256
-    except OSError:
+        check_files(folder, (entry,), verify=True)
+    except ManifestError:
         return False
+    return True
 
 
 def _local_manifest(folder: Path) -> Manifest | None:
     try:
-        return Manifest.from_json((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ManifestError, UnicodeDecodeError):
+        return read_manifest(folder)
+    except ManifestError:
         return None
 
 
@@ -272,7 +274,7 @@ class CheckpointMirror:
             # a folder that is already complete
             for entry in manifest.files:
                 rel = f"{folder}/{entry.path}"
-                if _holds(self.local_dir / rel, entry.size, entry.sha256):
+                if _holds(local, entry):
                     continue
                 get_file(self._fs, files[rel].path, self.local_dir / rel)
                 if sha256_of(self.local_dir / rel) != entry.sha256:
