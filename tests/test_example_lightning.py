@@ -36,7 +36,7 @@ def test_lightning_example_resumes_after_an_interruption(server: Server) -> None
         server, EXAMPLE / "train.py", "lit-spot", EPOCH_RE, 3, "--hp", f"epochs={EPOCHS}"
     )
 
-    d, text = finished_through_an_interruption(server, "lit-spot", timeout=180)
+    d, text = finished_through_an_interruption(server, "lit-spot")
     assert text.count("starting fresh") == 1
     resumed = [line for line in text if line.startswith("resumed from ckpt-")]
     assert len(resumed) == 1, [line for line in text if not EPOCH_RE.match(line)]
