@@ -23,7 +23,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import botocore.exceptions
 
 from spotrun.cli.client import Client
 from spotrun.errors import ServiceError, SpotrunError
@@ -116,19 +118,23 @@ class Reclaimer:
 
     A market that reclaims a fixed time after launch lands before training or after it,
     depending on how long the start-up took; this one waits for the job's own progress. It
-    watches the server through its public API on a thread and interrupts through
+    watches the server through its public APIs on a thread (``sagemaker``, a boto3 client
+    for ListTrainingJobs, newest first and only as far back as the jobs it has not seen, so
+    hundreds of waiting jobs cost it one short page a poll) and interrupts through
     ``Client.interrupt`` with a notice ``lead`` seconds before the reclaim.
     """
 
     def __init__(
         self,
         client: Client,
+        sagemaker: Any,
         instance_type: str,
         progress: re.Pattern[str],
         after: int = 1,
         lead: float = 10.0,
     ) -> None:
         self.client = client
+        self.sagemaker = sagemaker
         self.instance_type = instance_type
         self.progress = progress
         self.after = after
@@ -149,8 +155,10 @@ class Reclaimer:
         try:
             while not self._stop.wait(0.2) and self.interrupted is None:
                 self._look()
+        except botocore.exceptions.EndpointConnectionError:
+            pass  # the server was stopped: nothing left to watch
         except ServiceError as e:
-            if "cannot reach" not in str(e):  # else the server was stopped: nothing to watch
+            if "cannot reach" not in str(e):  # else the server was stopped, as above
                 self.error = e
                 print(f"reclaimer failed: {e}", file=sys.stderr, flush=True)
         except BaseException as e:  # a thread's failure must reach the test
@@ -158,20 +166,40 @@ class Reclaimer:
             print(f"reclaimer failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
 
     def _look(self) -> None:
-        for summary in self.client.jobs(status="InProgress"):
-            name = summary["TrainingJobName"]
-            if name not in self._types:
-                d = self.client.describe(name)
-                self._types[name] = bool(d.get("EnableManagedSpotTraining")) and (
-                    d["ResourceConfig"]["InstanceType"] == self.instance_type
-                )
-            if self._types[name] and self._progressed(name):
+        for name in self._new_jobs():
+            d = self.client.describe(name)
+            self._types[name] = bool(d.get("EnableManagedSpotTraining")) and (
+                d["ResourceConfig"]["InstanceType"] == self.instance_type
+            )
+        for name in [n for n, watched in self._types.items() if watched]:
+            if self._progressed(name):
                 self._reclaim(name)
                 return
+
+    def _new_jobs(self) -> list[str]:
+        """InProgress jobs created since the last look: newest first, up to a known one."""
+        new: list[str] = []
+        args: dict[str, Any] = {
+            "StatusEquals": "InProgress",
+            "SortBy": "CreationTime",
+            "SortOrder": "Descending",
+            "MaxResults": 20,
+        }
+        while True:
+            page = self.sagemaker.list_training_jobs(**args)
+            for summary in page["TrainingJobSummaries"]:
+                if summary["TrainingJobName"] in self._types:
+                    return new
+                new.append(summary["TrainingJobName"])
+            if "NextToken" not in page:
+                return new
+            args["NextToken"] = page["NextToken"]
 
     def _progressed(self, name: str) -> bool:
         after, matched = self._read.get(name, (0, 0))
         page = self.client.logs(name, after=after)
+        if page["done"]:  # it ended without being reclaimed: no longer a candidate
+            self._types[name] = False
         matched += sum(bool(self.progress.search(e["line"])) for e in page["lines"])
         self._read[name] = (page["next"], matched)
         return matched >= self.after

@@ -118,7 +118,9 @@ class Server:
         cred = json.loads((home / "credentials.json").read_text())
         self.key = (cred["access_key_id"], cred["secret_access_key"])
         self.reclaimer = (
-            None if reclaim is None else Reclaimer(self.rest(), RECLAIMED_TYPE, reclaim)
+            None
+            if reclaim is None
+            else Reclaimer(self.rest(), self.client(), RECLAIMED_TYPE, reclaim)
         )
 
     def rest(self) -> Client:
