@@ -464,6 +464,7 @@ def test_terminate_kills_a_host_that_does_not_answer(
     p.terminate(ref)
     done = p.describe(ref)
     assert done is not None and done.cause is TerminationCause.REQUESTED
+    assert done.isolation == isolation
     assert done.terminated_at is not None and before < done.terminated_at < time.time()
     assert "terminated: requested" not in (p.root(ref) / HOST_LOG).read_text()  # it was killed
     wait_for(lambda: all(gone(pid) for pid in [host, *pids]))
@@ -526,6 +527,7 @@ def test_instances_survive_a_service_crash_and_are_readopted(
     assert sorted(s.ref.id for s in found) == sorted(ids)
     assert sorted(s.host for s in found) == ["algo-1", "algo-2"]
     assert {s.job for s in found} == {"job-9"}
+    assert {s.isolation for s in found} == {expected_isolation()}
     p.terminate(found[0].ref)
     assert [s.phase for s in p.list() if s.ref == found[0].ref] == [InstancePhase.TERMINATED]
 
