@@ -65,7 +65,6 @@ class Controller:
     workload: Callable[[JobRecord], Workload]
     stop_grace: float = 120.0
     poll: float = 1.0
-    errors: list[str] = field(default_factory=list)
     #: when each job asked to be looked at again, and the row version it had then: a job
     #: whose row changed (a stop, an agent report) is stepped at once regardless
     _due: dict[str, float] = field(default_factory=dict)
@@ -94,9 +93,8 @@ class Controller:
                 # nothing running) is skipped until then; the rest are looked at every pass
                 self._due[job.name] = now + after if after > self.poll else 0.0
                 wait = min(wait, after)
-            except Exception as e:  # one job's trouble must not stop the others
+            except Exception:  # one job's trouble must not stop the others
                 log.exception("reconciling %s failed", job.name)
-                self.errors.append(f"{job.name}: {e}")
         return wait
 
     def step_job(self, name: str) -> float:
@@ -303,7 +301,6 @@ def record_of(st: InstanceState) -> InstanceRecord:
         terminated_at=None,
         cause=None,
         notice_deadline=st.notice.deadline if st.notice else None,
-        cost=None,
     )
 
 

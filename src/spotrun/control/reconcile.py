@@ -168,7 +168,7 @@ def _running(job: JobRecord, spec: JobSpec, seen: Observation) -> list[Action]:
     acts: list[Action] = []
     cause = classify(spec, seen.hosts, seen.attempt_instances)
     acts += _walk(job.secondary, seen.hosts, spec.resources.instance_count, cause)
-    notice = _notice(seen.attempt_instances, seen.hosts)
+    notice = _notice(seen.attempt_instances)
     if notice is not None and att.notice_deadline is None:
         msg = f"Spot interruption notice: capacity reclaimed at {_clock(notice)}; checkpointing"
         acts += [NoteNotice(att.generation, notice), SetMessage(msg), Event("notice", msg)]
@@ -346,7 +346,7 @@ def _terminate(views: Sequence[InstanceView]) -> Terminate:
     return Terminate(tuple(v.ref for v in views if not _gone(v)))
 
 
-def _notice(views: Sequence[InstanceView], hosts: Sequence[HostRecord]) -> float | None:
+def _notice(views: Sequence[InstanceView]) -> float | None:
     deadlines = [v.state.notice.deadline for v in views if v.state and v.state.notice]
     return min(deadlines) if deadlines else None
 
