@@ -8,7 +8,8 @@ Every row is checked and a bad one is reported by line and column, so a catalog 
 installs fails before it replaces anything. Rows are kept as the exact text of their line:
 a filtered catalog is a byte-for-byte subset of its source, which keeps provenance easy
 to check. Rows without an on-demand ``Price`` are skipped (and counted): spotrun cannot
-price them.
+price them. So is a second row for a (type, zone) already seen: upstream has a few (two
+GPU descriptions of one p4de zone), and the first one is kept.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class CatalogText:
     header: str
     rows: tuple[Row, ...]
     skipped: int  # rows without an on-demand price
+    duplicates: int = 0  # later rows for a (type, zone) already kept
 
 
 def read_catalog(lines: Iterable[str], where: str) -> CatalogText:
@@ -88,8 +90,8 @@ def read_catalog(lines: Iterable[str], where: str) -> CatalogText:
         )
     index = {name: header.index(name) for name in COLUMNS}
     rows: list[Row] = []
-    seen: dict[tuple[str, str], int] = {}
-    skipped = 0
+    seen: set[tuple[str, str]] = set()
+    skipped = duplicates = 0
     for line_no, raw in it:
         text = raw.rstrip("\r\n")
         if not text.strip():
@@ -106,13 +108,11 @@ def read_catalog(lines: Iterable[str], where: str) -> CatalogText:
             continue
         key = (parsed.instance_type, parsed.zone)
         if key in seen:
-            raise MarketError(
-                f"{where}, line {line_no}: {parsed.instance_type} in {parsed.zone} is "
-                f"already on line {seen[key]}"
-            )
-        seen[key] = line_no
+            duplicates += 1
+            continue
+        seen.add(key)
         rows.append(parsed)
-    return CatalogText(header_text, tuple(rows), skipped)
+    return CatalogText(header_text, tuple(rows), skipped, duplicates)
 
 
 def read_catalog_bytes(data: bytes, where: str) -> CatalogText:
@@ -216,7 +216,8 @@ class Installed:
     path: Path
     rows_read: int
     rows_kept: int
-    skipped: int
+    skipped: int  # rows without an on-demand price
+    duplicates: int  # repeated (type, zone) rows; the first is kept
     types: int
     regions: int
 
@@ -255,9 +256,10 @@ def install_catalog(
     _replace(folder / SOURCE_NAME, (json.dumps(note, indent=2) + "\n").encode())
     return Installed(
         path=folder / CATALOG_NAME,
-        rows_read=len(parsed.rows) + parsed.skipped,
+        rows_read=len(parsed.rows) + parsed.skipped + parsed.duplicates,
         rows_kept=len(rows),
         skipped=parsed.skipped,
+        duplicates=parsed.duplicates,
         types=len({r.instance_type for r in rows}),
         regions=len({r.region for r in rows}),
     )
