@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spotrun.cli import catalog as catalog_cli
 from spotrun.cli import render
 from spotrun.cli.client import Client, service_info, start_service, stop_service
 from spotrun.errors import ServiceError, SpecError, SpotrunError
@@ -467,6 +468,8 @@ def parser() -> argparse.ArgumentParser:
     lc = sub.add_parser("lifecycle", help="print the job lifecycle table")
     lc.add_argument("--dot", action="store_true", help="as a Graphviz graph")
     lc.set_defaults(fn=cmd_lifecycle)
+
+    catalog_cli.register(sub)
     return p
 
 
