@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from conftest import request
 from spotrun.api.describe import describe
 from spotrun.cli import render
 from spotrun.cli.main import main
+from spotrun.market import Catalog
 from spotrun.market._catalog_file import CATALOG_NAME, COLUMNS, SOURCE_NAME
 from spotrun.store import Store
 
@@ -60,7 +62,8 @@ def test_table_says_which_catalog_and_prices_each_zone(
 ) -> None:
     assert run(home, "--type", "ml.p3.2xlarge") == 0
     out = capsys.readouterr().out
-    assert "SkyPilot AWS catalog" in out and "packaged:" in out and "243 rows" in out
+    assert "SkyPilot AWS catalog" in out and "packaged:" in out
+    assert f"{Catalog.load().rows} rows" in out
     assert "not SageMaker's ml.* prices" in out
     line = next(ln for ln in out.splitlines() if ln.startswith("ml.p3.2xlarge"))
     assert line.split()[:6] == ["ml.p3.2xlarge", "8", "61", "V100", "x1", "3.0600"]
@@ -71,7 +74,9 @@ def test_json_lists_a_region(home: Path, capsys: pytest.CaptureFixture[str]) -> 
     data = listing(home, capsys, "--region", "us-west-2")
     assert data["region"] == "us-west-2"
     types = data["types"]
-    assert isinstance(types, list) and len(types) == 21
+    catalog = Catalog.load()
+    in_region = [t for t in catalog.types() if catalog.zones(t, "us-west-2")]
+    assert isinstance(types, list) and len(types) == len(in_region) > 20
     g4 = next(t for t in types if t["instance_type"] == "g4dn.xlarge")
     assert g4["sagemaker_type"] == "ml.g4dn.xlarge"
     assert (g4["vcpus"], g4["accelerator_name"], g4["accelerator_count"]) == (4, "T4", 1)
@@ -81,8 +86,8 @@ def test_json_lists_a_region(home: Path, capsys: pytest.CaptureFixture[str]) -> 
     )
     zones = {z for t in types for z in t["spot_usd_per_hour"]}
     assert zones and all(z.startswith("usw2-") for z in zones)
-    catalog = data["catalog"]
-    assert isinstance(catalog, dict) and catalog["origin"] == "packaged"
+    source = data["catalog"]
+    assert isinstance(source, dict) and source["origin"] == "packaged"
 
 
 def test_default_region_is_the_server_markets(
@@ -98,8 +103,8 @@ def test_default_region_is_the_server_markets(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--region", "mars-1"], "--region: 'mars-1' is not in the catalog; it has 3 regions"),
-        (["--type", "ml.z9.big"], "--type: 'ml.z9.big' is not in the catalog; it has 21 types"),
+        (["--region", "mars-1"], r"--region: 'mars-1' is not in the catalog; it has \d+ regions"),
+        (["--type", "ml.z9.big"], r"--type: 'ml.z9.big' is not in the catalog; it has \d+ types"),
         (["list", "some.csv"], "file: is for `spotrun catalog update`"),
         (["update"], "file: give the catalog file"),
         (["update", "x.csv", "--json"], "--json: is for `spotrun catalog`"),
@@ -110,7 +115,7 @@ def test_bad_arguments_are_named(
 ) -> None:
     assert run(home, *args) == 2
     err = capsys.readouterr().err
-    assert message in err
+    assert re.search(message, err), err
     assert err.count(".xlarge") <= 8  # a few examples, never the whole catalog
 
 
@@ -153,7 +158,7 @@ def test_update_installs_a_catalog_that_wins(
         ("c5.xlarge,,,4.0,8.0,,0.2,free,us-east-1,use1-az3", "line 4, column SpotPrice: 'free'"),
         ("c5.xlarge,,,four,8.0,,0.2,0.05,us-east-1,use1-az3", "line 4, column vCPUs: 'four'"),
         ("c5.xlarge,,,4.0,8.0,,0.2,0.05,us-east-1", "line 4: 9 fields, but the header has 10"),
-        (f"p3.2xlarge{P3},3.5,0.8,us-east-1,use1-az1", "line 4: p3.2xlarge in use1-az1 is already"),
+        (f"p3.2xlarge{P3},-3.5,0.8,us-east-1,use1-az3", "line 4, column Price: '-3.5'"),
     ],
 )
 def test_a_bad_file_is_refused_and_changes_nothing(
@@ -179,6 +184,25 @@ def test_a_file_with_no_sagemaker_type_or_no_file_is_refused(
     assert run(home, "update", str(tmp_path / "nope.csv")) == 2
     assert "cannot read" in capsys.readouterr().err
     assert not (home / "catalog" / CATALOG_NAME).exists()
+
+
+def test_repeated_rows_and_rows_without_a_price_are_skipped_and_counted(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        *good_rows()[:2],
+        f"p3.2xlarge{P3},3.5,0.7,us-east-1,use1-az1",  # the same zone again: the first wins
+        f"p3.2xlarge{P3},,,us-east-1,use1-az3",  # no on-demand price (as upstream's mac*)
+    ]
+    assert run(home, "update", str(vms(tmp_path / "v.csv", *rows))) == 0
+    out = capsys.readouterr().out
+    assert "2 of 4 rows kept" in out
+    assert "1 rows without an on-demand price skipped" in out
+    assert "1 repeated type/zone rows skipped" in out
+    assert listing(home, capsys)["types"][0]["spot_usd_per_hour"] == {  # type: ignore[index]
+        "use1-az1": 0.9,
+        "use1-az2": None,
+    }
 
 
 def test_a_gzip_file_is_taken(

@@ -159,7 +159,6 @@ def test_unknown_type_names_a_few_and_points_at_the_listing(tmp_path: Path) -> N
         (row(itype="c5 xlarge"), r"line 3, column InstanceType"),
         (row() + ",extra", r"line 3: 11 fields, but the header has 10"),
         ('c5.xlarge,,,4.0,8.0,"unclosed,0.17,0.07,us-east-1,use1-az9', r"line 3"),
-        (row(), r"line 3: c5.xlarge in use1-az1 is already on line 2"),
     ],
 )
 def test_bad_rows_are_named_by_line_and_column(tmp_path: Path, bad: str, where: str) -> None:
@@ -185,6 +184,14 @@ def test_rows_without_a_price_are_skipped_and_gzip_is_read(tmp_path: Path) -> No
     path.write_bytes(gzip.compress(text.encode()))
     loaded = Catalog.load(path)
     assert loaded.rows == 1 and loaded.zones("c5.xlarge") == ["use1-az1"]
+
+
+def test_a_repeated_type_and_zone_keeps_the_first_row(tmp_path: Path) -> None:
+    """Upstream repeats a few (type, zone) rows; the first is the one kept."""
+    path = write_catalog(tmp_path / "c.csv", row(spot="0.07"), row(spot="0.09"), row(zone="z2"))
+    loaded = Catalog.load(path)
+    assert loaded.rows == 2 and loaded.zones("c5.xlarge") == ["use1-az1", "z2"]
+    assert loaded.spot_price("c5.xlarge", "use1-az1") == pytest.approx(0.07)
 
 
 def test_a_replaced_file_is_read_again(tmp_path: Path) -> None:

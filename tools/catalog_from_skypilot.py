@@ -63,6 +63,11 @@ def main() -> int:
     p.add_argument("--path", default="catalogs/v7/aws/vms.csv")
     p.add_argument("--commit", required=True, help="the upstream commit the file is from")
     p.add_argument("--date", help="the commit's date (YYYY-MM-DD), if known")
+    p.add_argument(
+        "--input-note",
+        default="the whole upstream file",
+        help="what vms_csv is, if not the whole upstream file (kept in the source note)",
+    )
     args = p.parse_args()
 
     ml_types = training_types(args.botocore_model)
@@ -84,12 +89,17 @@ def main() -> int:
         "date": args.date,
         "filter": f"EC2 types behind the {len(ml_types)} SageMaker training instance types "
         f"(botocore {botocore.__version__}), every region",
+        "input": args.input_note,
         "rows": len(rows),
     }
     (args.out / SOURCE_NAME).write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
 
     missing = sorted(t for t in ml_types if t.removeprefix("ml.") not in kept)
-    print(f"read {len(parsed.rows) + parsed.skipped} rows ({parsed.skipped} without a price)")
+    total = len(parsed.rows) + parsed.skipped + parsed.duplicates
+    print(
+        f"read {total} rows: {parsed.skipped} without an on-demand price and "
+        f"{parsed.duplicates} repeating a type and zone were skipped"
+    )
     print(f"kept {len(rows)} rows: {len(kept)} types in {len(regions)} regions")
     print(f"regions: {', '.join(regions)}")
     print(f"{len(ml_types)} ml types; {len(missing)} without an EC2 row: {', '.join(missing)}")

@@ -97,6 +97,7 @@ def _update(args: argparse.Namespace, settings: Settings) -> int:
         f"installed {done.path}: {done.rows_kept} of {done.rows_read} rows kept ({note}), "
         f"{done.types} types in {done.regions} regions"
         + (f"; {done.skipped} rows without an on-demand price skipped" if done.skipped else "")
+        + (f"; {done.duplicates} repeated type/zone rows skipped" if done.duplicates else "")
     )
     print(f"in use: {Catalog.load(home=settings.home).source.label}")
     print("a running server uses it from its next start")

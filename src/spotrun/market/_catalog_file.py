@@ -8,7 +8,8 @@ Every row is checked and a bad one is reported by line and column, so a catalog 
 installs fails before it replaces anything. Rows are kept as the exact text of their line:
 a filtered catalog is a byte-for-byte subset of its source, which keeps provenance easy
 to check. Rows without an on-demand ``Price`` are skipped (and counted): spotrun cannot
-price them.
+price them. So is a second row for a (type, zone) already seen: upstream has a few (two
+GPU descriptions of one p4de zone), and the first one is kept.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -69,50 +71,59 @@ class CatalogText:
     header: str
     rows: tuple[Row, ...]
     skipped: int  # rows without an on-demand price
+    duplicates: int = 0  # later rows for a (type, zone) already kept
 
 
 def read_catalog(lines: Iterable[str], where: str) -> CatalogText:
     """Check every line of a catalog; MarketError names the line and column at fault."""
-    it = iter(enumerate(lines, start=1))
+    texts = [line.rstrip("\r\n") for line in lines]
+    if not texts:
+        raise MarketError(f"{where}: the file is empty; expected a header line")
+    texts[0] = texts[0].removeprefix("\ufeff")
+    reader = csv.reader(texts, strict=True)
     try:
-        _, first = next(it)
-    except StopIteration:
-        raise MarketError(f"{where}: the file is empty; expected a header line") from None
-    header_text = first.rstrip("\r\n").removeprefix("\ufeff")
-    header = _fields(header_text, where, 1)
+        header = next(reader)
+    except csv.Error as exc:
+        raise MarketError(f"{where}, line 1: not a CSV row ({exc})") from exc
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise MarketError(
             f"{where}, line 1: the header lacks column(s) {', '.join(missing)}; "
             f"a catalog has SkyPilot's columns {','.join(COLUMNS)}"
         )
-    index = {name: header.index(name) for name in COLUMNS}
+    index = [header.index(name) for name in COLUMNS]
     rows: list[Row] = []
-    seen: dict[tuple[str, str], int] = {}
-    skipped = 0
-    for line_no, raw in it:
-        text = raw.rstrip("\r\n")
-        if not text.strip():
+    seen: set[tuple[str, str]] = set()
+    skipped = duplicates = 0
+    line_no = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise MarketError(f"{where}, line {reader.line_num}: not a CSV row ({exc})") from exc
+        line_no += 1
+        if reader.line_num != line_no:
+            # a quote left open swallowed the next line(s): name the line it started on
+            raise MarketError(f"{where}, line {line_no}: a quoted field is not closed")
+        if not fields or not "".join(fields).strip():
             continue
-        fields = _fields(text, where, line_no)
         if len(fields) != len(header):
             raise MarketError(
                 f"{where}, line {line_no}: {len(fields)} fields, but the header has {len(header)}"
             )
-        row = _row(dict(zip(COLUMNS, (fields[index[c]] for c in COLUMNS), strict=True)))
-        parsed = _check(row, f"{where}, line {line_no}", line_no, text)
+        parsed = _check([fields[i].strip() for i in index], where, line_no, texts[line_no - 1])
         if parsed is None:
             skipped += 1
             continue
         key = (parsed.instance_type, parsed.zone)
         if key in seen:
-            raise MarketError(
-                f"{where}, line {line_no}: {parsed.instance_type} in {parsed.zone} is "
-                f"already on line {seen[key]}"
-            )
-        seen[key] = line_no
+            duplicates += 1
+            continue
+        seen.add(key)
         rows.append(parsed)
-    return CatalogText(header_text, tuple(rows), skipped)
+    return CatalogText(texts[0], tuple(rows), skipped, duplicates)
 
 
 def read_catalog_bytes(data: bytes, where: str) -> CatalogText:
@@ -129,65 +140,68 @@ def read_catalog_bytes(data: bytes, where: str) -> CatalogText:
     return read_catalog(text.splitlines(), where)
 
 
-def _fields(text: str, where: str, line_no: int) -> list[str]:
-    try:
-        fields = next(csv.reader([text], strict=True))
-    except (csv.Error, StopIteration) as exc:
-        raise MarketError(f"{where}, line {line_no}: not a CSV row ({exc})") from exc
-    return fields
-
-
-def _row(values: dict[str, str]) -> dict[str, str]:
-    return {k: v.strip() for k, v in values.items()}
+# Positions in the value list _check receives (the order of COLUMNS).
+_TYPE, _ACC_NAME, _ACC_COUNT, _VCPUS, _MEMORY, _GPU_INFO, _PRICE, _SPOT, _REGION, _ZONE = range(
+    len(COLUMNS)
+)
+_NAME = re.compile(r"\S+")
 
 
 def _number(
-    row: dict[str, str], column: str, where: str, *, low: float, strict: bool, what: str
+    v: list[str], i: int, where: str, line_no: int, *, low: float, strict: bool, what: str
 ) -> float:
-    text = row[column]
+    text = v[i]
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value < low or (strict and value == low):
         bound = f"> {low:g}" if strict else f"≥ {low:g}"
-        raise MarketError(f"{where}, column {column}: {text!r} is not a number {bound} ({what})")
+        raise MarketError(
+            f"{where}, line {line_no}, column {COLUMNS[i]}: {text!r} is not a number {bound} "
+            f"({what})"
+        )
     return value
 
 
-def _check(row: dict[str, str], where: str, line_no: int, text: str) -> Row | None:
-    name = row["InstanceType"]
-    if not name or any(c.isspace() for c in name):
-        raise MarketError(f"{where}, column InstanceType: {name!r} is not an instance type name")
-    for column in ("Region", "AvailabilityZone"):
-        if not row[column]:
-            raise MarketError(f"{where}, column {column}: empty; every row names one")
-    vcpus = _number(row, "vCPUs", where, low=0, strict=True, what="vCPUs of the type")
-    memory = _number(row, "MemoryGiB", where, low=0, strict=False, what="GiB of memory")
+def _check(v: list[str], where: str, line_no: int, text: str) -> Row | None:
+    """One row's values (in COLUMNS order, stripped) checked; None if it has no price."""
+    name = v[_TYPE]
+    if not _NAME.fullmatch(name):
+        raise MarketError(
+            f"{where}, line {line_no}, column InstanceType: {name!r} is not an instance type name"
+        )
+    for i in (_REGION, _ZONE):
+        if not v[i]:
+            raise MarketError(
+                f"{where}, line {line_no}, column {COLUMNS[i]}: empty; every row names one"
+            )
+    vcpus = _number(v, _VCPUS, where, line_no, low=0, strict=True, what="vCPUs of the type")
+    memory = _number(v, _MEMORY, where, line_no, low=0, strict=False, what="GiB of memory")
     count = 0.0
-    if row["AcceleratorCount"]:
+    if v[_ACC_COUNT]:
         count = _number(
-            row, "AcceleratorCount", where, low=0, strict=False, what="accelerators, or empty"
+            v, _ACC_COUNT, where, line_no, low=0, strict=False, what="accelerators, or empty"
         )
     spot = None
-    if row["SpotPrice"]:
+    if v[_SPOT]:
         spot = _number(
-            row, "SpotPrice", where, low=0, strict=False, what="USD/h; empty: no spot price"
+            v, _SPOT, where, line_no, low=0, strict=False, what="USD/h; empty: no spot price"
         )
-    if not row["Price"]:
+    if not v[_PRICE]:
         return None
-    on_demand = _number(row, "Price", where, low=0, strict=True, what="on-demand USD/h")
+    on_demand = _number(v, _PRICE, where, line_no, low=0, strict=True, what="on-demand USD/h")
     return Row(
         line_no=line_no,
         text=text,
         instance_type=name,
-        region=row["Region"],
-        zone=row["AvailabilityZone"],
+        region=v[_REGION],
+        zone=v[_ZONE],
         on_demand=on_demand,
         spot=spot,
         vcpus=vcpus,
         memory_gib=memory,
-        accelerator_name=row["AcceleratorName"] or None,
+        accelerator_name=v[_ACC_NAME] or None,
         accelerator_count=count,
     )
 
@@ -216,7 +230,8 @@ class Installed:
     path: Path
     rows_read: int
     rows_kept: int
-    skipped: int
+    skipped: int  # rows without an on-demand price
+    duplicates: int  # repeated (type, zone) rows; the first is kept
     types: int
     regions: int
 
@@ -255,9 +270,10 @@ def install_catalog(
     _replace(folder / SOURCE_NAME, (json.dumps(note, indent=2) + "\n").encode())
     return Installed(
         path=folder / CATALOG_NAME,
-        rows_read=len(parsed.rows) + parsed.skipped,
+        rows_read=len(parsed.rows) + parsed.skipped + parsed.duplicates,
         rows_kept=len(rows),
         skipped=parsed.skipped,
+        duplicates=parsed.duplicates,
         types=len({r.instance_type for r in rows}),
         regions=len({r.region for r in rows}),
     )
