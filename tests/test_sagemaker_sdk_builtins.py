@@ -340,13 +340,17 @@ def test_xgboost_image_runs_the_builtin_and_fit_prints_the_sdks_closing_lines(
     assert "HyperParameters" in d and "sagemaker_program" not in d["HyperParameters"]
     # the built-in's own output, through the SDK's CloudWatch Logs reads
     assert re.search(r"\[39\]\ttrain-error:[0-9.]+\tvalidation-error:[0-9.]+", printed), printed
-    # the SDK's closing lines, from the description of the completed job
-    training = d["TrainingTimeInSeconds"]
-    billable = d["BillableTimeInSeconds"]
-    assert f"Training seconds: {training}\n" in printed, printed[-2000:]
-    assert f"Billable seconds: {billable}\n" in printed, printed[-2000:]
-    saving = (1 - billable / training) * 100
-    assert f"Managed Spot Training savings: {saving:.1f}%\n" in printed, printed[-2000:]
+    # the SDK's closing lines, printed from the description of the completed job
+    closing = re.search(
+        r"^Training seconds: (\d+)\nBillable seconds: (\d+)\n"
+        r"Managed Spot Training savings: ([0-9.]+)%$",
+        printed,
+        re.MULTILINE,
+    )
+    assert closing is not None, printed[-2000:]
+    training, billable = d["TrainingTimeInSeconds"], d["BillableTimeInSeconds"]
+    assert (int(closing[1]), int(closing[2])) == (training, billable)
+    assert closing[3] == f"{(1 - billable / training) * 100:.1f}"
 
     import xgboost as xgb
 
@@ -479,6 +483,7 @@ def test_image_classification_says_what_it_reads_when_given_recordio(
     stack: tuple[Server, str, Path], session: Any
 ) -> None:
     from sagemaker import image_uris
+    from sagemaker.exceptions import UnexpectedStatusException
     from sagemaker.inputs import TrainingInput
 
     _, _, root = stack
@@ -493,7 +498,7 @@ def test_image_classification_says_what_it_reads_when_given_recordio(
         {"num_classes": 10, "num_training_samples": 1},
     )
     train = TrainingInput(uri, content_type="application/x-recordio")
-    with pytest.raises(Exception, match="Failed") as e:
+    with pytest.raises(UnexpectedStatusException, match="Failed") as e:
         est.fit({"train": train}, logs="None")
     reason = str(e.value)
     assert "application/x-recordio is not supported" in reason, reason
