@@ -19,6 +19,7 @@ from spotrun.settings import Settings, load_settings, write_settings
 from spotrun.spec import lifecycle
 
 TERMINAL = ("Completed", "Failed", "Stopped")
+DEFAULT_MAX_RUN = 86_400  # seconds: SageMaker's default MaxRuntimeInSeconds
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
 
@@ -27,8 +28,10 @@ def parse_duration(text: str, field: str) -> int:
     m = _DURATION.match(text)
     if not m:
         raise SpecError(field, f"{text!r} is not a duration; use e.g. 90s, 30m, 2h or 1d")
-    value = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-    return round(value)
+    value = round(float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])
+    if value < 1:
+        raise SpecError(field, f"{text!r} is shorter than the smallest limit, 1s")
+    return value
 
 
 def _pairs(items: Sequence[str], field: str) -> dict[str, str]:
@@ -47,6 +50,31 @@ def _to_uri(value: str) -> str:
     return Path(value).expanduser().resolve().as_uri()
 
 
+def _stopping_condition(max_run: str | None, max_wait: str | None, spot: bool) -> dict[str, int]:
+    """MaxRuntimeInSeconds and MaxWaitTimeInSeconds from ``--max-run``/``--max-wait``.
+
+    A spot job's wait includes its run, so the wait can never be shorter. With ``--spot``
+    the limit given stands in for the one left out (so ``--spot --max-wait 1h`` alone is a
+    valid job, not a one-day runtime refused for exceeding the hour); neither means a day.
+    """
+    run = parse_duration(max_run, "--max-run") if max_run else None
+    wait = parse_duration(max_wait, "--max-wait") if max_wait else None
+    if not spot:
+        stopping = {"MaxRuntimeInSeconds": DEFAULT_MAX_RUN if run is None else run}
+        if wait is not None:
+            stopping["MaxWaitTimeInSeconds"] = wait
+        return stopping
+    if run is not None and wait is not None and wait < run:
+        raise SpecError(
+            "--max-wait",
+            f"{max_wait} is shorter than --max-run {max_run}; a spot job's wait includes its "
+            f"run time, so give --max-wait {max_run} or more, or a shorter --max-run",
+        )
+    if run is None:
+        run = DEFAULT_MAX_RUN if wait is None else wait
+    return {"MaxRuntimeInSeconds": run, "MaxWaitTimeInSeconds": run if wait is None else wait}
+
+
 def build_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """A CreateTrainingJob request from ``spotrun run``'s arguments."""
     script = Path(args.script).expanduser()
@@ -60,9 +88,7 @@ def build_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = args.name or re.sub(r"[^a-zA-Z0-9-]+", "-", f"{Path(entry).stem}-{stamp}").strip("-")
-    stopping: dict[str, int] = {"MaxRuntimeInSeconds": parse_duration(args.max_run, "--max-run")}
-    if args.max_wait:
-        stopping["MaxWaitTimeInSeconds"] = parse_duration(args.max_wait, "--max-wait")
+    stopping = _stopping_condition(args.max_run, args.max_wait, bool(args.spot))
     channels = [
         {
             "ChannelName": k,
@@ -380,8 +406,15 @@ def parser() -> argparse.ArgumentParser:
         help="run the script as N data-parallel ranks under torchrun (see spotrun.toolkit."
         "distributed)",
     )
-    r.add_argument("--max-run", default="1d", help="MaxRuntimeInSeconds, e.g. 30m")
-    r.add_argument("--max-wait", help="MaxWaitTimeInSeconds, e.g. 1h (required with --spot)")
+    r.add_argument(
+        "--max-run",
+        help="MaxRuntimeInSeconds, e.g. 30m (default: 1d; with --spot, the max wait if given)",
+    )
+    r.add_argument(
+        "--max-wait",
+        help="MaxWaitTimeInSeconds: with --spot, the most the job may take, waits for capacity "
+        "included, e.g. 1h (default with --spot: the max run)",
+    )
     r.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
     r.add_argument("--channel", action="append", default=[], metavar="NAME=URI")
     r.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
