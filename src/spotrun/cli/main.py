@@ -129,7 +129,11 @@ def build_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any
 
 
 def follow(client: Client, name: str, show_logs: bool = True) -> dict[str, Any]:
-    """Print status transitions and log lines until the job ends; returns the last describe."""
+    """Print status transitions and log lines until the job ends; returns the last describe.
+
+    Each poll's new transitions and lines are printed in the order they happened, so the
+    job's last lines come before its final status, not after it.
+    """
     seen_transitions = 0
     last_message = ""
     quiet_since = time.monotonic()
@@ -137,26 +141,38 @@ def follow(client: Client, name: str, show_logs: bool = True) -> dict[str, Any]:
     while True:
         d = client.describe(name)
         trans = d.get("SecondaryStatusTransitions", [])
-        for t in trans[seen_transitions:]:
-            print(f"[spotrun] {render.transition_line(t)}", flush=True)
+        events = [
+            (t["StartTime"], f"[spotrun] {render.transition_line(t)}")
+            for t in trans[seen_transitions:]
+        ]
         message = trans[-1]["StatusMessage"] if trans else ""
-        if trans and len(trans) == seen_transitions and message != last_message:
-            print(f"[spotrun]   … {message}", flush=True)
+        note = None  # what the current status is doing, said after this poll's events
+        if len(trans) > seen_transitions:
+            quiet_since = time.monotonic()
+        elif trans and message != last_message:
+            note = f"[spotrun]   … {message}"
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since >= 15 and d["SecondaryStatus"] != "Training":
             waited = time.time() - trans[-1]["StartTime"] if trans else 0.0
-            print(f"[spotrun]   … still {d['SecondaryStatus']} ({waited:.0f} s)", flush=True)
+            note = f"[spotrun]   … still {d['SecondaryStatus']} ({waited:.0f} s)"
             quiet_since = time.monotonic()
         seen_transitions = len(trans)
         last_message = message
         if show_logs:
+            # read after the describe: a job seen ended has all its lines stored by now
             while True:
                 chunk = client.logs(name, after=after)
-                for ln in chunk["lines"]:
-                    print(f"[{ln['host']}#{ln['generation']}] {ln['line']}", flush=True)
+                events += [
+                    (ln["time"], f"[{ln['host']}#{ln['generation']}] {ln['line']}")
+                    for ln in chunk["lines"]
+                ]
                 after = chunk["next"]
                 if len(chunk["lines"]) < 1000:
                     break
+        for _, text in sorted(events, key=lambda e: e[0]):  # stable: a line keeps its place
+            print(text, flush=True)
+        if note is not None:
+            print(note, flush=True)
         if d["TrainingJobStatus"] in TERMINAL:
             return d
         time.sleep(1.0)
