@@ -276,8 +276,10 @@ def cmd_interrupt(args: argparse.Namespace, settings: Settings) -> int:
     left = max(0.0, float(result["deadline"]) - time.time())
     print(f"[spotrun] {args.name}: notice served on {ids}; reclaimed in {left:.0f} s")
     if args.wait:
+        # the answer to "does it resume?" is whether the job still completes
         d = follow(client, args.name, show_logs=False)
         print(f"[spotrun] {args.name}: {d['TrainingJobStatus']} / {d['SecondaryStatus']}")
+        return 0 if d["TrainingJobStatus"] == "Completed" else 1
     return 0
 
 
@@ -480,7 +482,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds from the notice to the reclaim, 0-120 (default: the market's lead)",
     )
-    it.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    it.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the job until it ends; exit 0 only if it completes",
+    )
     it.set_defaults(fn=cmd_interrupt)
 
     sv = sub.add_parser(
