@@ -131,8 +131,8 @@ def build_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any
 def follow(client: Client, name: str, show_logs: bool = True) -> dict[str, Any]:
     """Print status transitions and log lines until the job ends; returns the last describe.
 
-    Each poll's new transitions and lines are printed in the order they happened, so the
-    job's last lines come before its final status, not after it.
+    Each poll's new transitions go among its new lines by time (the lines keep the log's
+    order), so the job's last lines come before its final status, not after it.
     """
     seen_transitions = 0
     last_message = ""
@@ -141,13 +141,13 @@ def follow(client: Client, name: str, show_logs: bool = True) -> dict[str, Any]:
     while True:
         d = client.describe(name)
         trans = d.get("SecondaryStatusTransitions", [])
-        events = [
+        new = [
             (t["StartTime"], f"[spotrun] {render.transition_line(t)}")
             for t in trans[seen_transitions:]
         ]
         message = trans[-1]["StatusMessage"] if trans else ""
         note = None  # what the current status is doing, said after this poll's events
-        if len(trans) > seen_transitions:
+        if new:
             quiet_since = time.monotonic()
         elif trans and message != last_message:
             note = f"[spotrun]   … {message}"
@@ -158,24 +158,37 @@ def follow(client: Client, name: str, show_logs: bool = True) -> dict[str, Any]:
             quiet_since = time.monotonic()
         seen_transitions = len(trans)
         last_message = message
+        lines: list[tuple[float, str]] = []
         if show_logs:
             # read after the describe: a job seen ended has all its lines stored by now
             while True:
                 chunk = client.logs(name, after=after)
-                events += [
+                lines += [
                     (ln["time"], f"[{ln['host']}#{ln['generation']}] {ln['line']}")
                     for ln in chunk["lines"]
                 ]
                 after = chunk["next"]
                 if len(chunk["lines"]) < 1000:
                     break
-        for _, text in sorted(events, key=lambda e: e[0]):  # stable: a line keeps its place
+        for text in _merge(new, lines):
             print(text, flush=True)
         if note is not None:
             print(note, flush=True)
         if d["TrainingJobStatus"] in TERMINAL:
             return d
         time.sleep(1.0)
+
+
+def _merge(transitions: list[tuple[float, str]], lines: list[tuple[float, str]]) -> list[str]:
+    """Lines in their log order, each transition before the first line logged after it."""
+    out: list[str] = []
+    i = 0
+    for at, text in lines:
+        while i < len(transitions) and transitions[i][0] <= at:
+            out.append(transitions[i][1])
+            i += 1
+        out.append(text)
+    return out + [text for _, text in transitions[i:]]
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
