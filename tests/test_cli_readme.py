@@ -531,11 +531,18 @@ def _created_key(text: str) -> tuple[str, str]:
     return key.group(1), secret.group(1)
 
 
-def test_endpoint_mode_talks_to_a_server_in_another_home(server: Server, tmp_path: Path) -> None:
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Iterator[Path]:
+    """A home with no server and no credentials file (a laptop's)."""
+    home = tmp_path / "laptop"
+    yield home
+    stop_service(load_settings(home))  # were SPOTRUN_ENDPOINT ignored, one would run here
+
+
+def test_endpoint_mode_talks_to_a_server_in_another_home(server: Server, elsewhere: Path) -> None:
     created = spotrun(server, "keys", "create", "--description", "a laptop")
     assert created.returncode == 0, created.stderr
     key, secret = _created_key(created.stdout)
-    elsewhere = tmp_path / "laptop"  # a home with no server and no credentials file
     remote = cli_env(
         elsewhere,
         SPOTRUN_ENDPOINT=server.url,
