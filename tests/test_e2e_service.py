@@ -34,6 +34,7 @@ import pytest
 
 from spotrun.cli.client import Client, service_info, start_service, stop_service
 from spotrun.market import Catalog
+from spotrun.providers.local import _procs
 from spotrun.providers.local._isolation import namespaces_work
 from spotrun.settings import load_settings, write_settings
 
@@ -117,25 +118,124 @@ class Kill:
     before: dict[str, Any]
 
 
-class Run:
-    """One job in its own spotrun home (own market clock, own service)."""
+class Home:
+    """A spotrun home under ``root`` with its own market (None: capacity always there, never
+    reclaimed unasked), its own service and a client for it."""
 
-    def __init__(self, tmp: Path, name: str, script: str = SCRIPT) -> None:
-        self.tmp, self.name = tmp, name
-        self.home = tmp / name / "home"
-        code = tmp / name / "code"
-        code.mkdir(parents=True)
-        (code / "train.py").write_text(script)
-        (tmp / name / "market.toml").write_text(MARKET)
+    def __init__(self, root: Path, market: str | None) -> None:
+        self.root = root
+        self.home = root / "home"
+        market_file = None
+        if market is not None:
+            market_file = root / "market.toml"
+            market_file.parent.mkdir(parents=True, exist_ok=True)
+            market_file.write_text(market)
         write_settings(
             self.home,
-            market=str(tmp / name / "market.toml"),
+            market=None if market_file is None else str(market_file),
             stop_grace_seconds=2.0,
             poll_seconds=0.25,
         )
         self.settings = load_settings(self.home)
         self.client = Client.for_settings(self.settings)
         self.kills: list[Kill] = []
+
+    def describe(self, name: str) -> dict[str, Any]:
+        return self.client.describe(name)
+
+    def lines(self, name: str) -> list[dict[str, Any]]:
+        """Every stdout line of job ``name`` so far (all attempts), in order."""
+        out: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            chunk = self.client.logs(name, after=after)
+            if not chunk["lines"]:
+                return [ln for ln in out if ln["stream"] == "stdout"]
+            out += chunk["lines"]
+            after = chunk["next"]
+
+    def wait(
+        self, name: str, pred: Callable[[dict[str, Any]], bool], timeout: float, what: str
+    ) -> dict[str, Any]:
+        """Job ``name``'s description once ``pred`` holds for it; fails if the job ends
+        first (unless that is what ``pred`` waits for) or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            d = self.describe(name)
+            if pred(d):
+                return d
+            assert d["TrainingJobStatus"] == "InProgress", (name, what, d.get("FailureReason"))
+            assert time.monotonic() < deadline, f"{name}: timed out waiting for {what}: {d}"
+            time.sleep(0.1)
+
+    def finish(self, name: str, timeout: float = 180) -> dict[str, Any]:
+        return self.wait(name, lambda d: d["TrainingJobStatus"] != "InProgress", timeout, "the end")
+
+    def crash_and_restart(self, before: dict[str, Any], down: Callable[[], bool]) -> None:
+        """SIGKILL the service; restart it once ``down`` (looked at while it is dead) holds."""
+        info = service_info(self.settings)
+        assert info is not None
+        pid = int(info["pid"])
+        at = time.time()
+        os.kill(pid, signal.SIGKILL)
+        self.kills.append(Kill(at, before))
+        os.waitpid(pid, 0)  # our child (start_service spawned it): reap it, it is gone
+        assert service_info(self.settings) is None
+        wait_until(down, 60, f"{self.home}: while the service was down")
+        start_service(self.settings, quiet=True)
+        self.client = Client.for_settings(self.settings)
+
+    def instance_root(self, instance_id: str) -> Path:
+        """The local provider's folder of an instance (its records, logs and ML root)."""
+        return self.home / "instances" / instance_id
+
+    def instance_state(self, instance_id: str) -> dict[str, Any]:
+        """What the instance's host last wrote about it (readable with no service)."""
+        try:
+            state: dict[str, Any] = json.loads(
+                (self.instance_root(instance_id) / "state.json").read_text()
+            )
+        except (OSError, ValueError):
+            return {}
+        return state
+
+    def freeze(self, instance_id: str) -> set[int]:
+        """SIGSTOP the instance's host and every process below it; returns their pids.
+
+        A frozen instance can report, save and upload nothing, so a test can look at what
+        it has left behind and then lose it (``kill``) or let it go on (``thaw``).
+        """
+        host = int(self.instance_state(instance_id)["pid"])
+        frozen: set[int] = set()
+        while True:  # again until nothing new appears: a process may fork meanwhile
+            tree = {host} | _procs.descendants(host, _procs.all_stats())
+            new = tree - frozen
+            if not new:
+                return frozen
+            _procs.kill(new, signal.SIGSTOP)
+            frozen |= new
+
+    def thaw(self, pids: set[int]) -> None:
+        _procs.kill(pids, signal.SIGCONT)
+
+    def kill(self, pids: set[int]) -> None:
+        """SIGKILL frozen processes: the instance is lost, with no notice."""
+        _procs.kill(pids, signal.SIGKILL)
+        wait_until(lambda: not any(_procs.stat(p) for p in pids), 10, "the killed processes")
+
+    def stop(self) -> None:
+        stop_service(self.settings)
+
+
+class Run(Home):
+    """The test script as one job in a home of its own (own market clock, own service)."""
+
+    def __init__(self, tmp: Path, name: str, script: str = SCRIPT) -> None:
+        super().__init__(tmp / name, MARKET)
+        self.tmp, self.name = tmp, name
+        code = tmp / name / "code"
+        code.mkdir(parents=True)
+        (code / "train.py").write_text(script)
         self.client.submit(
             {
                 "TrainingJobName": name,
@@ -153,48 +253,18 @@ class Run:
             }
         )
 
-    def describe(self) -> dict[str, Any]:
-        return self.client.describe(self.name)
+    def job(self) -> dict[str, Any]:
+        return self.describe(self.name)
 
-    def lines(self) -> list[dict[str, Any]]:
-        """Every stdout line of the job so far (all attempts), in order."""
-        out: list[dict[str, Any]] = []
-        after = 0
-        while True:
-            chunk = self.client.logs(self.name, after=after)
-            if not chunk["lines"]:
-                return [ln for ln in out if ln["stream"] == "stdout"]
-            out += chunk["lines"]
-            after = chunk["next"]
-
-    def crash_and_restart(self, before: dict[str, Any], down: Callable[[], bool]) -> None:
-        """SIGKILL the service; restart it once ``down`` (looked at while it is dead) holds."""
-        info = service_info(self.settings)
-        assert info is not None
-        pid = int(info["pid"])
-        at = time.time()
-        os.kill(pid, signal.SIGKILL)
-        self.kills.append(Kill(at, before))
-        os.waitpid(pid, 0)  # our child (start_service spawned it): reap it, it is gone
-        assert service_info(self.settings) is None
-        wait_until(down, 60, f"{self.name}: while the service was down")
-        start_service(self.settings, quiet=True)
-        self.client = Client.for_settings(self.settings)
+    def job_lines(self) -> list[dict[str, Any]]:
+        return self.lines(self.name)
 
     def checkpointed_step(self) -> int:
         """The step in the job's checkpoint URI (readable with no service running)."""
         try:
-            return int((self.tmp / self.name / "ckpt" / "step.txt").read_text())
+            return int((self.root / "ckpt" / "step.txt").read_text())
         except (OSError, ValueError):
             return 0
-
-    def instance_state(self, instance_id: str) -> dict[str, Any]:
-        path = self.home / "instances" / instance_id / "state.json"
-        try:
-            state: dict[str, Any] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return state
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
@@ -205,23 +275,18 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def wait_for(run: Run, pred: Callable[[dict[str, Any]], bool], t: float, what: str) -> Any:
-    deadline = time.monotonic() + t
-    while True:
-        d = run.describe()
-        if pred(d):
-            return d
-        assert d["TrainingJobStatus"] == "InProgress", (run.name, what, d.get("FailureReason"))
-        assert time.monotonic() < deadline, f"{run.name}: timed out waiting for {what}: {d}"
-        time.sleep(0.1)
+    return run.wait(run.name, pred, t, what)
 
 
 def steps_logged(run: Run, generation: int) -> int:
-    return sum(ln["generation"] == generation and _step(ln["line"]) > 0 for ln in run.lines())
+    return sum(ln["generation"] == generation and _step(ln["line"]) > 0 for ln in run.job_lines())
 
 
 def logged_step(run: Run, generation: int, step: int) -> bool:
     """Whether the attempt ``generation`` has logged ``step`` (or a later one)."""
-    return any(ln["generation"] == generation and _step(ln["line"]) >= step for ln in run.lines())
+    return any(
+        ln["generation"] == generation and _step(ln["line"]) >= step for ln in run.job_lines()
+    )
 
 
 def _step(line: str) -> int:
@@ -304,7 +369,7 @@ def check_kill(run: Run, crash: str, d: dict[str, Any]) -> None:
     assert len(run.kills) == 1, run.kills
     kill = run.kills[0]
     t, before = kill.at, kill.before
-    lines = run.lines()
+    lines = run.job_lines()
     first, second, third = instance(d, 1), instance(d, 2), instance(d, 3)
     notice_issued = attempt(d, 1)["NoticeDeadline"] - LEAD
     if crash == "training":
@@ -357,7 +422,7 @@ def check(run: Run, d: dict[str, Any]) -> Seconds:
     assert all(i["TerminatedAt"] is not None for i in inst)
     for a, b in itertools.pairwise(inst):  # never two live attempts
         assert b["LaunchedAt"] >= a["TerminatedAt"], inst
-    lines = run.lines()
+    lines = run.job_lines()
     text = [ln["line"] for ln in lines]
     assert text[0] == "starting fresh" and text[-1] == "done", text
     # the notice lost nothing: the last attempt resumed where the first one checkpointed
@@ -447,7 +512,7 @@ def runs(tmp_path: Path) -> Iterator[Callable[[str], Run]]:
 
     yield make
     for r in made:
-        stop_service(r.settings)
+        r.stop()
 
 
 def test_undisturbed_and_crashed_runs_agree(runs: Callable[[str], Run]) -> None:
