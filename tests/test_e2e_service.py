@@ -169,7 +169,14 @@ class Home:
             time.sleep(0.1)
 
     def finish(self, name: str, timeout: float = 180) -> dict[str, Any]:
-        return self.wait(name, lambda d: d["TrainingJobStatus"] != "InProgress", timeout, "the end")
+        """Job ``name``'s description once it has ended (Completed, Failed or Stopped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            d = self.describe(name)
+            if d["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
+                return d
+            assert time.monotonic() < deadline, f"{name} did not end: {d}"
+            time.sleep(0.1)
 
     def crash_and_restart(self, before: dict[str, Any], down: Callable[[], bool]) -> None:
         """SIGKILL the service; restart it once ``down`` (looked at while it is dead) holds."""
@@ -348,10 +355,7 @@ def drive(run: Run, crash: str | None) -> dict[str, Any]:
         # down until the script has trained on with nobody watching (its checkpoint,
         # mirrored to the checkpoint URI by the agent, shows it)
         run.crash_and_restart(d, lambda: run.checkpointed_step() > saved)
-    finished: dict[str, Any] = wait_for(
-        run, lambda d: d["TrainingJobStatus"] != "InProgress", 120, "the end"
-    )
-    return finished
+    return run.finish(run.name)
 
 
 def transition_at(d: dict[str, Any], t: float) -> dict[str, Any]:
@@ -567,7 +571,7 @@ def test_script_hard_coding_opt_ml(runs: Callable[[str], Run]) -> None:
     if not namespaces_work():
         pytest.skip("no private mount namespace on this machine (not root, or no unshare)")
     run = runs("hardcoded")
-    d = wait_for(run, lambda d: d["TrainingJobStatus"] != "InProgress", 120, "the end")
+    d = run.finish(run.name)
     assert d["Spotrun"]["Isolation"] == "namespace", d["Spotrun"]
     assert d["TrainingJobStatus"] == "Completed", d["SecondaryStatusTransitions"]
     base = run.tmp / run.name
