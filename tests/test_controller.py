@@ -139,6 +139,17 @@ def test_an_end_reported_while_the_controller_looks_is_not_taken_for_a_lost_inst
     assert ended and job.status == "Completed" and job.interruptions == 0, rig.history(name)
 
 
+def test_the_isolation_shown_is_the_one_the_agents_got(rig: Rig) -> None:
+    """The provider records the isolation it asked for at launch; a host that had to fall
+    back reports what it got, and that is what the job shows."""
+    name = rig.submit()
+    rig.tick()
+    rig.store.update_job(name, rig.clock.now(), isolation="namespace")
+    rig.agent(name, phase="downloading", isolation="folder")
+    rig.tick()
+    assert rig.store.get_job(name).isolation == "folder"
+
+
 def test_max_wait_while_capacity_never_comes(store: Store, clock: VirtualClock) -> None:
     rig = Rig(store, clock, capacity=0)
     name = rig.submit(StoppingCondition={"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 900})
