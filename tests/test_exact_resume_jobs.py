@@ -5,13 +5,16 @@ twice: first with a notice (``Client.interrupt``: the training saves at the next
 round and exits 75), then by a hard kill of its next instance (the host and every process
 below it SIGKILLed with no notice: the instance is lost, and whatever the training did
 after its last synced checkpoint is done again by the third attempt). Both interruptions
-are triggered by the job's own progress in its log, never by time. The interrupted job's
-``model.tar.gz`` must hold exactly what the undisturbed job's does:
+are triggered by the job's own progress in its log, never by time; the hard kill lands
+only when the instance, frozen for a look, has logged steps past the newest checkpoint in
+the checkpoint URI (else it is let go on and looked at again), so the third attempt always
+has steps to do again. The interrupted job's ``model.tar.gz`` must hold exactly what the
+undisturbed job's does:
 
 * the digits CNN (``examples/digits_cnn``, script mode): every tensor ``torch.equal``;
 * the ``xgboost`` built-in on the digits as csv: the same booster bytes.
 
-About a minute on 2 cores, most of it PyTorch's import in each attempt.
+Most of its time is PyTorch's import, once in every attempt of the CNN jobs.
 """
 
 from __future__ import annotations
