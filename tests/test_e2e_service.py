@@ -8,11 +8,12 @@ then has no capacity for several seconds. The third attempt finishes.
 
 One run is undisturbed; in the others the service is SIGKILLed at a chosen moment (inside
 the notice window, while the job waits for capacity, while the last attempt trains) and
-restarted.
-Each kill is aimed by waiting for the state it names, the job's state right before the kill
-is recorded, and afterwards the job's history must place the kill in that state. Every run
-must complete with nothing lost or redone, never two live attempts, and the same instance
-seconds and bill as the undisturbed run.
+restarted. Each kill is aimed by waiting for the state it names, the job's state right
+before the kill is recorded, and afterwards the job's history must place the kill in that
+state. Every run must complete with no step lost and none run twice beyond one per
+interruption, never two live attempts, and the same instance seconds and bill (billable
+seconds, cost, on-demand cost) as the undisturbed run. The four runs go at once, so that
+they share the machine's load alike.
 """
 
 from __future__ import annotations
