@@ -110,13 +110,17 @@ class Controller:
     def observe(self, job: JobRecord, now: float) -> Observation:
         attempts = self.store.attempts(job.name)
         att = attempts[-1] if attempts else None
-        hosts = tuple(self.store.hosts(job.name, att.generation)) if att else ()
         records = self.store.instances(job.name)
         views = {
             r.id: InstanceView(r, self._describe(r))
             for r in records
             if r.terminated_at is None or (att is not None and r.generation == att.generation)
         }
+        # The agents' reports are read after the provider was asked: an agent reports its
+        # end before its process (and so its instance) ends, and read in the other order a
+        # report made between the two reads would be missed, and a finished attempt taken
+        # for a lost instance.
+        hosts = tuple(self.store.hosts(job.name, att.generation)) if att else ()
         open_ = tuple(v for v in views.values() if v.record.terminated_at is None)
         current = tuple(v for v in views.values() if att and v.record.generation == att.generation)
         plan = None
