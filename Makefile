@@ -2,17 +2,33 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Two install levels, each with its own stamp: the demo needs the runtime and PyTorch only;
+# everything else (tests, checks, benches) needs the development tools as well. Both pin
+# every version with constraints.txt.
+DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
+# Wheels of the runtime dependencies, so tests/test_wheel.py installs a built wheel into a
+# fresh venv without reaching the package index.
+WHEELHOUSE := $(VENV)/wheelhouse
 
 .PHONY: demo test test-slow fuzz crash-soak soak bench check fmt clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[torch,dev]'
-	touch $(STAMP)
 
-demo: $(STAMP)
+$(DEMO_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[torch]'
+	touch $(DEMO_STAMP)
+
+# dev includes the torch extra, so a full install also satisfies the demo's stamp
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	rm -rf $(WHEELHOUSE)
+	$(BIN)/pip download --quiet --only-binary=:all: -c constraints.txt -d $(WHEELHOUSE) .
+	touch $(DEMO_STAMP) $(STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/python examples/digits_cnn/demo.py
 
 test: $(STAMP)

@@ -114,8 +114,8 @@ def test_cli_prints_one_line_and_fails(tmp_path: Path) -> None:
     script = tmp_path / "train.py"
     script.write_text("print(1)\n")
     cmd = [sys.executable, "-m", "spotrun.cli", "--home", str(tmp_path / "h"), "run", str(script),
-           "--spot", "--instance-type", "ml.c5.xlarge", "--max-run", "1h", "--max-wait", "30m",
-           "--name", "bad-wait"]  # fmt: skip
+           "--spot", "--instance-type", "ml.c5.xlarge", "--count", "0",
+           "--name", "bad-count"]  # fmt: skip
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     finally:
@@ -126,7 +126,7 @@ def test_cli_prints_one_line_and_fails(tmp_path: Path) -> None:
         )
     assert r.returncode == 2
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("spotrun: error:")]
-    assert len(errors) == 1 and "StoppingCondition.MaxWaitTimeInSeconds" in errors[0], r.stderr
+    assert len(errors) == 1 and "ResourceConfig.InstanceCount" in errors[0], r.stderr
 
 
 def test_images_map_through_the_home_registry(runtime: Runtime, good: dict[str, Any]) -> None:

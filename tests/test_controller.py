@@ -113,6 +113,43 @@ def test_interruption_resumes_and_is_not_a_retry(rig: Rig) -> None:
     ]  # fmt: skip
 
 
+def test_an_end_reported_while_the_controller_looks_is_not_taken_for_a_lost_instance(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent reports its end and then exits, which ends its instance; when both happen
+    while the controller gathers what it observes, it must see the report, not a lost
+    instance with its work unreported."""
+    name = rig.submit()
+    rig.tick()
+    rig.train(name)
+    (ref,) = rig.refs(name)
+    describe = rig.provider.describe
+    ended: list[bool] = []
+
+    def racing(r: InstanceRef) -> Any:
+        if r == ref and not ended:  # the agent's last report, then its exit, right now
+            ended.append(True)
+            rig.agent(name, phase="done", exit_code=0, finished=True, model_uploaded=True)
+            rig.provider.exit(ref)
+        return describe(r)
+
+    monkeypatch.setattr(rig.provider, "describe", racing)
+    rig.tick()
+    job = rig.store.get_job(name)
+    assert ended and job.status == "Completed" and job.interruptions == 0, rig.history(name)
+
+
+def test_the_isolation_shown_is_the_one_the_agents_got(rig: Rig) -> None:
+    """The provider records the isolation it asked for at launch; a host that had to fall
+    back reports what it got, and that is what the job shows."""
+    name = rig.submit()
+    rig.tick()
+    rig.store.update_job(name, rig.clock.now(), isolation="namespace")
+    rig.agent(name, phase="downloading", isolation="folder")
+    rig.tick()
+    assert rig.store.get_job(name).isolation == "folder"
+
+
 def test_max_wait_while_capacity_never_comes(store: Store, clock: VirtualClock) -> None:
     rig = Rig(store, clock, capacity=0)
     name = rig.submit(StoppingCondition={"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 900})

@@ -185,8 +185,11 @@ def test_sdk_framework_images_default_to_script_mode() -> None:
         "spotrun/python:3.11",  # spotrun's own name for the server's Python
     ):
         entry = reg.lookup(image)
-        assert entry is not None and entry.target == ScriptMode(), image
+        assert entry is not None and isinstance(entry.target, ScriptMode), image
         assert entry.origin.startswith("built-in default")
+        # only sagemaker-xgboost runs an algorithm when there is no script
+        xgb = "/sagemaker-xgboost:" in image
+        assert entry.target.algorithm == ("xgboost" if xgb else None), image
     for image in (
         "pytorch-training:2.3",  # no registry part: not what the SDK sends
         f"{ECR}/my-pytorch-training:1",
@@ -223,6 +226,50 @@ def test_users_entries_beat_the_defaults() -> None:
     # a glob of the user's beats even a (hypothetical) exact default
     exact_default = _entry(PYTORCH, AlgorithmRef("default"))
     assert ImageRegistry((mine,), defaults=(exact_default,)).lookup(PYTORCH) == mine
+
+
+KMEANS_EAST = "382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1"
+
+
+def test_awss_algorithm_images_by_tag_digest_or_neither_in_their_regions_registry() -> None:
+    reg = ImageRegistry()
+    for image, algorithm in (
+        (KMEANS_EAST, "kmeans"),
+        ("382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:latest", "kmeans"),
+        ("382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans", "kmeans"),
+        (f"382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans@sha256:{'0f' * 32}", "kmeans"),
+        ("390948362332.dkr.ecr.cn-north-1.amazonaws.com.cn/linear-learner:1", "linear-learner"),
+        (
+            "490574956308.dkr.ecr.us-iso-east-1.c2s.ic.gov/image-classification:1",
+            "image-classification",
+        ),
+        ("811284229777.dkr.ecr.us-east-1.amazonaws.com/xgboost:1", "xgboost"),
+        ("811284229777.dkr.ecr.us-east-1.amazonaws.com/object-detection:1", "object-detection"),
+    ):
+        entry = reg.lookup(image)
+        assert entry is not None and entry.pattern == image, image
+        assert isinstance(entry.target, AlgorithmRef) and entry.target.aws_image, image
+        assert entry.target.name == algorithm, image
+        assert "AWS's image of SageMaker's built-in algorithm" in entry.origin
+    for image in (
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/kmeans:1",  # not AWS's account
+        "382416733822.dkr.ecr.us-west-2.amazonaws.com/kmeans:1",  # AWS's, another region's
+        "382416733822.dkr.ecr.us-east-1.amazonaws.com.cn/kmeans:1",  # the wrong partition
+        "382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:1/x",
+        "382416733822.dkr.ecr.us-east-1.amazonaws.com/team/kmeans:1",
+        "382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans:bad*tag",
+        "382416733822.dkr.ecr.us-east-1.amazonaws.com/kmeans@sha256:short",
+        "382416733822.dkr.ecr.us-east-1.amazonaws.com/my-model:1",
+        "kmeans:1",
+        "kmeans",
+    ):
+        assert reg.lookup(image) is None, image
+
+
+def test_users_entries_beat_awss_algorithm_images() -> None:
+    mine = _entry("*/kmeans:*", BakedScript("/mine", "t.py"))
+    assert ImageRegistry((mine,)).lookup(KMEANS_EAST) == mine
+    assert ImageRegistry((_entry("*/pca:*"),)).lookup(KMEANS_EAST) is not None
 
 
 # -- run plans ----------------------------------------------------------------------------
@@ -306,6 +353,45 @@ def test_algorithms_resolve_through_the_table() -> None:
     assert e.value.field == "AlgorithmSpecification.TrainingImage"
     assert "'xgboost'" in e.value.problem and 'cfg [images."my-xgb"]' in e.value.problem
     assert "linear" in e.value.problem
+
+
+XGB_EAST = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+
+
+def test_sagemaker_xgboost_runs_the_algorithm_without_a_script_and_the_script_with_one() -> None:
+    reg = ImageRegistry()
+    plan = plan_run(parse_spec(_request(TrainingImage=XGB_EAST, hps={"num_round": "9"})), reg)
+    assert isinstance(plan, AlgorithmRun) and plan.algorithm.name == "xgboost"
+    assert plan.mapped_by is not None and plan.mapped_by.pattern == "*/sagemaker-xgboost:*"
+    with_script = _request(TrainingImage=XGB_EAST, hps=_sdk_hps("s3://b/src.tar.gz"))
+    plan = plan_run(parse_spec(with_script), reg)
+    assert isinstance(plan, SdkScriptRun) and plan.program == "train.py"
+    # a program named without its code is script mode still, refused as such
+    half = {"sagemaker_program": '"train.py"'}
+    with pytest.raises(SpecError) as e:
+        plan_run(parse_spec(_request(TrainingImage=XGB_EAST, hps=half)), reg)
+    assert e.value.field == "HyperParameters" and "sagemaker_submit_directory" in str(e.value)
+    # a framework image without an algorithm of its own still needs the script
+    with pytest.raises(SpecError) as e:
+        plan_run(parse_spec(_request(TrainingImage=PYTORCH, hps={"epochs": "1"})), reg)
+    assert "sagemaker_program" in e.value.problem
+
+
+def test_awss_images_run_the_builtin_or_are_refused_naming_the_algorithm(tmp_path: Path) -> None:
+    reg = ImageRegistry(config_path=tmp_path / CONFIG_FILE)
+    plan = plan_run(parse_spec(_request(TrainingImage=KMEANS_EAST)), reg)
+    assert isinstance(plan, AlgorithmRun) and plan.algorithm == find_algorithm("kmeans")
+    assert plan.mapped_by is not None and plan.mapped_by.pattern == KMEANS_EAST
+    image = "811284229777.dkr.ecr.us-east-1.amazonaws.com/semantic-segmentation:1"
+    with pytest.raises(SpecError) as e:
+        plan_run(parse_spec(_request(TrainingImage=image)), reg)
+    assert e.value.field == "AlgorithmSpecification.TrainingImage"
+    assert e.value.problem.startswith(
+        f"{image!r} is AWS's image of SageMaker's built-in algorithm 'semantic-segmentation', "
+        "which spotrun does not have"
+    )
+    assert "image-classification, kmeans, linear-learner, xgboost" in e.value.problem
+    assert f'{tmp_path / CONFIG_FILE}, e.g. [images."{image}"]' in e.value.problem
 
 
 # -- admission ----------------------------------------------------------------------------
@@ -396,6 +482,22 @@ def test_the_60_minute_rule_for_algorithms_without_checkpoints() -> None:
     short["StoppingCondition"] = {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 3600}
     assert _admit(short, None, algorithms=table).algorithm.algorithm_name == "plain"
     assert _admit(_request(AlgorithmName="resumable"), None, algorithms=table)
+
+
+def test_the_60_minute_rule_holds_for_kmeans_reached_through_its_image() -> None:
+    with pytest.raises(SpecError) as e:
+        _admit(_request(TrainingImage=KMEANS_EAST), None)
+    assert e.value.field == "StoppingCondition.MaxWaitTimeInSeconds"
+    assert "'kmeans' does not checkpoint" in e.value.problem and "3600" in e.value.problem
+    short = _request(TrainingImage=KMEANS_EAST)
+    short["StoppingCondition"] = {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 3600}
+    assert _admit(short, None).algorithm.training_image == KMEANS_EAST
+    on_demand = _request(TrainingImage=KMEANS_EAST)
+    on_demand["EnableManagedSpotTraining"] = False
+    del on_demand["StoppingCondition"]["MaxWaitTimeInSeconds"]
+    assert _admit(on_demand, None)
+    # xgboost checkpoints: its image may wait longer
+    assert _admit(_request(TrainingImage=XGB_EAST, hps={"num_round": "9"}), None)
 
 
 @pytest.mark.parametrize(

@@ -195,6 +195,19 @@ def test_infeasible_plan_says_why_and_when(tmp_path: Path, market: FakeMarket) -
     assert p.plan(request(["true"])).reason.endswith("(all reclaimed) — no change within 24 h")
 
 
+def test_capacity_about_to_be_reclaimed_is_no_room(tmp_path: Path, market: FakeMarket) -> None:
+    """A pool whose capacity goes within the notice lead is not offered: an instance launched
+    there would get its notice at once. It is offered again once the capacity is back."""
+    clock = VirtualClock(1_000.0)
+    market.caps = {"z1": 0, "z2": 0, "z3": 0, "z4": 1}
+    market.later["z4"] = (1_000.0 + market.notice_lead_real - 0.5, 0)
+    p = LocalProvider(tmp_path, market, clock, isolation="folder")
+    plan = p.plan(request(["true"]))
+    assert not plan.feasible and "being reclaimed" in plan.reason, plan.reason
+    market.later["z4"] = (1_000.0 + market.notice_lead_real + 0.5, 0)
+    assert p.plan(request(["true"])).pool == pool("z4")  # gone only after a notice's lead
+
+
 def test_launch_rechecks_capacity(tmp_path: Path, market: FakeMarket) -> None:
     p = LocalProvider(tmp_path, market, RealClock(), isolation="folder")
     plan = p.plan(request(["true"]))

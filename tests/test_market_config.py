@@ -13,14 +13,21 @@ from spotrun.market import (
     Market,
     MarketConfig,
     PoolConfig,
-    find_data_dir,
+    RateProcess,
+    SpotAdvisor,
     load_market_config,
     market_config_from_dict,
     parse_duration,
 )
+from spotrun.market._advisor import Bucket
 from spotrun.providers.base import Pool
 
 EPOCH = 1_700_000_000.0
+LABELS = ["<5%", "5-10%", "10-15%", "15-20%", ">20%"]
+BUCKETS = {
+    label: Bucket(label, low, high).mean_uptime
+    for label, low, high in zip(LABELS, [0, 5, 11, 16, 22], [5, 11, 16, 22, 100], strict=True)
+}
 
 
 @pytest.mark.parametrize(
@@ -83,7 +90,7 @@ gap = 10
     # Market time at EPOCH is 60 s, trace time 90 s (tick 1); tick 2 (a 0) starts at
     # trace 120 s = market 90 s = EPOCH + 30 / 60 s real.
     pool = Pool("local", "p3.2xlarge", "use2-az1")
-    assert market.reclaim_at(pool, EPOCH, 0) == pytest.approx(EPOCH + 0.5)
+    assert market.reclaim_at(pool, EPOCH, 0) - EPOCH == pytest.approx(0.5)
 
 
 def test_json_file(tmp_path: Path) -> None:
@@ -98,8 +105,26 @@ def test_json_file(tmp_path: Path) -> None:
     assert config.pools == (PoolConfig(instance_type="c5.xlarge"),)
 
 
-def test_advisor_entry_uses_the_snapshot(tmp_path: Path) -> None:
-    advisor = find_data_dir() / "traces" / "aws-spot-advisor" / "spot-advisor-data.json"
+def advisor_snapshot(path: Path, region: str, itype: str, bucket: int) -> Path:
+    """A tiny Spot Advisor file in AWS's format: five buckets, one (region, type) pair."""
+    ranges = [
+        {"index": i, "label": label, "dots": i, "max": top}
+        for i, (label, top) in enumerate(
+            [("<5%", 5), ("5-10%", 11), ("10-15%", 16), ("15-20%", 22), (">20%", 100)]
+        )
+    ]
+    doc = {
+        "ranges": ranges,
+        "instance_types": {itype: {"cores": 4, "ram_gb": 8.0, "emr": True}},
+        "spot_advisor": {region: {"Linux": {itype: {"s": 60, "r": bucket}}}},
+        "global_rate": "<10%",
+    }
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_advisor_entry_uses_the_named_snapshot(tmp_path: Path) -> None:
+    advisor = advisor_snapshot(tmp_path / "advisor.json", "us-east-1", "c5.xlarge", 0)
     data = {
         "pools": [
             {"instance_type": "c5.xlarge", "process": "advisor", "path": str(advisor)},
@@ -107,6 +132,45 @@ def test_advisor_entry_uses_the_snapshot(tmp_path: Path) -> None:
     }
     market = Market(Catalog.load(), market_config_from_dict(data), EPOCH)
     assert market.capacity(Pool("local", "c5.xlarge", "use1-az1"), EPOCH) >= 1
+    # A snapshot without the pair is named, not silently replaced by the packaged one.
+    other = advisor_snapshot(tmp_path / "other.json", "us-east-1", "m5.xlarge", 0)
+    data["pools"][0]["path"] = str(other)
+    with pytest.raises(MarketError, match=r"no data for c5\.xlarge in us-east-1"):
+        Market(Catalog.load(), market_config_from_dict(data), EPOCH)
+
+
+def test_advisor_path_beats_spotrun_data_which_beats_the_packaged_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default advisor market reads the market file's ``advisor_path``, else
+    ``$SPOTRUN_DATA``'s snapshot, else the packaged one: told apart by the mean uptime of
+    c5.xlarge in us-east-1, put in a different bucket by each."""
+    monkeypatch.delenv("SPOTRUN_DATA", raising=False)
+    pool = Pool("local", "c5.xlarge", "use1-az1")
+
+    def uptime_bucket(config: MarketConfig) -> str:
+        market = Market(Catalog.load(), config, EPOCH)
+        process = market._process(pool)
+        assert isinstance(process, RateProcess)
+        for label, advisor_bucket in BUCKETS.items():
+            if process.mean_uptime == pytest.approx(advisor_bucket):
+                return label
+        raise AssertionError(f"uptime {process.mean_uptime} is no bucket's")
+
+    packaged_label = SpotAdvisor.default().bucket("us-east-1", "c5.xlarge").label
+    assert uptime_bucket(MarketConfig(default_process="advisor")) == packaged_label
+    data = tmp_path / "data"
+    other = ">20%" if packaged_label != ">20%" else "<5%"
+    folder = data / "traces" / "aws-spot-advisor"
+    folder.mkdir(parents=True)
+    advisor_snapshot(
+        folder / "spot-advisor-data.json", "us-east-1", "c5.xlarge", LABELS.index(other)
+    )
+    monkeypatch.setenv("SPOTRUN_DATA", str(data))
+    assert uptime_bucket(MarketConfig(default_process="advisor")) == other
+    named = advisor_snapshot(tmp_path / "named.json", "us-east-1", "c5.xlarge", 2)
+    config = MarketConfig(default_process="advisor", advisor_path=named)
+    assert uptime_bucket(config) == "10-15%"
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,7 @@ from spotrun.market import (
     ScriptProcess,
     SpotAdvisor,
     StepSeries,
-    find_data_dir,
 )
-from spotrun.market._advisor import ADVISOR_FILE
 
 
 def test_step_series_once_holds_the_ends() -> None:
@@ -102,7 +100,7 @@ def test_rate_rejects_non_positive_means() -> None:
 
 
 def test_advisor_bucket_to_mean_uptime() -> None:
-    advisor = SpotAdvisor.load(find_data_dir() / ADVISOR_FILE)
+    advisor = SpotAdvisor.default()  # the packaged snapshot
     # p3.2xlarge in us-east-1 is in the ">20%" bucket (r = 4, bounds 22..100 in the file).
     bucket = advisor.bucket("us-east-1", "p3.2xlarge")
     assert bucket.label == ">20%"

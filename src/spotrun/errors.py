@@ -12,8 +12,19 @@ The tree::
     ├── ProviderError        a provider could not do what was asked
     │   └── NoCapacity       no capacity in any acceptable pool right now
     ├── MarketError          a market description or trace is unusable
+    ├── StorageError         a URI cannot be resolved, read or written (spotrun.storage)
     ├── AuthError            a request's signature or key is refused (spotrun.auth.sigv4)
+    ├── AgentConfigError     an agent was started with an incomplete environment
+    │                        (spotrun.agent.config)
+    ├── JobInputError        a job's code or data cannot be used; the message is the
+    │                        failure reason (spotrun.agent.outcome)
     └── ServiceError         the background service could not be reached or started
+
+The classes marked with a module live beside the code that raises them. Outside the
+tree, on purpose: ``spotrun.toolkit`` raises ``ManifestError`` (a ``ValueError``), since
+training code imports the toolkit without the rest of spotrun; the built-in algorithms
+raise ``AlgorithmError`` in their own processes; ``spotrun.api.awsjson.AwsError`` is an
+HTTP answer in AWS's error shape, not a failure of spotrun.
 
 Catch broadly only at process boundaries (the CLI's ``main``, the service loop, the agent).
 """

@@ -150,16 +150,6 @@ class Hyperparameters:
             ) from None
 
 
-def parse_bool(text: str) -> bool:
-    """SageMaker's booleans: true/false in any case, or 1/0."""
-    lowered = text.lower()
-    if lowered in ("true", "1"):
-        return True
-    if lowered in ("false", "0"):
-        return False
-    raise ValueError("expected true or false")
-
-
 def positive(parse: Callable[[str], T]) -> Callable[[str], T]:
     """``parse``, refusing values that are not > 0."""
 

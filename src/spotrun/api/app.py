@@ -196,7 +196,7 @@ def create_app(rt: Runtime) -> FastAPI:
     @app.get("/v1/jobs/{name}")
     def get(c: Signed, name: str) -> dict[str, Any]:
         """DescribeTrainingJob's answer plus spotrun's details under ``Spotrun``."""
-        return describe(store, own(c, name).name)
+        return describe(store, own(c, name).name, price_source=rt.catalog.source.label)
 
     @app.post("/v1/jobs/{name}/stop")
     def stop(c: Signed, name: str) -> dict[str, Any]:

@@ -7,8 +7,13 @@ from typing import Any
 from spotrun.store import JobRecord, Store
 
 
-def describe(store: Store, name: str, extras: bool = True) -> dict[str, Any]:
-    """DescribeTrainingJob for one job; spotrun's own details sit under ``Spotrun``."""
+def describe(
+    store: Store, name: str, extras: bool = True, price_source: str | None = None
+) -> dict[str, Any]:
+    """DescribeTrainingJob for one job; spotrun's own details sit under ``Spotrun``.
+
+    ``price_source`` names the catalog the costs were priced from (EC2 prices of the type
+    behind ``ml.*``, not SageMaker's); it is shown as ``Spotrun.PriceSource``."""
     job = store.get_job(name)
     spec = job.spec
     out: dict[str, Any] = dict(job.request)
@@ -50,6 +55,8 @@ def describe(store: Store, name: str, extras: bool = True) -> dict[str, Any]:
         ]
     if extras:
         out["Spotrun"] = spotrun_extras(store, job)
+        if price_source is not None:
+            out["Spotrun"]["PriceSource"] = price_source
     return out
 
 

@@ -58,7 +58,8 @@ class Runtime:
         home = settings.home
         self.store = Store.open(home)
         self.keys = KeyRing(self.store, home)
-        self.catalog = Catalog.load()
+        # $SPOTRUN_DATA, else a catalog `spotrun catalog update` installed, else the packaged one
+        self.catalog = Catalog.load(home=home)
         config = load_market_config(settings.market) if settings.market else MarketConfig()
         self.market = Market(self.catalog, config, market_epoch(home, self.clock.now()))
         self.provider = LocalProvider(home, self.market, self.clock, settings.isolation)

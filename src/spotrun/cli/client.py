@@ -19,11 +19,20 @@ import httpx
 
 from spotrun.api.security import REST_SERVICE
 from spotrun.auth.keys import read_credentials
-from spotrun.auth.sigv4 import SigV4HttpxAuth
+from spotrun.auth.sigv4 import (
+    INCOMPLETE,
+    INVALID_SIGNATURE,
+    MISSING_TOKEN,
+    UNRECOGNIZED,
+    SigV4HttpxAuth,
+)
 from spotrun.errors import NotFound, ServiceError, SpecError
 from spotrun.settings import Settings
 
 START_TIMEOUT = 60.0
+#: the answers (AWS's codes) that mean the server refused the key or the signature
+_AUTH_CODES = frozenset({MISSING_TOKEN, INCOMPLETE, UNRECOGNIZED, INVALID_SIGNATURE})
+_KEY_VARIABLES = "SPOTRUN_ACCESS_KEY_ID and SPOTRUN_SECRET_ACCESS_KEY"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -127,18 +136,23 @@ def stop_service(settings: Settings, timeout: float = 30.0) -> bool:
 
 def credentials(settings: Settings) -> tuple[str, str]:
     """The access key the CLI signs with: the environment first, then the home's file."""
+    return _credentials(settings)[:2]
+
+
+def _credentials(settings: Settings) -> tuple[str, str, str]:
+    """The access key, its secret, and where they came from (for error messages)."""
     key = os.environ.get("SPOTRUN_ACCESS_KEY_ID")
     secret = os.environ.get("SPOTRUN_SECRET_ACCESS_KEY")
     if key and secret:
-        return key, secret
+        return key, secret, _KEY_VARIABLES
     found = read_credentials(settings.home)
     if found is None:
         raise ServiceError(
-            "no credentials: set SPOTRUN_ACCESS_KEY_ID and SPOTRUN_SECRET_ACCESS_KEY "
+            f"no credentials: set {_KEY_VARIABLES} "
             f"(`spotrun keys create` on the server makes a key), or start the local server "
             f"once so that it writes {settings.home / 'credentials.json'}"
         )
-    return found
+    return *found, str(settings.home / "credentials.json")
 
 
 def _is_server(pid: int) -> bool:
@@ -153,9 +167,13 @@ def _is_server(pid: int) -> bool:
 class Client:
     """The REST API, signed with SigV4, with errors turned into spotrun exceptions."""
 
-    def __init__(self, base_url: str, access_key_id: str, secret: str) -> None:
+    def __init__(
+        self, base_url: str, access_key_id: str, secret: str, key_source: str = ""
+    ) -> None:
         self.base = base_url.rstrip("/")
         self.credentials = (access_key_id, secret)
+        #: where the key came from, named when the server refuses it
+        self.key_source = key_source
         self.http = httpx.Client(
             base_url=self.base,
             timeout=60,
@@ -166,13 +184,13 @@ class Client:
     def for_settings(cls, settings: Settings, start: bool = True) -> Client:
         endpoint = os.environ.get("SPOTRUN_ENDPOINT")
         if endpoint:
-            return cls(endpoint, *credentials(settings))
+            return cls(endpoint, *_credentials(settings))
         info = start_service(settings) if start else service_info(settings)
         if info is None:
             raise ServiceError(
                 "the spotrun server is not running; `spotrun server start` starts it"
             )
-        return cls(f"http://{info['host']}:{info['port']}", *credentials(settings))
+        return cls(f"http://{info['host']}:{info['port']}", *_credentials(settings))
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         try:
@@ -189,8 +207,12 @@ class Client:
                 raise SpecError(body["field"], msg.split(": ", 1)[-1])
             if r.status_code == 404:
                 raise NotFound(msg)
-            if r.status_code in (401, 403):
-                raise ServiceError(f"refused by {self.base}: {body.get('error')}: {msg}")
+            if r.status_code in (401, 403) or body.get("error") in _AUTH_CODES:
+                source = f" from {self.key_source}" if self.key_source else ""
+                raise ServiceError(
+                    f"refused by {self.base}: {body.get('error')}: {msg} "
+                    f"(signed with access key {self.credentials[0]}{source})"
+                )
             raise ServiceError(str(msg))
         return r.json()
 

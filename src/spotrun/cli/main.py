@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spotrun.cli import catalog as catalog_cli
 from spotrun.cli import render
 from spotrun.cli.client import Client, service_info, start_service, stop_service
 from spotrun.errors import ServiceError, SpecError, SpotrunError
@@ -19,6 +20,7 @@ from spotrun.settings import Settings, load_settings, write_settings
 from spotrun.spec import lifecycle
 
 TERMINAL = ("Completed", "Failed", "Stopped")
+DEFAULT_MAX_RUN = 86_400  # seconds: SageMaker's default MaxRuntimeInSeconds
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
 
@@ -27,8 +29,10 @@ def parse_duration(text: str, field: str) -> int:
     m = _DURATION.match(text)
     if not m:
         raise SpecError(field, f"{text!r} is not a duration; use e.g. 90s, 30m, 2h or 1d")
-    value = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-    return round(value)
+    value = round(float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])
+    if value < 1:
+        raise SpecError(field, f"{text!r} is shorter than the smallest limit, 1s")
+    return value
 
 
 def _pairs(items: Sequence[str], field: str) -> dict[str, str]:
@@ -47,6 +51,31 @@ def _to_uri(value: str) -> str:
     return Path(value).expanduser().resolve().as_uri()
 
 
+def _stopping_condition(max_run: str | None, max_wait: str | None, spot: bool) -> dict[str, int]:
+    """MaxRuntimeInSeconds and MaxWaitTimeInSeconds from ``--max-run``/``--max-wait``.
+
+    A spot job's wait includes its run, so the wait can never be shorter. With ``--spot``
+    the limit given stands in for the one left out (so ``--spot --max-wait 1h`` alone is a
+    valid job, not a one-day runtime refused for exceeding the hour); neither means a day.
+    """
+    run = parse_duration(max_run, "--max-run") if max_run else None
+    wait = parse_duration(max_wait, "--max-wait") if max_wait else None
+    if not spot:
+        stopping = {"MaxRuntimeInSeconds": DEFAULT_MAX_RUN if run is None else run}
+        if wait is not None:
+            stopping["MaxWaitTimeInSeconds"] = wait
+        return stopping
+    if run is not None and wait is not None and wait < run:
+        raise SpecError(
+            "--max-wait",
+            f"{max_wait} is shorter than --max-run {max_run}; a spot job's wait includes its "
+            f"run time, so give --max-wait {max_run} or more, or a shorter --max-run",
+        )
+    if run is None:
+        run = DEFAULT_MAX_RUN if wait is None else wait
+    return {"MaxRuntimeInSeconds": run, "MaxWaitTimeInSeconds": run if wait is None else wait}
+
+
 def build_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """A CreateTrainingJob request from ``spotrun run``'s arguments."""
     script = Path(args.script).expanduser()
@@ -60,9 +89,7 @@ def build_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = args.name or re.sub(r"[^a-zA-Z0-9-]+", "-", f"{Path(entry).stem}-{stamp}").strip("-")
-    stopping: dict[str, int] = {"MaxRuntimeInSeconds": parse_duration(args.max_run, "--max-run")}
-    if args.max_wait:
-        stopping["MaxWaitTimeInSeconds"] = parse_duration(args.max_wait, "--max-wait")
+    stopping = _stopping_condition(args.max_run, args.max_wait, bool(args.spot))
     channels = [
         {
             "ChannelName": k,
@@ -103,7 +130,11 @@ def build_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any
 
 
 def follow(client: Client, name: str, show_logs: bool = True) -> dict[str, Any]:
-    """Print status transitions and log lines until the job ends; returns the last describe."""
+    """Print status transitions and log lines until the job ends; returns the last describe.
+
+    Each poll's new transitions go among its new lines by time (the lines keep the log's
+    order), so the job's last lines come before its final status, not after it.
+    """
     seen_transitions = 0
     last_message = ""
     quiet_since = time.monotonic()
@@ -111,29 +142,54 @@ def follow(client: Client, name: str, show_logs: bool = True) -> dict[str, Any]:
     while True:
         d = client.describe(name)
         trans = d.get("SecondaryStatusTransitions", [])
-        for t in trans[seen_transitions:]:
-            print(f"[spotrun] {render.transition_line(t)}", flush=True)
+        new = [
+            (t["StartTime"], f"[spotrun] {render.transition_line(t)}")
+            for t in trans[seen_transitions:]
+        ]
         message = trans[-1]["StatusMessage"] if trans else ""
-        if trans and len(trans) == seen_transitions and message != last_message:
-            print(f"[spotrun]   … {message}", flush=True)
+        note = None  # what the current status is doing, said after this poll's events
+        if new:
+            quiet_since = time.monotonic()
+        elif trans and message != last_message:
+            note = f"[spotrun]   … {message}"
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since >= 15 and d["SecondaryStatus"] != "Training":
             waited = time.time() - trans[-1]["StartTime"] if trans else 0.0
-            print(f"[spotrun]   … still {d['SecondaryStatus']} ({waited:.0f} s)", flush=True)
+            note = f"[spotrun]   … still {d['SecondaryStatus']} ({waited:.0f} s)"
             quiet_since = time.monotonic()
         seen_transitions = len(trans)
         last_message = message
+        lines: list[tuple[float, str]] = []
         if show_logs:
+            # read after the describe: a job seen ended has all its lines stored by now
             while True:
                 chunk = client.logs(name, after=after)
-                for ln in chunk["lines"]:
-                    print(f"[{ln['host']}#{ln['generation']}] {ln['line']}", flush=True)
+                lines += [
+                    (ln["time"], f"[{ln['host']}#{ln['generation']}] {ln['line']}")
+                    for ln in chunk["lines"]
+                ]
                 after = chunk["next"]
                 if len(chunk["lines"]) < 1000:
                     break
+        for text in _merge(new, lines):
+            print(text, flush=True)
+        if note is not None:
+            print(note, flush=True)
         if d["TrainingJobStatus"] in TERMINAL:
             return d
         time.sleep(1.0)
+
+
+def _merge(transitions: list[tuple[float, str]], lines: list[tuple[float, str]]) -> list[str]:
+    """Lines in their log order, each transition before the first line logged after it."""
+    out: list[str] = []
+    i = 0
+    for at, text in lines:
+        while i < len(transitions) and transitions[i][0] <= at:
+            out.append(transitions[i][1])
+            i += 1
+        out.append(text)
+    return out + [text for _, text in transitions[i:]]
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -234,8 +290,10 @@ def cmd_interrupt(args: argparse.Namespace, settings: Settings) -> int:
     left = max(0.0, float(result["deadline"]) - time.time())
     print(f"[spotrun] {args.name}: notice served on {ids}; reclaimed in {left:.0f} s")
     if args.wait:
+        # the answer to "does it resume?" is whether the job still completes
         d = follow(client, args.name, show_logs=False)
         print(f"[spotrun] {args.name}: {d['TrainingJobStatus']} / {d['SecondaryStatus']}")
+        return 0 if d["TrainingJobStatus"] == "Completed" else 1
     return 0
 
 
@@ -380,8 +438,15 @@ def parser() -> argparse.ArgumentParser:
         help="run the script as N data-parallel ranks under torchrun (see spotrun.toolkit."
         "distributed)",
     )
-    r.add_argument("--max-run", default="1d", help="MaxRuntimeInSeconds, e.g. 30m")
-    r.add_argument("--max-wait", help="MaxWaitTimeInSeconds, e.g. 1h (required with --spot)")
+    r.add_argument(
+        "--max-run",
+        help="MaxRuntimeInSeconds, e.g. 30m (default: 1d; with --spot, the max wait if given)",
+    )
+    r.add_argument(
+        "--max-wait",
+        help="MaxWaitTimeInSeconds: with --spot, the most the job may take, waits for capacity "
+        "included, e.g. 1h (default with --spot: the max run)",
+    )
     r.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
     r.add_argument("--channel", action="append", default=[], metavar="NAME=URI")
     r.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
@@ -431,7 +496,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds from the notice to the reclaim, 0-120 (default: the market's lead)",
     )
-    it.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    it.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the job until it ends; exit 0 only if it completes",
+    )
     it.set_defaults(fn=cmd_interrupt)
 
     sv = sub.add_parser(
@@ -467,6 +536,8 @@ def parser() -> argparse.ArgumentParser:
     lc = sub.add_parser("lifecycle", help="print the job lifecycle table")
     lc.add_argument("--dot", action="store_true", help="as a Graphviz graph")
     lc.set_defaults(fn=cmd_lifecycle)
+
+    catalog_cli.register(sub)
     return p
 
 

@@ -39,6 +39,15 @@ def jobs_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def price_note(source: str | None) -> str:
+    """Where the costs' prices come from: EC2's, not SageMaker's (higher) ml.* prices."""
+    where = f" from {source}" if source else " from the instance catalog"
+    return (
+        "EC2 on-demand and spot prices of the instance type behind ml.*" + where + "; "
+        "not SageMaker's ml.* prices, which are higher"
+    )
+
+
 def summary(d: dict[str, Any]) -> str:
     """The job page: status, money, attempts and transitions."""
     x = d.get("Spotrun", {})
@@ -68,6 +77,7 @@ def summary(d: dict[str, Any]) -> str:
         f"Savings          {x.get('SavingsPercent', 0.0):.1f}%",
         f"Cost             ${x.get('CostUSD', 0.0):.6f}",
         f"On-demand cost   ${x.get('OnDemandCostUSD', 0.0):.6f}",
+        f"Prices           {price_note(x.get('PriceSource'))}",
         f"Interruptions    {x.get('Interruptions', 0)}",
         f"Retries used     {x.get('RetriesUsed', 0)}",
         f"Model            {d['ModelArtifacts']['S3ModelArtifacts']}",

@@ -65,7 +65,6 @@ class Controller:
     workload: Callable[[JobRecord], Workload]
     stop_grace: float = 120.0
     poll: float = 1.0
-    errors: list[str] = field(default_factory=list)
     #: when each job asked to be looked at again, and the row version it had then: a job
     #: whose row changed (a stop, an agent report) is stepped at once regardless
     _due: dict[str, float] = field(default_factory=dict)
@@ -94,9 +93,8 @@ class Controller:
                 # nothing running) is skipped until then; the rest are looked at every pass
                 self._due[job.name] = now + after if after > self.poll else 0.0
                 wait = min(wait, after)
-            except Exception as e:  # one job's trouble must not stop the others
+            except Exception:  # one job's trouble must not stop the others
                 log.exception("reconciling %s failed", job.name)
-                self.errors.append(f"{job.name}: {e}")
         return wait
 
     def step_job(self, name: str) -> float:
@@ -112,13 +110,17 @@ class Controller:
     def observe(self, job: JobRecord, now: float) -> Observation:
         attempts = self.store.attempts(job.name)
         att = attempts[-1] if attempts else None
-        hosts = tuple(self.store.hosts(job.name, att.generation)) if att else ()
         records = self.store.instances(job.name)
         views = {
             r.id: InstanceView(r, self._describe(r))
             for r in records
             if r.terminated_at is None or (att is not None and r.generation == att.generation)
         }
+        # The agents' reports are read after the provider was asked: an agent reports its
+        # end before its process (and so its instance) ends, and read in the other order a
+        # report made between the two reads would be missed, and a finished attempt taken
+        # for a lost instance.
+        hosts = tuple(self.store.hosts(job.name, att.generation)) if att else ()
         open_ = tuple(v for v in views.values() if v.record.terminated_at is None)
         current = tuple(v for v in views.values() if att and v.record.generation == att.generation)
         plan = None
@@ -303,7 +305,6 @@ def record_of(st: InstanceState) -> InstanceRecord:
         terminated_at=None,
         cause=None,
         notice_deadline=st.notice.deadline if st.notice else None,
-        cost=None,
     )
 
 

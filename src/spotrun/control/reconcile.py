@@ -168,7 +168,8 @@ def _running(job: JobRecord, spec: JobSpec, seen: Observation) -> list[Action]:
     acts: list[Action] = []
     cause = classify(spec, seen.hosts, seen.attempt_instances)
     acts += _walk(job.secondary, seen.hosts, spec.resources.instance_count, cause)
-    notice = _notice(seen.attempt_instances, seen.hosts)
+    acts += _isolation(job, seen.hosts)
+    notice = _notice(seen.attempt_instances)
     if notice is not None and att.notice_deadline is None:
         msg = f"Spot interruption notice: capacity reclaimed at {_clock(notice)}; checkpointing"
         acts += [NoteNotice(att.generation, notice), SetMessage(msg), Event("notice", msg)]
@@ -232,6 +233,16 @@ def _end_attempt(job: JobRecord, spec: JobSpec, seen: Observation, cause: str) -
         Transition(S.FAILED, f"Training job failed: {reason}"),
         UpdateJob({"failure_reason": reason[:1024], "training_end": _last_end(seen)}),
     ]
+
+
+def _isolation(job: JobRecord, hosts: Sequence[HostRecord]) -> list[Action]:
+    """The isolation the agents report they run in. The one recorded at launch is what the
+    provider asked for; a host may have had to fall back (no private mount, say), and the
+    job must say what it really got."""
+    got = sorted({h.isolation for h in hosts if h.isolation})
+    if not got or ", ".join(got) == job.isolation:
+        return []
+    return [UpdateJob({"isolation": ", ".join(got)})]
 
 
 def _sync_stall(job: JobRecord, hosts: Sequence[HostRecord]) -> list[Action]:
@@ -346,7 +357,7 @@ def _terminate(views: Sequence[InstanceView]) -> Terminate:
     return Terminate(tuple(v.ref for v in views if not _gone(v)))
 
 
-def _notice(views: Sequence[InstanceView], hosts: Sequence[HostRecord]) -> float | None:
+def _notice(views: Sequence[InstanceView]) -> float | None:
     deadlines = [v.state.notice.deadline for v in views if v.state and v.state.notice]
     return min(deadlines) if deadlines else None
 

@@ -19,7 +19,8 @@ and ``algorithm``. A baked script gets its hyperparameters as the SageMaker trai
 toolkit passes them (``--name value``, JSON-decoded, ``sagemaker_*`` left out).
 
 Which entry wins: the user's exact entry, then the user's most specific glob (most
-literal characters; ties go to the first in the file), then the defaults the same way.
+literal characters; ties go to the first in the file), then AWS's built-in algorithm
+images (below), then the defaults the same way as the user's entries.
 
 Defaults (apply when no entry of the user's matches): ``spotrun/python*`` (spotrun's own
 name for the server's Python, for the SDK's generic ``Estimator``) and the AWS
@@ -38,15 +39,26 @@ repository                                  SDK estimator
 ``huggingface-pytorch-training-neuronx``    HuggingFace (PyTorch on Trainium)
 ``huggingface-tensorflow-training``         HuggingFace (TensorFlow)
 ``sagemaker-scikit-learn``                  SKLearn
-``sagemaker-xgboost``                       XGBoost in framework (script) mode
+``sagemaker-xgboost``                       XGBoost (without a script: see below)
 ==========================================  =====================================
 
-(The XGBoost *built-in algorithm* uses the ``sagemaker-xgboost`` image too, without
-``sagemaker_program``; until spotrun has that algorithm such a job is refused, naming the
-missing hyperparameters.)
+``sagemaker-xgboost`` is also the image of SageMaker's XGBoost *built-in algorithm*: a job
+without ``sagemaker_program`` (the SDK's generic ``Estimator`` with the image sets none)
+runs spotrun's built-in ``xgboost``, as the image does on SageMaker.
 
-``AlgorithmName`` resolves through the built-in algorithm table (``BUILTIN_ALGORITHMS``;
-empty in this version): name -> module to run and whether it supports checkpoints.
+AWS's images of SageMaker's other built-in algorithms (``image_uris.retrieve("kmeans",
+region)``: ``<account>.dkr.ecr.<region>.<domain>/kmeans:1``, any tag or digest) run
+spotrun's built-in of the same name (``linear-learner``, ``kmeans``,
+``image-classification``, and ``xgboost`` for the first XGBoost image, ``…/xgboost:1``);
+the image of an algorithm spotrun does not have (``object-detection``, ``blazingtext``,
+…) is refused naming it and the built-ins spotrun has. An image counts as AWS's only in
+AWS's algorithm registry of its region (``_aws``: the accounts the SDK uses); the user's
+own entries still come first.
+
+``AlgorithmName`` resolves through the built-in algorithm table (``BUILTIN_ALGORITHMS``:
+xgboost, linear-learner, image-classification, kmeans): name -> module to run and
+whether it supports checkpoints. Spot jobs of one that does not are held to
+MaxWaitTimeInSeconds <= 3600 however they name it.
 """
 
 from spotrun.images._algorithms import (
@@ -55,6 +67,7 @@ from spotrun.images._algorithms import (
     BuiltinAlgorithm,
     find_algorithm,
 )
+from spotrun.images._aws import ALGORITHM_REPOSITORIES, aws_algorithm_image
 from spotrun.images._plan import (
     MAX_PROCESSES_PER_HOST,
     PROCESSES_ENV,
@@ -83,6 +96,7 @@ from spotrun.images._registry import (
 )
 
 __all__ = [
+    "ALGORITHM_REPOSITORIES",
     "BUILTIN_ALGORITHMS",
     "DEFAULT_IMAGES",
     "FRAMEWORK_REPOSITORIES",
@@ -103,6 +117,7 @@ __all__ = [
     "ScriptMode",
     "ScriptRun",
     "SdkScriptRun",
+    "aws_algorithm_image",
     "config_entry_origin",
     "decode_hyperparameter",
     "find_algorithm",

@@ -198,6 +198,10 @@ def _plan_image(
     if isinstance(target, BakedScript):
         return ScriptRun(target.source_dir, target.entry_point, toolkit_args=True, mapped_by=entry)
     if isinstance(target, ScriptMode):
+        if target.algorithm is not None and SDK_PROGRAM not in spec.hyperparameters:
+            # as the image does on SageMaker: no script given, so the built-in algorithm
+            algorithm = AlgorithmRef(target.algorithm)
+            return _mapped_algorithm(image, entry, algorithm, registry, algorithms)
         sdk = sdk_script(spec.hyperparameters)
         if sdk is None:
             raise SpecError(
@@ -210,15 +214,36 @@ def _plan_image(
             )
         return SdkScriptRun(*sdk, mapped_by=entry)
     assert isinstance(target, AlgorithmRef)
+    return _mapped_algorithm(image, entry, target, registry, algorithms)
+
+
+def _mapped_algorithm(
+    image: str,
+    entry: ImageEntry,
+    target: AlgorithmRef,
+    registry: ImageRegistry,
+    algorithms: Mapping[str, BuiltinAlgorithm],
+) -> AlgorithmRun:
+    """The built-in algorithm an image stands for; ``SpecError`` if spotrun lacks it."""
     found = find_algorithm(target.name, algorithms)
-    if found is None:
+    if found is not None:
+        return AlgorithmRun(found, mapped_by=entry)
+    field = "AlgorithmSpecification.TrainingImage"
+    if target.aws_image:
         raise SpecError(
             field,
-            f"{image!r} maps to the built-in algorithm {target.name!r} ({entry.origin}), "
-            f"which this spotrun does not have; built-in algorithms: "
-            f"{known_algorithms(algorithms)}",
+            f"{image!r} is AWS's image of SageMaker's built-in algorithm {target.name!r}, "
+            "which spotrun does not have (spotrun runs no containers, only built-ins of its "
+            f"own in their place); spotrun's built-in algorithms: "
+            f"{known_algorithms(algorithms)}; to run code of yours under this image name, "
+            + missing_mapping_hint(image, registry.config_path),
         )
-    return AlgorithmRun(found, mapped_by=entry)
+    raise SpecError(
+        field,
+        f"{image!r} maps to the built-in algorithm {target.name!r} ({entry.origin}), "
+        f"which this spotrun does not have; built-in algorithms: "
+        f"{known_algorithms(algorithms)}",
+    )
 
 
 def _ranks(spec: JobSpec, plan: RunPlan) -> int | None:

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spotrun.images._aws import aws_algorithm_image
+
 #: the characters that make a pattern a glob (``fnmatch`` syntax; ``*`` also crosses ``/``)
 GLOB_CHARS = frozenset("*?[")
 _WILDCARD = re.compile(r"\[[^\]]*\]|[*?]")
@@ -25,12 +27,20 @@ class ScriptMode:
     """A framework image: it runs the SageMaker SDK's ``sagemaker_program`` from the
     ``sagemaker_submit_directory`` tarball, with the server's Python."""
 
+    #: the built-in algorithm the image runs when the hyperparameters carry no
+    #: ``sagemaker_program`` (``sagemaker-xgboost``: XGBoost's framework image and its
+    #: built-in algorithm's); None: such a job is refused
+    algorithm: str | None = None
+
 
 @dataclass(frozen=True)
 class AlgorithmRef:
     """The image stands for a built-in algorithm of this name."""
 
     name: str
+    #: True: AWS's own image of SageMaker's built-in algorithm ``name``
+    #: (``spotrun.images._aws``), not a mapping of the user's
+    aws_image: bool = False
 
 
 ImageTarget = BakedScript | ScriptMode | AlgorithmRef
@@ -77,19 +87,34 @@ FRAMEWORK_REPOSITORIES: tuple[tuple[str, str], ...] = (
     ("huggingface-pytorch-training-neuronx", "HuggingFace (PyTorch on Trainium)"),
     ("huggingface-tensorflow-training", "HuggingFace (TensorFlow)"),
     ("sagemaker-scikit-learn", "SKLearn"),
-    ("sagemaker-xgboost", "XGBoost (framework mode)"),
+    ("sagemaker-xgboost", "XGBoost"),
 )
+
+#: framework images that also serve a built-in algorithm: run when the SDK's
+#: ``sagemaker_program`` is absent (the generic ``Estimator`` with the image sets none)
+_FRAMEWORK_ALGORITHMS = {"sagemaker-xgboost": "xgboost"}
 
 
 def _framework_defaults() -> tuple[ImageEntry, ...]:
     out: list[ImageEntry] = []
     for repo, estimator in FRAMEWORK_REPOSITORIES:
+        target = ScriptMode(_FRAMEWORK_ALGORITHMS.get(repo))
         # by tag (…/pytorch-training:2.3-gpu-py311) or by digest (…@sha256:…)
         for sep in (":", "@"):
-            out.append(
-                ImageEntry(f"*/{repo}{sep}*", ScriptMode(), f"built-in default ({estimator})")
-            )
+            out.append(ImageEntry(f"*/{repo}{sep}*", target, f"built-in default ({estimator})"))
     return tuple(out)
+
+
+def aws_algorithm_entry(image: str) -> ImageEntry | None:
+    """The entry of AWS's image of a SageMaker built-in algorithm, made for ``image``."""
+    found = aws_algorithm_image(image)
+    if found is None:
+        return None
+    return ImageEntry(
+        image,
+        AlgorithmRef(found.algorithm, aws_image=True),
+        f"AWS's image of SageMaker's built-in algorithm {found.algorithm} ({found.region})",
+    )
 
 
 #: spotrun's own name for "the server's Python": script mode, for the SDK's generic Estimator
@@ -104,7 +129,8 @@ class ImageRegistry:
 
     ``lookup`` picks, in this order: the user's exact entry; the user's most specific
     matching glob (the one with the most literal characters; on a tie the first in the
-    file); then the same two steps over the defaults.
+    file); AWS's image of a SageMaker built-in algorithm (``aws_algorithm_entry``); then
+    the same two steps as the user's over the defaults.
     """
 
     entries: tuple[ImageEntry, ...] = ()
@@ -114,15 +140,9 @@ class ImageRegistry:
 
     def lookup(self, image: str) -> ImageEntry | None:
         """The entry that decides what ``image`` runs, or None if no entry matches."""
-        for tier in (self.entries, self.defaults):
-            for entry in tier:
-                if not entry.is_glob and entry.pattern == image:
-                    return entry
-            globs = [e for e in tier if e.is_glob and e.matches(image)]
-            if globs:
-                # max() keeps the first of equals: file order breaks ties
-                return max(globs, key=lambda e: e.specificity)
-        return None
+        return (
+            _pick(self.entries, image) or aws_algorithm_entry(image) or _pick(self.defaults, image)
+        )
 
     def entry(self, pattern: str) -> ImageEntry | None:
         """The user's entry for exactly this pattern, if any."""
@@ -130,3 +150,13 @@ class ImageRegistry:
             if e.pattern == pattern:
                 return e
         return None
+
+
+def _pick(tier: tuple[ImageEntry, ...], image: str) -> ImageEntry | None:
+    """The exact entry for ``image`` in ``tier``, else its most specific matching glob."""
+    for entry in tier:
+        if not entry.is_glob and entry.pattern == image:
+            return entry
+    globs = [e for e in tier if e.is_glob and e.matches(image)]
+    # max() keeps the first of equals: file order breaks ties
+    return max(globs, key=lambda e: e.specificity) if globs else None

@@ -22,16 +22,20 @@ ranking of pools when nothing better is known.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import threading
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from spotrun.errors import MarketError
+from spotrun.market._sources import advisor_file
 
-ADVISOR_FILE = Path("traces") / "aws-spot-advisor" / "spot-advisor-data.json"
 MONTH_SECONDS = 30 * 86_400.0
+_DEFAULT: dict[str, SpotAdvisor] = {}
+_DEFAULT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -61,9 +65,13 @@ class SpotAdvisor:
         self._pairs = pairs
 
     @classmethod
-    def load(cls, path: Path) -> SpotAdvisor:
+    def load(cls, path: Traversable) -> SpotAdvisor:
+        """Read a snapshot (``spot-advisor-data.json``, plain or gzip-compressed)."""
         try:
-            doc: Any = json.loads(path.read_text(encoding="utf-8"))
+            raw = path.read_bytes()
+            if raw[:2] == b"\x1f\x8b":
+                raw = gzip.decompress(raw)
+            doc: Any = json.loads(raw)
             buckets: list[Bucket] = []
             low = 0.0
             for entry in sorted(doc["ranges"], key=lambda r: int(r["index"])):
@@ -75,9 +83,20 @@ class SpotAdvisor:
                 for region, systems in doc["spot_advisor"].items()
                 for name, v in systems.get("Linux", {}).items()
             }
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MarketError(f"spot advisor file {path} is unusable: {exc!r}") from exc
         return cls(buckets, pairs)
+
+    @classmethod
+    def default(cls) -> SpotAdvisor:
+        """The snapshot in ``$SPOTRUN_DATA`` if it has one, else the packaged one."""
+        file = advisor_file()
+        with _DEFAULT_LOCK:
+            cached = _DEFAULT.get(str(file))
+            if cached is None:
+                # Parsing the 0.9 MB snapshot takes tens of milliseconds; markets share it.
+                cached = _DEFAULT[str(file)] = cls.load(file)
+            return cached
 
     def bucket(self, region: str, ec2_type: str) -> Bucket:
         index = self._pairs.get((region, ec2_type))

@@ -116,7 +116,7 @@ class MarketConfig:
     region: str = "us-east-1"
     origin: float = 0.0  # market time at the market's epoch
     default_process: DefaultProcess = "always"  # for pools no entry names
-    advisor_path: Path | None = None  # default: the shared snapshot
+    advisor_path: Path | None = None  # default: $SPOTRUN_DATA's snapshot, else the packaged one
     pools: tuple[PoolConfig, ...] = ()
 
     def __post_init__(self) -> None:

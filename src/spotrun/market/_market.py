@@ -19,7 +19,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from spotrun.errors import MarketError
-from spotrun.market._advisor import ADVISOR_FILE, SpotAdvisor
+from spotrun.market._advisor import SpotAdvisor
 from spotrun.market._config import (
     DEFAULT_ADVISOR_GAP,
     MarketConfig,
@@ -35,7 +35,7 @@ from spotrun.market._processes import (
     TraceProcess,
 )
 from spotrun.market._traces import Trace, load_trace
-from spotrun.market.catalog import Catalog, find_data_dir
+from spotrun.market.catalog import Catalog
 from spotrun.providers.base import Pool
 
 #: How far ahead (market seconds) reclaims and changes are looked for: 30 days.
@@ -69,8 +69,8 @@ class Market:
         self.notice_lead_real = self.config.notice_lead_seconds / self.time_scale
         if self.region not in catalog.regions():
             raise MarketError(
-                f"region: {self.region!r} is not in the catalog; known: "
-                + ", ".join(catalog.regions())
+                f"region: {self.region!r} is not in the catalog ({catalog.source.label}); "
+                "known: " + ", ".join(catalog.regions())
             )
         self._traces: dict[Path, Trace] = {}
         self._advisor: SpotAdvisor | None = None
@@ -81,11 +81,17 @@ class Market:
 
     @classmethod
     def load(
-        cls, config_path: Path | None, epoch: float, *, catalog_path: Path | None = None
+        cls,
+        config_path: Path | None,
+        epoch: float,
+        *,
+        catalog_path: Path | None = None,
+        home: Path | None = None,
     ) -> Market:
-        """A market from a config file (None: the default market) and the catalog."""
+        """A market from a config file (None: the default market) and the catalog (see
+        ``Catalog.load`` for which one)."""
         config = MarketConfig() if config_path is None else load_market_config(config_path)
-        return cls(Catalog.load(catalog_path), config, epoch)
+        return cls(Catalog.load(catalog_path, home=home), config, epoch)
 
     # -- time -------------------------------------------------------------------------
 
@@ -280,7 +286,6 @@ class Market:
         if path is not None:
             return SpotAdvisor.load(path)
         if self._advisor is None:
-            self._advisor = SpotAdvisor.load(
-                self.config.advisor_path or find_data_dir() / ADVISOR_FILE
-            )
+            path = self.config.advisor_path
+            self._advisor = SpotAdvisor.default() if path is None else SpotAdvisor.load(path)
         return self._advisor

@@ -1,59 +1,31 @@
 """The instance catalog: what each instance type is and what it costs, per region and zone.
 
-The data is a subset of SkyPilot's AWS catalog (``shared/data/catalog``): one row per
-(type, region, availability zone) with the region's on-demand price and one snapshot of
-the zone's spot price. An empty spot price means that no spot price was recorded for the
-zone, so spotrun offers no spot capacity there; it is never read as free.
+The data is SkyPilot's AWS catalog (by default the copy shipped in ``market/data``; see
+``_sources`` for the lookup order): one row per (type, region, availability zone) with the
+region's on-demand price and one snapshot of the zone's spot price. An empty spot price
+means that no spot price was recorded for the zone, so spotrun offers no spot capacity
+there; it is never read as free.
 
-SageMaker names types ``ml.<ec2 type>``; they are priced as the EC2 type they run on.
+SageMaker names types ``ml.<ec2 type>``; they are priced as the EC2 type they run on, at
+EC2's prices (SageMaker's own ``ml.*`` prices are higher).
 """
 
 from __future__ import annotations
 
-import csv
-import os
+import functools
+import threading
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from spotrun.errors import MarketError
+from spotrun.market._catalog_file import read_catalog_bytes
+from spotrun.market._sources import CatalogSource, catalog_file, packaged
 
-CATALOG_FILE = Path("catalog") / "aws-ec2-prices-subset.csv"
-_MARKER = Path("shared") / "data" / CATALOG_FILE
 _ML_PREFIX = "ml."
-_COLUMNS = (
-    "InstanceType",
-    "AcceleratorName",
-    "AcceleratorCount",
-    "vCPUs",
-    "MemoryGiB",
-    "GpuInfo",
-    "Price",
-    "SpotPrice",
-    "Region",
-    "AvailabilityZone",
-)
-
-
-def find_data_dir() -> Path:
-    """The shared data folder: ``$SPOTRUN_DATA`` if set, else the ``shared/data`` found
-    walking up from the working directory or from this file (the repo's checkout has
-    ``shared/`` beside it, in development and in CI alike)."""
-    env = os.environ.get("SPOTRUN_DATA")
-    if env:
-        path = Path(env).expanduser()
-        if not (path / CATALOG_FILE).is_file():
-            raise MarketError(f"SPOTRUN_DATA={env} has no {CATALOG_FILE}")
-        return path
-    searched: list[Path] = []
-    for start in (Path.cwd(), Path(__file__).resolve().parent):
-        for folder in (start, *start.parents):
-            if (folder / _MARKER).is_file():
-                return folder / "shared" / "data"
-        searched.append(start)
-    raise MarketError(
-        f"cannot find {_MARKER} above {' or '.join(map(str, searched))}; "
-        "set SPOTRUN_DATA to the folder holding catalog/ and traces/"
-    )
+#: How many names an "unknown type" message lists before pointing at ``spotrun catalog``.
+_SAMPLE = 8
+SAGEMAKER_TYPES_NAME = "sagemaker-training-types.txt"
 
 
 @dataclass(frozen=True)
@@ -78,41 +50,54 @@ class _Offer:
 class Catalog:
     """Instance types, on-demand prices per region and spot snapshots per zone."""
 
-    def __init__(self, offers: dict[str, list[_Offer]], info: dict[str, InstanceInfo]) -> None:
+    def __init__(
+        self,
+        offers: dict[str, list[_Offer]],
+        info: dict[str, InstanceInfo],
+        source: CatalogSource | None = None,
+    ) -> None:
         self._offers = offers
         self._info = info
+        self.source = source or CatalogSource("memory", "-", "catalog built in memory")
+        self.rows = sum(map(len, offers.values()))
+        self._types = sorted(offers)
+        self._regions = sorted({o.region for group in offers.values() for o in group})
 
     @classmethod
-    def load(cls, path: Path | None = None) -> Catalog:
-        """Read the catalog CSV (by default the shared one)."""
-        path = path or find_data_dir() / CATALOG_FILE
-        offers: dict[str, list[_Offer]] = {}
-        info: dict[str, InstanceInfo] = {}
-        try:
-            with path.open(newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                missing = set(_COLUMNS) - set(reader.fieldnames or ())
-                if missing:
-                    raise MarketError(f"catalog {path}: missing columns {sorted(missing)}")
-                for line_no, row in enumerate(reader, start=2):
-                    try:
-                        name, offer, details = _parse_row(row)
-                    except ValueError as exc:
-                        raise MarketError(f"catalog {path}, line {line_no}: {exc}") from exc
-                    offers.setdefault(name, []).append(offer)
-                    info.setdefault(name, details)
-        except OSError as exc:
-            raise MarketError(f"cannot read catalog {path}: {exc}") from exc
-        if not offers:
-            raise MarketError(f"catalog {path} has no rows")
-        return cls(offers, info)
+    def load(cls, path: Path | None = None, *, home: Path | None = None) -> Catalog:
+        """Read the catalog: ``path`` if given, else the first of ``$SPOTRUN_DATA``'s, the
+        one ``spotrun catalog update`` installed in ``home``, and the packaged one. Loads of
+        an unchanged file are shared (a catalog is never modified)."""
+        if path is not None:
+            file: Traversable = path
+            source = CatalogSource("file", str(path), f"catalog file {path}")
+        else:
+            file, source = catalog_file(home)
+        stamp = (0, 0)
+        if isinstance(file, Path):
+            try:
+                st = file.stat()
+            except OSError as exc:
+                raise MarketError(f"cannot read catalog {file}: {exc.strerror or exc}") from exc
+            stamp = (st.st_mtime_ns, st.st_size)
+        key = (str(file), stamp, source)
+        with _CACHE_LOCK:
+            cached = _CACHE.get(key)
+        if cached is None:
+            cached = _load(file, source)
+            with _CACHE_LOCK:
+                if len(_CACHE) >= _CACHE_SIZE:
+                    _CACHE.pop(next(iter(_CACHE)))
+                _CACHE[key] = cached
+        return cached
 
     def types(self) -> list[str]:
         """Every EC2 type in the catalog, sorted."""
-        return sorted(self._offers)
+        return list(self._types)
 
     def regions(self) -> list[str]:
-        return sorted({o.region for offers in self._offers.values() for o in offers})
+        """Every region the catalog prices, sorted."""
+        return list(self._regions)
 
     def has_type(self, instance_type: str) -> bool:
         return _strip(instance_type) in self._offers
@@ -122,8 +107,9 @@ class Catalog:
         name = _strip(instance_type)
         if name not in self._offers:
             raise MarketError(
-                f"unknown instance type {instance_type!r}; known types (also as ml.<type>): "
-                + ", ".join(self.types())
+                f"unknown instance type {instance_type!r}; the catalog has {len(self._offers)} "
+                f"types (also as ml.<type>), e.g. {', '.join(self.types()[:_SAMPLE])}; "
+                "`spotrun catalog` lists them all"
             )
         return name
 
@@ -154,12 +140,6 @@ class Catalog:
             + ", ".join(self.zones(ec2_type))
         )
 
-    def region_of(self, ec2_type: str, zone: str) -> str:
-        for offer in self._offers_of(ec2_type):
-            if offer.zone == zone:
-                return offer.region
-        raise MarketError(f"{ec2_type} is not offered in zone {zone!r}")
-
     def _offers_of(self, ec2_type: str) -> list[_Offer]:
         return self._offers[self.ec2_type(ec2_type)]
 
@@ -168,24 +148,40 @@ def _strip(instance_type: str) -> str:
     return instance_type.removeprefix(_ML_PREFIX)
 
 
-def _parse_row(row: dict[str, str]) -> tuple[str, _Offer, InstanceInfo]:
-    name = row["InstanceType"].strip()
-    if not name:
-        raise ValueError("empty InstanceType")
-    spot_text = row["SpotPrice"].strip()
-    accelerator = row["AcceleratorName"].strip() or None
-    count_text = row["AcceleratorCount"].strip()
-    offer = _Offer(
-        region=row["Region"].strip(),
-        zone=row["AvailabilityZone"].strip(),
-        on_demand=float(row["Price"]),
-        spot=float(spot_text) if spot_text else None,
-    )
-    details = InstanceInfo(
-        instance_type=name,
-        vcpus=int(float(row["vCPUs"])),
-        memory_gib=float(row["MemoryGiB"]),
-        accelerator_name=accelerator,
-        accelerator_count=int(float(count_text)) if count_text else 0,
-    )
-    return name, offer, details
+#: Catalogs already read, by (file, (mtime, size), source): a replaced file is read afresh.
+_CACHE: dict[tuple[str, tuple[int, int], CatalogSource], Catalog] = {}
+_CACHE_SIZE = 8
+_CACHE_LOCK = threading.Lock()
+
+
+def _load(file: Traversable, source: CatalogSource) -> Catalog:
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise MarketError(f"cannot read catalog {file}: {exc.strerror or exc}") from exc
+    parsed = read_catalog_bytes(data, f"catalog {file}")
+    offers: dict[str, list[_Offer]] = {}
+    info: dict[str, InstanceInfo] = {}
+    for row in parsed.rows:
+        offers.setdefault(row.instance_type, []).append(
+            _Offer(row.region, row.zone, row.on_demand, row.spot)
+        )
+        if row.instance_type not in info:
+            info[row.instance_type] = InstanceInfo(
+                instance_type=row.instance_type,
+                vcpus=int(row.vcpus),
+                memory_gib=row.memory_gib,
+                accelerator_name=row.accelerator_name,
+                accelerator_count=int(row.accelerator_count),
+            )
+    if not offers:
+        raise MarketError(f"catalog {file} has no rows")
+    return Catalog(offers, info, source)
+
+
+@functools.cache
+def sagemaker_types() -> frozenset[str]:
+    """The ``ml.*`` SageMaker training instance types (from botocore's service model, as
+    shipped in ``market/data``)."""
+    text = packaged(SAGEMAKER_TYPES_NAME).read_text(encoding="utf-8")
+    return frozenset(line.strip() for line in text.splitlines() if line.strip())

@@ -107,7 +107,6 @@ class InstanceRow(Base):
     terminated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     cause: Mapped[str | None] = mapped_column(String(16), nullable=True)
     notice_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
-    cost: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class TransitionRow(Base):

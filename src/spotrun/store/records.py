@@ -140,7 +140,6 @@ class InstanceRecord:
     terminated_at: float | None
     cause: str | None
     notice_deadline: float | None
-    cost: float | None
 
 
 @dataclass(frozen=True)

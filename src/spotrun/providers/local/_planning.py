@@ -49,7 +49,7 @@ def plan(
     offered = market.pools(request.instance_type, request.spot)
     allowed = [p for p in offered if p not in request.avoid]
     # the market models spot capacity; on-demand capacity is taken to be always there
-    fits = [p for p in allowed if not request.spot or market.capacity(p, now) >= request.count]
+    fits = [p for p in allowed if not request.spot or _room(market, p, request.count, now)]
     if not fits:
         reason, retry_at = _no_capacity(
             market, request, offered, allowed, now, cache or ChangeCache()
@@ -81,6 +81,16 @@ def plan(
     )
 
 
+def _room(market: MarketView, pool: Pool, count: int, t: float) -> bool:
+    """Whether ``pool`` can give ``count`` spot instances at ``t`` and still has them one
+    notice lead later. Capacity the market is about to reclaim is no room: an instance
+    launched into it would get its notice at once and be gone before it did any work (an
+    attempt that checkpointed on a notice and ended early must not be relaunched into the
+    capacity being taken away)."""
+    lead = market.notice_lead_real
+    return market.capacity(pool, t) >= count and market.capacity(pool, t + lead) >= count
+
+
 def _no_capacity(
     market: MarketView,
     request: CapacityRequest,
@@ -103,6 +113,8 @@ def _no_capacity(
         parts.append(f"{len(offered) - len(allowed)} avoided")
     if max(sizes) == 0:
         parts.append("all reclaimed" if len(parts) == 0 else "the rest reclaimed")
+    elif max(sizes) >= request.count:
+        parts.append("being reclaimed")
     else:
         parts.append(f"largest has {max(sizes)}")
     key = (tuple(allowed), request.count)
@@ -132,7 +144,7 @@ def _next_change(
     for horizon, step in _LOOKAHEAD:
         t = last + step
         while t <= now + horizon:
-            ready = [p for p in allowed if market.capacity(p, t) >= request.count]
+            ready = [p for p in allowed if _room(market, p, request.count, t)]
             if ready:
                 return _refine(market, request, ready, last, t)
             last, t = t, t + step
@@ -148,7 +160,7 @@ def _refine(
         a, b = lo, hi  # capacity too small at a, enough at b
         while b - a > 0.05:  # the controller retries at this time: keep it close
             mid = (a + b) / 2
-            if market.capacity(pool, mid) >= request.count:
+            if _room(market, pool, request.count, mid):
                 b = mid
             else:
                 a = mid
