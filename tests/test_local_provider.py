@@ -93,7 +93,7 @@ def script(tmp_path: Path, body: str) -> list[str]:
     return [sys.executable, str(path)]
 
 
-def wait_for(cond: Callable[[], object], timeout: float = 10.0) -> None:
+def wait_for(cond: Callable[[], object], timeout: float = 60.0) -> None:  # only a hang hits it
     end = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > end:
@@ -309,7 +309,10 @@ def test_metadata_endpoint_answers_imdsv2_only_and_404_before_a_notice(
 def test_metadata_endpoint_serves_the_scheduled_notice_on_time(
     tmp_path: Path, market: FakeMarket, made: list[LocalProvider]
 ) -> None:
-    market.reclaim_after, market.notice_lead_real = 3.0, 2.0
+    # The market's schedule runs from the launch, whatever the machine's load: the host must
+    # be serving before the deadline for anything to be seen. It serves within half a
+    # second even on a loaded machine, so the notice comes 3 s after launch.
+    market.reclaim_after, market.notice_lead_real = 5.0, 2.0
     p = provider(made, tmp_path / "home", market)
     [ref] = p.launch(p.plan(request(script(tmp_path, SLEEPER))))
     wait_for(lambda: p.describe(ref).phase is InstancePhase.RUNNING)  # type: ignore[union-attr]
@@ -318,7 +321,7 @@ def test_metadata_endpoint_serves_the_scheduled_notice_on_time(
     launched = p.describe(ref).launched_at  # type: ignore[union-attr]
     record = json.loads((p.root(ref) / "instance.json").read_text())
     issued, deadline = record["notice_at"], record["deadline"]  # what the host goes by
-    assert (issued, deadline) == (pytest.approx(launched + 1.0), pytest.approx(launched + 3.0))
+    assert (issued, deadline) == (pytest.approx(launched + 3.0), pytest.approx(launched + 5.0))
     # Ask until the notice is out, noting when each question left and its answer came back.
     # What is checked is cause and effect, not speed: an answer that came back before the
     # notice's issue time must be a 404, and a question sent after it must find the notice.
@@ -378,17 +381,18 @@ time.sleep(60)
 def test_deadline_kills_everything(
     tmp_path: Path, market: FakeMarket, made: list[LocalProvider], isolation: str
 ) -> None:
-    market.reclaim_after, market.notice_lead_real = 2.5, 2.0
     p = provider(made, tmp_path / "home", market, isolation)
     [ref] = p.launch(p.plan(request(script(tmp_path, STUBBORN))))
     pids = pids_in(p.root(ref) / "ml", "workload.pid", "child.pid", "orphan.pid")
     assert not any(gone(pid) for pid in pids)
+    # the reclaim is announced once the whole tree runs (three Python start-ups: seconds on
+    # a loaded machine), so the deadline cannot come before there is a tree to kill
+    notice = p.interrupt(ref, 1.0)
     wait_for(lambda: p.describe(ref).phase is InstancePhase.TERMINATED)  # type: ignore[union-attr]
     done = p.describe(ref)
     assert done is not None and done.cause is TerminationCause.PREEMPTED
     assert done.isolation == isolation  # not a silent fallback to folder isolation
-    assert done.notice is not None and done.terminated_at is not None
-    assert done.notice.deadline == pytest.approx(done.launched_at + 2.5)
+    assert done.notice == notice and done.terminated_at is not None
     # killed at the deadline, never before it; how late the kill came is load, not a
     # verdict (a host that missed the deadline would have let the workload sleep on, and
     # the cause would not be PREEMPTED)
