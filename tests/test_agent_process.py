@@ -3,6 +3,8 @@
 Each test creates a job in a store under tmp_path, opens an attempt, and runs
 ``python -m spotrun.agent`` against a metadata endpoint the test serves itself (404 until
 the test posts a notice). Training scripts are plain Python (no torch) written per test.
+Tests wait for log lines and records, not for time windows; their timeouts are long enough
+that only a hang reaches them.
 """
 
 from __future__ import annotations
@@ -56,7 +58,11 @@ class _Metadata(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def wait_for(what: str, cond: Callable[[], Any], timeout: float = 10.0) -> Any:
+#: how long an agent may take to do what a test waits for, on a loaded machine
+PATIENCE = 60.0
+
+
+def wait_for(what: str, cond: Callable[[], Any], timeout: float = PATIENCE) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = cond()
@@ -156,10 +162,10 @@ class Harness:
         self.agents.append(proc)
         return proc
 
-    def run(self, name: str, generation: int, timeout: float = 20.0) -> int:
+    def run(self, name: str, generation: int, timeout: float = PATIENCE) -> int:
         return self.finish(self.start(name, generation), timeout)
 
-    def finish(self, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
+    def finish(self, proc: subprocess.Popen[bytes], timeout: float = PATIENCE) -> int:
         try:
             return proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -177,7 +183,7 @@ class Harness:
             if stream is None or r.stream == stream
         ]
 
-    def wait_line(self, name: str, text: str, timeout: float = 15.0) -> None:
+    def wait_line(self, name: str, text: str, timeout: float = PATIENCE) -> None:
         wait_for(
             f"{text!r} in the logs", lambda: any(text in ln for ln in self.lines(name)), timeout
         )
@@ -330,6 +336,9 @@ STEPPER = """
         global stop
         stop = True
     signal.signal(signal.SIGTERM, on_term)
+    # a first attempt never finishes on its own: it trains 15 steps and then waits for its
+    # notice, so the test's notice lands mid-training however long it takes to arrive
+    first = step == 0
 
     def save(final):
         tmp = state + ".tmp"
@@ -337,6 +346,9 @@ STEPPER = """
         os.replace(tmp, state)
 
     while step < steps and not stop:
+        if first and step >= 15:
+            time.sleep(0.05)
+            continue
         step += 1
         open(os.path.join(ck, f"step-{step}.txt"), "w").write(str(step))
         old = os.path.join(ck, f"step-{step - 2}.txt")
@@ -365,10 +377,8 @@ def test_notice_checkpoint_resume_and_channel_fetched_once(h: Harness) -> None:
     agent = h.start("spot", gen1)
     h.wait_line("spot", "step 12")
     wait_for("a synced checkpoint", lambda: h.host("spot", gen1).last_sync_at)
-    noticed_at = time.monotonic()
     h.notify("spot")
-    assert h.finish(agent, timeout=10) == 0
-    assert time.monotonic() - noticed_at < 5.0
+    assert h.finish(agent) == 0  # only the notice ends this attempt: see STEPPER
 
     rec1 = h.host("spot", gen1)
     assert rec1.noticed and rec1.exit_code == 75 and rec1.phase == "done"
@@ -379,6 +389,7 @@ def test_notice_checkpoint_resume_and_channel_fetched_once(h: Harness) -> None:
     final = json.loads((remote / "state.json").read_text())
     assert final["final"] is True
     last = final["step"]
+    assert 12 <= last <= 15
     assert f"checkpointed at step {last}" in lines
     # deletions are mirrored: only the last two step files are left remotely
     assert sorted(p.name for p in remote.glob("step-*.txt")) == sorted(
@@ -424,9 +435,10 @@ def test_stop_sigterm_then_sigkill_after_grace_and_model_still_uploaded(h: Harne
     h.wait_line("stopme", "ignoring SIGTERM")
     asked = time.monotonic()
     h.store.update_attempt("stopme", gen, desired="stop")
-    assert h.finish(agent, timeout=10) == 0
-    took = time.monotonic() - asked
-    assert 1.5 <= took < 6.0
+    assert h.finish(agent) == 0
+    # the grace was given (a lower bound: load only lengthens it); the script ignores
+    # SIGTERM and never ends, so its SIGKILL below is what ended it
+    assert time.monotonic() - asked >= 1.5
 
     rec = h.host("stopme", gen)
     assert rec.exit_code == -signal.SIGKILL
@@ -500,15 +512,15 @@ def test_a_stale_generation_kills_the_training_group_and_exits_3(h: Harness) -> 
             time.sleep(0.05)
         """,
     )
-    gen = h.attempt("stale", stop_grace=30)
+    # a stop grace far beyond the wait below: an agent that gave the fenced script its
+    # grace instead of killing it at once would still be waiting when the wait ends
+    gen = h.attempt("stale", stop_grace=3600)
     agent = h.start("stale", gen)
     h.wait_line("stale", "tick 3")
     pids = [int(p) for p in (h.ml_root("stale", gen) / "output/pids").read_text().split()]
-    fenced = time.monotonic()
     try:
         h.next_attempt("stale", gen)  # a newer attempt now owns the job
-        assert h.finish(agent, timeout=10) == 3
-        assert time.monotonic() - fenced < 5.0  # well before the 30 s stop grace
+        assert h.finish(agent) == 3
 
         def gone(pid: int) -> bool:
             try:
@@ -519,7 +531,7 @@ def test_a_stale_generation_kills_the_training_group_and_exits_3(h: Harness) -> 
             return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
 
         # the grandchild proves the whole group was killed, not just the direct child
-        wait_for("the training group to be gone", lambda: all(gone(p) for p in pids), 5)
+        wait_for("the training group to be gone", lambda: all(gone(p) for p in pids))
         assert h.store.hosts("stale", gen + 1) == []
     finally:
         for pid in pids:  # leave nothing behind if the test failed
@@ -549,7 +561,7 @@ def test_clean_exit_after_a_notice_counts_only_with_the_finished_file(h: Harness
     agents = {name: h.start(name, gen) for name, gen in gens.items()}
     h.wait_line("done-early", "training")
     h.notify("done-early")
-    assert h.finish(agents["done-early"], timeout=10) == 0
+    assert h.finish(agents["done-early"]) == 0
     rec = h.host("done-early", gens["done-early"])
     assert rec.noticed and rec.exit_code == 0 and rec.finished and rec.model_uploaded
     assert (h.tmp / "out/done-early/output/model.tar.gz").exists()
@@ -557,7 +569,7 @@ def test_clean_exit_after_a_notice_counts_only_with_the_finished_file(h: Harness
     # a SIGTERM to the agent itself (the host is shutting down) is an interruption as well
     h.wait_line("not-done", "training")
     agents["not-done"].send_signal(signal.SIGTERM)
-    assert h.finish(agents["not-done"], timeout=10) == 0
+    assert h.finish(agents["not-done"]) == 0
     rec = h.host("not-done", gens["not-done"])
     assert rec.noticed and rec.exit_code == 0 and rec.phase == "done"
     assert not rec.finished and not rec.model_uploaded and rec.failure_reason is None
