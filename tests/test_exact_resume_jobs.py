@@ -212,10 +212,13 @@ def test_digits_cnn_job_resumes_exactly(service: Home, tmp_path: Path) -> None:
             "SourceDir": str(DIGITS_EXAMPLE),
             "EntryPoint": "train.py",
         },
-        # two epochs of 23 steps; a checkpoint every 10 steps and at each epoch's end
+        # four epochs of 23 steps; a checkpoint every 10 steps and at each epoch's end. At
+        # width 64 a step takes some 50 ms, so the second attempt still has seconds of steps
+        # left when the test (which sees steps only as the agent ships them, every 0.25 s)
+        # freezes it; at width 16 it could finish all of them unseen on a loaded machine
         "HyperParameters": {
-            "epochs": "2",
-            "width": "16",
+            "epochs": "4",
+            "width": "64",
             "seed": "3",
             "log-steps": "1",
             "checkpoint-every": "10",
