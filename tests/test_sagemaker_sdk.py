@@ -10,9 +10,7 @@ interruption to the end.
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,73 +20,21 @@ import boto3
 import pytest
 
 from sagemaker_server import SCRIPT, Server
-from spotrun.cli.client import stop_service
+from sdk_stack import sdk_session, sdk_stack
 
 pytest.importorskip("sagemaker")
 BUCKET = "spotrun-sdk-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str, Path]]:
-    from moto.server import ThreadedMotoServer
-
-    root = tmp_path_factory.mktemp("sdk")
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    moto.start()
-    s3_url = f"http://127.0.0.1:{moto._port}"
-    saved = dict(os.environ)
-    # the server (and so every instance it launches) reaches S3 at moto; moto takes any key
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL_S3": s3_url,
-            "AWS_ACCESS_KEY_ID": "moto",
-            "AWS_SECRET_ACCESS_KEY": "moto",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-    )
-    server = Server(root / "spotrun")  # spotrun/python:* maps to script mode by default
-    boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=BUCKET)
-    try:
-        yield server, s3_url, root
-    finally:
-        stop_service(server.settings)
-        os.environ.clear()
-        os.environ.update(saved)
-        moto.stop()
+    with sdk_stack(tmp_path_factory.mktemp("sdk"), BUCKET) as out:
+        yield out
 
 
 @pytest.fixture
 def session(stack: tuple[Server, str, Path], monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A SageMaker SDK session that talks to spotrun and moto, signed with spotrun's key."""
-    import sagemaker
-
-    server, s3_url, root = stack
-    # no telemetry calls to AWS: the SDK's documented opt-out
-    config = root / "sdk-config.yaml"
-    config.write_text(
-        "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n"
-        "      TelemetryOptOut: true\n"
-    )
-    access, secret = server.key
-    for k, v in {
-        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
-        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
-        "AWS_ENDPOINT_URL_SAGEMAKER": server.url,
-        "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": server.url,
-        "AWS_ENDPOINT_URL_S3": s3_url,
-        "AWS_ACCESS_KEY_ID": access,
-        "AWS_SECRET_ACCESS_KEY": secret,
-    }.items():
-        monkeypatch.setenv(k, v)
-    return sagemaker.Session(
-        boto_session=boto3.Session(region_name="us-east-1"), default_bucket=BUCKET
-    )
+    return sdk_session(stack, BUCKET, monkeypatch)
 
 
 def test_estimator_fit_with_spot_through_an_interruption(

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import socket
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 import pytest
 
 from sagemaker_server import Server
-from spotrun.cli.client import stop_service
+from sdk_stack import sdk_session, sdk_stack
 from spotrun.errors import SpecError
 from spotrun.images import ALGORITHM_REPOSITORIES, AlgorithmRun, ImageRegistry, plan_run
 from spotrun.spec import parse_spec
@@ -176,65 +175,15 @@ def test_the_same_names_outside_awss_registries_are_not_taken_for_the_algorithms
 # -- the jobs, through the SDK ----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str, Path]]:
-    from moto.server import ThreadedMotoServer
-
-    root = tmp_path_factory.mktemp("sdk-builtins")
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    moto.start()
-    s3_url = f"http://127.0.0.1:{moto._port}"
-    saved = dict(os.environ)
-    # the server (and so every instance it launches) reaches S3 at moto; moto takes any key
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL_S3": s3_url,
-            "AWS_ACCESS_KEY_ID": "moto",
-            "AWS_SECRET_ACCESS_KEY": "moto",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-    )
-    server = Server(root / "spotrun")  # no image mappings of its own: AWS's images map
-    boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=BUCKET)
-    try:
-        yield server, s3_url, root
-    finally:
-        stop_service(server.settings)
-        os.environ.clear()
-        os.environ.update(saved)
-        moto.stop()
+    with sdk_stack(tmp_path_factory.mktemp("sdk-builtins"), BUCKET) as out:
+        yield out
 
 
 @pytest.fixture
 def session(stack: tuple[Server, str, Path], monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A SageMaker SDK session that talks to spotrun and moto, signed with spotrun's key."""
-    import sagemaker
-
-    server, s3_url, root = stack
-    config = root / "sdk-config.yaml"  # the SDK's documented telemetry opt-out
-    config.write_text(
-        "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n"
-        "      TelemetryOptOut: true\n"
-    )
-    access, secret = server.key
-    for k, v in {
-        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
-        "AWS_ENDPOINT_URL_SAGEMAKER": server.url,
-        "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": server.url,
-        "AWS_ENDPOINT_URL_S3": s3_url,
-        "AWS_ACCESS_KEY_ID": access,
-        "AWS_SECRET_ACCESS_KEY": secret,
-    }.items():
-        monkeypatch.setenv(k, v)
-    return sagemaker.Session(
-        boto_session=boto3.Session(region_name="us-east-1"), default_bucket=BUCKET
-    )
+    return sdk_session(stack, BUCKET, monkeypatch)
 
 
 def _estimator(session: Any, image: str, name: str, hps: dict[str, Any], **kw: Any) -> Any:
