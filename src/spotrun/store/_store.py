@@ -62,7 +62,7 @@ def _record(cls: type[R], row: object, **renamed: str) -> R:
 
 
 def _job(row: JobRow) -> JobRecord:
-    rec = _record(JobRecord, row, spec_json="spec")
+    rec = _record(JobRecord, row, spec_json="spec", run_plan_json="run_plan")
     return dataclasses.replace(
         rec, status=TrainingJobStatus(row.status), secondary=SecondaryStatus(row.secondary)
     )
@@ -114,8 +114,12 @@ class Store:
         request: dict[str, Any],
         at: float,
         account: str = DEFAULT_ACCOUNT_ID,
+        run_plan: dict[str, Any] | None = None,
     ) -> JobRecord:
-        """Insert a job in its initial status; ``Conflict`` if the name is taken."""
+        """Insert a job in its initial status; ``Conflict`` if the name is taken.
+
+        ``run_plan`` is what admission decided the job runs; the agents execute it.
+        """
         with self._tx() as s:
             if s.get(JobRow, name) is not None:
                 raise Conflict(f"a training job named {name!r} already exists")
@@ -138,6 +142,7 @@ class Store:
                 cost=0.0,
                 on_demand_cost=0.0,
                 version=1,
+                run_plan=None if run_plan is None else json.dumps(run_plan, sort_keys=True),
             )
             s.add(row)
             s.add(
