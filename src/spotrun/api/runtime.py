@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from spotrun.auth.keys import KeyRing
-from spotrun.control.admission import admit
+from spotrun.control.admission import admit_plan
 from spotrun.control.clock import Clock, RealClock
 from spotrun.control.controller import Controller, agent_workload
 from spotrun.control.reconcile import STOP_MESSAGES
 from spotrun.errors import InvalidState, NotFound, SpecError
+from spotrun.images import plan_to_json
 from spotrun.market import Catalog, Market, MarketConfig, load_market_config
 from spotrun.providers.base import InstancePhase, InstanceRef, InstanceState
 from spotrun.providers.local import LocalProvider
@@ -97,7 +98,7 @@ class Runtime:
         may leave it out. The stored request keeps every member the caller sent, so
         Describe echoes what it accepted.
         """
-        spec = admit(
+        spec, plan = admit_plan(
             request,
             known_type=self.catalog.has_type,
             known_types=self.catalog.types,
@@ -109,7 +110,9 @@ class Runtime:
         arn = f"arn:aws:sagemaker:{region}:{account}:training-job/{spec.name}"
         stored = spec.to_api()  # every accepted member, with the defaults filled in
         with self._lock:
-            self.store.create_job(spec.name, arn, stored, self.clock.now(), account)
+            self.store.create_job(
+                spec.name, arn, stored, self.clock.now(), account, run_plan=plan_to_json(plan)
+            )
         self.wake()
         return arn
 
