@@ -39,9 +39,14 @@ class Refused(SpotrunError):
 
 
 class Backoff:
-    """Exponential backoff with jitter: ``first``, doubling, never more than ``cap``."""
+    """Exponential backoff with jitter: ``first``, doubling, never more than ``cap``.
 
-    def __init__(self, first: float = 0.2, cap: float = 5.0) -> None:
+    The cap is short: a server that comes back is found within two seconds, and a finished
+    agent, whose instance runs (and is billed) until its last reports are taken, is not
+    kept waiting longer than that.
+    """
+
+    def __init__(self, first: float = 0.2, cap: float = 2.0) -> None:
         self.first = first
         self.cap = cap
         self._next = first

@@ -4,7 +4,7 @@ The main loop, the log pump and the checkpoint syncer report through one ``Repor
 None of its calls blocks on the network and none fails: ``HttpReporter`` puts what it is
 given in an ordered in-memory buffer (``_buffer``) and one sender thread ships it to a
 server in numbered batches (``spotrun.agent.wire``), each sent again, with exponential
-backoff (up to a few seconds) and over the next endpoint, until a server acknowledges it.
+backoff (up to two seconds) and over the next endpoint, until a server acknowledges it.
 A server that restarts, or is away for minutes, delays reports; it loses and duplicates
 none. With nothing to send, an empty batch goes every ``heartbeat`` seconds: every answer
 carries the desired state, so ``desired()`` answers from the last one without asking.

@@ -124,7 +124,28 @@ class Controller:
         seen = self.observe(job, now)
         step = reconcile(job, seen, now)
         self.execute(job, step.actions, now)
+        if any(isinstance(a, Terminate) for a in step.actions):
+            self._settle_bill(name, now)
         return step.requeue_after if step.requeue_after is not None else 5.0
+
+    def _settle_bill(self, name: str, now: float) -> None:
+        """Bill the segments this step closed where the provider says they ended.
+
+        The step's own bill was worked out before it terminated anything, with those
+        instances still running at ``now``; they end a little later (their host has to
+        stop), and a job that just ended is not billed again. An agent's report wakes the
+        controller while the agent is still up, so this is the usual case, not a rare one.
+        """
+        job = self.store.get_job(name)
+        b = self.bill(job, self.store.instances(name), now)
+        fields = {
+            "training_seconds": b.training_seconds,
+            "billable_seconds": b.billable_seconds,
+            "cost": round(b.cost, 6),
+            "on_demand_cost": round(b.on_demand_cost, 6),
+        }
+        if any(getattr(job, k) != v for k, v in fields.items()):
+            self.store.update_job(name, now, **fields)
 
     # -- observing ----------------------------------------------------------------------
 
