@@ -531,6 +531,29 @@ def test_a_stale_generation_kills_the_training_group_and_exits_3(h: Harness) -> 
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_a_revoked_credential_ends_the_agent_as_a_stale_attempt_does(h: Harness) -> None:
+    """The controller revokes an attempt's credentials when it ends the attempt; an agent
+    still running then can report nothing more, and gives up as on a stale generation."""
+    h.job(
+        "revoked",
+        """
+        import time
+        i = 0
+        while True:
+            print(f"tick {i}", flush=True)
+            i += 1
+            time.sleep(0.05)
+        """,
+    )
+    gen = h.attempt("revoked", stop_grace=30)
+    agent = h.start("revoked", gen)
+    h.wait_line("revoked", "tick 3")
+    h.api.keys.revoke("revoked", gen)
+    assert h.finish(agent, timeout=10) == 3
+    log = (h.tmp / f"agent-revoked-{gen}.log").read_text()
+    assert "refused" in log and "403" in log, log[-2000:]
+
+
 FINISHER = """
     import os, signal, sys, time
     def on_term(signum, frame):
