@@ -1,7 +1,8 @@
 """The store: every read and write of spotrun's state goes through ``Store``.
 
-SQLite in WAL mode under ``$SPOTRUN_HOME`` by default (any SQLAlchemy URL works), shared by
-the service, the CLI and every agent process. Two rules are enforced here, not by callers:
+SQLite in WAL mode under ``$SPOTRUN_HOME`` by default (any SQLAlchemy URL works), opened by
+the server only: the CLI and the agents go through its APIs. Two rules are enforced here,
+not by callers:
 
 * status changes go through ``spec.lifecycle.check_transition`` (``record_transition``);
 * an agent's writes carry its attempt generation and are refused with ``StaleGeneration``
