@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # fresh venv without reaching the package index.
 WHEELHOUSE := $(VENV)/wheelhouse
 
-.PHONY: demo test test-slow fuzz crash-soak check fmt clean
+.PHONY: demo test test-slow fuzz crash-soak soak bench check fmt clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,28 @@ crash-soak: $(STAMP)
 		seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); echo "SPOTRUN_CRASH_SEED=$$seed"; \
 		SPOTRUN_CRASH_SEED=$$seed $(BIN)/pytest -q -p no:cacheprovider tests/test_crash_safety.py -k 200_sigkills || exit 1; \
 	done
+
+# every randomized suite SOAK_RUNS times, each run with new seeds (CI replays fixed ones);
+# a failure prints the SPOTRUN_*_SEED=... that replays it
+SOAK_RUNS ?= 5
+SOAK_SEEDS := SPOTRUN_RESUME_SEED SPOTRUN_XGB_RESUME_SEED SPOTRUN_CRASH_SEED SPOTRUN_KILL_SEED \
+	SPOTRUN_DDP_SEED SPOTRUN_FUZZ_SEED
+SOAK_TESTS := tests/test_exact_resume.py tests/test_exact_resume_xgboost.py \
+	tests/test_crash_safety.py tests/test_toolkit_ddp.py tests/test_fuzz.py \
+	tests/test_toolkit.py::test_sigkill_at_random_moments_never_leaves_a_partial_checkpoint
+soak: $(STAMP)
+	for i in $$(seq $(SOAK_RUNS)); do \
+		echo "soak run $$i of $(SOAK_RUNS)"; \
+		env -u CI $(addprefix -u ,$(SOAK_SEEDS)) $(BIN)/pytest -q -p no:cacheprovider \
+			-m "not slow" $(SOAK_TESTS) || exit 1; \
+	done
+
+# every bench in bench/, each printing its figures with their targets; fails on a miss
+BENCHES := $(sort $(wildcard bench/*.py))
+bench: $(STAMP)
+	status=0; for b in $(BENCHES); do \
+		echo "== $$b"; $(BIN)/python $$b || { echo "== $$b: target missed"; status=1; }; \
+	done; exit $$status
 
 check: $(STAMP)
 	$(BIN)/ruff check src tests examples bench

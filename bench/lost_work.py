@@ -9,9 +9,13 @@ end.
 For each resume it prints the steps re-executed: the last step the stopped attempt reported
 done minus the step the next attempt resumed from. The toolkit saves at the step boundary
 after the notice, so this should be 0 and must be <= 1 per notice; it also prints how long
-the attempt took to exit after the notice. Exits 1 if any notice cost more than one step.
+the attempt took to exit after the notice. A notice that lands as the last step ends finds
+the script finishing: it exits 0 with its model and its finished file, which loses nothing
+and ends the run; it is counted as "landed after the last step", not as a failure. Exits 1
+if any notice cost more than one step, if an interrupted attempt exited otherwise, or if
+the run did not end finished.
 
-    .venv/bin/python bench/lost_work.py [--notices 20] [--seed 0] [--epochs 8]
+    .venv/bin/python bench/lost_work.py [--notices 20] [--seed 0] [--epochs 12]
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--notices", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0, help="for the notice times")
-    ap.add_argument("--epochs", type=int, default=8, help="enough to outlast the notices")
+    ap.add_argument("--epochs", type=int, default=12, help="enough to outlast the notices")
     ap.add_argument(
         "--max-delay", type=float, default=2.0, help="a notice comes 0..this s into training"
     )
@@ -111,6 +115,7 @@ def main() -> int:
         redone: list[int] = []
         latencies: list[float] = []
         sent = 0
+        after_last = 0  # notices that found the script finishing
         attempt = Attempt(cmd, env)
         while sent < args.notices:
             # Timed from the attempt's first step: a notice during start-up (torch takes
@@ -127,6 +132,11 @@ def main() -> int:
             rc = attempt.finish(timeout=120)
             latency = time.monotonic() - noticed
             sent += 1
+            if rc == 0 and (work / "finished.json").exists():
+                # it was past its last step: nothing to resume, nothing lost
+                after_last += 1
+                print(f"{sent:>6} {delay:>8.2f} {attempt.done:>10}  landed after the last step")
+                break
             if rc != EXIT_CHECKPOINTED:
                 print(f"notice {sent}: exit code {rc}, expected {EXIT_CHECKPOINTED}")
                 return 1
@@ -144,8 +154,8 @@ def main() -> int:
         finished = (work / "finished.json").exists()
 
     print()
+    print(f"notices: {sent}, of which {after_last} landed after the last step")
     if redone:
-        print(f"notices: {len(redone)}")
         print(
             f"steps re-executed per notice: max {max(redone)}, mean {statistics.mean(redone):.2f}"
         )
@@ -154,7 +164,9 @@ def main() -> int:
         )
     print(f"final attempt: exit {rc}, finished file {'written' if finished else 'missing'}")
     ok = bool(redone) and max(redone) <= TARGET and rc == 0 and finished
-    print(f"target: <= {TARGET} step re-executed per notice: {'met' if ok else 'NOT met'}")
+    worst = f"max {max(redone)}" if redone else "no resumed notice"
+    verdict = "met" if ok else "NOT met"
+    print(f"target: <= {TARGET} step re-executed per notice ({worst}): {verdict}")
     return 0 if ok else 1
 
 

@@ -1,15 +1,19 @@
 """A real ``spotrun server`` for the SageMaker API tests, and boto3 clients signed for it.
 
-Its market: c5.xlarge reclaims the first instance 3.5 s after launch, c5.2xlarge is always
-there, m5.xlarge never has spot capacity (jobs there wait, so they are cheap to create by
-the hundred). Jobs name the image ``spotrun-test-image``, mapped in the home's config to a
-small checkpointing script.
+Its market: c5.xlarge and c5.2xlarge always have capacity, m5.xlarge never has spot
+capacity (jobs there wait, so they are cheap to create by the hundred). The first spot job
+on ml.c5.xlarge whose log shows training progress (by default the script's first step) is
+reclaimed then, with a notice (see ``events.Reclaimer``): a reclaim at a fixed time after
+launch would land before training or after it depending on how long the start-up took.
+Nothing else is reclaimed unasked. Jobs name the image ``spotrun-test-image``, mapped in the
+home's config to a small checkpointing script.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +22,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from spotrun.cli.client import start_service
+from events import Reclaimer
+from spotrun.cli.client import Client, start_service, stop_service
 from spotrun.settings import Settings, load_settings, write_settings
 
 SCRIPT = r"""
@@ -60,9 +65,7 @@ capacity = 0
 [[pools]]
 instance_type = "c5.xlarge"
 zone = "use1-az1"
-process = "script"
-uptimes = [3.5]
-gap = 1.0
+process = "always"
 [[pools]]
 instance_type = "c5.2xlarge"
 process = "always"
@@ -72,11 +75,25 @@ process = "always"
 capacity = 0
 """
 
+#: what SCRIPT prints for each step it trains
+SCRIPT_PROGRESS = re.compile(r"^step \d+ loss=")
+#: the instance type whose first job with progress is reclaimed
+RECLAIMED_TYPE = "ml.c5.xlarge"
+
 
 class Server:
-    """A spotrun server in its own home, and boto3 clients signed with its keys."""
+    """A spotrun server in its own home, and boto3 clients signed with its keys.
 
-    def __init__(self, root: Path, images: dict[str, dict[str, Any]] | None = None) -> None:
+    ``reclaim`` is the progress line after which the first spot job on ml.c5.xlarge is
+    interrupted (None: nothing is reclaimed unasked).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        images: dict[str, dict[str, Any]] | None = None,
+        reclaim: re.Pattern[str] | None = SCRIPT_PROGRESS,
+    ) -> None:
         self.root = root
         home = root / "home"
         code = root / "code"
@@ -100,6 +117,21 @@ class Server:
         self.url = f"http://{info['host']}:{info['port']}"
         cred = json.loads((home / "credentials.json").read_text())
         self.key = (cred["access_key_id"], cred["secret_access_key"])
+        self.reclaimer = (
+            None
+            if reclaim is None
+            else Reclaimer(self.rest(), self.client(), RECLAIMED_TYPE, reclaim)
+        )
+
+    def rest(self) -> Client:
+        """spotrun's own API client (what the CLI uses), signed with this server's key."""
+        return Client(self.url, *self.key)
+
+    def stop(self) -> None:
+        """Stop reclaiming and stop the server."""
+        if self.reclaimer is not None:
+            self.reclaimer.stop()
+        stop_service(self.settings)
 
     def client(self, service: str = "sagemaker", key: tuple[str, str] | None = None) -> Any:
         access, secret = key or self.key

@@ -3,7 +3,9 @@
 Each test creates a job in a store under tmp_path, opens an attempt (minting its host's
 credential), and runs ``python -m spotrun.agent`` against the instance API served over that
 store (``agent_api``) and a metadata endpoint the test serves itself (404 until the test
-posts a notice). Training scripts are plain Python (no torch) written per test.
+posts a notice). Training scripts are plain Python (no torch) written per test. Tests wait
+for log lines and records, not for time windows; their timeouts are long enough that only a
+hang reaches them.
 """
 
 from __future__ import annotations
@@ -60,7 +62,11 @@ class _Metadata(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def wait_for(what: str, cond: Callable[[], Any], timeout: float = 10.0) -> Any:
+#: how long an agent may take to do what a test waits for, on a loaded machine
+PATIENCE = 60.0
+
+
+def wait_for(what: str, cond: Callable[[], Any], timeout: float = PATIENCE) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = cond()
@@ -158,10 +164,10 @@ class Harness:
         self.agents.append(proc)
         return proc
 
-    def run(self, name: str, generation: int, timeout: float = 20.0) -> int:
+    def run(self, name: str, generation: int, timeout: float = PATIENCE) -> int:
         return self.finish(self.start(name, generation), timeout)
 
-    def finish(self, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int:
+    def finish(self, proc: subprocess.Popen[bytes], timeout: float = PATIENCE) -> int:
         try:
             return proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -179,7 +185,7 @@ class Harness:
             if stream is None or r.stream == stream
         ]
 
-    def wait_line(self, name: str, text: str, timeout: float = 15.0) -> None:
+    def wait_line(self, name: str, text: str, timeout: float = PATIENCE) -> None:
         wait_for(
             f"{text!r} in the logs", lambda: any(text in ln for ln in self.lines(name)), timeout
         )
@@ -334,6 +340,9 @@ STEPPER = """
         global stop
         stop = True
     signal.signal(signal.SIGTERM, on_term)
+    # a first attempt never finishes on its own: it trains 15 steps and then waits for its
+    # notice, so the test's notice lands mid-training however long it takes to arrive
+    first = step == 0
 
     def save(final):
         tmp = state + ".tmp"
@@ -341,6 +350,9 @@ STEPPER = """
         os.replace(tmp, state)
 
     while step < steps and not stop:
+        if first and step >= 15:
+            time.sleep(0.05)
+            continue
         step += 1
         open(os.path.join(ck, f"step-{step}.txt"), "w").write(str(step))
         old = os.path.join(ck, f"step-{step - 2}.txt")
@@ -369,10 +381,8 @@ def test_notice_checkpoint_resume_and_channel_fetched_once(h: Harness) -> None:
     agent = h.start("spot", gen1)
     h.wait_line("spot", "step 12")
     wait_for("a synced checkpoint", lambda: h.host("spot", gen1).last_sync_at)
-    noticed_at = time.monotonic()
     h.notify("spot")
-    assert h.finish(agent, timeout=10) == 0
-    assert time.monotonic() - noticed_at < 5.0
+    assert h.finish(agent) == 0  # only the notice ends this attempt: see STEPPER
 
     rec1 = h.host("spot", gen1)
     assert rec1.noticed and rec1.exit_code == 75 and rec1.phase == "done"
@@ -383,6 +393,7 @@ def test_notice_checkpoint_resume_and_channel_fetched_once(h: Harness) -> None:
     final = json.loads((remote / "state.json").read_text())
     assert final["final"] is True
     last = final["step"]
+    assert 12 <= last <= 15
     assert f"checkpointed at step {last}" in lines
     # deletions are mirrored: only the last two step files are left remotely
     assert sorted(p.name for p in remote.glob("step-*.txt")) == sorted(
@@ -428,9 +439,10 @@ def test_stop_sigterm_then_sigkill_after_grace_and_model_still_uploaded(h: Harne
     h.wait_line("stopme", "ignoring SIGTERM")
     asked = time.monotonic()
     h.store.update_attempt("stopme", gen, desired="stop")
-    assert h.finish(agent, timeout=10) == 0
-    took = time.monotonic() - asked
-    assert 1.5 <= took < 6.0
+    assert h.finish(agent) == 0
+    # the grace was given (a lower bound: load only lengthens it); the script ignores
+    # SIGTERM and never ends, so its SIGKILL below is what ended it
+    assert time.monotonic() - asked >= 1.5
 
     rec = h.host("stopme", gen)
     assert rec.exit_code == -signal.SIGKILL
@@ -504,15 +516,15 @@ def test_a_stale_generation_kills_the_training_group_and_exits_3(h: Harness) -> 
             time.sleep(0.05)
         """,
     )
-    gen = h.attempt("stale", stop_grace=30)
+    # a stop grace far beyond the wait below: an agent that gave the fenced script its
+    # grace instead of killing it at once would still be waiting when the wait ends
+    gen = h.attempt("stale", stop_grace=3600)
     agent = h.start("stale", gen)
     h.wait_line("stale", "tick 3")
     pids = [int(p) for p in (h.ml_root("stale", gen) / "output/pids").read_text().split()]
-    fenced = time.monotonic()
     try:
         h.next_attempt("stale", gen)  # a newer attempt now owns the job
-        assert h.finish(agent, timeout=10) == 3
-        assert time.monotonic() - fenced < 5.0  # well before the 30 s stop grace
+        assert h.finish(agent) == 3
 
         def gone(pid: int) -> bool:
             try:
@@ -523,7 +535,7 @@ def test_a_stale_generation_kills_the_training_group_and_exits_3(h: Harness) -> 
             return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
 
         # the grandchild proves the whole group was killed, not just the direct child
-        wait_for("the training group to be gone", lambda: all(gone(p) for p in pids), 5)
+        wait_for("the training group to be gone", lambda: all(gone(p) for p in pids))
         assert h.store.hosts("stale", gen + 1) == []
     finally:
         for pid in pids:  # leave nothing behind if the test failed
@@ -545,11 +557,11 @@ def test_a_revoked_credential_ends_the_agent_as_a_stale_attempt_does(h: Harness)
             time.sleep(0.05)
         """,
     )
-    gen = h.attempt("revoked", stop_grace=30)
+    gen = h.attempt("revoked", stop_grace=3600)  # a grace it must not wait for
     agent = h.start("revoked", gen)
     h.wait_line("revoked", "tick 3")
     h.api.keys.revoke("revoked", gen)
-    assert h.finish(agent, timeout=10) == 3
+    assert h.finish(agent) == 3
     log = (h.tmp / f"agent-revoked-{gen}.log").read_text()
     assert "refused" in log and "403" in log, log[-2000:]
 
@@ -576,7 +588,7 @@ def test_clean_exit_after_a_notice_counts_only_with_the_finished_file(h: Harness
     agents = {name: h.start(name, gen) for name, gen in gens.items()}
     h.wait_line("done-early", "training")
     h.notify("done-early")
-    assert h.finish(agents["done-early"], timeout=10) == 0
+    assert h.finish(agents["done-early"]) == 0
     rec = h.host("done-early", gens["done-early"])
     assert rec.noticed and rec.exit_code == 0 and rec.finished and rec.model_uploaded
     assert (h.tmp / "out/done-early/output/model.tar.gz").exists()
@@ -584,7 +596,7 @@ def test_clean_exit_after_a_notice_counts_only_with_the_finished_file(h: Harness
     # a SIGTERM to the agent itself (the host is shutting down) is an interruption as well
     h.wait_line("not-done", "training")
     agents["not-done"].send_signal(signal.SIGTERM)
-    assert h.finish(agents["not-done"], timeout=10) == 0
+    assert h.finish(agents["not-done"]) == 0
     rec = h.host("not-done", gens["not-done"])
     assert rec.noticed and rec.exit_code == 0 and rec.phase == "done"
     assert not rec.finished and not rec.model_uploaded and rec.failure_reason is None

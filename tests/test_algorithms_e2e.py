@@ -1,6 +1,7 @@
 """Built-in algorithms as real spot jobs: a ``spotrun server`` driven through boto3 with
-``AlgorithmName`` instead of a TrainingImage (see ``sagemaker_server``: on ml.c5.xlarge
-the market reclaims the first instance soon after launch)."""
+``AlgorithmName`` instead of a TrainingImage (see ``sagemaker_server``: the first spot job
+on ml.c5.xlarge is reclaimed once its log shows the first round or epoch trained, so the
+interruption lands mid-training however long the start-up took)."""
 
 from __future__ import annotations
 
@@ -20,28 +21,22 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-import sagemaker_server
+from events import follow_log, interrupt_when_running
 from sagemaker_server import Server
-from spotrun.cli.client import stop_service
+from test_local_provider_isolation import expected_isolation
 
-RECLAIM_AFTER = 6.0
-ROUNDS = 500
+ROUNDS = 120
+#: a round or an epoch trained, as the built-ins report them: xgboost's evaluation line
+#: (``[0]\ttrain-error:…``) and the others' ``#quality_metric: …, epoch=0, train …``
+PROGRESS = re.compile(r"^\[\d+\]\t|^#quality_metric: host=\S+, epoch=\d+, train ")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     os.environ.pop("SPOTRUN_ENDPOINT", None)
-    # the shared market reclaims the first c5.xlarge 3.5 s after launch (notice at 2 s),
-    # before an algorithm that imports numpy and xgboost has begun training; a later
-    # reclaim makes the interruption land mid-training, which is what is tested here
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(
-        sagemaker_server, "MARKET", sagemaker_server.MARKET.replace("[3.5]", f"[{RECLAIM_AFTER}]")
-    )
-    s = Server(tmp_path_factory.mktemp("algorithms-e2e"))
+    s = Server(tmp_path_factory.mktemp("algorithms-e2e"), reclaim=PROGRESS)
     yield s
-    stop_service(s.settings)
-    monkeypatch.undo()
+    s.stop()
 
 
 def algorithm_request(
@@ -71,7 +66,7 @@ def algorithm_request(
     return request
 
 
-def wait_done(sm: Any, name: str, timeout: float = 150) -> dict[str, Any]:
+def wait_done(sm: Any, name: str, timeout: float = 240) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         d: dict[str, Any] = sm.describe_training_job(TrainingJobName=name)
@@ -82,7 +77,7 @@ def wait_done(sm: Any, name: str, timeout: float = 150) -> dict[str, Any]:
 
 
 def finished_through_an_interruption(
-    server: Server, name: str, timeout: float = 150
+    server: Server, name: str, timeout: float = 240
 ) -> tuple[dict[str, Any], list[str]]:
     """Wait for the job, which must complete after at least one interruption; its
     description and its log lines."""
@@ -90,7 +85,18 @@ def finished_through_an_interruption(
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
     statuses = [t["Status"] for t in d["SecondaryStatusTransitions"]]
     assert "Interrupted" in statuses and statuses[-1] == "Completed", statuses
+    # every attempt ran with an /opt/ml of its own where the machine can give one
+    assert isolations(server, name) == {expected_isolation()}
     return d, job_log(server, name)
+
+
+def isolations(server: Server, name: str) -> set[str]:
+    """The isolation each of the job's instances ran in, as its host recorded it (the job's
+    own ``Isolation`` is what the first instance was launched with)."""
+    ids = [i["Id"] for i in server.rest().describe(name)["Spotrun"]["Instances"]]
+    assert ids, name
+    states = [server.settings.home / "instances" / i / "state.json" for i in ids]
+    return {json.loads(state.read_text())["isolation"] for state in states}
 
 
 def run_example_and_interrupt(
@@ -105,14 +111,9 @@ def run_example_and_interrupt(
         "--max-run", "10m", "--max-wait", "1h", *extra, "--detach",
     )  # fmt: skip
     assert name in out
-    sm = server.client()
-    deadline = time.monotonic() + 90
-    while len([line for line in job_log(server, name) if progress.match(line)]) < after:
-        d = sm.describe_training_job(TrainingJobName=name)
-        assert d["TrainingJobStatus"] == "InProgress", d.get("FailureReason")
-        assert time.monotonic() < deadline, "no training progress"
-        time.sleep(0.2)
-    server.cli("interrupt", name, "--lead", "5")
+    follow_log(server.rest(), name, progress, after)
+    out = server.cli("interrupt", name, "--lead", "10")
+    assert f"{name}: notice served on " in out and "reclaimed in " in out, out
 
 
 def job_log(server: Server, name: str) -> list[str]:
@@ -166,16 +167,12 @@ def test_kmeans_spot_job_restarts_from_scratch_after_an_interruption(
     request["StoppingCondition"] = {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 3600}
     request["ResourceConfig"]["InstanceType"] = "ml.c5.2xlarge"  # never reclaimed unasked
     sm.create_training_job(**request)
-    deadline = time.monotonic() + 60
-    while True:  # interrupt the first attempt as soon as it runs, before it can finish
-        d = sm.describe_training_job(TrainingJobName="km-spot")
-        if d["SecondaryStatus"] in ("Downloading", "Training"):
-            break
-        assert d["TrainingJobStatus"] == "InProgress" and time.monotonic() < deadline, d
-        time.sleep(0.05)
-    out = server.cli("interrupt", "km-spot", "--lead", "0.5")
-    assert "km-spot: notice served on " in out and "reclaimed in " in out
-    d, text = finished_through_an_interruption(server, "km-spot")
+    # interrupt the first attempt the moment its instance runs: the instance is reclaimed
+    # 0.5 s later whatever the script is doing, and starting the agent and importing
+    # scikit-learn alone take longer than that, so the attempt cannot finish first
+    answer = interrupt_when_running(server.rest(), "km-spot", lead=0.5)
+    assert answer["instances"], answer
+    _, text = finished_through_an_interruption(server, "km-spot")
     assert any(line.startswith("#quality_metric: host=algo-1, train msd") for line in text)
 
     with tarfile.open(server.root / "out" / "km-spot" / "output" / "model.tar.gz") as t:
@@ -209,7 +206,8 @@ def test_xgboost_spot_job_resumes_through_an_interruption(server: Server, tmp_pa
     np.savetxt(train / "train.csv", rows[:420], delimiter=",", fmt="%.10g")
     np.savetxt(valid / "validation.csv", rows[420:], delimiter=",", fmt="%.10g")
     hps = {
-        # enough rounds that the reclaim lands mid-training even on a quiet machine
+        # the reclaim comes after round 0: the rest must outlast the notice's way to the
+        # script (about a second), and 120 rounds, each checkpointed, take many seconds
         "num_round": str(ROUNDS),
         "max_depth": "3",
         "eta": "0.1",
@@ -224,6 +222,7 @@ def test_xgboost_spot_job_resumes_through_an_interruption(server: Server, tmp_pa
     )
     sm.create_training_job(**request)
     d, text = finished_through_an_interruption(server, "xgb-spot")
+    assert server.reclaimer is not None and server.reclaimer.interrupted == "xgb-spot"
 
     resumed = [line for line in text if line.startswith("resumed from round ")]
     assert resumed, [line for line in text if not line.startswith("[")]

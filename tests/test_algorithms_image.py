@@ -529,7 +529,7 @@ def test_image_classification_spot_job_resumes_through_an_interruption(
         "train": write_npz(tmp_path / "train", x, y),
         "validation": write_npz(tmp_path / "validation", xv, yv),
     }
-    # ~0.35 s an epoch on 2 cores: the reclaim 6 s after launch lands mid-training
+    # ~0.35 s an epoch on 2 cores: the reclaim after epoch 0 leaves seconds of training
     epochs = 25
     hps = {"num_classes": "10", "num_training_samples": "1400", "epochs": str(epochs)}
     hps |= {"mini_batch_size": "32", "seed": "4", "image_shape": "1,8,8"}

@@ -174,7 +174,7 @@ def test_linear_learner_spot_job_resumes_through_an_interruption(
 ) -> None:
     x, y = load_digits(return_X_y=True)
     channels = split(tmp_path, x, y, 1400, seed=2)
-    # 0.3-0.5 s an epoch: the reclaim 7 s after launch lands near epoch 5-12 of 30
+    # 0.3-0.5 s an epoch: the reclaim after epoch 0 leaves seconds of training
     hps = {"predictor_type": "multiclass_classifier", "num_classes": "10", "epochs": "30"}
     hps |= {"mini_batch_size": "32", "seed": "4", "feature_dim": "64"}
     sm = server.client()

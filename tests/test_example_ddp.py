@@ -31,6 +31,7 @@ EPOCHS = 12
 EPOCH_RE = re.compile(r"^epoch=(\d+) loss=")
 
 
+@pytest.mark.timeout(900)  # two attempts of two ranks each: minutes on a loaded machine
 def test_ddp_example_runs_as_two_ranks_and_resumes_after_an_interruption(
     server: Server,  # noqa: F811
 ) -> None:
@@ -40,7 +41,7 @@ def test_ddp_example_runs_as_two_ranks_and_resumes_after_an_interruption(
         "--processes-per-host", "2", "--hp", f"epochs={EPOCHS}",
     )  # fmt: skip
 
-    d, text = finished_through_an_interruption(server, "ddp-spot", timeout=180)
+    d, text = finished_through_an_interruption(server, "ddp-spot", timeout=600)
     # both ranks stopped at the same step; rank 0 said where, and the next attempt's ranks
     # went on from exactly there
     saved = [line for line in text if "checkpoint saved at step" in line]

@@ -30,13 +30,14 @@ EPOCHS = 40
 EPOCH_RE = re.compile(r"^epoch=(\d+) val_accuracy=")
 
 
+@pytest.mark.timeout(900)  # 40 epochs and two Lightning imports: minutes on a loaded machine
 def test_lightning_example_resumes_after_an_interruption(server: Server) -> None:  # noqa: F811
     # interrupt once a few epochs are done, well before the last
     run_example_and_interrupt(
         server, EXAMPLE / "train.py", "lit-spot", EPOCH_RE, 3, "--hp", f"epochs={EPOCHS}"
     )
 
-    d, text = finished_through_an_interruption(server, "lit-spot", timeout=180)
+    d, text = finished_through_an_interruption(server, "lit-spot", timeout=600)
     assert text.count("starting fresh") == 1
     resumed = [line for line in text if line.startswith("resumed from ckpt-")]
     assert len(resumed) == 1, [line for line in text if not EPOCH_RE.match(line)]

@@ -52,6 +52,7 @@ from schemathesis import GenerationMode
 
 from invalid_requests import VALID
 from sagemaker_server import Server
+from seeds import draw, note
 from spotrun.api.security import REST_SERVICE
 from spotrun.auth.sigv4 import (
     INCOMPLETE,
@@ -61,16 +62,13 @@ from spotrun.auth.sigv4 import (
     SigV4HttpxAuth,
     sign,
 )
-from spotrun.cli.client import stop_service
 
 BUDGET = int(os.environ.get("SPOTRUN_FUZZ_EXAMPLES") or 1500)
 #: CI replays one fixed seed, so whether a change lands does not depend on the draw; a new
 #: draw each run (``make fuzz`` makes several) is how new failures are looked for
 CI_SEED = 20261128
-SEED = int(
-    os.environ.get("SPOTRUN_FUZZ_SEED")
-    or (CI_SEED if os.environ.get("CI") == "true" else random.SystemRandom().randrange(2**32))
-)
+# drawn at import (hypothesis's @seed needs it then); every failure message carries it
+SEED = draw("SPOTRUN_FUZZ_SEED", ci=CI_SEED, announce=False)
 #: hypothesis examples per REST operation and generation mode (positive, negative)
 REST_EXAMPLES = max(10, BUDGET // 15)
 REGION = "us-east-1"
@@ -88,7 +86,7 @@ TARGETS = {
 
 
 def seed_note() -> str:
-    return f"replay with SPOTRUN_FUZZ_SEED={SEED} SPOTRUN_FUZZ_EXAMPLES={BUDGET}"
+    return f"{note('SPOTRUN_FUZZ_SEED', SEED)} SPOTRUN_FUZZ_EXAMPLES={BUDGET}"
 
 
 # -- the server and what the fuzzers start from ----------------------------------------
@@ -137,11 +135,11 @@ def server_gone(world: World) -> str | None:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     os.environ.pop("SPOTRUN_ENDPOINT", None)
     root = tmp_path_factory.mktemp("fuzz")
-    server = Server(root)
+    server = Server(root, reclaim=None)  # its jobs are never interrupted
     try:
         yield _populate(server, root)
     finally:
-        stop_service(server.settings)
+        server.stop()
 
 
 def _populate(server: Server, root: Path) -> World:

@@ -19,6 +19,7 @@ from types import FrameType
 
 import pytest
 
+from seeds import draw
 from spotrun.toolkit import (
     DEFAULT_ROOT,
     EXIT_CHECKPOINTED,
@@ -214,7 +215,7 @@ def test_sigterm_sets_interrupted_and_chains_to_the_previous_handler(tmp_path: P
         ck.on_interrupt(lambda: called.append("cb"))
         assert not ck.interrupted
         os.kill(os.getpid(), signal.SIGTERM)
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + 60  # only a hang reaches it
         while not ck.interrupted and time.monotonic() < deadline:
             time.sleep(0.01)  # Python runs the handler in the main thread between bytecodes
         assert ck.interrupted and ck.interrupt_reason == "SIGTERM"
@@ -299,12 +300,12 @@ def test_the_spot_notice_sets_interrupted(
     try:
         with Checkpointer(tmp_path, watch=True, poll_interval=0.05) as ck:
             ck.on_interrupt(fired.set)
-            deadline = time.monotonic() + 2
+            deadline = time.monotonic() + 60  # only a hang reaches it
             while notice_server.requests < 3 and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert notice_server.requests >= 3 and not ck.interrupted  # 404s are no notice
             notice_server.notice.set()
-            assert fired.wait(3)
+            assert fired.wait(60)
             assert ck.interrupted and ck.interrupt_reason == "terminate"
     finally:
         assert signal.getsignal(signal.SIGTERM) is original
@@ -346,6 +347,7 @@ ck = Checkpointer(sys.argv[1], keep=2, watch=False)
 last = ck.latest(verify=True)
 step = last.step + 1 if last else 0
 rng = random.Random(step)
+print("ready", flush=True)
 while True:
     payload = rng.randbytes(rng.randint(1, 300_000))
     digest = hashlib.sha256(payload).hexdigest()
@@ -357,6 +359,7 @@ while True:
             (folder / "data" / "payload.bin").write_bytes(payload)
             (folder / "sha.txt").write_text(digest)
         ck.save_files(step, write)
+    print(f"saved {step}", flush=True)
     step += 1
 """
 
@@ -376,13 +379,23 @@ def test_sigkill_at_random_moments_never_leaves_a_partial_checkpoint(tmp_path: P
     script.write_text(_WRITER)
     root = tmp_path / "ckpt"
     reader = checkpointer(root)
-    rng = random.Random(20261127)
+    rng = random.Random(draw("SPOTRUN_KILL_SEED", ci=20261127))
     last_step = -1
     for _ in range(30):
-        child = subprocess.Popen([sys.executable, str(script), str(root)])
-        time.sleep(rng.uniform(0.03, 0.2))
+        child = subprocess.Popen(
+            [sys.executable, str(script), str(root)], stdout=subprocess.PIPE, text=True
+        )
+        assert child.stdout is not None
+        # Aimed from the writer's own progress, not from its start: python's start-up takes
+        # anything from 0.05 to several seconds on a loaded machine. The kill comes once it
+        # is ready and has committed 0 to 2 saves, a random moment into the next one.
+        for prefix in ["ready"] + ["saved"] * rng.randrange(3):
+            line = child.stdout.readline()
+            assert line.startswith(prefix), f"expected {prefix!r} from the writer, got {line!r}"
+        time.sleep(rng.uniform(0.0, 0.05))
         child.kill()
         child.wait()
+        child.stdout.close()
         latest = reader.latest(verify=True)
         if latest is None:
             assert last_step == -1, "a complete checkpoint disappeared"

@@ -48,14 +48,27 @@ def make(root: Path, serializer: SlowSerializer, keep: int = 10) -> Checkpointer
 
 
 def test_save_async_returns_before_the_write_and_flush_commits_it(tmp_path: Path) -> None:
-    slow = SlowSerializer()
+    slow = SlowSerializer(delay=0.0)
+    slow.gate.clear()  # the write cannot finish until the test lets it
+    handles: list[Any] = []
+    returned = threading.Event()
+
+    def save() -> None:
+        handles.append(ck.save_async({"step": 5, "w": [1, 2]}, 5))
+        returned.set()
+
     with make(tmp_path, slow) as ck:
-        began = time.monotonic()
-        handle = ck.save_async({"step": 5, "w": [1, 2]}, 5)
-        stall = time.monotonic() - began
-        assert stall < WRITE_SECONDS / 4
-        assert not handle.done()
-        assert ck.latest() is None
+        saver = threading.Thread(target=save)
+        saver.start()
+        try:
+            # it returns while its write is held: the step loop waits for the copy only
+            assert returned.wait(60), "save_async waited for the write to finish"
+            [handle] = handles
+            assert not handle.done()
+            assert ck.latest() is None
+        finally:
+            slow.gate.set()
+            saver.join()
         ck.flush()
         assert handle.done() and not handle.superseded
         latest = ck.latest(verify=True)

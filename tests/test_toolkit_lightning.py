@@ -77,13 +77,26 @@ class Net(L.LightningModule):
 
 
 class Pace(L.Callback):
-    """Prints each step and slows training down, so a test can interrupt it from outside."""
+    """Prints each step; with ``HOLD_AT`` in the environment, waits after that step until
+    the process gets SIGTERM, so a test's signal lands mid-training however slowly it
+    comes. Made before the attempt's Checkpointer, whose handler then chains to this one."""
+
+    def __init__(self) -> None:
+        self.hold_at = int(os.environ.get("HOLD_AT", "-1"))
+        self.terminated = False
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.terminated = True
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         print(f"step {trainer.global_step}", flush=True)
-        time.sleep(0.02)
+        give_up = time.monotonic() + 120
+        while trainer.global_step == self.hold_at and not self.terminated:
+            assert time.monotonic() < give_up, "no SIGTERM came"
+            time.sleep(0.01)
 
 
 class Tally(L.Callback):
@@ -281,7 +294,11 @@ def test_a_real_process_exits_75_on_sigterm_and_the_next_one_ends_like_a_straigh
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     args = [sys.executable, str(script), str(tmp_path / "ckpt"), str(tmp_path / "model.pt")]
     first = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, "HOLD_AT": "40"},
     )
     assert first.stdout is not None
     for line in first.stdout:
@@ -292,7 +309,7 @@ def test_a_real_process_exits_75_on_sigterm_and_the_next_one_ends_like_a_straigh
     assert first.returncode == EXIT_CHECKPOINTED, err[-3000:]
     assert not (tmp_path / "model.pt").exists()
     stopped = Checkpointer(tmp_path / "ckpt", watch=False).latest(verify=True)
-    assert stopped is not None and 40 <= stopped.step < EPOCHS * 29
+    assert stopped is not None and stopped.step in (40, 41)  # saved at the next boundary
 
     second = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -44,7 +44,6 @@ from spotrun.errors import NotFound, SpecError, StaleGeneration
 from spotrun.images import ImageRegistry, plan_run, plan_to_json
 from spotrun.store import JobRecord, ReportBatch, Store, apply_batch
 
-TAGS: list[str | Any] = ["agent"]
 _BODY_DOC = {
     "requestBody": {
         "required": True,
@@ -76,7 +75,7 @@ class AgentApi:
 def mount(app: FastAPI, api: AgentApi) -> None:
     """Add the agent routes to ``app``; they answer their own errors (see the docstring)."""
 
-    @app.get(ATTEMPT_PATH, tags=TAGS, response_model=AttemptAnswer)
+    @app.get(ATTEMPT_PATH, tags=["agent"], response_model=AttemptAnswer)
     async def attempt(
         request: Request,
         job: Annotated[str, Query(min_length=1, max_length=63)],
@@ -88,12 +87,12 @@ def mount(app: FastAPI, api: AgentApi) -> None:
         ref = AttemptRef(job=job, generation=generation, host=host)
         return await _answer(request, lambda scope, _body: _attempt(api, scope, ref))
 
-    @app.post(REPORTS_PATH, tags=TAGS, response_model=AckAnswer, openapi_extra=_BODY_DOC)
+    @app.post(REPORTS_PATH, tags=["agent"], response_model=AckAnswer, openapi_extra=_BODY_DOC)
     async def reports(request: Request) -> Any:
         """Apply one report batch (exactly once); the answer carries the desired state."""
         return await _answer(request, lambda scope, body: _report(api, scope, body))
 
-    @app.get(SERVERS_PATH, tags=TAGS, response_model=ServersAnswer)
+    @app.get(SERVERS_PATH, tags=["agent"], response_model=ServersAnswer)
     async def servers(request: Request) -> Any:
         """The base URLs of the servers that answer agents now."""
         return await _answer(request, lambda _scope, _body: ServersAnswer(servers=api.servers()))
