@@ -1,7 +1,8 @@
 """Everything the service runs, wired together: store, market, provider, controller.
 
-The controller runs in a thread beside the HTTP server; a submission or a stop wakes it
-instead of waiting for the next poll.
+The controller runs in a thread beside the HTTP server; a submission, a stop or an agent's
+report wakes it instead of waiting for the next poll. Agents reach the server at ``url``
+(known once the server has chosen its port) with the credentials ``agent_keys`` mints.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from spotrun.auth.instance_keys import InstanceKeys
 from spotrun.auth.keys import KeyRing
-from spotrun.control.admission import admit
+from spotrun.control.admission import admit_plan
 from spotrun.control.clock import Clock, RealClock
 from spotrun.control.controller import Controller, agent_workload
 from spotrun.control.reconcile import STOP_MESSAGES
 from spotrun.errors import InvalidState, NotFound, SpecError
+from spotrun.images import plan_to_json
 from spotrun.market import Catalog, Market, MarketConfig, load_market_config
 from spotrun.providers.base import InstancePhase, InstanceRef, InstanceState
 from spotrun.providers.local import LocalProvider
@@ -51,22 +54,27 @@ def _running(state: InstanceState | None) -> bool:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock | None = None, url: str | None = None
+    ) -> None:
         self.settings = settings
         self.clock = clock or RealClock()
         self.pid = os.getpid()
+        #: the base URL this server answers agents at
+        self.url = url
         home = settings.home
         self.store = Store.open(home)
         self.keys = KeyRing(self.store, home)
+        self.agent_keys = InstanceKeys(self.store, home)
         # $SPOTRUN_DATA, else a catalog `spotrun catalog update` installed, else the packaged one
         self.catalog = Catalog.load(home=home)
         config = load_market_config(settings.market) if settings.market else MarketConfig()
         self.market = Market(self.catalog, config, market_epoch(home, self.clock.now()))
         self.provider = LocalProvider(home, self.market, self.clock, settings.isolation)
-        home_s = str(home)
 
         def workload(job: JobRecord) -> Any:
-            return agent_workload(home_s, {"SPOTRUN_POLL_SECONDS": str(settings.poll_seconds)})
+            poll = {"SPOTRUN_POLL_SECONDS": str(settings.poll_seconds)}
+            return agent_workload(self.server_urls(), poll)
 
         self.controller = Controller(
             self.store,
@@ -76,11 +84,16 @@ class Runtime:
             workload=workload,
             stop_grace=settings.stop_grace_seconds,
             poll=settings.poll_seconds,
+            credentials=self.agent_keys,
         )
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    def server_urls(self) -> list[str]:
+        """The base URLs agents can reach a server at (this one's)."""
+        return [self.url] if self.url else []
 
     # -- submissions --------------------------------------------------------------------
 
@@ -97,7 +110,7 @@ class Runtime:
         may leave it out. The stored request keeps every member the caller sent, so
         Describe echoes what it accepted.
         """
-        spec = admit(
+        spec, plan = admit_plan(
             request,
             known_type=self.catalog.has_type,
             known_types=self.catalog.types,
@@ -109,7 +122,9 @@ class Runtime:
         arn = f"arn:aws:sagemaker:{region}:{account}:training-job/{spec.name}"
         stored = spec.to_api()  # every accepted member, with the defaults filled in
         with self._lock:
-            self.store.create_job(spec.name, arn, stored, self.clock.now(), account)
+            self.store.create_job(
+                spec.name, arn, stored, self.clock.now(), account, run_plan=plan_to_json(plan)
+            )
         self.wake()
         return arn
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from spotrun.api.security import REST_SERVICE
-from spotrun.auth.keys import read_credentials
+from spotrun.auth.credentials import read_credentials
 from spotrun.auth.sigv4 import (
     INCOMPLETE,
     INVALID_SIGNATURE,

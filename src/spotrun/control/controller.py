@@ -5,6 +5,9 @@ market), runs the pure ``reconcile`` and carries out the returned actions. ``ado
 once at service start and reconciles the store with what the provider still has running,
 so a service killed at any point picks up where it was: instances keep running while it is
 down, and nothing they did is lost.
+
+Each attempt's hosts get an instance credential of their own (``credentials``), minted
+just before launch and revoked when the attempt ends; the provider hands it to the agent.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from spotrun.agent.wire import ENDPOINTS_ENV, KEY_ID_ENV, SECRET_ENV
 from spotrun.control.actions import (
     Action,
     CloseInstance,
@@ -40,6 +44,7 @@ from spotrun.providers import (
     InstancePhase,
     InstanceRef,
     InstanceState,
+    LaunchPlan,
     Pool,
     Provider,
     Workload,
@@ -50,10 +55,24 @@ from spotrun.store import HostRecord, InstanceRecord, JobRecord, Store
 log = logging.getLogger("spotrun.controller")
 
 
-def agent_workload(home: str, extra_env: Mapping[str, str] | None = None) -> Workload:
-    """What every instance runs: the spotrun agent, pointed at the store."""
-    env = {"SPOTRUN_HOME": home, **(extra_env or {})}
+def agent_workload(
+    endpoints: Sequence[str], extra_env: Mapping[str, str] | None = None
+) -> Workload:
+    """What every instance runs: the spotrun agent, pointed at the servers' base URLs."""
+    env = {ENDPOINTS_ENV: ",".join(endpoints), **(extra_env or {})}
     return Workload(argv=(sys.executable, "-m", "spotrun.agent"), env=env)
+
+
+class AgentCredentials(Protocol):
+    """Instance credentials (``spotrun.auth.instance_keys.InstanceKeys``)."""
+
+    def mint(self, job: str, generation: int, hosts: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """One (key id, secret) per host of an attempt."""
+        ...
+
+    def revoke(self, job: str, generation: int) -> None:
+        """Refuse the attempt's credentials from now on."""
+        ...
 
 
 @dataclass
@@ -65,6 +84,8 @@ class Controller:
     workload: Callable[[JobRecord], Workload]
     stop_grace: float = 120.0
     poll: float = 1.0
+    #: minted for each attempt's hosts at launch, revoked at its end; None: no agent reports
+    credentials: AgentCredentials | None = None
     #: when each job asked to be looked at again, and the row version it had then: a job
     #: whose row changed (a stop, an agent report) is stepped at once regardless
     _due: dict[str, float] = field(default_factory=dict)
@@ -103,7 +124,28 @@ class Controller:
         seen = self.observe(job, now)
         step = reconcile(job, seen, now)
         self.execute(job, step.actions, now)
+        if any(isinstance(a, Terminate) for a in step.actions):
+            self._settle_bill(name, now)
         return step.requeue_after if step.requeue_after is not None else 5.0
+
+    def _settle_bill(self, name: str, now: float) -> None:
+        """Bill the segments this step closed where the provider says they ended.
+
+        The step's own bill was worked out before it terminated anything, with those
+        instances still running at ``now``; they end a little later (their host has to
+        stop), and a job that just ended is not billed again. An agent's report wakes the
+        controller while the agent is still up, so this is the usual case, not a rare one.
+        """
+        job = self.store.get_job(name)
+        b = self.bill(job, self.store.instances(name), now)
+        fields = {
+            "training_seconds": b.training_seconds,
+            "billable_seconds": b.billable_seconds,
+            "cost": round(b.cost, 6),
+            "on_demand_cost": round(b.on_demand_cost, 6),
+        }
+        if any(getattr(job, k) != v for k, v in fields.items()):
+            self.store.update_job(name, now, **fields)
 
     # -- observing ----------------------------------------------------------------------
 
@@ -204,6 +246,7 @@ class Controller:
                 self.store.update_attempt(
                     name, a.generation, state="ended", cause=a.cause, ended_at=now
                 )
+                self._revoke(name, a.generation)
             elif isinstance(a, Terminate):
                 for ref in a.refs:
                     self.provider.terminate(ref)
@@ -227,12 +270,14 @@ class Controller:
             raise SpotrunError(
                 f"{job.name}: planned generation {plan.request.generation}, got {att.generation}"
             )
+        plan = self._with_credentials(plan)
         try:
             refs = self.provider.launch(plan)
         except NoCapacity as e:
             self.store.update_attempt(
                 job.name, att.generation, state="ended", cause="no_capacity", ended_at=now
             )
+            self._revoke(job.name, att.generation)
             self.store.set_status_message(job.name, f"Insufficient capacity: {e}", now)
             return
         for ref in refs:
@@ -246,6 +291,25 @@ class Controller:
             st0 = self.provider.describe(refs[0])
             if st0 is not None:
                 self.store.update_job(job.name, now, isolation=st0.isolation)
+
+    # -- instance credentials -------------------------------------------------------------
+
+    def _with_credentials(self, plan: LaunchPlan) -> LaunchPlan:
+        """The plan with a credential for each host in its workload's environment."""
+        if self.credentials is None:
+            return plan
+        request = plan.request
+        minted = self.credentials.mint(request.job, request.generation, plan.hosts)
+        host_env = {
+            host: {KEY_ID_ENV: key_id, SECRET_ENV: secret}
+            for host, (key_id, secret) in minted.items()
+        }
+        workload = dataclasses.replace(request.workload, host_env=host_env)
+        return dataclasses.replace(plan, request=dataclasses.replace(request, workload=workload))
+
+    def _revoke(self, job: str, generation: int) -> None:
+        if self.credentials is not None:
+            self.credentials.revoke(job, generation)
 
     # -- after a restart ----------------------------------------------------------------
 
@@ -287,6 +351,7 @@ class Controller:
                         cause="launch_interrupted",
                         ended_at=now,
                     )
+                    self._revoke(job.name, att.generation)
                     done.append(f"{job.name}: attempt {att.generation} never launched; ended")
         return done
 

@@ -4,7 +4,9 @@
 actions to carry out plus when to be called again. It never sleeps, never reads a clock
 and does no I/O, so the whole lifecycle can be driven by a virtual clock in tests.
 
-Every way an attempt ends is classified first (``classify``), then reacted to:
+Every way an attempt ends is classified first (``classify``), then reacted to. Each agent
+has already classified its own host's ending (``spotrun.agent.outcome``) and reported it;
+``classify`` combines those with what the provider says about the instances:
 
 =============  ===========================================  ==========================
 cause          reaction                                     budget
@@ -22,6 +24,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 
+from spotrun.agent.outcome import Ending
 from spotrun.control.actions import (
     Action,
     CloseInstance,
@@ -137,7 +140,8 @@ def _stopping(job: JobRecord, seen: Observation, now: float) -> list[Action]:
         if att.desired != "stop":
             acts.append(RequestStop(att.generation))
         started = job.stop_requested_at if job.stop_requested_at is not None else now
-        overdue = now - started >= seen.stop_grace + UPLOAD_ALLOWANCE
+        # the attempt's own grace: the one its agents were told
+        overdue = now - started >= att.stop_grace + UPLOAD_ALLOWANCE
         if not (_all_done(job.spec, seen.hosts) or _all_gone(seen.attempt_instances) or overdue):
             return acts
         acts += [_terminate(seen.attempt_instances), EndAttempt(att.generation, "stopped")]
@@ -184,21 +188,31 @@ def _running(job: JobRecord, spec: JobSpec, seen: Observation) -> list[Action]:
 def classify(
     spec: JobSpec, hosts: Sequence[HostRecord], instances: Sequence[InstanceView]
 ) -> str | None:
-    """How the attempt ended, or None while it is still going."""
-    noticed = any(h.noticed for h in hosts) or any(
-        v.state is not None and v.state.notice is not None for v in instances
+    """How the attempt ended, or None while it is still going.
+
+    The agents' endings decide: all succeeded is ``completed``; one failed (and no notice
+    anywhere, which would make a failure a casualty of the reclaim) is ``user_error``; an
+    interruption, or a notice, once every agent is done or every instance gone, is
+    ``preempted``. Agents that ended without an ending (an agent that crashed or hit an
+    internal error), or instances that vanished, are ``lost``: a platform fault.
+    """
+    endings = [h.ending for h in hosts]
+    noticed = (
+        any(h.noticed for h in hosts)
+        or Ending.INTERRUPTED in endings
+        or any(v.state is not None and v.state.notice is not None for v in instances)
     )
-    if _all_done(spec, hosts) and all(h.finished for h in hosts):
+    done = _all_done(spec, hosts)
+    if done and all(e == Ending.SUCCEEDED for e in endings):
         return "completed"
-    if any(h.phase == "done" and h.exit_code not in (None, 0) for h in hosts) and not noticed:
+    if Ending.FAILED in endings and not noticed:
         return "user_error"
     preempted = any(_cause(v) == TerminationCause.PREEMPTED for v in instances)
-    if preempted or (noticed and (_all_done(spec, hosts) or _all_gone(instances))):
+    if preempted or (noticed and (done or _all_gone(instances))):
         return "preempted"
-    if _all_done(spec, hosts):
-        # every agent finished without success, failure or notice: e.g. killed by a stop
-        return "lost" if not any(h.exit_code == 0 for h in hosts) else "user_error"
-    if any(_gone(v) for v in instances):
+    if done or any(_gone(v) for v in instances):
+        # every agent ended without success, failure or notice (an attempt the controller
+        # ended, an agent's own fault), or an instance vanished
         return "lost"
     return None
 

@@ -1,7 +1,8 @@
 """The store: every read and write of spotrun's state goes through ``Store``.
 
-SQLite in WAL mode under ``$SPOTRUN_HOME`` by default (any SQLAlchemy URL works), shared by
-the service, the CLI and every agent process. Two rules are enforced here, not by callers:
+SQLite in WAL mode under ``$SPOTRUN_HOME`` by default (any SQLAlchemy URL works), opened by
+the server only: the CLI and the agents go through its APIs. Two rules are enforced here,
+not by callers:
 
 * status changes go through ``spec.lifecycle.check_transition`` (``record_transition``);
 * an agent's writes carry its attempt generation and are refused with ``StaleGeneration``
@@ -62,7 +63,7 @@ def _record(cls: type[R], row: object, **renamed: str) -> R:
 
 
 def _job(row: JobRow) -> JobRecord:
-    rec = _record(JobRecord, row, spec_json="spec")
+    rec = _record(JobRecord, row, spec_json="spec", run_plan_json="run_plan")
     return dataclasses.replace(
         rec, status=TrainingJobStatus(row.status), secondary=SecondaryStatus(row.secondary)
     )
@@ -114,8 +115,12 @@ class Store:
         request: dict[str, Any],
         at: float,
         account: str = DEFAULT_ACCOUNT_ID,
+        run_plan: dict[str, Any] | None = None,
     ) -> JobRecord:
-        """Insert a job in its initial status; ``Conflict`` if the name is taken."""
+        """Insert a job in its initial status; ``Conflict`` if the name is taken.
+
+        ``run_plan`` is what admission decided the job runs; the agents execute it.
+        """
         with self._tx() as s:
             if s.get(JobRow, name) is not None:
                 raise Conflict(f"a training job named {name!r} already exists")
@@ -138,6 +143,7 @@ class Store:
                 cost=0.0,
                 on_demand_cost=0.0,
                 version=1,
+                run_plan=None if run_plan is None else json.dumps(run_plan, sort_keys=True),
             )
             s.add(row)
             s.add(

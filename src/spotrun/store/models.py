@@ -1,6 +1,7 @@
 """The tables. One state table per lifecycle layer: jobs, attempts, hosts (per-instance agent
 reports) and instances; append-only history in transitions, events, log_lines and metrics;
-accounts and their access keys (``spotrun.auth.keys``; only hashes of secrets are kept).
+accounts and their access keys (``spotrun.auth.keys``; only hashes of secrets are kept), and
+the instance credentials agents sign their reports with (``spotrun.auth.instance_keys``).
 
 The schema itself is created and evolved by Alembic (``migrations/``); these classes are the
 mapping the store code uses. Keep them in step with the newest migration.
@@ -44,6 +45,9 @@ class JobRow(Base):
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     on_demand_cost: Mapped[float] = mapped_column(Float, default=0.0)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    #: what the job runs (``spotrun.images.plan_to_json``), decided once at admission;
+    #: None for jobs admitted before plans were stored
+    run_plan: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AttemptRow(Base):
@@ -89,6 +93,11 @@ class HostRow(Base):
     synced_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     sync_stalled_since: Mapped[float | None] = mapped_column(Float, nullable=True)
     isolation: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: how the attempt ended here, as the agent classified it (``spotrun.agent.Ending``)
+    ending: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: the sequence number of the agent's last applied report batch: a batch at or below
+    #: it is a retry of one already applied, and is acknowledged without applying it again
+    report_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class InstanceRow(Base):
@@ -183,3 +192,23 @@ class AccessKeyRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class InstanceKeyRow(Base):
+    """The credential of one host of one attempt: the agent there signs its reports with
+    it. Like an access key, only a salt and the secret's SHA-256 are kept."""
+
+    __tablename__ = "instance_keys"
+    __table_args__ = (
+        UniqueConstraint("job", "generation", "host"),
+        Index("ix_instance_keys_attempt", "job", "generation"),
+    )
+    key_id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    job: Mapped[str] = mapped_column(ForeignKey("jobs.name"))
+    generation: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(16))
+    ordinal: Mapped[int] = mapped_column(Integer)
+    salt: Mapped[str] = mapped_column(String(32))
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -74,6 +74,16 @@ class JobRecord:
     cost: float
     on_demand_cost: float
     version: int
+    #: the stored run plan (``spotrun.images.plan_to_json``) as JSON text; None for jobs
+    #: admitted before plans were stored
+    run_plan_json: str | None = None
+
+    @property
+    def run_plan(self) -> dict[str, Any] | None:
+        if self.run_plan_json is None:
+            return None
+        value: dict[str, Any] = json.loads(self.run_plan_json)
+        return value
 
     @property
     def request(self) -> dict[str, Any]:
@@ -124,6 +134,9 @@ class HostRecord:
     isolation: str | None
     synced_step: int | None = None  # newest toolkit checkpoint whose manifest is synced
     sync_stalled_since: float | None = None  # unsynced local changes since then (a stall)
+    #: how the attempt ended here, as the agent classified it (``spotrun.agent.Ending``
+    #: values); None while it runs, or when the agent could not tell (it crashed)
+    ending: str | None = None
 
 
 @dataclass(frozen=True)
