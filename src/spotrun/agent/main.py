@@ -300,7 +300,9 @@ def run_agent(env: Mapping[str, str], echo: TextIO | None = None) -> int:
         print(f"spotrun-agent: {e}", file=sys.stderr)
         return EXIT_BAD_ENVIRONMENT
     try:
-        store = Store.open(cfg.home)
+        # a server on a shared database hands its URL on; the SQLite default is the home's
+        url = env.get("SPOTRUN_DATABASE_URL")
+        store = Store(url) if url else Store.open(cfg.home)
     except Exception as e:
         print(f"spotrun-agent: cannot open the store under {cfg.home}: {e}", file=sys.stderr)
         return EXIT_INTERNAL

@@ -1,9 +1,14 @@
-"""``spotrun server``: one process that serves the APIs and runs the controller.
+"""``spotrun server``: one process that serves the APIs and, while it leads, the controller.
 
 ``python -m spotrun.api.server --home H [--host A] [--port P]``. It records its pid, host
 and port in ``$SPOTRUN_HOME/service.json`` once it answers (the CLI finds it there) and
 removes the file when it stops. Instances it launched keep running if it dies; the next
-server re-adopts them.
+leader re-adopts them.
+
+With the SQLite store under the home, one server runs per home (a lock file says so).
+With a shared database (``SPOTRUN_DATABASE_URL``), several servers may run, on one home
+(sharing the local provider's instance folders) or on several machines; they register in
+the database and one of them holds the controller lease (``spotrun server status``).
 
 On the first start of a home it creates an access key for the default account, writes it
 to ``$SPOTRUN_HOME/credentials.json`` (mode 0600) for the local CLI, and prints how to
@@ -58,9 +63,10 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    lock = _claim_home(settings)  # held (open) for the life of the process
-    rt = Runtime(settings)
+    # held (open) for the life of the process; a shared database takes several servers
+    lock = None if settings.database_url else _claim_home(settings)
     url = f"http://{host}:{port}"
+    rt = Runtime(settings, url=url)
     created = default_credentials(rt.store, settings.home)
     if created is not None:
         print(first_key_message(created, settings, url), flush=True)
@@ -100,12 +106,13 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
                 info.unlink()
         except (OSError, ValueError):
             pass
-    lock.close()
+    if lock is not None:
+        lock.close()
     return 0
 
 
 def _claim_home(settings: Settings) -> TextIO:
-    """One server per home: two controllers over one store would race each other."""
+    """One server per home with the SQLite store, which is not made to be shared."""
     settings.home.mkdir(parents=True, exist_ok=True)
     f = open(settings.home / "server.lock", "a")  # noqa: SIM115 - held until exit
     try:
