@@ -458,18 +458,38 @@ def run(tmp: Path, database: str, scale: Scale) -> None:
             stop.set()
             killer.join()
         print(f"kills: {scale.kills}, takeovers (s): {[round(t, 2) for t in cluster.takeovers]}")
-        assert len(cluster.takeovers) == scale.kills
-        assert max(cluster.takeovers) < TAKEOVER_LIMIT
+        check_status(home, cluster)
         calm_seconds = check(calm_d, lines(lambda f: f(calm.client), "calm"), scale, tmp / "calm")
         for name in names:
             seconds = check(done[name], lines(cluster.call, name), scale, root)
             print(f"{name}: {seconds} (undisturbed: {calm_seconds})")
             assert abs(seconds.running - calm_seconds.running) <= INSTANCE_SECONDS_TOLERANCE, name
             check_bill_run(name, done[name], calm_d, abs(seconds.startup - calm_seconds.startup))
+        assert len(cluster.takeovers) == scale.kills, "the jobs ended before every kill"
+        assert max(cluster.takeovers) < TAKEOVER_LIMIT
     finally:
         for s in servers:
             s.stop()
         calm.stop()
+
+
+def check_status(home: Path, cluster: Cluster) -> None:
+    """``spotrun server status`` lists both servers and names the one that leads."""
+    leader = cluster.leader()
+    assert leader is not None
+    env = {**os.environ, "SPOTRUN_HOME": str(home)}
+    env.pop("SPOTRUN_ENDPOINT", None)
+    status = subprocess.run(
+        [sys.executable, "-m", "spotrun.cli", "server", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    rows = {ln.split()[0]: ln for ln in status.stdout.splitlines() if ln.startswith("  ")}
+    assert sorted(rows) == sorted(s.url for s in cluster.servers), status.stdout
+    assert [url for url, ln in rows.items() if "leader" in ln] == [leader.url], status.stdout
 
 
 def _market(root: Path) -> Path:
@@ -513,8 +533,10 @@ def kill_leaders(cluster: Cluster, kills: int, rng: random.Random, stop: threadi
         again.join()
 
 
-CI_SCALE = Scale(kills=6, steps=80, step_seconds=0.4)
-FULL_SCALE = Scale(kills=20, steps=150, step_seconds=1.0)
+# long enough that every kill lands while the jobs run (a kill and the restart of the
+# killed server take some 5-8 s on a loaded two-core machine)
+CI_SCALE = Scale(kills=6, steps=120, step_seconds=0.4)
+FULL_SCALE = Scale(kills=20, steps=240, step_seconds=1.0)
 
 
 def test_leader_killed_while_jobs_run(tmp_path: Path, postgres: str) -> None:

@@ -133,7 +133,10 @@ def update_attempt(s: Session, name: str, generation: int, fields: dict[str, Any
     if att is None:
         raise NotFound(f"{name} has no attempt {generation}")
     if "state" in fields:
-        fields = {**fields, "state": check_attempt(AttemptState(att.state), fields["state"])}
+        to = AttemptState(fields["state"])
+        fields = {**fields, "state": check_attempt(AttemptState(att.state), to)}
+    if "desired" in fields:
+        fields = {**fields, "desired": DesiredState(fields["desired"])}
     for k, v in fields.items():
         setattr(att, k, v.value if isinstance(v, AttemptState | DesiredState) else v)
     s.flush()
