@@ -378,6 +378,19 @@ def drive(
         time.sleep(0.2)
 
 
+def finish(
+    call: Callable[[Callable[[Client], Any]], Any], name: str, timeout: float
+) -> dict[str, Any]:
+    """``name``'s description once it has ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        d: dict[str, Any] = call(lambda c: c.describe(name))
+        if d["TrainingJobStatus"] != "InProgress":
+            return d
+        assert time.monotonic() < deadline, f"{name} did not end: {d['SecondaryStatus']}"
+        time.sleep(0.2)
+
+
 # -- the checks ---------------------------------------------------------------------------
 
 
@@ -548,3 +561,69 @@ def test_leader_killed_while_jobs_run(tmp_path: Path, postgres: str) -> None:
 def test_leader_killed_twenty_times(tmp_path: Path, postgres: str) -> None:
     os.environ.pop("SPOTRUN_ENDPOINT", None)
     run(tmp_path, postgres, FULL_SCALE)
+
+
+def test_a_frozen_leader_is_taken_over_by_expiry_and_fenced_off(
+    tmp_path: Path, postgres: str
+) -> None:
+    """A leader that stops (SIGSTOP: a long pause, not a death) cannot be proven dead: the
+    other server takes over when its lease expires, within 10 s. When the old leader
+    wakes, it no longer leads, and the job it was running goes on under the new one
+    without any attempt launched twice."""
+    os.environ.pop("SPOTRUN_ENDPOINT", None)
+    scale = Scale(kills=0, steps=90, step_seconds=0.4)
+    root = tmp_path / "ha"
+    home = root / "home"
+    write_settings(home, market=str(_market(root)), stop_grace_seconds=2.0, poll_seconds=0.25)
+    servers = [Server(home, _free_port(), postgres, root / f"server-{i}.log") for i in range(2)]
+    cluster = Cluster(home, servers)
+    try:
+        servers[0].start()
+        cluster.key = credentials(load_settings(home))
+        servers[1].start()
+        wait_until(lambda: cluster.leader() is not None, 30, "a leader")
+        cluster.call(lambda c: c.submit(request(root, "frozen", scale)))
+        wait_until(
+            lambda: any(_step(ln["line"]) >= 5 for ln in lines(cluster.call, "frozen")),
+            120,
+            "the job to train",
+        )
+        old = cluster.leader()
+        assert old is not None and old.proc is not None
+        other = next(s for s in servers if s is not old)
+        frozen_at = time.monotonic()
+        os.kill(old.proc.pid, signal.SIGSTOP)
+        try:
+            wait_until(other.leads, 30, "the other server to take over")
+            took = time.monotonic() - frozen_at
+            # the job goes on under the new leader: an interruption is handled end to end
+            cluster.servers = [other]
+            cluster.call(lambda c: c.interrupt("frozen", LEAD))
+            wait_until(
+                lambda: (
+                    len(cluster.call(lambda c: c.describe("frozen"))["Spotrun"]["Attempts"]) >= 2
+                ),
+                60,
+                "the next attempt, launched by the new leader",
+            )
+        finally:
+            os.kill(old.proc.pid, signal.SIGCONT)
+        cluster.servers = servers
+        print(f"takeover of a frozen leader: {took:.2f} s")
+        assert 1.0 < took < TAKEOVER_LIMIT  # by expiry: a stopped process is not dead
+        wait_until(lambda: old.answers() and not old.leads(), 30, "the old leader to step down")
+        assert other.leads()
+        d = finish(cluster.call, "frozen", 300)
+        x = d["Spotrun"]
+        assert d["TrainingJobStatus"] == "Completed", d["SecondaryStatusTransitions"]
+        assert x["Interruptions"] == 1
+        assert [a["Cause"] for a in x["Attempts"]][-2:] == ["preempted", "completed"]
+        inst = sorted(x["Instances"], key=lambda i: i["LaunchedAt"])
+        for a, b in itertools.pairwise(inst):
+            assert b["LaunchedAt"] >= a["TerminatedAt"], inst
+        assert len({i["Generation"] for i in inst}) == len(inst)  # one instance per attempt
+        steps = [_step(ln["line"]) for ln in lines(cluster.call, "frozen")]
+        assert sorted({s for s in steps if s > 0}) == list(range(1, scale.steps + 1))
+    finally:
+        for s in servers:
+            s.stop()

@@ -64,6 +64,9 @@ from spotrun.store.records import (
 )
 
 R = TypeVar("R")
+#: PostgreSQL ends a session idle inside a transaction after this long (well within the
+#: controller lease's time to live, so a paused leader never blocks a takeover)
+IDLE_TX_MS = 4000
 _MIGRATIONS = Path(__file__).with_name("migrations")
 #: fields an agent may report about its own host
 HOST_FIELDS = frozenset(
@@ -104,7 +107,13 @@ class Store(LeaseStore):
 
     @staticmethod
     def _connect_args(url: str) -> dict[str, Any]:
-        return {"timeout": 60, "check_same_thread": False} if url.startswith("sqlite") else {}
+        if url.startswith("sqlite"):
+            return {"timeout": 60, "check_same_thread": False}
+        if url.startswith("postgresql"):
+            # A server paused inside a transaction (SIGSTOP, a VM pause) must not keep its
+            # row locks: the lease row above all, which another server takes over.
+            return {"options": f"-c idle_in_transaction_session_timeout={IDLE_TX_MS}"}
+        return {}
 
     @classmethod
     def open(cls, home: Path) -> Store:
