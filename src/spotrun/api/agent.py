@@ -40,7 +40,7 @@ from spotrun.agent.wire import (
 )
 from spotrun.auth.instance_keys import Credential, InstanceKeys, InstanceScope
 from spotrun.auth.sigv4 import UNRECOGNIZED, AuthError, verify
-from spotrun.errors import NotFound, SpecError, StaleGeneration
+from spotrun.errors import IllegalTransition, NotFound, SpecError, StaleGeneration
 from spotrun.images import ImageRegistry, plan_run, plan_to_json
 from spotrun.store import JobRecord, ReportBatch, Store, apply_batch
 
@@ -116,6 +116,8 @@ def mount(app: FastAPI, api: AgentApi) -> None:
             return _error(409, STALE_GENERATION, str(e))
         except SpecError as e:
             return _error(400, "ValidationException", str(e))
+        except IllegalTransition as e:  # a phase the host cannot move to from where it is
+            return _error(400, "ValidationException", f"host.phase: {e}")
         except NotFound as e:
             return _error(404, "NotFound", str(e))
 

@@ -172,8 +172,27 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
-        """Unauthenticated liveness: the server's pid."""
-        return {"ok": True, "pid": rt.pid}
+        """Unauthenticated liveness: the server's pid, and whether it leads the controller."""
+        return {"ok": True, "pid": rt.pid, "leader": rt.leading}
+
+    @app.get("/v1/servers")
+    def servers(c: Signed) -> dict[str, Any]:
+        """The live servers sharing this database, and which one leads the controller."""
+        return {
+            "servers": [
+                {
+                    "Id": srv.id,
+                    "Url": srv.url,
+                    "Pid": srv.pid,
+                    "Hostname": srv.hostname,
+                    "StartedAt": srv.started_at,
+                    "HeartbeatAt": srv.heartbeat_at,
+                    "Leader": leads,
+                    "Self": srv.id == rt.presence.id,
+                }
+                for srv, leads in rt.servers()
+            ]
+        }
 
     @app.get("/v1/whoami")
     def whoami(c: Signed) -> dict[str, Any]:

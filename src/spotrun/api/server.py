@@ -1,4 +1,4 @@
-"""``spotrun server``: one process that serves the APIs and runs the controller.
+"""``spotrun server``: one process that serves the APIs and, while it leads, the controller.
 
 ``python -m spotrun.api.server --home H [--host A] [--port P]``. It records its pid, host
 and port in ``$SPOTRUN_HOME/service.json`` once it answers (the CLI finds it there) and
@@ -6,6 +6,12 @@ removes the file when it stops. Instances it launched keep running if it dies; t
 server re-adopts them. Without a configured port it listens where the home's server last
 did (``server.port``) when that port is free, so the agents of those instances, which
 report to the URL they were launched with, find it again.
+
+With the SQLite store under the home, one server runs per home (a lock file says so).
+With a shared database (``SPOTRUN_DATABASE_URL``), several servers may run, on one home
+(sharing the local provider's instance folders) or on several machines; they register in
+the database and one of them holds the controller lease (``spotrun server status``); the
+agents learn every live server's URL and fail over between them.
 
 On the first start of a home it creates an access key for the default account, writes it
 to ``$SPOTRUN_HOME/credentials.json`` (mode 0600) for the local CLI, and prints how to
@@ -62,7 +68,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    lock = _claim_home(settings)  # held (open) for the life of the process
+    # held (open) for the life of the process; a shared database takes several servers
+    lock = None if settings.database_url else _claim_home(settings)
     port = port if port is not None else settings.port or _home_port(settings, host)
     url = f"http://{host}:{port}"
     # the port is chosen first: the agents it launches are told where to report
@@ -106,7 +113,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
                 info.unlink()
         except (OSError, ValueError):
             pass
-    lock.close()
+    if lock is not None:
+        lock.close()
     return 0
 
 
@@ -117,6 +125,7 @@ def _home_port(settings: Settings, host: str) -> int:
     at launch: a server that comes back on the same port is found again without them
     having to ask anyone.
     """
+    settings.home.mkdir(parents=True, exist_ok=True)
     path = settings.home / PORT_FILE
     try:
         before = int(path.read_text().strip())
@@ -147,7 +156,7 @@ def _reachable(host: str) -> str:
 
 
 def _claim_home(settings: Settings) -> TextIO:
-    """One server per home: two controllers over one store would race each other."""
+    """One server per home with the SQLite store, which is not made to be shared."""
     settings.home.mkdir(parents=True, exist_ok=True)
     f = open(settings.home / "server.lock", "a")  # noqa: SIM115 - held until exit
     try:

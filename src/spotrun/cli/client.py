@@ -262,6 +262,12 @@ class Client:
     def revoke_key(self, key_id: str) -> None:
         self._call("DELETE", f"/v1/keys/{key_id}")
 
+    def servers(self) -> list[dict[str, Any]]:
+        """The live servers sharing the server's database; ``Leader`` marks the one that
+        runs the controller."""
+        found: list[dict[str, Any]] = self._call("GET", "/v1/servers")["servers"]
+        return found
+
     def stop(self, name: str) -> None:
         self._call("POST", f"/v1/jobs/{name}/stop")
 

@@ -11,7 +11,12 @@ The number is claimed first, with a conditional ``UPDATE`` (``report_seq < seq``
 statement takes the write lock (SQLite) or the row lock (PostgreSQL), so of two copies of
 one batch applied at the same moment exactly one claims it. A batch from an attempt that
 is no longer the job's current one is refused with ``StaleGeneration``, as every agent
-write is.
+write is; a phase the host cannot move to from its current one with ``IllegalTransition``
+(``spec.phases``).
+
+A batch never changes the job's ``version`` (only the lifecycle's writers do): an applied
+one bumps the job's ``signal``, the change marker the leading controller polls, in the
+same transaction.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from spotrun.spec import AttemptState, DesiredState, HostPhase, check_phase
 from spotrun.store._store import HOST_FIELDS, Store
-from spotrun.store.models import AttemptRow, EventRow, HostRow, LogRow, MetricRow
+from spotrun.store.models import AttemptRow, EventRow, HostRow, JobRow, LogRow, MetricRow
 
 
 @dataclass(frozen=True)
@@ -110,11 +116,11 @@ def _apply(store: Store, batch: ReportBatch) -> BatchAck:
                 AttemptRow.job == batch.job, AttemptRow.generation == batch.generation
             )
         ).first()
-        live = att is not None and att.state != "ended"
+        live = att is not None and att.state != AttemptState.ENDED.value
         return BatchAck(
             applied=applied,
             seq=row.report_seq if row is not None else 0,
-            desired=att.desired if att is not None and live else "stop",
+            desired=att.desired if att is not None and live else DesiredState.STOP.value,
             live=live,
         )
 
@@ -134,7 +140,7 @@ def _new_host(batch: ReportBatch) -> HostRow:
         job=batch.job,
         generation=batch.generation,
         host=batch.host,
-        phase="starting",
+        phase=HostPhase.STARTING.value,
         phase_at=batch.at,
         finished=False,
         noticed=False,
@@ -146,8 +152,11 @@ def _new_host(batch: ReportBatch) -> HostRow:
 
 def _write(s: Session, row: HostRow, batch: ReportBatch) -> None:
     fields = dict(batch.fields)
-    if "phase" in fields and fields["phase"] != row.phase and "phase_at" not in fields:
-        fields["phase_at"] = batch.at
+    if "phase" in fields:
+        phase = check_phase(HostPhase(row.phase), HostPhase(fields["phase"]))
+        fields["phase"] = phase.value
+        if phase.value != row.phase and "phase_at" not in fields:
+            fields["phase_at"] = batch.at
     for name, value in fields.items():
         setattr(row, name, value)
     s.add_all(EventRow(job=batch.job, time=t, kind=k, message=m) for t, k, m in batch.events)
@@ -165,4 +174,11 @@ def _write(s: Session, row: HostRow, batch: ReportBatch) -> None:
     s.add_all(
         MetricRow(job=batch.job, generation=batch.generation, name=n, value=v, time=t)
         for n, v, t in batch.metrics
+    )
+    # the controller's cue: a report changes what it decides, not the job's version
+    s.execute(
+        update(JobRow)
+        .where(JobRow.name == batch.job)
+        .values(signal=JobRow.signal + 1)
+        .execution_options(synchronize_session=False)
     )
