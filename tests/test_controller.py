@@ -78,7 +78,9 @@ class Rig:
         )
         for r in self.refs(name):
             self.provider.exit(r)
-        self.tick()
+        # one step ends the attempt and gives its instances back; the next, once they are
+        # gone, completes the job
+        self.tick(n=2)
 
     def history(self, name: str) -> list[str]:
         return [t.secondary for t in self.store.transitions(name)]
@@ -155,7 +157,7 @@ def test_an_end_reported_while_the_controller_looks_is_not_taken_for_a_lost_inst
         return describe(r)
 
     monkeypatch.setattr(rig.provider, "describe", racing)
-    rig.tick()
+    rig.tick(n=2)  # the attempt ends, then the job completes
     job = rig.store.get_job(name)
     assert ended and job.status == "Completed" and job.interruptions == 0, rig.history(name)
 
@@ -237,6 +239,8 @@ def test_user_error_without_retry_fails(rig: Rig) -> None:
     rig.train(name)
     rig.agent(name, phase="done", exit_code=1, failure_reason="ValueError: bad lr", ending="failed")
     rig.tick()
+    assert store_job(rig, name).status == "InProgress", "failed with its instance still up"
+    rig.tick()  # the instance is gone: the job fails
     job = store_job(rig, name)
     assert job.status == "Failed" and job.failure_reason == "ValueError: bad lr"
     assert rig.history(name)[-1] == "Failed"
@@ -260,7 +264,7 @@ def test_user_error_with_retries(rig: Rig) -> None:
             assert store_job(rig, name).secondary == S.INTERRUPTED
         else:
             rig.agent(name, phase="done", exit_code=2, ending="failed")
-            rig.tick()
+            rig.tick(n=2)
     job = store_job(rig, name)
     assert job.status == "Failed" and job.retries_used == 2 and job.interruptions == 2
     assert "code 2" in (job.failure_reason or "")
@@ -329,7 +333,7 @@ def test_billing_hand_computed(store: Store, clock: VirtualClock) -> None:
         )
     for r in rig.refs(name):
         rig.provider.exit(r)  # ran 200 s, 20 of them a re-download
-    rig.tick()
+    rig.tick(n=2)
     job = store.get_job(name)
     assert job.status == "Completed"
     per_instance = 99 + (200 - 20)  # 279 s each; two instances
@@ -406,7 +410,7 @@ def test_a_client_error_the_agent_classified_as_failed_fails_the_job(rig: Rig) -
     rig.train(name)
     reason = "ClientError: cannot fetch channel 'train': no such folder"
     rig.agent(name, phase="done", failure_reason=reason, ending="failed")
-    rig.tick()
+    rig.tick(n=2)
     job = store_job(rig, name)
     assert job.status == "Failed" and job.failure_reason == reason, rig.history(name)
 

@@ -295,7 +295,6 @@ class Controller:
             self._revoke(name, generation)
         if refs:
             after = self._terminate(name, refs, now, fence, after)
-            after = self._settle_bill(name, now, fence, after)
         if launch is not None:
             after = self._launch(job, *launch, now, fence, after)
         return -1 if after.moved else after.version
@@ -320,29 +319,6 @@ class Controller:
         with self.store.step(name, after.version, fence, strict=False) as w:
             for st in ended:
                 w.close_instance(st.ref.id, st.terminated_at or now, str(st.cause or "requested"))
-            return Written(w.version, after.moved or w.moved)
-
-    def _settle_bill(self, name: str, now: float, fence: Fence | None, after: Written) -> Written:
-        """Bill the segments a step closed where the provider says they ended.
-
-        The step's own bill was worked out before it terminated anything, with those
-        instances still running at ``now``; they end a little later (their host has to
-        stop), and a job that just ended is not stepped, so not billed, again. An agent's
-        report wakes the controller while the agent is still up, so this is the usual
-        case, not a rare one.
-        """
-        job = self.store.get_job(name)
-        b = self.bill(job, self.store.instances(name), now)
-        fields = {
-            "training_seconds": b.training_seconds,
-            "billable_seconds": b.billable_seconds,
-            "cost": round(b.cost, 6),
-            "on_demand_cost": round(b.on_demand_cost, 6),
-        }
-        if all(getattr(job, k) == v for k, v in fields.items()):
-            return after
-        with self.store.step(name, after.version, fence, strict=False) as w:
-            w.update_job(now, fields)
             return Written(w.version, after.moved or w.moved)
 
     @staticmethod

@@ -58,7 +58,7 @@ from spotrun.spec import (
     TrainingJobStatus,
     is_terminal,
 )
-from spotrun.store import HostRecord, JobRecord
+from spotrun.store import AttemptRecord, HostRecord, JobRecord
 
 S = SecondaryStatus
 #: how long a stop may take after the grace period before instances are terminated anyway
@@ -94,11 +94,14 @@ def reconcile(job: JobRecord, seen: Observation, now: float) -> Step:
     if job.status == TrainingJobStatus.STOPPING:
         acts += _stopping(job, seen, now)
         return Step(tuple(acts), _stopping_due(job, seen, acts, now))
+    att = seen.attempt
+    if att is not None and _ends_job(job, spec, att):
+        acts += _finish(seen, att.cause)
+        return Step(tuple(acts), seen.poll)
     reason = _stop_reason(job, spec, seen, now)
     if reason is not None:
         acts += _begin_stop(job, seen, reason, now)
         return Step(tuple(acts), seen.poll)
-    att = seen.attempt
     if att is not None and att.live:
         acts += _running(job, spec, seen)
         return Step(tuple(acts), _running_due(job, spec, seen, acts, now))
@@ -275,10 +278,7 @@ def _end_attempt(job: JobRecord, spec: JobSpec, seen: Observation, cause: str) -
     assert att is not None
     acts: list[Action] = [EndAttempt(att.generation, cause), _terminate(seen.attempt_instances)]
     if cause == "completed":
-        return acts + [
-            Transition(S.COMPLETED, "Training job completed"),
-            UpdateJob({"model_uploaded": True, "training_end": _last_end(seen)}),
-        ]
+        return acts  # the job completes once the instances are gone (``_finish``)
     if cause in ("preempted", "lost"):
         what = "spot capacity was reclaimed" if cause == "preempted" else "the instance was lost"
         return acts + [
@@ -286,9 +286,9 @@ def _end_attempt(job: JobRecord, spec: JobSpec, seen: Observation, cause: str) -
             UpdateJob({"interruptions": job.interruptions + 1}),
             Event("interrupted", f"attempt {att.generation} ended: {what}"),
         ]
-    reason = _failure_reason(seen.hosts)
     if job.retries_used < spec.max_retry_attempts:
         n = job.retries_used + 1
+        reason = _failure_reason(seen.hosts)
         return acts + [
             Transition(
                 S.RESTARTING,
@@ -296,7 +296,40 @@ def _end_attempt(job: JobRecord, spec: JobSpec, seen: Observation, cause: str) -
             ),
             UpdateJob({"retries_used": n}),
         ]
-    return acts + [
+    return acts  # the job fails once the instances are gone (``_finish``)
+
+
+def _ends_job(job: JobRecord, spec: JobSpec, att: AttemptRecord) -> bool:
+    """Whether the job's last attempt ended in a way that ends the job: completed, or a
+    user error with no retry left (a retry taken has moved the job to Restarting)."""
+    if att.live:
+        return False
+    if att.cause == "completed":
+        return True
+    return (
+        att.cause == "user_error"
+        and job.secondary is not S.RESTARTING
+        and job.retries_used >= spec.max_retry_attempts
+    )
+
+
+def _finish(seen: Observation, cause: str | None) -> list[Action]:
+    """The job's terminal status, once the ended attempt's instances are gone.
+
+    Its instances are terminated after the step that ended the attempt commits; the job
+    completes (or fails) in a later step, which closes their billed segments where the
+    provider says they ended and bills them there, so a finished job's description and
+    bill never change again.
+    """
+    if any(v.record.terminated_at is None and _alive(v) for v in seen.open_instances):
+        return [_terminate(seen.open_instances)]
+    if cause == "completed":
+        return [
+            Transition(S.COMPLETED, "Training job completed"),
+            UpdateJob({"model_uploaded": True, "training_end": _last_end(seen)}),
+        ]
+    reason = _failure_reason(seen.hosts)
+    return [
         Transition(S.FAILED, f"Training job failed: {reason}"),
         UpdateJob({"failure_reason": reason[:1024], "training_end": _last_end(seen)}),
     ]
