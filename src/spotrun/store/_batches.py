@@ -14,9 +14,11 @@ is no longer the job's current one is refused with ``StaleGeneration``, as every
 write is; a phase the host cannot move to from its current one with ``IllegalTransition``
 (``spec.phases``).
 
-A batch never changes the job's ``version`` (only the lifecycle's writers do): an applied
-one bumps the job's ``signal``, the change marker the leading controller polls, in the
-same transaction.
+A batch never changes the job's ``version`` (only the lifecycle's writers do): one with
+content bumps the job's ``signal``, the change marker the leading controller polls, in the
+same transaction and before anything else. That order matters on PostgreSQL: the batch's
+inserts lock the job row (their foreign keys) and a controller's step locks it for
+update, so a batch that took the job row last could deadlock with a step.
 """
 
 from __future__ import annotations
@@ -86,6 +88,14 @@ def _apply(store: Store, batch: ReportBatch) -> BatchAck:
     with store._tx() as s:
         applied = False
         if not batch.empty:
+            # the job row first (see the module docstring); a copy that turns out to be a
+            # retry only wakes the controller for nothing
+            s.execute(
+                update(JobRow)
+                .where(JobRow.name == batch.job)
+                .values(signal=JobRow.signal + 1)
+                .execution_options(synchronize_session=False)
+            )
             claimed = s.execute(
                 update(HostRow)
                 .where(
@@ -174,11 +184,4 @@ def _write(s: Session, row: HostRow, batch: ReportBatch) -> None:
     s.add_all(
         MetricRow(job=batch.job, generation=batch.generation, name=n, value=v, time=t)
         for n, v, t in batch.metrics
-    )
-    # the controller's cue: a report changes what it decides, not the job's version
-    s.execute(
-        update(JobRow)
-        .where(JobRow.name == batch.job)
-        .values(signal=JobRow.signal + 1)
-        .execution_options(synchronize_session=False)
     )

@@ -359,6 +359,9 @@ class Store(LeaseStore):
         if unknown:
             raise ValueError(f"unknown host fields {sorted(unknown)}")
         with self._tx() as s:
+            # the controller's cue: reports change what it decides, not the job's version;
+            # the job row is locked first, as a controller's step does (no deadlock)
+            s.execute(update(JobRow).where(JobRow.name == job).values(signal=JobRow.signal + 1))
             self._fence(s, job, generation)
             row = s.scalars(
                 select(HostRow).where(
@@ -385,8 +388,6 @@ class Store(LeaseStore):
                     row.phase_at = at
             for k, v in fields.items():
                 setattr(row, k, v)
-            # the controller's cue: reports change what it decides, not the job's version
-            s.execute(update(JobRow).where(JobRow.name == job).values(signal=JobRow.signal + 1))
 
     def hosts(self, job: str, generation: int | None = None) -> list[HostRecord]:
         with self._tx() as s:
