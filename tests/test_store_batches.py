@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import request
-from spotrun.errors import StaleGeneration
+from spotrun.errors import IllegalTransition, StaleGeneration
 from spotrun.spec import parse_spec
 from spotrun.store import ReportBatch, Store, apply_batch
 
@@ -106,3 +106,30 @@ def test_fields_an_agent_may_not_report_are_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="sequence number"):
         apply_batch(store, _batch(gen, 0, "x"))
     assert store.logs("batched") == []
+
+
+def test_a_batch_bumps_the_jobs_signal_never_its_version(store: Store) -> None:
+    """Reports are the controller's news, not lifecycle writes: a controller's step that
+    read the job before a report still commits (its version held), and the report shows
+    in the change marker the leading controller polls."""
+    gen = _job(store)
+    before = store.get_job("batched")
+    assert apply_batch(store, _batch(gen, 1, "a", phase="training")).applied
+    after = store.get_job("batched")
+    assert after.version == before.version
+    assert after.signal == before.signal + 1
+    assert store.job_marks()["batched"] == (after.version, after.signal)
+    # a heartbeat is not news
+    apply_batch(store, ReportBatch(job="batched", generation=gen, host="algo-1", seq=1, at=0.0))
+    assert store.get_job("batched").signal == after.signal
+
+
+def test_a_phase_the_host_cannot_move_to_is_refused_and_changes_nothing(store: Store) -> None:
+    gen = _job(store)
+    apply_batch(store, _batch(gen, 1, "a", phase="done"))
+    with pytest.raises(IllegalTransition):
+        apply_batch(store, _batch(gen, 2, "b", phase="training"))
+    assert store.hosts("batched")[0].phase == "done"
+    assert [r.line for r in store.logs("batched")] == ["a"]
+    # the refused batch did not claim its number
+    assert apply_batch(store, _batch(gen, 2, "c")).applied
