@@ -48,7 +48,18 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits for a parent that is not us to reap it (a
+    server a test or a shell started and that we stop from another process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc: kill(0) is all we know
+    # the state follows the command name, which is in parentheses and may hold spaces
+    return stat[stat.rfind(")") + 1 :].split()[:1] == ["Z"]
 
 
 def service_info(settings: Settings) -> dict[str, Any] | None:
