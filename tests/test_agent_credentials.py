@@ -192,3 +192,30 @@ def test_a_batch_that_is_not_one_is_refused_naming_the_member(tmp_path: Path) ->
         assert api.store.hosts("strict") == [] and api.store.logs("strict") == []
     finally:
         api.close()
+
+
+def test_a_phase_the_host_cannot_move_to_is_refused_naming_the_member(tmp_path: Path) -> None:
+    """A host's phases only move forward (``spec.phases``): a batch taking one back is a
+    400 naming ``host.phase``, and nothing of it is applied."""
+    api = AgentServer(tmp_path / "home")
+    try:
+        spec = parse_spec(request("backwards"))
+        api.store.create_job("backwards", "arn:backwards", spec.to_api(), time.time())
+        gen = api.attempt("backwards")
+        me = api.credentials[("backwards", gen, "algo-1")]
+        ref = _attempt("backwards", gen)
+        first = {"attempt": ref, "seq": 1, "host": {"phase": "uploading"}}
+        assert httpx.post(api.url + REPORTS_PATH, json=first, auth=_as(me)).status_code == 200
+        back = {
+            "attempt": ref,
+            "seq": 2,
+            "host": {"phase": "training"},
+            "logs": [[1.0, "stdout", "x"]],
+        }
+        r = httpx.post(api.url + REPORTS_PATH, json=back, auth=_as(me))
+        assert r.status_code == 400 and _code(r) == "ValidationException", r.text
+        assert r.json()["message"].startswith("host.phase"), r.text
+        assert [h.phase for h in api.store.hosts("backwards")] == ["uploading"]
+        assert api.store.logs("backwards") == []
+    finally:
+        api.close()
