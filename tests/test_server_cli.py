@@ -48,6 +48,11 @@ def test_foreground_server_serves_signed_requests_and_stops_on_sigterm(tmp_path:
         assert listed.returncode == 0, listed.stderr
         status = subprocess.run([*cli, "server", "status"], env=env, capture_output=True, text=True)
         assert f":{port}" in status.stdout
+        # the one server of a home leads the controller, and says so
+        listed_servers = [ln.split() for ln in status.stdout.splitlines() if ln.startswith("  ")]
+        assert [(s[0], s[2], s[5]) for s in listed_servers] == [
+            (f"http://127.0.0.1:{port}", str(proc.pid), "leader")
+        ], status.stdout
         again = subprocess.run([*cli, "server"], env=env, capture_output=True, text=True)
         assert again.returncode == 2 and "already running" in again.stderr
         # even started directly, past the CLI's check, a second server for the home refuses
@@ -68,3 +73,29 @@ def test_foreground_server_serves_signed_requests_and_stops_on_sigterm(tmp_path:
     assert proc.returncode == 0, out
     assert "created access key" in out and f"listening on http://127.0.0.1:{port}" in out
     assert not (home / "service.json").exists()
+
+
+def test_a_server_that_exited_unreaped_is_not_taken_for_a_running_one() -> None:
+    """A server started by one process and stopped from another stays a zombie until its
+    parent reaps it; `spotrun server stop` must not wait for it to die again (it used to
+    wait its whole 30 s and then SIGKILL it)."""
+    from spotrun.cli.client import _pid_alive
+
+    # `true` exits at once; its parent, exec'd into `sleep`, never reaps it
+    parent = subprocess.Popen(["sh", "-c", "true & exec sleep 30"])
+    try:
+        children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+        deadline = time.monotonic() + 10
+        while not children.read_text().split():
+            assert time.monotonic() < deadline, "the child never appeared"
+            time.sleep(0.01)
+        (zombie,) = map(int, children.read_text().split())
+        while "Z" not in Path(f"/proc/{zombie}/stat").read_text().rsplit(")", 1)[1][:3]:
+            assert time.monotonic() < deadline, "the child never exited"
+            time.sleep(0.01)
+        os.kill(zombie, 0)  # it still has a pid...
+        assert not _pid_alive(zombie)  # ...but runs no more
+        assert _pid_alive(parent.pid)
+    finally:
+        parent.kill()
+        parent.wait()

@@ -2,8 +2,8 @@
 
 Pydantic lives here because this is an edge: a file and the environment, written by people.
 The file's ``[images."<uri or glob>"]`` tables are the image registry (``spotrun.images``);
-``add_image``/``remove_image`` edit them, ``load_images`` reads only them (for the agent,
-which must map images exactly as admission did and nothing else).
+``add_image``/``remove_image`` edit them, ``load_images`` reads only them (for admission,
+and for the server planning a job admitted before plans were stored with jobs).
 """
 
 from __future__ import annotations
@@ -153,6 +153,9 @@ class Settings(BaseModel):
     poll_seconds: float = Field(default=1.0, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)
+    #: an SQLAlchemy URL of a database shared by several servers (PostgreSQL); none: the
+    #: SQLite file under the home, for one server
+    database_url: str | None = None
     #: what each TrainingImage runs: the file's [images."…"] tables over the defaults
     images: InstanceOf[ImageRegistry]
 
@@ -180,6 +183,7 @@ _ENV = {
     "SPOTRUN_ISOLATION": "isolation",
     "SPOTRUN_POLL": "poll_seconds",
     "SPOTRUN_PORT": "port",
+    "SPOTRUN_DATABASE_URL": "database_url",
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from spotrun.api.security import REST_SERVICE
-from spotrun.auth.keys import read_credentials
+from spotrun.auth.credentials import read_credentials
 from spotrun.auth.sigv4 import (
     INCOMPLETE,
     INVALID_SIGNATURE,
@@ -48,7 +48,18 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits for a parent that is not us to reap it (a
+    server a test or a shell started and that we stop from another process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc: kill(0) is all we know
+    # the state follows the command name, which is in parentheses and may hold spaces
+    return stat[stat.rfind(")") + 1 :].split()[:1] == ["Z"]
 
 
 def service_info(settings: Settings) -> dict[str, Any] | None:
@@ -261,6 +272,12 @@ class Client:
 
     def revoke_key(self, key_id: str) -> None:
         self._call("DELETE", f"/v1/keys/{key_id}")
+
+    def servers(self) -> list[dict[str, Any]]:
+        """The live servers sharing the server's database; ``Leader`` marks the one that
+        runs the controller."""
+        found: list[dict[str, Any]] = self._call("GET", "/v1/servers")["servers"]
+        return found
 
     def stop(self, name: str) -> None:
         self._call("POST", f"/v1/jobs/{name}/stop")
