@@ -1,5 +1,6 @@
-"""Persistence: SQLAlchemy 2 over SQLite (WAL) by default, migrated by Alembic."""
+"""Persistence: SQLAlchemy 2 over SQLite (WAL) by default or PostgreSQL, migrated by Alembic."""
 
+from spotrun.store._engine import database_url, shown_url
 from spotrun.store._store import Store
 from spotrun.store.records import (
     DEFAULT_ACCOUNT_ID,
@@ -26,4 +27,6 @@ __all__ = [
     "LogStreamRecord",
     "Store",
     "TransitionRecord",
+    "database_url",
+    "shown_url",
 ]

@@ -1,11 +1,15 @@
 """The store: every read and write of spotrun's state goes through ``Store``.
 
-SQLite in WAL mode under ``$SPOTRUN_HOME`` by default (any SQLAlchemy URL works), shared by
-the service, the CLI and every agent process. Two rules are enforced here, not by callers:
+SQLite in WAL mode under ``$SPOTRUN_HOME`` by default, or PostgreSQL shared by several
+servers (``_engine`` says how each is driven); the queries are the same on both. The rules
+are enforced here, not by callers:
 
 * status changes go through ``spec.lifecycle.check_transition`` (``record_transition``);
 * an agent's writes carry its attempt generation and are refused with ``StaleGeneration``
-  once the job has moved on to a newer attempt.
+  once the job has moved on to a newer attempt; the check holds the job row (shared), so a
+  new attempt cannot commit between the check and the write;
+* what must not interleave (a new attempt, a job's next log numbers) holds the job row
+  exclusively (``SELECT … FOR UPDATE``; on SQLite the database's write lock).
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, and_, create_engine, event, func, or_, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from spotrun.errors import Conflict, NotFound, StaleGeneration
 from spotrun.spec import INITIAL_STATUS, SecondaryStatus, TrainingJobStatus, check_transition
+from spotrun.store._engine import READ_ONLY, database_url, make_engine
 from spotrun.store.models import (
     AttemptRow,
     EventRow,
@@ -61,6 +67,11 @@ def _record(cls: type[R], row: object, **renamed: str) -> R:
     return cls(**{n: getattr(row, renamed.get(n, n)) for n in names})
 
 
+def _log(row: LogRow) -> LogRecord:
+    # a line's id is its number within the job (see LogRow), not the row's key
+    return _record(LogRecord, row, id="seq")
+
+
 def _job(row: JobRow) -> JobRecord:
     rec = _record(JobRecord, row, spec_json="spec")
     return dataclasses.replace(
@@ -68,26 +79,37 @@ def _job(row: JobRow) -> JobRecord:
     )
 
 
+def _contains(column: Any, text: str) -> Any:
+    """``column`` holds ``text``, ignoring case: LIKE with the user's ``%``, ``_`` and
+    escape character taken literally (the same on SQLite and PostgreSQL)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return func.lower(column).like(f"%{escaped}%", escape="\\")
+
+
+def default_url(home: Path) -> str:
+    """The database of a home that names none: SQLite in the home."""
+    return f"sqlite:///{home.resolve() / 'spotrun.db'}"
+
+
 class Store:
     """Typed access to the database; thread-safe, one per process."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine: Engine = create_engine(url, connect_args=self._connect_args(url))
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.url = database_url(url)
+        self.engine: Engine = make_engine(self.url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
-    @staticmethod
-    def _connect_args(url: str) -> dict[str, Any]:
-        return {"timeout": 60, "check_same_thread": False} if url.startswith("sqlite") else {}
-
     @classmethod
-    def open(cls, home: Path) -> Store:
-        """Open (creating and migrating if needed) the store under a spotrun home folder."""
+    def open(cls, home: Path, url: str | None = None) -> Store:
+        """Open (creating and migrating if needed) the store of a spotrun home: ``url``'s
+        database, else SQLite in the home."""
         home.mkdir(parents=True, exist_ok=True)
-        store = cls(f"sqlite:///{home / 'spotrun.db'}")
-        store.migrate()
+        store = cls(url or default_url(home))
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def migrate(self) -> None:
@@ -102,7 +124,15 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
+        """A transaction that may write."""
         with self._session.begin() as s:
+            yield s
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        """A transaction that only reads (on SQLite it never waits for the write lock)."""
+        with self._session.begin() as s:
+            s.connection(execution_options={READ_ONLY: True})
             yield s
 
     # -- jobs ---------------------------------------------------------------------------
@@ -116,51 +146,56 @@ class Store:
         account: str = DEFAULT_ACCOUNT_ID,
     ) -> JobRecord:
         """Insert a job in its initial status; ``Conflict`` if the name is taken."""
-        with self._tx() as s:
-            if s.get(JobRow, name) is not None:
-                raise Conflict(f"a training job named {name!r} already exists")
-            row = JobRow(
-                name=name,
-                arn=arn,
-                account=account,
-                spec=json.dumps(request, sort_keys=True),
-                created_at=at,
-                last_modified=at,
-                status=TrainingJobStatus.IN_PROGRESS.value,
-                secondary=INITIAL_STATUS.value,
-                status_message="Starting the training job",
-                generation=0,
-                retries_used=0,
-                interruptions=0,
-                model_uploaded=False,
-                training_seconds=0,
-                billable_seconds=0,
-                cost=0.0,
-                on_demand_cost=0.0,
-                version=1,
-            )
-            s.add(row)
-            s.add(
-                TransitionRow(
-                    job=name,
-                    status=row.status,
-                    secondary=row.secondary,
-                    start_time=at,
-                    message=row.status_message,
+        taken = Conflict(f"a training job named {name!r} already exists")
+        try:
+            with self._tx() as s:
+                if s.get(JobRow, name) is not None:
+                    raise taken
+                row = JobRow(
+                    name=name,
+                    arn=arn,
+                    account=account,
+                    spec=json.dumps(request, sort_keys=True),
+                    created_at=at,
+                    last_modified=at,
+                    status=TrainingJobStatus.IN_PROGRESS.value,
+                    secondary=INITIAL_STATUS.value,
+                    status_message="Starting the training job",
+                    generation=0,
+                    retries_used=0,
+                    interruptions=0,
+                    model_uploaded=False,
+                    training_seconds=0,
+                    billable_seconds=0,
+                    cost=0.0,
+                    on_demand_cost=0.0,
+                    version=1,
                 )
-            )
-            s.flush()
-            return _job(row)
+                s.add(row)
+                s.add(
+                    TransitionRow(
+                        job=name,
+                        status=row.status,
+                        secondary=row.secondary,
+                        start_time=at,
+                        message=row.status_message,
+                    )
+                )
+                s.flush()
+                return _job(row)
+        except IntegrityError:
+            # another server inserted the same name between our look and our insert
+            raise taken from None
 
     def get_job(self, name: str) -> JobRecord:
-        with self._tx() as s:
+        with self._read() as s:
             row = s.get(JobRow, name)
             if row is None:
                 raise NotFound(f"no training job named {name!r}")
             return _job(row)
 
     def list_jobs(self, account: str | None = None, active_only: bool = False) -> list[JobRecord]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(JobRow).order_by(JobRow.created_at, JobRow.name)
             if account is not None:
                 q = q.where(JobRow.account == account)
@@ -180,8 +215,7 @@ class Store:
         ]
         stmt = select(JobRow).where(JobRow.account == q.account)
         if q.name_contains:
-            # instr, not LIKE: the user's text may hold % and _
-            stmt = stmt.where(func.instr(func.lower(JobRow.name), q.name_contains.lower()) > 0)
+            stmt = stmt.where(_contains(JobRow.name, q.name_contains))
         if q.status is not None:
             stmt = stmt.where(JobRow.status == q.status)
         for column, after, before in (
@@ -200,7 +234,7 @@ class Store:
                 stmt = stmt.where(or_(key > value, and_(key == value, JobRow.name > last)))
         order = (key.desc(), JobRow.name.desc()) if q.descending else (key, JobRow.name)
         stmt = stmt.order_by(*order).limit(q.limit)
-        with self._tx() as s:
+        with self._read() as s:
             return [_job(r) for r in s.scalars(stmt)]
 
     def update_job(self, name: str, at: float, **fields: Any) -> JobRecord:
@@ -266,13 +300,13 @@ class Store:
             row.version += 1
 
     def transitions(self, name: str) -> list[TransitionRecord]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(TransitionRow).where(TransitionRow.job == name).order_by(TransitionRow.id)
             return [_record(TransitionRecord, r) for r in s.scalars(q)]
 
     @staticmethod
     def _job_row(s: Session, name: str) -> JobRow:
-        row = s.get(JobRow, name, with_for_update=True)
+        row = s.get(JobRow, name, with_for_update={"key_share": True})
         if row is None:
             raise NotFound(f"no training job named {name!r}")
         return row
@@ -307,7 +341,7 @@ class Store:
             return _record(AttemptRecord, att)
 
     def attempts(self, name: str) -> list[AttemptRecord]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(AttemptRow).where(AttemptRow.job == name).order_by(AttemptRow.generation)
             return [_record(AttemptRecord, r) for r in s.scalars(q)]
 
@@ -325,8 +359,14 @@ class Store:
 
     # -- hosts: what agents report ------------------------------------------------------
 
-    def _fence(self, s: Session, job: str, generation: int) -> None:
-        current = s.scalar(select(JobRow.generation).where(JobRow.name == job))
+    def _fence(self, s: Session, job: str, generation: int, exclusive: bool = False) -> None:
+        """Refuse a stale generation's write. The job row stays held until the transaction
+        ends (shared, or ``exclusive``), so no new attempt commits in between."""
+        current = s.scalar(
+            select(JobRow.generation)
+            .where(JobRow.name == job)
+            .with_for_update(read=not exclusive, key_share=exclusive)
+        )
         if current is None:
             raise NotFound(f"no training job named {job!r}")
         if current != generation:
@@ -365,7 +405,7 @@ class Store:
                 setattr(row, k, v)
 
     def hosts(self, job: str, generation: int | None = None) -> list[HostRecord]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(HostRow).where(HostRow.job == job)
             if generation is not None:
                 q = q.where(HostRow.generation == generation)
@@ -374,7 +414,7 @@ class Store:
 
     def desired(self, job: str, generation: int) -> str:
         """What the controller wants of an attempt: "run", or "stop" (also when stale)."""
-        with self._tx() as s:
+        with self._read() as s:
             att = s.scalars(
                 select(AttemptRow).where(AttemptRow.job == job, AttemptRow.generation == generation)
             ).first()
@@ -398,7 +438,7 @@ class Store:
                 setattr(row, k, v)
 
     def instances(self, job: str | None = None, live_only: bool = False) -> list[InstanceRecord]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(InstanceRow).order_by(InstanceRow.launched_at, InstanceRow.id)
             if job is not None:
                 q = q.where(InstanceRow.job == job)
@@ -418,7 +458,7 @@ class Store:
             s.add(EventRow(job=job, time=at, kind=kind, message=message))
 
     def events(self, job: str) -> list[EventRecord]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(EventRow).where(EventRow.job == job).order_by(EventRow.id)
             return [_record(EventRecord, r) for r in s.scalars(q)]
 
@@ -427,23 +467,38 @@ class Store:
     ) -> int:
         """Append (time, stream, line) tuples; refused from a stale generation."""
         batch = list(lines)
+        if not batch:
+            return 0
         with self._tx() as s:
-            self._fence(s, job, generation)
+            # the job row, held exclusively to the commit, orders the job's writers: each
+            # numbers its lines after the last committed one, so numbers become visible in
+            # order and a reader paging by them never passes a line still to commit
+            self._fence(s, job, generation, exclusive=True)
+            last = s.scalar(select(func.max(LogRow.seq)).where(LogRow.job == job)) or 0
             s.add_all(
-                LogRow(job=job, generation=generation, host=host, time=t, stream=st, line=ln)
-                for t, st, ln in batch
+                LogRow(
+                    job=job,
+                    seq=last + n,
+                    generation=generation,
+                    host=host,
+                    time=t,
+                    stream=st,
+                    line=ln,
+                )
+                for n, (t, st, ln) in enumerate(batch, 1)
             )
         return len(batch)
 
     def logs(self, job: str, after_id: int = 0, limit: int = 1000) -> list[LogRecord]:
-        with self._tx() as s:
+        """The job's lines numbered after ``after_id`` (a ``LogRecord.id``), in order."""
+        with self._read() as s:
             q = (
                 select(LogRow)
-                .where(LogRow.job == job, LogRow.id > after_id)
-                .order_by(LogRow.id)
+                .where(LogRow.job == job, LogRow.seq > after_id)
+                .order_by(LogRow.seq)
                 .limit(limit)
             )
-            return [_record(LogRecord, r) for r in s.scalars(q)]
+            return [_log(r) for r in s.scalars(q)]
 
     def log_streams(self, job: str) -> list[LogStreamRecord]:
         """Per host: the first and last line's time, the number of lines and their size."""
@@ -459,7 +514,7 @@ class Store:
             .group_by(LogRow.host)
             .order_by(LogRow.host)
         )
-        with self._tx() as s:
+        with self._read() as s:
             return [
                 LogStreamRecord(host, first, last, int(n), int(size or 0))
                 for host, first, last, n, size in s.execute(stmt)
@@ -476,7 +531,7 @@ class Store:
         before: tuple[float, int] | None = None,
         limit: int = 1000,
     ) -> list[LogRecord]:
-        """One host's lines in (time, id) order, across all attempts.
+        """One host's lines in (time, id) order, across all attempts (``id``: see ``logs``).
 
         ``after``/``before`` are (time, id) positions, exclusive; with ``before`` the
         newest ``limit`` lines before it are returned (still oldest first).
@@ -488,15 +543,15 @@ class Store:
             stmt = stmt.where(LogRow.time < end)
         if after is not None:
             t, i = after
-            stmt = stmt.where(or_(LogRow.time > t, and_(LogRow.time == t, LogRow.id > i)))
+            stmt = stmt.where(or_(LogRow.time > t, and_(LogRow.time == t, LogRow.seq > i)))
         if before is not None:
             t, i = before
-            stmt = stmt.where(or_(LogRow.time < t, and_(LogRow.time == t, LogRow.id < i)))
-            stmt = stmt.order_by(LogRow.time.desc(), LogRow.id.desc()).limit(limit)
+            stmt = stmt.where(or_(LogRow.time < t, and_(LogRow.time == t, LogRow.seq < i)))
+            stmt = stmt.order_by(LogRow.time.desc(), LogRow.seq.desc()).limit(limit)
         else:
-            stmt = stmt.order_by(LogRow.time, LogRow.id).limit(limit)
-        with self._tx() as s:
-            rows = [_record(LogRecord, r) for r in s.scalars(stmt)]
+            stmt = stmt.order_by(LogRow.time, LogRow.seq).limit(limit)
+        with self._read() as s:
+            rows = [_log(r) for r in s.scalars(stmt)]
         return rows[::-1] if before is not None else rows
 
     def add_metrics(
@@ -511,23 +566,14 @@ class Store:
             )
 
     def metrics(self, job: str) -> list[tuple[str, float, float]]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(MetricRow).where(MetricRow.job == job).order_by(MetricRow.id)
             return [(r.name, r.value, r.time) for r in s.scalars(q)]
 
     def count_jobs(self) -> int:
-        with self._tx() as s:
+        with self._read() as s:
             return int(s.scalar(select(func.count()).select_from(JobRow)) or 0)
 
     def touch(self, name: str, at: float) -> None:
         with self._tx() as s:
             s.execute(update(JobRow).where(JobRow.name == name).values(last_modified=at))
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=60000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
