@@ -300,7 +300,7 @@ def run_agent(env: Mapping[str, str], echo: TextIO | None = None) -> int:
         print(f"spotrun-agent: {e}", file=sys.stderr)
         return EXIT_BAD_ENVIRONMENT
     try:
-        store = Store.open(cfg.home)
+        store = Store.open(cfg.home, env.get("SPOTRUN_DATABASE_URL") or None)
     except Exception as e:
         print(f"spotrun-agent: cannot open the store under {cfg.home}: {e}", file=sys.stderr)
         return EXIT_INTERNAL

@@ -56,7 +56,7 @@ class Runtime:
         self.clock = clock or RealClock()
         self.pid = os.getpid()
         home = settings.home
-        self.store = Store.open(home)
+        self.store = Store.open(home, settings.database_url)
         self.keys = KeyRing(self.store, home)
         # $SPOTRUN_DATA, else a catalog `spotrun catalog update` installed, else the packaged one
         self.catalog = Catalog.load(home=home)
@@ -65,8 +65,12 @@ class Runtime:
         self.provider = LocalProvider(home, self.market, self.clock, settings.isolation)
         home_s = str(home)
 
+        agent_env = {"SPOTRUN_POLL_SECONDS": str(settings.poll_seconds)}
+        if settings.database_url is not None:
+            agent_env["SPOTRUN_DATABASE_URL"] = settings.database_url  # where agents report
+
         def workload(job: JobRecord) -> Any:
-            return agent_workload(home_s, {"SPOTRUN_POLL_SECONDS": str(settings.poll_seconds)})
+            return agent_workload(home_s, agent_env)
 
         self.controller = Controller(
             self.store,

@@ -1,8 +1,10 @@
 """``spotrun server``: one process that serves the APIs and runs the controller.
 
-``python -m spotrun.api.server --home H [--host A] [--port P]``. It records its pid, host
-and port in ``$SPOTRUN_HOME/service.json`` once it answers (the CLI finds it there) and
-removes the file when it stops. Instances it launched keep running if it dies; the next
+``python -m spotrun.api.server --home H [--host A] [--port P] [--database URL]``. It records
+its pid, host, port and database (password hidden) in ``$SPOTRUN_HOME/service.json`` once it
+answers (the CLI finds it there) and removes the file when it stops. The database is
+SQLite in the home unless ``--database``, ``SPOTRUN_DATABASE_URL`` or the home's settings
+name another (PostgreSQL). Instances it launched keep running if it dies; the next
 server re-adopts them.
 
 On the first start of a home it creates an access key for the default account, writes it
@@ -30,7 +32,8 @@ from spotrun.api.app import create_app
 from spotrun.api.runtime import Runtime
 from spotrun.auth.keys import NewKey, default_credentials
 from spotrun.errors import ServiceError
-from spotrun.settings import Settings, load_settings
+from spotrun.settings import Settings, load_settings, with_database
+from spotrun.store import shown_url
 
 
 def _free_port(host: str) -> int:
@@ -74,9 +77,15 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
 
     def _started() -> None:
         tmp = info.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "host": host, "port": port}))
+        database = shown_url(settings.store_url)
+        tmp.write_text(
+            json.dumps({"pid": os.getpid(), "host": host, "port": port, "database": database})
+        )
         os.replace(tmp, info)
-        print(f"spotrun server: listening on {url} (home {settings.home})", flush=True)
+        print(
+            f"spotrun server: listening on {url} (home {settings.home}, database {database})",
+            flush=True,
+        )
 
     orig_startup = server.startup
 
@@ -124,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--home", type=Path, default=None)
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
+    p.add_argument("--database", default=None, help="database URL (default: SQLite in the home)")
     args = p.parse_args(argv)
-    return serve(load_settings(args.home), args.host, args.port)
+    return serve(with_database(load_settings(args.home), args.database), args.host, args.port)
 
 
 if __name__ == "__main__":
