@@ -13,7 +13,8 @@ before the kill is recorded, and afterwards the job's history must place the kil
 state. Every run must complete with no step lost and none run twice beyond one per
 interruption, never two live attempts, and the same instance seconds and bill (billable
 seconds, cost, on-demand cost) as the undisturbed run. The four runs go at once, so that
-they share the machine's load alike.
+they share the machine's load alike. They run once with each home's SQLite store and once
+with each home's store in a PostgreSQL database of its own.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ from typing import Any
 
 import pytest
 
+from postgres import PostgresServer
 from spotrun.cli.client import Client, service_info, start_service, stop_service
 from spotrun.market import Catalog
 from spotrun.providers.local import _procs
 from spotrun.providers.local._isolation import namespaces_work
 from spotrun.settings import load_settings, write_settings
+from spotrun.store import shown_url
 
 STEPS = 60
 #: the step after which the test interrupts the first attempt
@@ -123,7 +126,7 @@ class Home:
     """A spotrun home under ``root`` with its own market (None: capacity always there, never
     reclaimed unasked), its own service and a client for it."""
 
-    def __init__(self, root: Path, market: str | None) -> None:
+    def __init__(self, root: Path, market: str | None, database: str | None = None) -> None:
         self.root = root
         self.home = root / "home"
         market_file = None
@@ -136,9 +139,13 @@ class Home:
             market=None if market_file is None else str(market_file),
             stop_grace_seconds=2.0,
             poll_seconds=0.25,
+            database_url=database,
         )
         self.settings = load_settings(self.home)
         self.client = Client.for_settings(self.settings)
+        info = service_info(self.settings)
+        # the service keeps its state where it was told to
+        assert info is not None and info["database"] == shown_url(self.settings.store_url), info
         self.kills: list[Kill] = []
 
     def describe(self, name: str) -> dict[str, Any]:
@@ -238,8 +245,10 @@ class Home:
 class Run(Home):
     """The test script as one job in a home of its own (own market clock, own service)."""
 
-    def __init__(self, tmp: Path, name: str, script: str = SCRIPT) -> None:
-        super().__init__(tmp / name, MARKET)
+    def __init__(
+        self, tmp: Path, name: str, script: str = SCRIPT, database: str | None = None
+    ) -> None:
+        super().__init__(tmp / name, MARKET, database)
         self.tmp, self.name = tmp, name
         code = tmp / name / "code"
         code.mkdir(parents=True)
@@ -505,13 +514,25 @@ def check_bill(run: Run, d: dict[str, Any], calm: dict[str, Any], startup: float
 
 
 @pytest.fixture
-def runs(tmp_path: Path) -> Iterator[Callable[[str], Run]]:
+def runs(
+    tmp_path: Path, request: pytest.FixtureRequest, engine: str
+) -> Iterator[Callable[[str], Run]]:
+    """Makes runs, each in its own home, with its store on ``engine`` (PostgreSQL: a
+    database of the session's server for each run)."""
     os.environ.pop("SPOTRUN_ENDPOINT", None)
     made: list[Run] = []
     lock = threading.Lock()
+    server: PostgresServer | None = None
+    if engine == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+    databases: list[str] = []
 
     def make(name: str) -> Run:
-        run = Run(tmp_path, name, HARDCODED if name == "hardcoded" else SCRIPT)
+        database = None if server is None else server.database()
+        if database is not None:
+            with lock:
+                databases.append(database)
+        run = Run(tmp_path, name, HARDCODED if name == "hardcoded" else SCRIPT, database)
         with lock:
             made.append(run)
         return run
@@ -519,6 +540,9 @@ def runs(tmp_path: Path) -> Iterator[Callable[[str], Run]]:
     yield make
     for r in made:
         r.stop()
+    for url in databases:
+        assert server is not None
+        server.drop(url)
 
 
 def test_undisturbed_and_crashed_runs_agree(runs: Callable[[str], Run]) -> None:
@@ -561,6 +585,7 @@ print("hyperparameters seen:", json.dumps(cfg), flush=True)
 """
 
 
+@pytest.mark.engines("sqlite")  # what it checks is the instance's isolation, not the store
 def test_script_hard_coding_opt_ml(runs: Callable[[str], Run]) -> None:
     """In a private mount namespace /opt/ml is the instance's own folder.
 
