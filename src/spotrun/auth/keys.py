@@ -122,7 +122,7 @@ class KeyRing:
         """The account called ``name``, created (with ``admin``) if there is none."""
         _check_account_name(name)
         for _ in range(5):
-            with self.store._tx() as s:
+            with self.store._read() as s:
                 row = s.scalars(select(AccountRow).where(AccountRow.name == name)).first()
                 if row is not None:
                     return _account(row)
@@ -139,13 +139,13 @@ class KeyRing:
         raise Conflict(f"could not create account {name!r}; try again")
 
     def accounts(self) -> list[Account]:
-        with self.store._tx() as s:
+        with self.store._read() as s:
             rows = s.scalars(select(AccountRow).order_by(AccountRow.created_at, AccountRow.id))
             return [_account(r) for r in rows]
 
     def account_of(self, key_id: str) -> Account:
         """The account a key belongs to (revoked or not); ``NotFound`` for unknown keys."""
-        with self.store._tx() as s:
+        with self.store._read() as s:
             key = s.get(AccessKeyRow, key_id)
             if key is None:
                 raise NotFound(f"no access key {key_id!r}")
@@ -179,7 +179,7 @@ class KeyRing:
 
     def keys(self, account_id: str | None = None) -> list[KeyInfo]:
         """Every key (of one account, if given), oldest first; never a secret."""
-        with self.store._tx() as s:
+        with self.store._read() as s:
             q = (
                 select(AccessKeyRow, AccountRow.name)
                 .join(AccountRow, AccessKeyRow.account == AccountRow.id)
@@ -208,7 +208,7 @@ class KeyRing:
         """
         if not _KEY_ID.fullmatch(key_id):
             return None
-        with self.store._tx() as s:
+        with self.store._read() as s:
             row = s.get(AccessKeyRow, key_id)
             if row is None or row.revoked_at is not None:
                 return None
