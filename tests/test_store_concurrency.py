@@ -221,3 +221,16 @@ def test_a_report_cannot_slip_in_while_a_new_attempt_commits(store: Store) -> No
     report.join(30)
     assert len(out) == 1 and isinstance(out[0], StaleGeneration), out
     assert store.hosts(job, 1) == []
+
+
+def test_reads_do_not_wait_for_a_writer(store: Store) -> None:
+    """While a transaction that writes is open, readers still read (what was committed)."""
+    job = _job(store)
+    gate = CommitGate(store)
+    with gate.around(lambda: store.update_job(job, T0 + 1, stop_reason="user")):
+        reader, out = _in_thread(
+            lambda: (store.get_job(job).stop_reason, len(store.logs(job)), store.hosts(job))
+        )
+        reader.join(30)  # only a failing run waits this long
+        assert not reader.is_alive(), "a read waited for the open write transaction"
+    assert out == [(None, 0, [])], out
