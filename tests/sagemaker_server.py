@@ -28,8 +28,8 @@ from botocore.config import Config
 from conftest import new_database
 from events import Reclaimer
 from spotrun.cli.client import Client, start_service, stop_service
+from spotrun.dburl import shown_url
 from spotrun.settings import Settings, load_settings, write_settings
-from spotrun.store import shown_url
 
 SCRIPT = r"""
 import os, pathlib, signal, sys, time

@@ -36,11 +36,11 @@ import pytest
 
 from postgres import PostgresServer
 from spotrun.cli.client import Client, service_info, start_service, stop_service
+from spotrun.dburl import shown_url
 from spotrun.market import Catalog
 from spotrun.providers.local import _procs
 from spotrun.providers.local._isolation import namespaces_work
 from spotrun.settings import load_settings, write_settings
-from spotrun.store import shown_url
 
 STEPS = 60
 #: the step after which the test interrupts the first attempt

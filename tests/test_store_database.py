@@ -13,9 +13,10 @@ import pytest
 
 from postgres import PostgresServer
 from spotrun.auth.keys import KeyRing
+from spotrun.dburl import database_url, shown_url
 from spotrun.errors import SpecError
 from spotrun.settings import load_settings, with_database, write_settings
-from spotrun.store import Store, database_url, shown_url
+from spotrun.store import Store
 
 SECRET = "s3cret-pw"
 
@@ -44,6 +45,8 @@ def test_the_database_comes_from_flag_environment_setting_or_the_home(
         ("sqlite://", "names no SQLite file"),
         ("sqlite:///relative.db", "absolute path"),
         ("not a url", "is not a database URL"),
+        ("postgresql://u:pw@/db", "names no host"),
+        ("postgresql://u:pw@h:port/db", "port must be a number"),
     ],
 )
 def test_a_bad_database_url_is_refused_with_what_is_allowed(url: str, words: str) -> None:
@@ -58,6 +61,9 @@ def test_a_bad_database_url_is_refused_with_what_is_allowed(url: str, words: str
 def test_shown_url_hides_the_password() -> None:
     shown = shown_url(database_url(f"postgresql://spot:{SECRET}@127.0.0.1:5432/jobs"))
     assert shown == "postgresql+psycopg://spot:***@127.0.0.1:5432/jobs"
+    kept = database_url("postgres://spot@db.example/jobs?sslmode=require")
+    assert shown_url(kept) == kept == "postgresql+psycopg://spot@db.example/jobs?sslmode=require"
+    assert shown_url("sqlite:////srv/spotrun.db") == "sqlite:////srv/spotrun.db"
 
 
 def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from spotrun.dburl import database_url
 from spotrun.errors import SpecError
 from spotrun.images import (
     AlgorithmRef,
@@ -40,7 +41,6 @@ from spotrun.images import (
     ScriptMode,
     config_entry_origin,
 )
-from spotrun.store import database_url
 
 CONFIG_FILE = "config.toml"
 IMAGES = "images"

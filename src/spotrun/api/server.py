@@ -31,9 +31,9 @@ import uvicorn
 from spotrun.api.app import create_app
 from spotrun.api.runtime import Runtime
 from spotrun.auth.keys import NewKey, default_credentials
+from spotrun.dburl import shown_url
 from spotrun.errors import ServiceError
 from spotrun.settings import Settings, load_settings, with_database
-from spotrun.store import shown_url
 
 
 def _free_port(host: str) -> int:

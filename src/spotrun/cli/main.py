@@ -14,11 +14,11 @@ from typing import Any
 from spotrun.cli import catalog as catalog_cli
 from spotrun.cli import render
 from spotrun.cli.client import Client, service_info, start_service, stop_service
+from spotrun.dburl import shown_url
 from spotrun.errors import ServiceError, SpecError, SpotrunError
 from spotrun.images import PROCESSES_ENV
 from spotrun.settings import Settings, load_settings, with_database, write_settings
 from spotrun.spec import lifecycle
-from spotrun.store import shown_url
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 DEFAULT_MAX_RUN = 86_400  # seconds: SageMaker's default MaxRuntimeInSeconds

@@ -1,6 +1,5 @@
 """Persistence: SQLAlchemy 2 over SQLite (WAL) by default or PostgreSQL, migrated by Alembic."""
 
-from spotrun.store._engine import database_url, shown_url
 from spotrun.store._store import Store
 from spotrun.store.records import (
     DEFAULT_ACCOUNT_ID,
@@ -27,6 +26,4 @@ __all__ = [
     "LogStreamRecord",
     "Store",
     "TransitionRecord",
-    "database_url",
-    "shown_url",
 ]

@@ -14,8 +14,7 @@ Two engines, one schema and one set of queries:
   first. Connections are checked before use, so a database restart costs one failed check,
   not a failed request.
 
-``database_url`` checks and normalises what a user gives (``postgresql://`` means psycopg);
-``shown_url`` is the same URL with its password hidden, for logs and ``server status``.
+URLs reach here checked and normalised by ``spotrun.dburl.database_url``.
 """
 
 from __future__ import annotations
@@ -24,62 +23,13 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
 
 #: execution option of a read-only transaction (SQLite: a deferred BEGIN)
 READ_ONLY = "spotrun_read_only"
-#: the drivers a URL may name, per engine ("postgresql://" alone means psycopg)
-_DRIVERS = {
-    "sqlite": ("sqlite", "sqlite+pysqlite"),
-    "postgresql": ("postgresql", "postgresql+psycopg", "postgres"),
-}
-SUPPORTED = "sqlite:///PATH or postgresql://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE"
-
-
-def database_url(url: str) -> str:
-    """``url`` as the store opens it; ``ValueError`` says what is wrong with a bad one."""
-    try:
-        parsed = make_url(url.strip())
-    except ArgumentError:
-        raise ValueError(f"{_hide(url)!r} is not a database URL; use {SUPPORTED}") from None
-    if parsed.drivername in _DRIVERS["sqlite"]:
-        if not parsed.database or parsed.database == ":memory:":
-            # every process of a server must see the same data: a file it names
-            raise ValueError(f"{url!r} names no SQLite file; use sqlite:///PATH")
-        if not parsed.database.startswith("/"):
-            # a background server runs elsewhere than the shell that named the file
-            raise ValueError(f"{url!r}: give the SQLite file's absolute path (sqlite:////…)")
-        return parsed.set(drivername="sqlite").render_as_string(hide_password=False)
-    if parsed.drivername in _DRIVERS["postgresql"]:
-        if not parsed.database:
-            raise ValueError(f"{_hide(url)!r} names no database; use {SUPPORTED}")
-        parsed = parsed.set(drivername="postgresql+psycopg")
-        return parsed.render_as_string(hide_password=False)
-    raise ValueError(
-        f"{_hide(url)!r}: spotrun's store runs on SQLite or PostgreSQL (psycopg), "
-        f"not {parsed.drivername!r}; use {SUPPORTED}"
-    )
-
-
-def _hide(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparsable URL>"
-
-
-def shown_url(url: str) -> str:
-    """The URL without its password (``***``), fit for a log line or the CLI."""
-    return _hide(url)
-
-
-def engine_name(url: str) -> str:
-    """``sqlite`` or ``postgresql``."""
-    return make_url(url).get_backend_name()
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for a URL that ``database_url`` accepted."""
+    """An engine for a URL that ``spotrun.dburl.database_url`` accepted."""
     parsed: URL = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, connect_args={"timeout": 60, "check_same_thread": False})

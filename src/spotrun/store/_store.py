@@ -27,9 +27,10 @@ from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from spotrun.dburl import database_url
 from spotrun.errors import Conflict, NotFound, StaleGeneration
 from spotrun.spec import INITIAL_STATUS, SecondaryStatus, TrainingJobStatus, check_transition
-from spotrun.store._engine import READ_ONLY, database_url, make_engine
+from spotrun.store._engine import READ_ONLY, make_engine
 from spotrun.store.models import (
     AttemptRow,
     EventRow,
