@@ -1,10 +1,11 @@
 """The agent as a real process, with real training processes, signals and deadlines.
 
-Each test creates a job in a store under tmp_path, opens an attempt, and runs
-``python -m spotrun.agent`` against a metadata endpoint the test serves itself (404 until
-the test posts a notice). Training scripts are plain Python (no torch) written per test.
-Tests wait for log lines and records, not for time windows; their timeouts are long enough
-that only a hang reaches them.
+Each test creates a job in a store under tmp_path, opens an attempt (minting its host's
+credential), and runs ``python -m spotrun.agent`` against the instance API served over that
+store (``agent_api``) and a metadata endpoint the test serves itself (404 until the test
+posts a notice). Training scripts are plain Python (no torch) written per test. Tests wait
+for log lines and records, not for time windows; their timeouts are long enough that only a
+hang reaches them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from typing import Any
 
 import pytest
 
+from agent_api import AgentServer
+from spotrun.agent.wire import CREDENTIAL_ENV
+from spotrun.images import ImageRegistry, plan_run, plan_to_json
 from spotrun.spec import JobSpec, parse_spec
 from spotrun.store import HostRecord, Store
 
@@ -75,10 +79,14 @@ def wait_for(what: str, cond: Callable[[], Any], timeout: float = PATIENCE) -> A
 @dataclass
 class Harness:
     tmp: Path
-    store: Store
+    api: AgentServer
     url: str
     handler: type[_Metadata]
     agents: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def store(self) -> Store:
+        return self.api.store
 
     def notify(self, name: str) -> None:
         self.handler.notices[name] = {"action": "terminate", "time": "2026-11-27T18:40:00Z"}
@@ -124,14 +132,12 @@ class Harness:
         if checkpoint:
             req["CheckpointConfig"] = {"S3Uri": f"file://{self.tmp}/ckpt/{name}"}
         spec = parse_spec(req)
-        self.store.create_job(name, ARN.format(name), spec.to_api(), time.time())
+        plan = plan_to_json(plan_run(spec, ImageRegistry()))  # what admission stores
+        self.store.create_job(name, ARN.format(name), spec.to_api(), time.time(), run_plan=plan)
         return spec
 
     def attempt(self, name: str, stop_grace: float = 3.0) -> int:
-        att = self.store.new_attempt(
-            name, time.time(), pool="local/x/y", spot=True, stop_grace=stop_grace
-        )
-        return att.generation
+        return self.api.attempt(name, stop_grace)
 
     def next_attempt(self, name: str, generation: int) -> int:
         self.store.update_attempt(name, generation, state="ended", ended_at=time.time())
@@ -143,13 +149,9 @@ class Harness:
     def start(self, name: str, generation: int) -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
+            **self.api.env(name, generation),
             "PYTHONPATH": str(SRC),
-            "SPOTRUN_HOME": str(self.tmp / "home"),
-            "SPOTRUN_JOB": name,
-            "SPOTRUN_GENERATION": str(generation),
-            "SPOTRUN_HOST": "algo-1",
-            "SPOTRUN_HOSTS": "algo-1",
-            "SPOTRUN_INSTANCE_TYPE": "ml.m5.large",
+            "SPOTRUN_CACHE": str(self.tmp / "home/cache"),
             "SPOTRUN_ML_ROOT": str(self.ml_root(name, generation)),
             "SPOTRUN_ISOLATION": "folder",
             "SPOTRUN_METADATA_URL": f"{self.url}/{name}",
@@ -194,8 +196,8 @@ def h(tmp_path: Path) -> Iterator[Harness]:
     handler = type("Handler", (_Metadata,), {"notices": {}})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    store = Store.open(tmp_path / "home")
-    harness = Harness(tmp_path, store, f"http://127.0.0.1:{server.server_address[1]}", handler)
+    api = AgentServer(tmp_path / "home")
+    harness = Harness(tmp_path, api, f"http://127.0.0.1:{server.server_address[1]}", handler)
     yield harness
     for proc in harness.agents:
         if proc.poll() is None:
@@ -203,7 +205,7 @@ def h(tmp_path: Path) -> Iterator[Harness]:
             proc.wait()
     server.shutdown()
     server.server_close()
-    store.close()
+    api.close()
 
 
 # -- the contract a script sees -----------------------------------------------------------
@@ -268,6 +270,8 @@ def test_script_sees_the_contract_and_logs_metrics_and_model_arrive(h: Harness) 
     assert probe["cwd"] == str(ml / "code") and probe["data"] == "1,2\n"
     assert env["SM_MODEL_DIR"] == str(ml / "model")
     assert "SPOTRUN_HOME" not in env  # the server's state is not the script's business
+    assert CREDENTIAL_ENV.isdisjoint(env)  # nor is the agent's credential
+    assert env["SPOTRUN_JOB"] == "probe"  # the probe saw the agent's other variables
     assert env["SM_CHANNEL_TRAIN"] == str(ml / "input/data/train")
     assert json.loads(env["SM_CHANNELS"]) == ["train"]
     assert json.loads(env["SM_HPS"]) == {"lr": "0.1", "epochs": "3", "b-name": "x y"}
@@ -537,6 +541,29 @@ def test_a_stale_generation_kills_the_training_group_and_exits_3(h: Harness) -> 
         for pid in pids:  # leave nothing behind if the test failed
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_revoked_credential_ends_the_agent_as_a_stale_attempt_does(h: Harness) -> None:
+    """The controller revokes an attempt's credentials when it ends the attempt; an agent
+    still running then can report nothing more, and gives up as on a stale generation."""
+    h.job(
+        "revoked",
+        """
+        import time
+        i = 0
+        while True:
+            print(f"tick {i}", flush=True)
+            i += 1
+            time.sleep(0.05)
+        """,
+    )
+    gen = h.attempt("revoked", stop_grace=3600)  # a grace it must not wait for
+    agent = h.start("revoked", gen)
+    h.wait_line("revoked", "tick 3")
+    h.api.keys.revoke("revoked", gen)
+    assert h.finish(agent) == 3
+    log = (h.tmp / f"agent-revoked-{gen}.log").read_text()
+    assert "refused" in log and "403" in log, log[-2000:]
 
 
 FINISHER = """

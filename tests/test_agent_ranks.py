@@ -52,7 +52,7 @@ def start(tmp_path: Path, source: str, *args: str) -> TrainingProcess:
     script.write_text(source)
     env = {**os.environ, "SM_OUTPUT_DIR": str(tmp_path / "output"), "PYTHONUNBUFFERED": "1"}
     (tmp_path / "output").mkdir()
-    argv = torchrun_command(2, script, args)
+    argv = torchrun_command(2, script, args, 120.0)  # the attempt's stop grace
     assert argv[:3] == (sys.executable, "-m", "torch.distributed.run")
     assert "--shutdown-timeout=120" in argv  # the notice window, not torchrun's 30 s
     return TrainingProcess(argv, tmp_path, env)

@@ -1,7 +1,8 @@
 """SageMaker SDK script mode and mapped images, run by a real agent process.
 
-Each test admits a job the way the service does (``admit`` with the home's image
-registry), stores it, opens an attempt and runs ``python -m spotrun.agent`` to the end.
+Each test admits a job the way the service does (``admit_plan`` with the home's image
+registry), stores it with its run plan, opens an attempt and runs ``python -m
+spotrun.agent`` to the end against the instance API over that store (``agent_api``).
 The source tarball comes from a ``file://`` URI or from a moto S3 server on 127.0.0.1.
 """
 
@@ -23,12 +24,14 @@ from typing import Any
 
 import pytest
 
+from agent_api import AgentServer
 from spotrun.agent.outcome import JobInputError
 from spotrun.agent.program import toolkit_args
 from spotrun.agent.source import safe_extract
-from spotrun.control.admission import admit
+from spotrun.control.admission import admit_plan
 from spotrun.errors import SpecError
-from spotrun.settings import add_image, load_settings, remove_image
+from spotrun.images import plan_to_json
+from spotrun.settings import add_image, load_images, load_settings, remove_image
 from spotrun.storage import check_readable
 from spotrun.store import HostRecord, Store
 
@@ -108,7 +111,11 @@ class Instances:
 
     tmp: Path
     home: Path
-    store: Store
+    api: AgentServer
+
+    @property
+    def store(self) -> Store:
+        return self.api.store
 
     def submit(
         self,
@@ -116,8 +123,10 @@ class Instances:
         image: str,
         hyperparameters: dict[str, str],
         metrics: list[dict[str, str]] | None = None,
+        store_plan: bool = True,
     ) -> None:
-        """Admit (as the service does, with the home's registry) and store a job."""
+        """Admit (as the service does, with the home's registry) and store a job with its
+        run plan (or, ``store_plan=False``, as jobs were stored before plans were)."""
         req: dict[str, Any] = {
             "TrainingJobName": name,
             "AlgorithmSpecification": {
@@ -131,14 +140,15 @@ class Instances:
             "StoppingCondition": {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 1200},
             "EnableManagedSpotTraining": True,
         }
-        spec = admit(
+        spec, plan = admit_plan(
             req,
             known_type=lambda t: True,
             known_types=lambda: ["m5.large"],
             check_readable=check_readable,
             images=load_settings(self.home).images,
         )
-        self.store.create_job(name, ARN.format(name), spec.to_api(), time.time())
+        stored = plan_to_json(plan) if store_plan else None
+        self.store.create_job(name, ARN.format(name), spec.to_api(), time.time(), run_plan=stored)
 
     def ml_root(self, name: str) -> Path:
         return self.tmp / f"instances/{name}/ml"
@@ -150,19 +160,14 @@ class Instances:
         for att in self.store.attempts(name):
             if att.live:  # the previous attempt is over: the next one resumes the job
                 self.store.update_attempt(name, att.generation, state="ended", ended_at=time.time())
-        gen = self.store.new_attempt(
-            name, time.time(), pool="local/x/y", spot=True, stop_grace=3.0
-        ).generation
+                self.api.keys.revoke(name, att.generation)
+        gen = self.api.attempt(name)
         full = {
             **os.environ,
             **(env or {}),
+            **self.api.env(name, gen),
             "PYTHONPATH": str(SRC),
-            "SPOTRUN_HOME": str(self.home),
-            "SPOTRUN_JOB": name,
-            "SPOTRUN_GENERATION": str(gen),
-            "SPOTRUN_HOST": "algo-1",
-            "SPOTRUN_HOSTS": "algo-1",
-            "SPOTRUN_INSTANCE_TYPE": "ml.m5.large",
+            "SPOTRUN_CACHE": str(self.home / "cache"),
             "SPOTRUN_ML_ROOT": str(self.ml_root(name)),
             "SPOTRUN_ISOLATION": "folder",
             "SPOTRUN_POLL_SECONDS": "0.2",
@@ -195,9 +200,9 @@ class Instances:
 @pytest.fixture
 def inst(tmp_path: Path) -> Iterator[Instances]:
     home = tmp_path / "home"
-    store = Store.open(home)
-    yield Instances(tmp_path, home, store)
-    store.close()
+    api = AgentServer(home, images=lambda: load_images(home))
+    yield Instances(tmp_path, home, api)
+    api.close()
 
 
 def _check_probe(inst: Instances, name: str, submit: str) -> None:
@@ -369,11 +374,20 @@ def test_an_image_mapped_to_a_baked_script(inst: Instances) -> None:
     assert probe["argv"] == ["--epochs", "3"]  # toolkit style: no sagemaker_* arguments
     assert probe["module_dir"] == str(inst.ml_root("baked") / "code")
 
-    # the agent maps the image itself, from the same file: a mapping removed after
-    # admission fails the attempt with the same message admission would have given
+    # what runs was decided at admission: a mapping removed afterwards changes nothing for
+    # the admitted job, whose next attempt runs the same script
     remove_image(inst.home, image)
     code, rec = inst.run("baked")
-    assert code == 0 and rec.exit_code is None
+    assert code == 0 and rec.finished, rec.failure_reason
+    assert inst.probe("baked")["argv"] == ["--epochs", "3"]
+
+    # a job stored before plans were (none with it) is planned by the server from its
+    # registry: with the mapping gone, the attempt fails as admission would have refused it
+    add_image(inst.home, image, source_dir=str(baked), entry_point="run.py")
+    inst.submit("unplanned", image, {"epochs": "3"}, store_plan=False)
+    remove_image(inst.home, image)
+    code, rec = inst.run("unplanned")
+    assert code == 0 and rec.exit_code is None and rec.ending == "failed"
     assert rec.failure_reason is not None
     assert rec.failure_reason.startswith(
         f"ClientError: AlgorithmSpecification.TrainingImage: {image!r} is not mapped"

@@ -123,14 +123,15 @@ def test_hyperparameters_become_sorted_pairs_as_given() -> None:
 
 def _env(tmp_path: Path, **over: str) -> dict[str, str]:
     env = {
-        "SPOTRUN_HOME": str(tmp_path),
+        "SPOTRUN_ENDPOINTS": "http://127.0.0.1:9, http://127.0.0.1:10/",
+        "SPOTRUN_AGENT_KEY_ID": "SPAGXXXXXXXXXXXXXXXX",
+        "SPOTRUN_AGENT_SECRET": "not-a-real-secret",
         "SPOTRUN_JOB": "j",
         "SPOTRUN_GENERATION": "2",
         "SPOTRUN_HOST": "algo-2",
-        "SPOTRUN_HOSTS": "algo-1,algo-2",
-        "SPOTRUN_INSTANCE_TYPE": "ml.m5.large",
         "SPOTRUN_ML_ROOT": str(tmp_path / "ml"),
         "SPOTRUN_ISOLATION": "folder",
+        "SPOTRUN_CACHE": str(tmp_path / "cache"),
     }
     env.update(over)
     return {k: v for k, v in env.items() if v != "<unset>"}
@@ -138,15 +139,21 @@ def _env(tmp_path: Path, **over: str) -> dict[str, str]:
 
 def test_config_from_env(tmp_path: Path) -> None:
     cfg = AgentConfig.from_env(_env(tmp_path))
-    assert cfg.generation == 2 and cfg.hosts == ("algo-1", "algo-2") and not cfg.leader
+    assert cfg.generation == 2 and cfg.host == "algo-2" and cfg.job == "j"
+    assert cfg.endpoints == ("http://127.0.0.1:9", "http://127.0.0.1:10")
     assert cfg.cache == tmp_path / "cache" and cfg.poll_seconds == 1.0
-    assert cfg.metadata_url is None
-    with pytest.raises(AgentConfigError, match="SPOTRUN_JOB"):
-        AgentConfig.from_env(_env(tmp_path, SPOTRUN_JOB="<unset>"))
-    with pytest.raises(AgentConfigError, match="algo-3"):
-        AgentConfig.from_env(_env(tmp_path, SPOTRUN_HOST="algo-3"))
+    assert cfg.metadata_url is None and cfg.flush_seconds == 600.0
+    assert "not-a-real-secret" not in repr(cfg)
+    for missing in ("SPOTRUN_JOB", "SPOTRUN_ENDPOINTS", "SPOTRUN_AGENT_SECRET"):
+        with pytest.raises(AgentConfigError, match=missing):
+            AgentConfig.from_env(_env(tmp_path, **{missing: "<unset>"}))
     with pytest.raises(AgentConfigError, match="SPOTRUN_ISOLATION"):
         AgentConfig.from_env(_env(tmp_path, SPOTRUN_ISOLATION="docker"))
+    with pytest.raises(AgentConfigError, match="base URLs"):
+        AgentConfig.from_env(_env(tmp_path, SPOTRUN_ENDPOINTS="127.0.0.1:9"))
+    with pytest.raises(AgentConfigError, match="SPOTRUN_FLUSH_SECONDS must be positive"):
+        AgentConfig.from_env(_env(tmp_path, SPOTRUN_FLUSH_SECONDS="0"))
+    assert AgentConfig.from_env(_env(tmp_path, SPOTRUN_FLUSH_SECONDS="5")).flush_seconds == 5
 
 
 def test_run_agent_with_a_broken_environment_exits_2(tmp_path: Path) -> None:

@@ -18,15 +18,8 @@ from botocore.credentials import Credentials
 from sqlalchemy import create_engine, text
 
 import spotrun.store
-from spotrun.auth import (
-    AuthError,
-    KeyRing,
-    NewKey,
-    default_credentials,
-    read_credentials,
-    verify,
-)
-from spotrun.auth.keys import load_master_key
+from spotrun.auth import AuthError, read_credentials, verify
+from spotrun.auth.keys import KeyRing, NewKey, default_credentials, load_master_key
 from spotrun.errors import Conflict, NotFound, SpecError, SpotrunError
 from spotrun.store import DEFAULT_ACCOUNT_ID, Store
 

@@ -18,8 +18,9 @@ import fsspec
 import pytest
 
 import spotrun.storage._mirror as mirror_mod
+from agent_api import AgentServer
 from conftest import request
-from spotrun.agent.reporter import Reporter
+from spotrun.agent.reporter import HttpReporter
 from spotrun.agent.sync import CheckpointSyncer
 from spotrun.api.describe import describe
 from spotrun.cli.render import summary
@@ -233,16 +234,27 @@ def test_older_remote_checkpoints_go_when_the_restored_one_is_retired(
     assert fs.exists(f"{mem}/ckpt-000000000006-1-1/manifest.json")
 
 
-# -- the agent's syncer against a real store ---------------------------------------------
+# -- the agent's syncer, reporting to a real server over a real store ---------------------
 
 
-def _job(store: Store, tmp_path: Path) -> Reporter:
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[AgentServer]:
+    server = AgentServer(tmp_path / "home")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def store(api: AgentServer) -> Store:
+    return api.store
+
+
+def _job(api: AgentServer, tmp_path: Path) -> HttpReporter:
     req = request("sync-job")
     req["CheckpointConfig"] = {"S3Uri": f"file://{tmp_path}/remote"}
     spec = parse_spec(req)
-    store.create_job("sync-job", "arn:sync-job", spec.to_api(), time.time())
-    att = store.new_attempt("sync-job", time.time(), pool="local/x/y", spot=True, stop_grace=3)
-    return Reporter(store, "sync-job", att.generation, "algo-1")
+    api.store.create_job("sync-job", "arn:sync-job", spec.to_api(), time.time())
+    return api.reporter("sync-job", api.attempt("sync-job"))
 
 
 def _wait(what: str, cond: object, timeout: float = 5.0) -> None:
@@ -253,14 +265,17 @@ def _wait(what: str, cond: object, timeout: float = 5.0) -> None:
         time.sleep(0.02)
 
 
-def test_synced_step_reaches_describe_and_the_cli(store: Store, tmp_path: Path) -> None:
-    reporter = _job(store, tmp_path)
+def test_synced_step_reaches_describe_and_the_cli(
+    api: AgentServer, store: Store, tmp_path: Path
+) -> None:
+    reporter = _job(api, tmp_path)
     local = tmp_path / "ck"
     _ckpt(local, 42, {"state.bin": b"w"})
     syncer = CheckpointSyncer(
         CheckpointMirror(local, f"file://{tmp_path}/remote"), reporter, 0.05, say=lambda _t: None
     )
     syncer.sync_now()
+    assert reporter.flush(10)
     (host,) = store.hosts("sync-job")
     assert host.synced_step == 42 and host.last_sync_at is not None
     d = describe(store, "sync-job")
@@ -270,9 +285,9 @@ def test_synced_step_reaches_describe_and_the_cli(store: Store, tmp_path: Path) 
 
 
 def test_a_stalled_sync_warns_and_the_warning_clears(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    api: AgentServer, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    reporter = _job(store, tmp_path)
+    reporter = _job(api, tmp_path)
     local = tmp_path / "ck"
     local.mkdir()
     release = threading.Event()
@@ -322,9 +337,9 @@ def test_a_stalled_sync_warns_and_the_warning_clears(
 
 
 def test_no_local_changes_means_no_stall_even_when_storage_is_down(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    api: AgentServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    reporter = _job(store, tmp_path)
+    reporter = _job(api, tmp_path)
     local = tmp_path / "ck"
     local.mkdir()
     syncer = CheckpointSyncer(
@@ -343,15 +358,17 @@ def test_no_local_changes_means_no_stall_even_when_storage_is_down(
 
 
 def test_reconcile_puts_the_stall_in_the_status_message_and_takes_it_out(
-    store: Store, tmp_path: Path
+    api: AgentServer, store: Store, tmp_path: Path
 ) -> None:
-    reporter = _job(store, tmp_path)
+    reporter = _job(api, tmp_path)
     reporter.report(phase="training", sync_stalled_since=time.time())
+    assert reporter.flush(10)
     job = store.get_job("sync-job")
     (act,) = _sync_stall(job, store.hosts("sync-job"))
     assert isinstance(act, SetMessage) and act.message.startswith(SYNC_STALL_MESSAGE)
     showing = dataclasses.replace(job, status_message=act.message)
     assert _sync_stall(showing, store.hosts("sync-job")) == []
     reporter.report(sync_stalled_since=None)
+    assert reporter.flush(10)
     (back,) = _sync_stall(showing, store.hosts("sync-job"))
     assert isinstance(back, SetMessage) and not back.message.startswith(SYNC_STALL_MESSAGE)

@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 
 from conftest import FlatPrices, request
+from spotrun.agent.wire import KEY_ID_ENV, SECRET_ENV
 from spotrun.control.clock import VirtualClock
 from spotrun.control.controller import Controller
+from spotrun.errors import NoCapacity
 from spotrun.providers import InstanceRef, Pool, Workload
 from spotrun.providers.fake import FakeProvider
 from spotrun.spec import SecondaryStatus as S
@@ -22,7 +24,9 @@ SPOT, OD = 0.1578, 0.526
 class Rig:
     """A controller, a fake provider and helpers that play the agents' part."""
 
-    def __init__(self, store: Store, clock: VirtualClock, capacity: int = 100) -> None:
+    def __init__(
+        self, store: Store, clock: VirtualClock, capacity: int = 100, sweep: float = 0.0
+    ) -> None:
         self.store, self.clock = store, clock
         self.provider = FakeProvider(clock, {POOL: SPOT}, capacity=capacity)
         self.ctl = Controller(
@@ -32,6 +36,8 @@ class Rig:
             clock,
             workload=lambda job: Workload(("true",)),
             stop_grace=10,
+            # the fake provider's changes are the test's doing: by default seen at every pass
+            sweep_every=sweep,
         )
 
     def submit(self, name: str = "job-1", **over: Any) -> str:
@@ -61,10 +67,20 @@ class Rig:
         self.tick()
 
     def finish(self, name: str, host: str = "algo-1") -> None:
-        self.agent(name, host, phase="done", exit_code=0, finished=True, model_uploaded=True)
+        self.agent(
+            name,
+            host,
+            phase="done",
+            exit_code=0,
+            finished=True,
+            model_uploaded=True,
+            ending="succeeded",
+        )
         for r in self.refs(name):
             self.provider.exit(r)
-        self.tick()
+        # one step ends the attempt and gives its instances back; the next, once they are
+        # gone, completes the job
+        self.tick(n=2)
 
     def history(self, name: str) -> list[str]:
         return [t.secondary for t in self.store.transitions(name)]
@@ -96,7 +112,7 @@ def test_interruption_resumes_and_is_not_a_retry(rig: Rig) -> None:
     rig.provider.notify(ref, lead=120)
     rig.tick()
     assert "notice" in rig.store.get_job(name).status_message
-    rig.agent(name, phase="done", exit_code=75, noticed=True)
+    rig.agent(name, phase="done", exit_code=75, noticed=True, ending="interrupted")
     rig.tick(120)
     assert rig.store.get_job(name).secondary == S.INTERRUPTED
     rig.tick()
@@ -129,12 +145,19 @@ def test_an_end_reported_while_the_controller_looks_is_not_taken_for_a_lost_inst
     def racing(r: InstanceRef) -> Any:
         if r == ref and not ended:  # the agent's last report, then its exit, right now
             ended.append(True)
-            rig.agent(name, phase="done", exit_code=0, finished=True, model_uploaded=True)
+            rig.agent(
+                name,
+                phase="done",
+                exit_code=0,
+                finished=True,
+                model_uploaded=True,
+                ending="succeeded",
+            )
             rig.provider.exit(ref)
         return describe(r)
 
     monkeypatch.setattr(rig.provider, "describe", racing)
-    rig.tick()
+    rig.tick(n=2)  # the attempt ends, then the job completes
     job = rig.store.get_job(name)
     assert ended and job.status == "Completed" and job.interruptions == 0, rig.history(name)
 
@@ -177,7 +200,7 @@ def test_max_wait_after_interruptions(rig: Rig) -> None:
     rig.tick(1)
     rig.train(name)
     rig.tick(600)  # past 900 s since creation, less than 900 s of training
-    rig.agent(name, phase="done", exit_code=143)
+    rig.agent(name, phase="done", exit_code=143, ending="stopped")
     for r in rig.refs(name):
         rig.provider.exit(r)
     rig.tick()
@@ -200,7 +223,7 @@ def test_max_runtime_stops_and_keeps_model(rig: Rig) -> None:
     job = store_job(rig, name)
     assert job.secondary == S.STOPPING and job.stop_reason == "max_runtime"
     assert rig.store.attempts(name)[-1].desired == "stop"
-    rig.agent(name, phase="done", exit_code=-15, model_uploaded=True)
+    rig.agent(name, phase="done", exit_code=-15, model_uploaded=True, ending="stopped")
     for r in rig.refs(name):
         rig.provider.exit(r)
     rig.tick()
@@ -214,8 +237,10 @@ def test_user_error_without_retry_fails(rig: Rig) -> None:
     name = rig.submit()
     rig.tick()
     rig.train(name)
-    rig.agent(name, phase="done", exit_code=1, failure_reason="ValueError: bad lr")
+    rig.agent(name, phase="done", exit_code=1, failure_reason="ValueError: bad lr", ending="failed")
     rig.tick()
+    assert store_job(rig, name).status == "InProgress", "failed with its instance still up"
+    rig.tick()  # the instance is gone: the job fails
     job = store_job(rig, name)
     assert job.status == "Failed" and job.failure_reason == "ValueError: bad lr"
     assert rig.history(name)[-1] == "Failed"
@@ -228,7 +253,7 @@ def test_user_error_with_retries(rig: Rig) -> None:
         rig.tick()
         rig.train(name)
         if i < 2:  # a preemption in between must not use up the budget
-            rig.agent(name, phase="done", exit_code=1)
+            rig.agent(name, phase="done", exit_code=1, ending="failed")
             rig.tick()
             assert store_job(rig, name).secondary == S.RESTARTING
             rig.tick()
@@ -238,8 +263,8 @@ def test_user_error_with_retries(rig: Rig) -> None:
             rig.tick()
             assert store_job(rig, name).secondary == S.INTERRUPTED
         else:
-            rig.agent(name, phase="done", exit_code=2)
-            rig.tick()
+            rig.agent(name, phase="done", exit_code=2, ending="failed")
+            rig.tick(n=2)
     job = store_job(rig, name)
     assert job.status == "Failed" and job.retries_used == 2 and job.interruptions == 2
     assert "code 2" in (job.failure_reason or "")
@@ -255,7 +280,7 @@ def test_stop_during_training(rig: Rig) -> None:
     assert rig.store.attempts(name)[-1].desired == "stop"
     rig.tick(5)
     assert store_job(rig, name).secondary == S.STOPPING  # grace still running
-    rig.agent(name, phase="done", exit_code=-9, model_uploaded=True)
+    rig.agent(name, phase="done", exit_code=-9, model_uploaded=True, ending="stopped")
     for r in rig.refs(name):
         rig.provider.exit(r)
     rig.tick()
@@ -297,10 +322,18 @@ def test_billing_hand_computed(store: Store, clock: VirtualClock) -> None:
         rig.agent(name, h, phase="training", download_started=t2, download_ended=t2 + 20)
     rig.tick(200)
     for h in ("algo-1", "algo-2"):
-        rig.agent(name, h, phase="done", exit_code=0, finished=True, model_uploaded=True)
+        rig.agent(
+            name,
+            h,
+            phase="done",
+            exit_code=0,
+            finished=True,
+            model_uploaded=True,
+            ending="succeeded",
+        )
     for r in rig.refs(name):
         rig.provider.exit(r)  # ran 200 s, 20 of them a re-download
-    rig.tick()
+    rig.tick(n=2)
     job = store.get_job(name)
     assert job.status == "Completed"
     per_instance = 99 + (200 - 20)  # 279 s each; two instances
@@ -326,13 +359,13 @@ def test_restart_of_the_controller_adopts_and_never_doubles(
     again.step()
     assert len(rig.provider.live(name)) == 1 and store.get_job(name).generation == 1
     # an attempt recorded but never launched (crash between the two) is ended and relaunched
-    rig.agent(name, phase="done", exit_code=75, noticed=True)
+    rig.agent(name, phase="done", exit_code=75, noticed=True, ending="interrupted")
     for r in rig.refs(name):
         rig.provider.reclaim(r)
     again.step()
     store.new_attempt(name, clock.now(), pool=None, spot=True, stop_grace=1)
     done = Controller(store, rig.provider, rig.ctl.prices, clock, rig.ctl.workload).adopt()
-    assert any("never launched" in d for d in done)
+    assert any("never fully launched" in d for d in done)
     clock.advance(1)
     again.step()
     clock.advance(1)
@@ -343,7 +376,7 @@ def test_restart_of_the_controller_adopts_and_never_doubles(
 def test_a_job_waiting_for_capacity_is_looked_at_less_often_until_something_changes(
     store: Store, clock: VirtualClock
 ) -> None:
-    rig = Rig(store, clock, capacity=0)
+    rig = Rig(store, clock, capacity=0, sweep=2.0)
     name = rig.submit()
     planned: list[float] = []
     real_plan = rig.provider.plan
@@ -365,3 +398,87 @@ def test_a_job_waiting_for_capacity_is_looked_at_less_often_until_something_chan
     clock.advance(0.1)
     rig.ctl.step()  # a new job is looked at on the next pass, whatever the others asked
     assert rig.provider.live(other)
+
+
+# -- what the agents say, and their credentials ---------------------------------------------
+
+
+def test_a_client_error_the_agent_classified_as_failed_fails_the_job(rig: Rig) -> None:
+    """No exit code (the script never ran): the agent's own "failed" decides."""
+    name = rig.submit()
+    rig.tick()
+    rig.train(name)
+    reason = "ClientError: cannot fetch channel 'train': no such folder"
+    rig.agent(name, phase="done", failure_reason=reason, ending="failed")
+    rig.tick(n=2)
+    job = store_job(rig, name)
+    assert job.status == "Failed" and job.failure_reason == reason, rig.history(name)
+
+
+def test_an_agent_that_ends_without_an_ending_is_a_platform_fault(rig: Rig) -> None:
+    """An agent that hit an internal error reports no ending: the attempt is lost and
+    resumed, not charged to the user's code (whatever exit code it had seen)."""
+    name = rig.submit()
+    rig.tick()
+    rig.train(name)
+    rig.agent(name, phase="done", exit_code=1, failure_reason="InternalServerError: boom")
+    rig.tick()
+    job = store_job(rig, name)
+    assert job.secondary == S.INTERRUPTED and job.retries_used == 0, rig.history(name)
+
+
+class Keys:
+    """Instance credentials as the controller sees them: what it minted and revoked."""
+
+    def __init__(self) -> None:
+        self.minted: list[tuple[str, int, tuple[str, ...]]] = []
+        self.revoked: list[tuple[str, int]] = []
+
+    def mint(self, job: str, generation: int, hosts: Any) -> dict[str, tuple[str, str]]:
+        self.minted.append((job, generation, tuple(hosts)))
+        return {h: (f"key-{generation}-{h}", f"secret-{generation}-{h}") for h in hosts}
+
+    def revoke(self, job: str, generation: int) -> None:
+        self.revoked.append((job, generation))
+
+
+def test_each_host_gets_its_credential_at_launch_and_loses_it_when_the_attempt_ends(
+    store: Store, clock: VirtualClock
+) -> None:
+    rig = Rig(store, clock)
+    keys = Keys()
+    rig.ctl.credentials = keys
+    name = rig.submit(ResourceConfig={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 2})
+    rig.tick()
+    (plan,) = rig.provider.launched
+    assert plan.request.workload.host_env == {
+        h: {KEY_ID_ENV: f"key-1-{h}", SECRET_ENV: f"secret-1-{h}"} for h in ("algo-1", "algo-2")
+    }
+    assert "secret" not in repr(plan)  # a plan may be logged; its secrets must not be
+    assert keys.minted == [(name, 1, ("algo-1", "algo-2"))] and keys.revoked == []
+    for r in rig.refs(name):
+        rig.provider.reclaim(r)
+    rig.tick()
+    assert keys.revoked == [(name, 1)]
+    rig.tick()
+    assert [m[1] for m in keys.minted] == [1, 2]
+    rig.agent(name, "algo-2", phase="done", exit_code=0, finished=True, ending="succeeded")
+    rig.finish(name, "algo-1")
+    assert store_job(rig, name).status == "Completed", rig.history(name)
+    assert keys.revoked == [(name, 1), (name, 2)]
+
+
+def test_a_launch_that_finds_no_capacity_revokes_what_it_minted(
+    store: Store, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = Rig(store, clock)
+    keys = Keys()
+    rig.ctl.credentials = keys
+
+    def gone(plan: Any) -> Any:
+        raise NoCapacity("taken meanwhile")
+
+    monkeypatch.setattr(rig.provider, "launch", gone)
+    name = rig.submit()
+    rig.tick()
+    assert keys.minted == [(name, 1, ("algo-1",))] and keys.revoked == [(name, 1)]

@@ -136,8 +136,9 @@ def interrupt_twice(
 ) -> dict[str, Any]:
     """Interrupt job ``name`` by notice once it has done ``notice_after`` steps, then lose
     its second attempt's instance once that has done ``kill_after`` steps more than it
-    resumed from, at a moment when it is past its newest synced checkpoint (so that the
-    third attempt has steps to do again); returns the finished job's description."""
+    resumed from, at a moment when it has synced a checkpoint of its own and is past its
+    newest one (so that the third attempt resumes from a newer checkpoint than the second
+    and has steps to do again); returns the finished job's description."""
     home.wait(
         name,
         lambda d: progress_of(home, name, how, 1) >= notice_after,
@@ -155,13 +156,18 @@ def interrupt_twice(
 
     d = home.wait(name, running_on, 120, f"{kill_after} steps into the second attempt")
     second = instance(d, 2)["Id"]
+    resumed = matches(home.lines(name), how.resumed, 2)[0]
     while True:
         frozen = home.freeze(second)
         done = progress_of(home, name, how, 2)
-        if done > synced_step(home, name):
+        synced = synced_step(home, name)
+        # a checkpoint of its own synced, and steps done past it: the third attempt has
+        # steps to do again, from a newer checkpoint than the notice's (where the notice
+        # lands depends on how soon the test sees the first attempt's steps)
+        if resumed < synced < done:
             home.kill(frozen)
             return home.finish(name)
-        # its newest step is synced already: let it train on, and look again
+        # nothing of its own synced yet, or its newest step is: let it train on, and look again
         home.thaw(frozen)
         home.wait(
             name, lambda d, done=done: progress_of(home, name, how, 2) > done, 60, "more steps"

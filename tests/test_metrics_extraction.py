@@ -10,16 +10,14 @@ import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from spotrun.agent import metrics as metrics_module
 from spotrun.agent.logs import LogPump
 from spotrun.agent.metrics import MAX_RESTARTS, MetricExtractor, metric_value
-from spotrun.agent.reporter import Reporter
-from spotrun.errors import StaleGeneration
-from spotrun.spec import MetricDefinition, parse_spec
-from spotrun.store import Store
+from spotrun.spec import MetricDefinition
 from test_agent_script_mode import PYTORCH, Instances, inst, sdk_hps, sourcedir_tar
 
 __all__ = ["inst"]  # the fixture, shared with the script-mode tests
@@ -187,56 +185,36 @@ def test_a_hung_worker_does_not_hold_up_the_caller(
     assert "gave no answer" in notes[-1] and ex._proc is None  # killed, not left behind
 
 
-# -- shipping, batched and fenced ----------------------------------------------------------
+# -- handing lines and points over --------------------------------------------------------
 
 
-class CountingReporter(Reporter):
-    """A reporter that remembers each store write it makes."""
+class Recording:
+    """A ``Reporter`` that keeps each call it gets, in order."""
 
-    def __init__(self, store: Store, job: str, generation: int) -> None:
-        super().__init__(store, job, generation, "algo-1")
-        self.writes: list[tuple[str, int]] = []
+    host = "algo-1"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[Any]]] = []
 
     def append_logs(self, lines: Sequence[tuple[float, str, str]]) -> None:
-        super().append_logs(lines)
-        self.writes.append(("logs", len(lines)))
+        self.calls.append(("logs", list(lines)))
 
     def add_metrics(self, points: Sequence[tuple[str, float, float]]) -> None:
-        super().add_metrics(points)
-        self.writes.append(("metrics", len(points)))
+        self.calls.append(("metrics", list(points)))
 
 
-def test_points_are_shipped_with_their_lines_and_fenced_by_generation(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "home")
-    try:
-        spec = parse_spec(
-            {
-                "TrainingJobName": "fenced",
-                "AlgorithmSpecification": {"SourceDir": "/src", "EntryPoint": "t.py"},
-                "OutputDataConfig": {"S3OutputPath": "file:///out"},
-                "ResourceConfig": {"InstanceType": "ml.m5.large"},
-            }
-        )
-        store.create_job("fenced", "arn:x", spec.to_api(), time.time())
-        g1 = store.new_attempt("fenced", time.time(), None, True, 3.0).generation
-        defs = [MetricDefinition("loss", r"loss=([0-9.]+)")]
-
-        reporter = CountingReporter(store, "fenced", g1)
-        # a long interval: everything is shipped by close(), in one round
-        pump = LogPump(reporter, defs, interval=60, echo=io.StringIO())
-        pump.attach(io.BytesIO(b"loss=1\nhello\nloss=2\n"), io.BytesIO(b"loss=3\n"))
-        assert pump.wait_eof(5)
-        pump.close()
-        assert reporter.writes == [("logs", 4), ("metrics", 3)]
-        assert sorted(v for _n, v, _t in store.metrics("fenced")) == [1.0, 2.0, 3.0]
-
-        store.update_attempt("fenced", g1, state="ended", ended_at=time.time())
-        store.new_attempt("fenced", time.time(), None, True, 3.0)
-        stale = LogPump(Reporter(store, "fenced", g1, "algo-1"), defs, 60, io.StringIO())
-        stale.attach(io.BytesIO(b"loss=9\n"), io.BytesIO(b""))
-        assert stale.wait_eof(5)
-        with pytest.raises(StaleGeneration):
-            stale.close()
-        assert 9.0 not in [v for _n, v, _t in store.metrics("fenced")]
-    finally:
-        store.close()
+def test_points_follow_their_lines_and_everything_is_handed_over_at_close() -> None:
+    reporter = Recording()
+    defs = [MetricDefinition("loss", r"loss=([0-9.]+)")]
+    # a long interval: everything is handed over by close(), in one round
+    pump = LogPump(reporter, defs, interval=60, echo=io.StringIO())  # type: ignore[arg-type]
+    pump.attach(io.BytesIO(b"loss=1\nhello\nloss=2\n"), io.BytesIO(b"loss=3\n"))
+    assert pump.wait_eof(5)
+    pump.say("loss=9 (the agent's own line: not mined)")
+    pump.close()
+    assert [(kind, len(items)) for kind, items in reporter.calls] == [("logs", 5), ("metrics", 3)]
+    lines = {line: t for t, _stream, line in reporter.calls[0][1]}
+    points = reporter.calls[1][1]
+    assert sorted(v for _n, v, _t in points) == [1.0, 2.0, 3.0]
+    # each point carries the time of the line it came from
+    assert all(t == lines[f"loss={int(v)}"] for _n, v, t in points)

@@ -48,6 +48,11 @@ def test_foreground_server_serves_signed_requests_and_stops_on_sigterm(tmp_path:
         assert listed.returncode == 0, listed.stderr
         status = subprocess.run([*cli, "server", "status"], env=env, capture_output=True, text=True)
         assert f":{port}" in status.stdout
+        # the one server of a home leads the controller, and says so
+        listed_servers = [ln.split() for ln in status.stdout.splitlines() if ln.startswith("  ")]
+        assert [(s[0], s[2], s[5]) for s in listed_servers] == [
+            (f"http://127.0.0.1:{port}", str(proc.pid), "leader")
+        ], status.stdout
         again = subprocess.run([*cli, "server"], env=env, capture_output=True, text=True)
         assert again.returncode == 2 and "already running" in again.stderr
         # even started directly, past the CLI's check, a second server for the home refuses

@@ -85,7 +85,17 @@ def test_long_texts_and_nul_characters_are_kept(store: Store) -> None:
     kind = "ml.weird-" + "t" * 200
     store.add_instance(
         InstanceRecord(
-            "i-1", "local", "j", 1, "algo-1", kind, "z" * 200, True, 1.0, None, None, None
+            id="i-1",
+            provider="local",
+            job="j",
+            generation=1,
+            host="algo-1",
+            instance_type=kind,
+            zone="z" * 200,
+            spot=True,
+            launched_at=1.0,
+            terminated_at=None,
+            cause=None,
         )
     )
     job = store.get_job("j")

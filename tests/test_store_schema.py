@@ -17,7 +17,7 @@ from spotrun.store._store import _MIGRATIONS
 from spotrun.store.models import Base
 
 #: the revision before the one that made the schema portable (log numbers, text columns)
-BEFORE_PORTABLE = "0004"
+BEFORE_PORTABLE = "0006"
 
 
 def _diff(store: Store) -> list[object]:

@@ -6,6 +6,8 @@ The tree::
     ├── SpecError            a job spec is invalid (names the field, what is wrong, what is allowed)
     ├── NotFound             no job (or instance, …) of that name
     ├── Conflict             the name is taken
+    │   └── StaleVersion     a job changed between a controller's look and its write
+    ├── Fenced               a controller wrote without holding the controller lease
     ├── InvalidState         the request does not fit the object's state (stopping a finished job)
     ├── IllegalTransition    a status change the lifecycle table does not allow
     ├── StaleGeneration      a write from an attempt that is no longer the job's current one
@@ -51,6 +53,14 @@ class NotFound(SpotrunError):
 
 class Conflict(SpotrunError):
     """The request clashes with existing state (a taken name, …)."""
+
+
+class StaleVersion(Conflict):
+    """The job's row changed after it was observed; the step must look again."""
+
+
+class Fenced(SpotrunError):
+    """The writer's lease was taken over (its fencing token is old): it must stop acting."""
 
 
 class InvalidState(SpotrunError):

@@ -2,8 +2,8 @@
 
 Pydantic lives here because this is an edge: a file and the environment, written by people.
 The file's ``[images."<uri or glob>"]`` tables are the image registry (``spotrun.images``);
-``add_image``/``remove_image`` edit them, ``load_images`` reads only them (for the agent,
-which must map images exactly as admission did and nothing else).
+``add_image``/``remove_image`` edit them, ``load_images`` reads only them (for admission,
+and for the server planning a job admitted before plans were stored with jobs).
 """
 
 from __future__ import annotations

@@ -1,14 +1,33 @@
-"""The agent's only inputs: the ``SPOTRUN_*`` environment set by the instance's host process."""
+"""The agent's inputs at launch: the ``SPOTRUN_*`` environment its instance gives it.
+
+Who it is (job, generation, host), where the servers are and the credential to sign with
+(``spotrun.agent.wire`` names them), and the instance's own facts from the provider. What
+the attempt is about (the job's request, its run plan, its hosts, its stop grace) the
+agent reads from the server at start (``AttemptInfo``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from spotrun.agent.wire import (
+    ENDPOINTS_ENV,
+    FLUSH_ENV,
+    GENERATION_ENV,
+    HOST_ENV,
+    JOB_ENV,
+    KEY_ID_ENV,
+    SECRET_ENV,
+    AttemptAnswer,
+)
 from spotrun.errors import SpotrunError
 
 ISOLATIONS = ("namespace", "folder")
+#: how long an agent waits for a server before it gives its reports up (10 minutes)
+DEFAULT_FLUSH_SECONDS = 600.0
 
 
 class AgentConfigError(SpotrunError):
@@ -17,19 +36,93 @@ class AgentConfigError(SpotrunError):
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """Who this agent is (job, attempt, host) and where things are."""
+    """Who this agent is, how it reaches the servers, and where things are on its instance."""
 
-    home: Path  # the spotrun home holding the store
+    endpoints: tuple[str, ...]  # server base URLs, tried in turn
+    key_id: str
+    secret: str = field(repr=False)
     job: str
     generation: int
     host: str  # algo-N
-    hosts: tuple[str, ...]  # every host of the attempt, algo-1 first
-    instance_type: str  # ml.*
     ml_root: Path  # the folder that plays /opt/ml
     isolation: str  # "namespace" (ml_root is /opt/ml) or "folder"
     metadata_url: str | None  # EC2-shaped metadata endpoint; None: no notices
     poll_seconds: float
     cache: Path  # channel cache, shared by every attempt of every job on this machine
+    #: how long to wait for a server to take the last reports before giving up on them
+    flush_seconds: float = DEFAULT_FLUSH_SECONDS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AgentConfig:
+        def need(key: str) -> str:
+            value = env.get(key, "").strip()
+            if not value:
+                raise AgentConfigError(f"{key} is not set; the instance must set it")
+            return value
+
+        endpoints = tuple(
+            u.strip().rstrip("/") for u in need(ENDPOINTS_ENV).split(",") if u.strip()
+        )
+        if not endpoints:
+            raise AgentConfigError(f"{ENDPOINTS_ENV} names no server")
+        for url in endpoints:
+            if not url.startswith(("http://", "https://")):
+                raise AgentConfigError(
+                    f"{ENDPOINTS_ENV} holds {url!r}; expected base URLs like http://host:port"
+                )
+        isolation = need("SPOTRUN_ISOLATION")
+        if isolation not in ISOLATIONS:
+            raise AgentConfigError(
+                f"SPOTRUN_ISOLATION is {isolation!r}; expected one of {', '.join(ISOLATIONS)}"
+            )
+        return cls(
+            endpoints=endpoints,
+            key_id=need(KEY_ID_ENV),
+            secret=need(SECRET_ENV),
+            job=need(JOB_ENV),
+            generation=_number(env, GENERATION_ENV, int, None),
+            host=need(HOST_ENV),
+            ml_root=Path(need("SPOTRUN_ML_ROOT")),
+            isolation=isolation,
+            metadata_url=(env.get("SPOTRUN_METADATA_URL") or "").strip().rstrip("/") or None,
+            poll_seconds=_number(env, "SPOTRUN_POLL_SECONDS", float, 1.0),
+            cache=Path(env.get("SPOTRUN_CACHE") or Path.home() / ".cache" / "spotrun"),
+            flush_seconds=_number(env, FLUSH_ENV, float, DEFAULT_FLUSH_SECONDS),
+        )
+
+
+def _number(env: Mapping[str, str], key: str, kind: type[Any], default: Any) -> Any:
+    raw = (env.get(key) or "").strip()
+    if not raw:
+        if default is None:
+            raise AgentConfigError(f"{key} is not set; the instance must set it")
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise AgentConfigError(f"{key} must be {what}, got {raw!r}") from None
+    if not value > 0:
+        raise AgentConfigError(f"{key} must be positive, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class AttemptInfo:
+    """The attempt as the server describes it (``GET /v1/agent/attempt``)."""
+
+    job: str
+    arn: str
+    generation: int
+    host: str
+    hosts: tuple[str, ...]  # every host of the attempt, algo-1 first
+    instance_type: str  # ml.*
+    request: Mapping[str, Any]  # the job's stored CreateTrainingJob request
+    run_plan: Mapping[str, Any] | None  # ``spotrun.images.plan_to_json``
+    plan_error: str | None  # why there is no plan
+    stop_grace: float
+    desired: str
+    live: bool
 
     @property
     def leader(self) -> bool:
@@ -37,47 +130,21 @@ class AgentConfig:
         return self.host == self.hosts[0]
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> AgentConfig:
-        def need(key: str) -> str:
-            value = env.get(key, "").strip()
-            if not value:
-                raise AgentConfigError(f"{key} is not set; the instance host must set it")
-            return value
-
-        home = Path(need("SPOTRUN_HOME"))
-        try:
-            generation = int(need("SPOTRUN_GENERATION"))
-        except ValueError:
-            raise AgentConfigError(
-                f"SPOTRUN_GENERATION must be an integer, got {env['SPOTRUN_GENERATION']!r}"
-            ) from None
-        host = need("SPOTRUN_HOST")
-        hosts = tuple(h.strip() for h in need("SPOTRUN_HOSTS").split(",") if h.strip())
-        if host not in hosts:
-            raise AgentConfigError(f"SPOTRUN_HOST {host!r} is not one of SPOTRUN_HOSTS {hosts}")
-        isolation = need("SPOTRUN_ISOLATION")
-        if isolation not in ISOLATIONS:
-            raise AgentConfigError(
-                f"SPOTRUN_ISOLATION is {isolation!r}; expected one of {', '.join(ISOLATIONS)}"
-            )
-        try:
-            poll = float(env.get("SPOTRUN_POLL_SECONDS") or 1.0)
-        except ValueError:
-            raise AgentConfigError(
-                f"SPOTRUN_POLL_SECONDS must be a number, got {env['SPOTRUN_POLL_SECONDS']!r}"
-            ) from None
-        if poll <= 0:
-            raise AgentConfigError(f"SPOTRUN_POLL_SECONDS must be positive, got {poll}")
+    def of(cls, answer: AttemptAnswer) -> AttemptInfo:
+        hosts = tuple(answer.hosts) or (answer.host,)
+        if answer.host not in hosts:
+            raise AgentConfigError(f"the server says {answer.host!r} is not among {hosts}")
         return cls(
-            home=home,
-            job=need("SPOTRUN_JOB"),
-            generation=generation,
-            host=host,
+            job=answer.job,
+            arn=answer.arn,
+            generation=answer.generation,
+            host=answer.host,
             hosts=hosts,
-            instance_type=need("SPOTRUN_INSTANCE_TYPE"),
-            ml_root=Path(need("SPOTRUN_ML_ROOT")),
-            isolation=isolation,
-            metadata_url=(env.get("SPOTRUN_METADATA_URL") or "").strip().rstrip("/") or None,
-            poll_seconds=poll,
-            cache=Path(env.get("SPOTRUN_CACHE") or home / "cache"),
+            instance_type=answer.instance_type,
+            request=answer.request,
+            run_plan=answer.run_plan,
+            plan_error=answer.plan_error,
+            stop_grace=answer.stop_grace,
+            desired=answer.desired,
+            live=answer.live,
         )

@@ -1,12 +1,11 @@
-"""The training process's output: read line by line, echoed, shipped to the store, mined.
+"""The training process's output: read line by line, echoed, handed to the reporter, mined.
 
 Two reader threads (stdout, stderr) put timestamped lines on one queue, so lines keep
 the order they were read in. A shipper thread drains the queue every ``interval`` seconds
-and appends the batch to the store in one write, then, in the same round, the metric
-points its lines give (``MetricDefinitions``, matched by ``metrics.MetricExtractor`` out
-of the agent's process). Both writes carry the attempt's generation. A failed write keeps
-its batch for the next round, so a busy database delays lines but never drops them; only
-a stale generation (a newer attempt owns the job) ends shipping.
+and hands the lines to the reporter, then the metric points they give
+(``MetricDefinitions``, matched by ``metrics.MetricExtractor`` out of the agent's
+process). The reporter buffers both in that order until a server has them, so a server
+that is away delays lines but never drops them.
 """
 
 from __future__ import annotations
@@ -18,21 +17,18 @@ import time
 from collections.abc import Sequence
 from typing import IO, TextIO
 
-from spotrun.agent.metrics import MetricExtractor, Point
+from spotrun.agent._buffer import AGENT_STREAM
+from spotrun.agent.metrics import MetricExtractor
 from spotrun.agent.reporter import Reporter
-from spotrun.errors import StaleGeneration
 from spotrun.spec import MetricDefinition
 
-#: stream name of the agent's own lines (notices, sync trouble); fits the store's column
-AGENT_STREAM = "agent"
-#: how long the shipper keeps retrying a failing store before giving up on it
-GIVE_UP_AFTER = 60.0
+__all__ = ["AGENT_STREAM", "LogPump"]
 
 Line = tuple[float, str, str]
 
 
 class LogPump:
-    """Reads the training's two pipes and ships lines and metric points to the store."""
+    """Reads the training's two pipes and hands lines and metric points to the reporter."""
 
     def __init__(
         self,
@@ -46,12 +42,7 @@ class LogPump:
         self._echo: TextIO | None = echo if echo is not None else sys.stdout
         self._echo_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Line] = queue.SimpleQueue()
-        self._lines: list[Line] = []
         self._extractor = MetricExtractor(metrics, say=self.say) if metrics else None
-        self._unmined: list[tuple[float, str]] = []  # training lines not matched yet
-        self._points: list[Point] = []
-        self._failing_since: float | None = None
-        self._dead = False
         self._stop = threading.Event()
         self._readers: list[threading.Thread] = []
         self._shipper = threading.Thread(target=self._ship_loop, name="log-shipper", daemon=True)
@@ -80,17 +71,12 @@ class LogPump:
         return not any(t.is_alive() for t in self._readers)
 
     def close(self) -> None:
-        """Ship everything still queued; raises the store's error if that last write fails."""
+        """Hand over everything still queued, and what matching had to say about it."""
         self._stop.set()
         self._shipper.join()
         try:
-            if not self._dead:
-                self._drain()
-                self._ship(raise_errors=True)
-                if not self._queue.empty():
-                    # what matching had to say about the last lines (a regex dropped, …)
-                    self._drain()
-                    self._ship(raise_errors=True)
+            self._ship()
+            self._ship()  # what matching said about the last lines (a regex dropped, …)
         finally:
             if self._extractor is not None:
                 self._extractor.close()
@@ -122,44 +108,21 @@ class LogPump:
             pipe.close()
 
     def _ship_loop(self) -> None:
-        while not self._stop.wait(self.interval) and not self._dead:
-            self._drain()
-            self._ship(raise_errors=False)
+        while not self._stop.wait(self.interval):
+            self._ship()
 
-    def _drain(self) -> None:
+    def _ship(self) -> None:
+        lines: list[Line] = []
         while True:
             try:
-                t, stream, line = self._queue.get_nowait()
+                lines.append(self._queue.get_nowait())
             except queue.Empty:
-                return
-            self._lines.append((t, stream, line))
-            if stream != AGENT_STREAM and self._extractor is not None and self._extractor.active:
-                self._unmined.append((t, line))
-
-    def _ship(self, raise_errors: bool) -> None:
-        try:
-            if self._lines:
-                self.reporter.append_logs(self._lines)
-                self._lines = []
-            if self._unmined and self._extractor is not None:
-                # after the lines are safe: matching may take up to its budget
-                self._points += self._extractor.points(self._unmined)
-                self._unmined = []
-            if self._points:
-                self.reporter.add_metrics(self._points)
-                self._points = []
-        except StaleGeneration as e:
-            self._dead = True
-            if raise_errors:
-                raise
-            self.reporter.fail(e)
-        except Exception as e:
-            if raise_errors:
-                raise
-            now = time.monotonic()
-            self._failing_since = self._failing_since or now
-            if now - self._failing_since > GIVE_UP_AFTER:
-                self._dead = True
-                self.reporter.fail(e)
-        else:
-            self._failing_since = None
+                break
+        if not lines:
+            return
+        self.reporter.append_logs(lines)
+        if self._extractor is not None and self._extractor.active:
+            # after the lines: matching may take up to its budget, and the points of a line
+            # must never reach the server before the line itself
+            unmined = [(t, line) for t, stream, line in lines if stream != AGENT_STREAM]
+            self.reporter.add_metrics(self._extractor.points(unmined))

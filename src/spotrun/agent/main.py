@@ -1,12 +1,23 @@
 """The per-instance supervisor, start to end: prepare, train, watch, finish.
 
+The agent reads its attempt (the job's request, its run plan, its hosts, its stop grace)
+from a server and reports through an ``HttpReporter``; it opens no database and needs no
+spotrun home, so it runs on any machine that reaches a server. Its last report is the
+attempt's end as it classified it (``outcome``), which the controller acts on.
+
 ``run_agent`` is a process boundary, so it is where errors are caught broadly:
 
-* ``StaleGeneration`` from any store write means a newer attempt owns the job: the
-  training is killed at once, nothing more is written or uploaded, and the exit code is 3;
-* a problem with the job's own inputs (code, data) is the user's: it becomes the host's
-  failure reason (``ClientError: …``) and the agent ends normally;
-* anything else is ours: ``InternalServerError: …``, exit code 1.
+* ``StaleGeneration`` (a newer attempt owns the job) or ``Refused`` (the server refuses
+  the credential: the attempt is over) means nothing more will be accepted: the training is
+  killed at once, nothing more is uploaded, and the exit code is 3;
+* a problem with the job's own inputs (code, data, its run plan) is the user's: it becomes
+  the host's failure reason (``ClientError: …``) and the attempt ends "failed" here;
+* anything else is ours: ``InternalServerError: …`` with no ending (a platform fault, which
+  the controller resumes from), exit code 1.
+
+Before it exits, the agent waits for a server to take its last reports, however long the
+servers are away, up to ``SPOTRUN_FLUSH_SECONDS`` (10 minutes); exit code 4 says that some
+never reached one.
 """
 
 from __future__ import annotations
@@ -21,39 +32,48 @@ from types import FrameType
 from typing import TextIO
 
 from spotrun.agent.channels import cache_channel, link_channel
-from spotrun.agent.config import AgentConfig, AgentConfigError
+from spotrun.agent.config import AgentConfig, AgentConfigError, AttemptInfo
 from spotrun.agent.layout import MlLayout, write_config
 from spotrun.agent.logs import LogPump
-from spotrun.agent.outcome import FAILURE_REASON_LIMIT, JobInputError, Outcome, classify
+from spotrun.agent.outcome import FAILURE_REASON_LIMIT, Ending, JobInputError, Outcome, classify
 from spotrun.agent.program import Program, prepare_program
-from spotrun.agent.reporter import DEFAULT_STOP_GRACE, Reporter
+from spotrun.agent.reporter import HttpReporter, Refused
 from spotrun.agent.runner import TrainingProcess
 from spotrun.agent.sync import STALL_ENV, STALL_SECONDS, CheckpointSyncer
 from spotrun.agent.training_env import training_environment
-from spotrun.errors import SpecError, StaleGeneration
-from spotrun.images import ImageRegistry, RunPlan, plan_run
-from spotrun.settings import load_images
-from spotrun.spec import JobSpec
+from spotrun.errors import ServiceError, SpecError, StaleGeneration
+from spotrun.images import RunPlan, plan_from_json
+from spotrun.spec import JobSpec, parse_spec
 from spotrun.storage import CheckpointMirror, StorageError, local_files, tar_folder_to
-from spotrun.store import AttemptRecord, Store
 from spotrun.toolkit._notice import InstanceAction, NoticeWatcher
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_ENVIRONMENT = 2
 EXIT_STALE = 3
+EXIT_UNDELIVERED = 4
 #: how long to wait for the output pipes to close after the training process exits
 PIPE_DRAIN_SECONDS = 5.0
+#: the longest ``restored`` description reported
+RESTORED_LIMIT = 1024
 
 
 class Agent:
     """One host of one attempt. ``run`` returns the agent's exit code."""
 
-    def __init__(self, cfg: AgentConfig, env: Mapping[str, str], store: Store, echo: TextIO):
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        env: Mapping[str, str],
+        reporter: HttpReporter,
+        attempt: AttemptInfo,
+        echo: TextIO,
+    ):
         self.cfg = cfg
         self.env = env
         self.echo = echo
-        self.reporter = Reporter(store, cfg.job, cfg.generation, cfg.host)
+        self.reporter = reporter
+        self.attempt = attempt
         self.layout = MlLayout(cfg.ml_root, cfg.isolation)
         self.proc: TrainingProcess | None = None
         self.pump: LogPump | None = None
@@ -68,8 +88,7 @@ class Agent:
     # -- the whole run --------------------------------------------------------------------
 
     def run(self) -> int:
-        job = self.reporter.store.get_job(self.cfg.job)
-        spec = job.spec
+        spec = parse_spec(dict(self.attempt.request))
         self.reporter.report(
             phase="downloading", isolation=self.cfg.isolation, download_started=time.time()
         )
@@ -77,15 +96,17 @@ class Agent:
             program = self._prepare(spec)
             mirror = self._restore(spec)
         except JobInputError as e:
-            self.reporter.report(failure_reason=str(e)[:FAILURE_REASON_LIMIT], phase="done")
+            self.reporter.end(Ending.FAILED, failure_reason=str(e)[:FAILURE_REASON_LIMIT])
             return EXIT_OK
+        self.reporter.check()
         if self.reporter.desired() == "stop":
             # stopped (or ended) while downloading: there is nothing to run or to upload
-            self.reporter.report(phase="done")
+            live = self.reporter.live()
+            self.reporter.end(Ending.STOPPED if live else Ending.INTERRUPTED)
             return EXIT_OK
         checkpoint_dir = mirror.local_dir if mirror is not None else None
         env = training_environment(
-            self.env, self.cfg, spec, self.layout, job.arn, checkpoint_dir, program
+            self.env, self.attempt, spec, self.layout, self.attempt.arn, checkpoint_dir, program
         )
         self.reporter.report(phase="training")
         self._install_sigterm_handler()
@@ -106,45 +127,49 @@ class Agent:
             self.syncer.start()
         exit_code = self._watch(self.proc)
         self._wind_down(self.proc)
-        self.reporter.report(exit_code=exit_code)
-        self._finish(spec, self._classify(exit_code))
-        self.reporter.report(phase="done")
+        outcome = self._classify(exit_code)
+        uploaded = self._finish(spec, outcome)
+        self.reporter.end(
+            outcome.ending,
+            exit_code=exit_code,
+            finished=outcome.finished,
+            failure_reason=outcome.failure_reason,
+            model_uploaded=uploaded,
+        )
         return EXIT_OK
 
-    def _plan(self, spec: JobSpec) -> RunPlan:
-        """What the job runs: the decision admission made, made again from the same file.
-
-        Only an image needs the registry; the home's config is read then, not before, so
-        a config edited into a broken state cannot fail jobs that name no image.
-        """
+    def _plan(self) -> RunPlan:
+        """What the job runs: the plan admission decided and stored with the job."""
+        stored = self.attempt.run_plan
+        if stored is None:
+            raise JobInputError(f"ClientError: {self.attempt.plan_error or 'no run plan'}")
         try:
-            registry = (
-                load_images(self.cfg.home)
-                if spec.algorithm.training_image is not None
-                else ImageRegistry()
-            )
-            return plan_run(spec, registry)
+            return plan_from_json(stored)
         except SpecError as e:
             raise JobInputError(f"ClientError: {e}") from None
 
     def _prepare(self, spec: JobSpec) -> Program:
         """Lay out /opt/ml and bring channels and code in; returns what to run."""
-        cfg, layout = self.cfg, self.layout
-        plan = self._plan(spec)  # before any download: a job that maps to nothing fails fast
+        cfg, at, layout = self.cfg, self.attempt, self.layout
+        plan = self._plan()  # before any download: a job that maps to nothing fails fast
         layout.create()
-        layout.host_output_data_dir(cfg.host).mkdir(parents=True, exist_ok=True)
-        write_config(layout, spec, cfg.host, cfg.hosts, cfg.instance_type)
+        layout.host_output_data_dir(at.host).mkdir(parents=True, exist_ok=True)
+        write_config(layout, spec, at.host, at.hosts, at.instance_type)
         for ch in spec.channels:
             try:
                 cached = cache_channel(ch, cfg.cache, cfg.job)
             except StorageError as e:
                 raise JobInputError(f"ClientError: cannot fetch channel {ch.name!r}: {e}") from e
             shard = None
-            if ch.data_distribution == "ShardedByS3Key" and len(cfg.hosts) > 1:
-                shard = (cfg.hosts.index(cfg.host), len(cfg.hosts))
+            if ch.data_distribution == "ShardedByS3Key" and len(at.hosts) > 1:
+                shard = (at.hosts.index(at.host), len(at.hosts))
             link_channel(cached, layout.channel_dir(ch.name), shard)
         program = prepare_program(
-            plan, spec.hyperparameters, layout.code_dir, self._early_lines.append
+            plan,
+            spec.hyperparameters,
+            layout.code_dir,
+            self._early_lines.append,
+            stop_grace=at.stop_grace,
         )
         self.reporter.report(download_ended=time.time())
         return program
@@ -165,7 +190,9 @@ class Agent:
                 "spotrun-agent: skipped incomplete or corrupt checkpoints "
                 + ", ".join(restored.skipped)
             )
-        self.reporter.report(restored=restored.describe(), synced_step=restored.step)
+        self.reporter.report(
+            restored=restored.describe()[:RESTORED_LIMIT], synced_step=restored.step
+        )
         return mirror
 
     def _stall_seconds(self) -> float:
@@ -197,7 +224,7 @@ class Agent:
                 if notice is not None:
                     self._on_notice(proc, notice)
             if not (self.stop_requested or self.attempt_over) and self.reporter.desired() == "stop":
-                self._on_stop(proc, self.reporter.attempt())
+                self._on_stop(proc)
             if self._sigterm.is_set() and not (self.noticed or self.stop_requested):
                 self._on_notice(proc, None)
             if self._kill_at is not None and time.monotonic() >= self._kill_at:
@@ -217,17 +244,17 @@ class Agent:
             self._say(f"spotrun-agent: interruption notice, instance reclaimed at {notice.time}")
         self.reporter.report(noticed=True)
 
-    def _on_stop(self, proc: TrainingProcess, attempt: AttemptRecord | None) -> None:
+    def _on_stop(self, proc: TrainingProcess) -> None:
         """SIGTERM now, SIGKILL after the attempt's grace.
 
-        "stop" is also what the store answers for an attempt the controller has already
+        "stop" is also what the server answers for an attempt the controller has already
         ended (the capacity was lost, say). That is no user stop: nothing is uploaded and
         the ending counts as an interruption, not as a failure of the user's code.
         """
-        grace = attempt.stop_grace if attempt is not None else DEFAULT_STOP_GRACE
+        grace = self.attempt.stop_grace
         proc.signal_group(signal.SIGTERM)
         self._kill_at = time.monotonic() + grace
-        if attempt is None or not attempt.live:
+        if not self.reporter.live():
             self.attempt_over = True
             why = "the controller ended this attempt"
         else:
@@ -271,19 +298,16 @@ class Agent:
             last_stderr=self.pump.last_stderr if self.pump is not None else None,
         )
 
-    def _finish(self, spec: JobSpec, outcome: Outcome) -> None:
-        if outcome.failure_reason is not None:
-            self.reporter.report(failure_reason=outcome.failure_reason)
-        if not outcome.uploads_model:
-            return
-        if not self.cfg.leader:
-            self.reporter.report(finished=outcome.finished)
-            return
+    def _finish(self, spec: JobSpec, outcome: Outcome) -> bool:
+        """Upload the model (and output data) if the ending calls for it and this host is
+        the leader; returns whether it did."""
+        if not outcome.uploads_model or not self.attempt.leader:
+            return False
         self.reporter.report(phase="uploading")
         tar_folder_to(spec.model_artifact_uri, self.layout.model_dir)
         if local_files(self.layout.output_data_dir):
             tar_folder_to(spec.output_artifact_uri, self.layout.output_data_dir)
-        self.reporter.report(model_uploaded=True, finished=outcome.finished)
+        return True
 
     def abandon(self) -> None:
         """Kill the training and stop background work without writing anything more."""
@@ -299,26 +323,46 @@ def run_agent(env: Mapping[str, str], echo: TextIO | None = None) -> int:
     except AgentConfigError as e:
         print(f"spotrun-agent: {e}", file=sys.stderr)
         return EXIT_BAD_ENVIRONMENT
+    reporter = HttpReporter(cfg)
     try:
-        store = Store.open(cfg.home, env.get("SPOTRUN_DATABASE_URL") or None)
-    except Exception as e:
-        print(f"spotrun-agent: cannot open the store under {cfg.home}: {e}", file=sys.stderr)
+        attempt = reporter.open()
+    except (StaleGeneration, Refused) as e:
+        print(f"spotrun-agent: {e}; giving up this attempt", file=sys.stderr)
+        return EXIT_STALE
+    except (ServiceError, AgentConfigError) as e:
+        print(f"spotrun-agent: cannot start: {e}", file=sys.stderr)
         return EXIT_INTERNAL
-    agent = Agent(cfg, env, store, out)
+    agent = Agent(cfg, env, reporter, attempt, out)
     try:
-        return agent.run()
-    except StaleGeneration as e:
+        code = agent.run()
+    except (StaleGeneration, Refused) as e:
         agent.abandon()
+        reporter.close(0)
         print(f"spotrun-agent: {e}; giving up this attempt", file=sys.stderr)
         return EXIT_STALE
     except BaseException as e:
         agent.abandon()
         reason = f"InternalServerError: {type(e).__name__}: {e}"[:FAILURE_REASON_LIMIT]
         print(f"spotrun-agent: {reason}", file=sys.stderr)
-        try:
-            agent.reporter.report(failure_reason=reason, phase="done")
-        except Exception as report_error:
-            print(f"spotrun-agent: could not report it: {report_error}", file=sys.stderr)
-        return EXIT_INTERNAL
-    finally:
-        store.close()
+        # no ending: the agent cannot tell how the attempt went, which is a platform fault
+        reporter.report(failure_reason=reason, phase="done")
+        code = EXIT_INTERNAL
+    return _flush(reporter, cfg.flush_seconds, code)
+
+
+def _flush(reporter: HttpReporter, bound: float, code: int) -> int:
+    """Wait (up to ``bound`` seconds) for a server to take the last reports."""
+    delivered = reporter.close(bound)
+    try:
+        reporter.check()
+    except (StaleGeneration, Refused) as e:
+        print(f"spotrun-agent: {e}; the last reports were refused", file=sys.stderr)
+        return EXIT_STALE
+    if not delivered:
+        print(
+            f"spotrun-agent: {reporter.pending} reports reached no server within {bound:g} s; "
+            "giving up on them",
+            file=sys.stderr,
+        )
+        return code or EXIT_UNDELIVERED
+    return code

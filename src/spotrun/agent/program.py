@@ -27,6 +27,7 @@ does (``str()``; a dict becomes ``k=v,k2=v2``).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from spotrun.agent.outcome import JobInputError
-from spotrun.agent.reporter import DEFAULT_STOP_GRACE
 from spotrun.agent.source import fetch_code
 from spotrun.images import (
     SDK_LOG_LEVEL,
@@ -139,17 +139,20 @@ def prepare_program(
     hyperparameters: Mapping[str, str],
     code_dir: Path,
     say: Callable[[str], None],
+    *,
+    stop_grace: float,
 ) -> Program:
     """Fetch the plan's code into ``code_dir`` and build its command line.
 
     ``JobInputError`` (the job's failure reason) when the code cannot be fetched or the
     entry point is not in it. ``say`` reports what the agent does not do (install a
-    ``requirements.txt``, say) in the job's log.
+    ``requirements.txt``, say) in the job's log. ``stop_grace`` is the attempt's: torchrun
+    gives its ranks that long to save before it kills them.
     """
     if isinstance(plan, ScriptRun):
-        return _script(plan, hyperparameters, code_dir, say)
+        return _script(plan, hyperparameters, code_dir, say, stop_grace)
     if isinstance(plan, SdkScriptRun):
-        return _sdk_script(plan, hyperparameters, code_dir, say)
+        return _sdk_script(plan, hyperparameters, code_dir, say, stop_grace)
     assert isinstance(plan, AlgorithmRun)
     module = plan.algorithm.module
     return Program(
@@ -168,6 +171,7 @@ def _script(
     hyperparameters: Mapping[str, str],
     code_dir: Path,
     say: Callable[[str], None],
+    stop_grace: float,
 ) -> Program:
     if plan.mapped_by is None:
         fetch_code(plan.source, code_dir, "SourceDir")
@@ -180,7 +184,7 @@ def _script(
         args = hyperparameter_args(hyperparameters)
         return Program(
             # always Python, whatever the suffix: spotrun's script mode runs Python scripts
-            argv=_command((sys.executable, str(entry)), entry, args, plan.ranks),
+            argv=_command((sys.executable, str(entry)), entry, args, plan.ranks, stop_grace),
             entry_point=plan.entry_point,
             module_dir=str(code_dir),
             module_name=module_name(plan.entry_point),
@@ -198,7 +202,7 @@ def _script(
     _mention_requirements(code_dir, say)
     args = toolkit_args(hyperparameters)
     return Program(
-        argv=_command(script_command(entry), entry, args, plan.ranks),
+        argv=_command(script_command(entry), entry, args, plan.ranks, stop_grace),
         entry_point=plan.entry_point,
         module_dir=str(code_dir),
         module_name=module_name(plan.entry_point),
@@ -214,6 +218,7 @@ def _sdk_script(
     hyperparameters: Mapping[str, str],
     code_dir: Path,
     say: Callable[[str], None],
+    stop_grace: float,
 ) -> Program:
     fetch_code(plan.submit_directory, code_dir, f"{SDK_SUBMIT_DIRECTORY} {plan.submit_directory!r}")
     entry = _entry_in(
@@ -225,7 +230,7 @@ def _sdk_script(
     _mention_requirements(code_dir, say)
     args = toolkit_args(hyperparameters)
     return Program(
-        argv=_command(script_command(entry), entry, args, plan.ranks),
+        argv=_command(script_command(entry), entry, args, plan.ranks, stop_grace),
         entry_point=plan.program,
         module_dir=plan.submit_directory,
         module_name=module_name(plan.program),
@@ -237,15 +242,15 @@ def _sdk_script(
 
 
 def torchrun_command(
-    ranks: int, script: Path, args: Sequence[str], shutdown_timeout: float = DEFAULT_STOP_GRACE
+    ranks: int, script: Path, args: Sequence[str], shutdown_timeout: float
 ) -> tuple[str, ...]:
     """``script`` as ``ranks`` data-parallel processes on this instance under torchrun.
 
     ``--standalone`` gives the group a rendezvous on a free local port, so jobs on one
     machine never collide on a fixed one. No ``--max-restarts``: a failed rank ends the
     attempt. torchrun forwards the agent's SIGTERM to the ranks and by default SIGKILLs
-    them 30 s later; ``--shutdown-timeout`` gives them the whole notice window to save
-    instead (the agent's own SIGKILL still ends everything at its grace). Each rank starts
+    them 30 s later; ``--shutdown-timeout`` (the attempt's stop grace) gives them as long
+    to save as the agent itself allows before its SIGKILL. Each rank starts
     through ``spotrun.toolkit.rank``, which ties it to torchrun's life (torchrun puts ranks in
     sessions of their own, out of reach of the agent's group signals) and records a rank's
     error as the job's failure reason.
@@ -256,7 +261,7 @@ def torchrun_command(
         "torch.distributed.run",
         "--standalone",
         f"--nproc_per_node={ranks}",
-        f"--shutdown-timeout={int(shutdown_timeout)}",
+        f"--shutdown-timeout={max(1, math.ceil(shutdown_timeout))}",
         "-m",
         RANK_MODULE,
         str(script),
@@ -265,13 +270,13 @@ def torchrun_command(
 
 
 def _command(
-    alone: Sequence[str], entry: Path, args: Sequence[str], ranks: int | None
+    alone: Sequence[str], entry: Path, args: Sequence[str], ranks: int | None, grace: float
 ) -> tuple[str, ...]:
     """The script's command line: ``alone`` + args, or torchrun's with ranks (the plan
     allows ranks for Python scripts only)."""
     if ranks is None:
         return (*alone, *args)
-    return torchrun_command(ranks, entry, args)
+    return torchrun_command(ranks, entry, args, grace)
 
 
 def _mention_requirements(code_dir: Path, say: Callable[[str], None]) -> None:

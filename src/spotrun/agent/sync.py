@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 
 from spotrun.agent.reporter import Reporter
-from spotrun.errors import StaleGeneration
 from spotrun.storage import CheckpointMirror, SyncResult
 
 HEARTBEAT_SECONDS = 10.0
@@ -113,9 +112,6 @@ class CheckpointSyncer:
         while not self._stop.wait(self.interval):
             try:
                 self.sync_now()
-            except StaleGeneration as e:
-                self.reporter.fail(e)
-                return
             except Exception as e:
                 # keep trying: the reported sync age grows, and the watchdog warns
                 message = f"spotrun-agent: checkpoint sync to {self.mirror.uri} failed: {e}"
@@ -130,8 +126,5 @@ class CheckpointSyncer:
         while not self._stop.wait(tick):
             try:
                 self.check_stall()
-            except StaleGeneration as e:
-                self.reporter.fail(e)
-                return
             except Exception as e:
                 self._say(f"spotrun-agent: checking checkpoint sync failed: {e}")

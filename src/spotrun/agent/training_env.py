@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from spotrun.agent.config import AgentConfig
+from spotrun.agent.config import AttemptInfo
 from spotrun.agent.layout import NETWORK_INTERFACE, MlLayout, input_data_config, resource_config
 from spotrun.agent.program import Program, hyperparameter_args, python_path
+from spotrun.agent.wire import CREDENTIAL_ENV
 from spotrun.spec import JobSpec
 
 __all__ = ["hyperparameter_args", "sm_value", "training_environment"]
@@ -29,7 +30,8 @@ def sm_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-#: agent and CLI variables a training process does not get
+#: agent and CLI variables a training process does not get: above all the agent's
+#: credential, which would let a script report for its host
 PRIVATE = frozenset(
     {
         "SPOTRUN_HOME",
@@ -38,13 +40,14 @@ PRIVATE = frozenset(
         "SPOTRUN_ENDPOINT",
         "SPOTRUN_ACCESS_KEY_ID",
         "SPOTRUN_SECRET_ACCESS_KEY",
+        *CREDENTIAL_ENV,
     }
 )
 
 
 def training_environment(
     base: Mapping[str, str],
-    cfg: AgentConfig,
+    attempt: AttemptInfo,
     spec: JobSpec,
     layout: MlLayout,
     arn: str,
@@ -58,37 +61,37 @@ def training_environment(
     facts: dict[str, Any] = {
         "additional_framework_parameters": {},
         "channel_input_dirs": channel_dirs,
-        "current_host": cfg.host,
-        "current_instance_type": cfg.instance_type,
+        "current_host": attempt.host,
+        "current_instance_type": attempt.instance_type,
         "framework_module": None,
-        "hosts": list(cfg.hosts),
+        "hosts": list(attempt.hosts),
         "hyperparameters": hps,
         "input_config_dir": str(layout.config_dir),
         "input_data_config": input_data_config(spec),
         "input_dir": str(layout.input_dir),
-        "is_master": cfg.leader,
+        "is_master": attempt.leader,
         "job_name": spec.name,
         "log_level": program.log_level,
-        "master_hostname": cfg.hosts[0],
+        "master_hostname": attempt.hosts[0],
         "model_dir": str(layout.model_dir),
         "module_dir": program.module_dir,
         "module_name": program.module_name,
         "network_interface_name": NETWORK_INTERFACE,
         "num_cpus": os.cpu_count() or 1,
         "num_gpus": 0,
-        "output_data_dir": str(layout.host_output_data_dir(cfg.host)),
+        "output_data_dir": str(layout.host_output_data_dir(attempt.host)),
         "output_dir": str(layout.output_dir),
         "output_intermediate_dir": str(layout.intermediate_dir),
-        "resource_config": resource_config(cfg.host, cfg.hosts, cfg.instance_type),
+        "resource_config": resource_config(attempt.host, attempt.hosts, attempt.instance_type),
         "user_entry_point": program.entry_point,
     }
     sm: dict[str, str] = {
         "SM_MODEL_DIR": facts["model_dir"],
         "SM_CHANNELS": json.dumps(channels),
         "SM_HPS": json.dumps(hps, sort_keys=True),
-        "SM_HOSTS": json.dumps(list(cfg.hosts)),
-        "SM_CURRENT_HOST": cfg.host,
-        "SM_CURRENT_INSTANCE_TYPE": cfg.instance_type,
+        "SM_HOSTS": json.dumps(list(attempt.hosts)),
+        "SM_CURRENT_HOST": attempt.host,
+        "SM_CURRENT_INSTANCE_TYPE": attempt.instance_type,
         "SM_NUM_CPUS": str(facts["num_cpus"]),
         "SM_NUM_GPUS": "0",
         "SM_OUTPUT_DATA_DIR": facts["output_data_dir"],
@@ -106,8 +109,8 @@ def training_environment(
         "SM_MODULE_NAME": program.module_name,
         "SM_NETWORK_INTERFACE_NAME": NETWORK_INTERFACE,
         "SM_FRAMEWORK_PARAMS": "{}",
-        "SM_IS_MASTER": json.dumps(cfg.leader),
-        "SM_MASTER_HOSTNAME": cfg.hosts[0],
+        "SM_IS_MASTER": json.dumps(attempt.leader),
+        "SM_MASTER_HOSTNAME": attempt.hosts[0],
     }
     for name, folder in channel_dirs.items():
         sm[f"SM_CHANNEL_{name.upper()}"] = folder
@@ -123,8 +126,9 @@ def training_environment(
     }
     if checkpoint_dir is not None:
         platform["SPOTRUN_CHECKPOINT_DIR"] = str(checkpoint_dir)
-    # the agent's own plumbing (where the server keeps its state and keys) is not the
-    # script's business; this tidies the environment, it is not a sandbox (see README)
+    # the agent's own plumbing (its credential, where the server keeps its state and keys)
+    # is not the script's business; this tidies the environment, it is not a sandbox (see
+    # README)
     inherited = {k: v for k, v in base.items() if k not in PRIVATE}
     out = {**inherited, **spec.environment, **platform}
     path = python_path(program, out.get("PYTHONPATH"))

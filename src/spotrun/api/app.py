@@ -6,6 +6,10 @@ with the signing name ``spotrun`` (the CLI does it with the key in
 ``$SPOTRUN_HOME/credentials.json`` or ``SPOTRUN_ACCESS_KEY_ID``/``SPOTRUN_SECRET_ACCESS_KEY``).
 Only ``/v1/health`` answers without a signature. Every job route sees only the caller's
 account; another account's job is "not found".
+
+The instance API under ``/v1/agent`` (``spotrun.api.agent``) is for agents only: signed
+with an instance credential under the signing name ``spotrun-agent``, which no other
+route accepts.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from spotrun.api import awsjson, cwlogs, sagemaker
+from spotrun.api import agent, awsjson, cwlogs, sagemaker
 from spotrun.api.awsjson import parse_json
 from spotrun.api.describe import describe
 from spotrun.api.runtime import Runtime
@@ -154,11 +158,41 @@ def create_app(rt: Runtime) -> FastAPI:
         [sagemaker.operations(rt), cwlogs.operations(rt)],
         lambda request, body, service: authenticate(rt, request, body, (service,)),
     )
+    agent.mount(
+        app,
+        agent.AgentApi(
+            store=store,
+            keys=rt.agent_keys,
+            now=rt.clock.now,
+            wake=rt.wake,
+            servers=rt.server_urls,
+            images=lambda: load_images(rt.settings.home),
+        ),
+    )
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
-        """Unauthenticated liveness: the server's pid."""
-        return {"ok": True, "pid": rt.pid}
+        """Unauthenticated liveness: the server's pid, and whether it leads the controller."""
+        return {"ok": True, "pid": rt.pid, "leader": rt.leading}
+
+    @app.get("/v1/servers")
+    def servers(c: Signed) -> dict[str, Any]:
+        """The live servers sharing this database, and which one leads the controller."""
+        return {
+            "servers": [
+                {
+                    "Id": srv.id,
+                    "Url": srv.url,
+                    "Pid": srv.pid,
+                    "Hostname": srv.hostname,
+                    "StartedAt": srv.started_at,
+                    "HeartbeatAt": srv.heartbeat_at,
+                    "Leader": leads,
+                    "Self": srv.id == rt.presence.id,
+                }
+                for srv, leads in rt.servers()
+            ]
+        }
 
     @app.get("/v1/whoami")
     def whoami(c: Signed) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from spotrun.control.billing import savings_percent
 from spotrun.store import JobRecord, Store
 
 
@@ -96,8 +97,7 @@ def spotrun_extras(store: Store, job: JobRecord) -> dict[str, Any]:
                 ],
             }
         )
-    training = job.training_seconds
-    savings = (1 - job.billable_seconds / training) * 100 if training > 0 else 0.0
+    savings = savings_percent(job.training_seconds, job.billable_seconds)
     return {
         "Interruptions": job.interruptions,
         "RetriesUsed": job.retries_used,

@@ -1,7 +1,14 @@
-"""Everything the service runs, wired together: store, market, provider, controller.
+"""Everything a server runs, wired together: store, market, provider, controller, lease.
 
-The controller runs in a thread beside the HTTP server; a submission or a stop wakes it
-instead of waiting for the next poll.
+Every server serves the APIs. Beside the HTTP server run two threads: one keeps this
+server's presence (its heartbeat in the ``servers`` table) and the controller lease; the
+other runs the controller while this server holds the lease, adopting what the provider
+has running each time it takes the lease over. The API never writes the lifecycle: a stop
+request records the job's desired state and wakes the controller, which makes every
+transition; a submission, a stop, an interrupt or an agent's report wakes it instead of
+waiting for a poll. Agents reach the servers at the URLs they registered with (``url``,
+known once the server has chosen its port), signing with the credentials ``agent_keys``
+mints.
 """
 
 from __future__ import annotations
@@ -10,27 +17,33 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from spotrun.api.presence import Presence
+from spotrun.auth.instance_keys import InstanceKeys
 from spotrun.auth.keys import KeyRing
-from spotrun.control.admission import admit
+from spotrun.control.admission import admit_plan
 from spotrun.control.clock import Clock, RealClock
 from spotrun.control.controller import Controller, agent_workload
-from spotrun.control.reconcile import STOP_MESSAGES
-from spotrun.errors import InvalidState, NotFound, SpecError
+from spotrun.control.lease import RENEW_EVERY, Lease
+from spotrun.errors import Fenced, InvalidState, NotFound, SpecError
+from spotrun.images import plan_to_json
 from spotrun.market import Catalog, Market, MarketConfig, load_market_config
 from spotrun.providers.base import InstancePhase, InstanceRef, InstanceState
 from spotrun.providers.local import LocalProvider
 from spotrun.settings import Settings, load_images
-from spotrun.spec import SecondaryStatus, TrainingJobStatus
+from spotrun.spec import TrainingJobStatus
 from spotrun.storage import check_readable
-from spotrun.store import DEFAULT_ACCOUNT_ID, JobRecord, Store
+from spotrun.store import DEFAULT_ACCOUNT_ID, Fence, JobRecord, ServerRecord, Store
 
 log = logging.getLogger("spotrun.service")
 DEFAULT_REGION = "us-east-1"
 #: the longest notice an injected interruption may give (EC2 gives two minutes)
 MAX_INJECTED_LEAD = 120.0
+#: how long StopTrainingJob waits for the controller to move the job to Stopping
+STOP_ACK_SECONDS = 5.0
 
 
 def market_epoch(home: Path, now: float) -> float:
@@ -51,26 +64,27 @@ def _running(state: InstanceState | None) -> bool:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock | None = None, url: str | None = None
+    ) -> None:
         self.settings = settings
         self.clock = clock or RealClock()
         self.pid = os.getpid()
+        #: the base URL this server answers agents at (None: it serves no agents)
+        self.url = url
         home = settings.home
         self.store = Store.open(home, settings.database_url)
         self.keys = KeyRing(self.store, home)
+        self.agent_keys = InstanceKeys(self.store, home)
         # $SPOTRUN_DATA, else a catalog `spotrun catalog update` installed, else the packaged one
         self.catalog = Catalog.load(home=home)
         config = load_market_config(settings.market) if settings.market else MarketConfig()
         self.market = Market(self.catalog, config, market_epoch(home, self.clock.now()))
         self.provider = LocalProvider(home, self.market, self.clock, settings.isolation)
-        home_s = str(home)
-
         agent_env = {"SPOTRUN_POLL_SECONDS": str(settings.poll_seconds)}
-        if settings.database_url is not None:
-            agent_env["SPOTRUN_DATABASE_URL"] = settings.database_url  # where agents report
 
         def workload(job: JobRecord) -> Any:
-            return agent_workload(home_s, agent_env)
+            return agent_workload(self.server_urls(), agent_env)
 
         self.controller = Controller(
             self.store,
@@ -80,11 +94,15 @@ class Runtime:
             workload=workload,
             stop_grace=settings.stop_grace_seconds,
             poll=settings.poll_seconds,
+            sweep_every=max(2.0, settings.poll_seconds),
+            credentials=self.agent_keys,
         )
+        self.presence = Presence(self.store, url or "", self.clock)
+        self.lease = Lease(self.store, self.presence.id, self.clock, dead=self.presence.dead)
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._adopted: Fence | None = None
 
     # -- submissions --------------------------------------------------------------------
 
@@ -101,7 +119,7 @@ class Runtime:
         may leave it out. The stored request keeps every member the caller sent, so
         Describe echoes what it accepted.
         """
-        spec = admit(
+        spec, plan = admit_plan(
             request,
             known_type=self.catalog.has_type,
             known_types=self.catalog.types,
@@ -112,8 +130,9 @@ class Runtime:
         )
         arn = f"arn:aws:sagemaker:{region}:{account}:training-job/{spec.name}"
         stored = spec.to_api()  # every accepted member, with the defaults filled in
-        with self._lock:
-            self.store.create_job(spec.name, arn, stored, self.clock.now(), account)
+        self.store.create_job(
+            spec.name, arn, stored, self.clock.now(), account, run_plan=plan_to_json(plan)
+        )
         self.wake()
         return arn
 
@@ -126,19 +145,20 @@ class Runtime:
         return job
 
     def request_stop(self, name: str) -> None:
-        """StopTrainingJob: only an InProgress job can be stopped (AWS's rule)."""
-        with self._lock:
-            job = self.store.get_job(name)
-            if job.status != TrainingJobStatus.IN_PROGRESS:
-                raise InvalidState(
-                    f"The request was rejected because the training job is in status "
-                    f"{job.status.value}."
-                )
-            now = self.clock.now()
-            self.store.update_job(name, now, stop_requested_at=now, stop_reason="user")
-            # Stopping at once, as AWS answers; the controller signals the instance next
-            self.store.record_transition(name, SecondaryStatus.STOPPING, STOP_MESSAGES["user"], now)
+        """StopTrainingJob: only an InProgress job can be stopped (AWS's rule).
+
+        The stop is the job's desired state; the controller makes the transition. As AWS
+        answers only once the job is Stopping, this waits (a few seconds at most) for the
+        leading controller, in this server or another, to have moved it there.
+        """
+        self.store.request_stop(name, self.clock.now())
         self.wake()
+        give_up = time.monotonic() + STOP_ACK_SECONDS
+        while self.store.get_job(name).status is TrainingJobStatus.IN_PROGRESS:
+            if time.monotonic() >= give_up:
+                log.warning("%s: no controller took up the stop yet; it will", name)
+                return
+            time.sleep(0.02)
 
     def request_interrupt(self, name: str, lead_seconds: float | None = None) -> dict[str, Any]:
         """Reclaim the job's spot capacity on purpose, with the usual notice first.
@@ -156,45 +176,75 @@ class Runtime:
             raise SpecError(
                 "lead_seconds", f"must be between 0 and {MAX_INJECTED_LEAD:g}, not {lead:g}"
             )
-        with self._lock:
-            job = self.store.get_job(name)
-            if job.status != TrainingJobStatus.IN_PROGRESS:
-                raise InvalidState(
-                    f"only an InProgress job can be interrupted; {name} is {job.status.value}"
-                )
-            if job.stop_requested_at is not None:
-                raise InvalidState(f"{name} is being stopped; it cannot be interrupted as well")
-            live = [
-                i
-                for i in self.store.instances(name, live_only=True)
-                if _running(self.provider.describe(InstanceRef(i.provider, i.id)))
-            ]
-            if not live:
-                raise InvalidState(f"{name} has no running instance to interrupt (it is waiting)")
-            if not all(i.spot for i in live):
-                raise InvalidState(
-                    f"{name} runs on on-demand capacity, which is never reclaimed; "
-                    "only spot instances can be interrupted"
-                )
-            deadline = 0.0
-            for instance in live:
-                notice = self.provider.interrupt(InstanceRef(instance.provider, instance.id), lead)
-                deadline = max(deadline, notice.deadline)
-            now = self.clock.now()
-            ids = ", ".join(i.id for i in live)
-            self.store.add_event(
-                name, now, "interrupt", f"interruption requested: {ids} reclaimed in {lead:g} s"
+        job = self.store.get_job(name)
+        if job.status != TrainingJobStatus.IN_PROGRESS:
+            raise InvalidState(
+                f"only an InProgress job can be interrupted; {name} is {job.status.value}"
             )
+        if job.stop_requested_at is not None:
+            raise InvalidState(f"{name} is being stopped; it cannot be interrupted as well")
+        live = [
+            i
+            for i in self.store.instances(name, live_only=True)
+            if _running(self.provider.describe(InstanceRef(i.provider, i.id)))
+        ]
+        if not live:
+            raise InvalidState(f"{name} has no running instance to interrupt (it is waiting)")
+        if not all(i.spot for i in live):
+            raise InvalidState(
+                f"{name} runs on on-demand capacity, which is never reclaimed; "
+                "only spot instances can be interrupted"
+            )
+        # the notice is the provider's (a market's) doing, not a lifecycle write: the
+        # controller learns of it like of any notice, and the signal makes it look now
+        deadline = 0.0
+        for instance in live:
+            notice = self.provider.interrupt(InstanceRef(instance.provider, instance.id), lead)
+            deadline = max(deadline, notice.deadline)
+        now = self.clock.now()
+        ids = ", ".join(i.id for i in live)
+        self.store.add_event(
+            name, now, "interrupt", f"interruption requested: {ids} reclaimed in {lead:g} s"
+        )
+        self.store.signal(name)
         self.wake()
         return {"instances": [i.id for i in live], "deadline": deadline}
+
+    # -- the servers --------------------------------------------------------------------
+
+    @property
+    def leading(self) -> bool:
+        """Whether this server holds the controller lease (and runs the controller)."""
+        return self.lease.fence is not None
+
+    def server_urls(self) -> list[str]:
+        """The base URLs agents can reach a server at: this one's first, then the other
+        live servers' (an agent fails over to them when the one it talks to dies)."""
+        urls = [self.url] if self.url else []
+        try:
+            others = [s.url for s in self.presence.live()]
+        except Exception:  # the database is away: this server's own URL still helps
+            log.exception("could not list the live servers")
+            others = []
+        return urls + [u for u in others if u and u not in urls]
+
+    def servers(self) -> list[tuple[ServerRecord, bool]]:
+        """The live servers, each with whether it leads."""
+        lease = self.store.lease(self.lease.name)
+        now = self.clock.now()
+        holder = lease.holder if lease is not None and lease.expires_at > now else None
+        return [(s, s.id == holder) for s in self.presence.live()]
 
     # -- the controller thread ----------------------------------------------------------
 
     def start(self) -> None:
-        for line in self.controller.adopt():
-            log.info("adopt: %s", line)
-        self._thread = threading.Thread(target=self._loop, name="controller", daemon=True)
-        self._thread.start()
+        """Register this server, try for the lease at once, and start both threads."""
+        self.presence.register()
+        self._keep_lease()
+        for target, name in ((self._lease_loop, "lease"), (self._loop, "controller")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
 
     def wake(self) -> None:
         self._wake.set()
@@ -202,16 +252,50 @@ class Runtime:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for t in self._threads:
+            t.join(timeout=10)
+        try:
+            self.lease.release()
+            self.presence.leave()
+        except Exception:  # a clean exit is a courtesy; the lease expires anyway
+            log.exception("could not release the lease or the server row")
         self.store.close()
 
+    def _keep_lease(self) -> None:
+        before = self.lease.fence
+        try:
+            self.presence.beat()
+            self.lease.tick()
+        except Exception:  # the database may be away for a while: try again next tick
+            log.exception("could not renew the lease")
+        after = self.lease.fence
+        if after != before:
+            log.info("controller lease: %s", "taken" if after is not None else "lost")
+            self._wake.set()
+
+    def _lease_loop(self) -> None:
+        while not self._stop.wait(RENEW_EVERY):
+            self._keep_lease()
+
     def _loop(self) -> None:
+        poll = self.settings.poll_seconds
         while not self._stop.is_set():
-            try:
-                wait = self.controller.step(guard=self._lock)
-            except Exception:  # the loop must survive anything one step does
-                log.exception("controller step failed")
-                wait = self.settings.poll_seconds
-            self._wake.wait(timeout=max(0.05, min(wait, self.settings.poll_seconds)))
+            fence = self.lease.fence
+            wait = poll
+            if fence is None:
+                wait = RENEW_EVERY
+            else:
+                try:
+                    if fence != self._adopted:
+                        self.controller.adopt(fence)  # we just took over: see what runs
+                        self._adopted = fence
+                    wait = self.controller.step(fence)
+                except Fenced as e:
+                    log.warning("controller stopped: %s", e)
+                    self.lease.lost()
+                except Exception:  # the loop must survive anything one step does
+                    log.exception("controller step failed")
+            # reports from other processes are seen by polling their marks: at least
+            # every poll, sooner when a job is due or this server's API wakes us
+            self._wake.wait(timeout=max(0.01, min(wait, poll)))
             self._wake.clear()

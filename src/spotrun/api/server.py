@@ -1,11 +1,18 @@
-"""``spotrun server``: one process that serves the APIs and runs the controller.
+"""``spotrun server``: one process that serves the APIs and, while it leads, the controller.
 
 ``python -m spotrun.api.server --home H [--host A] [--port P] [--database URL]``. It records
 its pid, host, port and database (password hidden) in ``$SPOTRUN_HOME/service.json`` once it
-answers (the CLI finds it there) and removes the file when it stops. The database is
-SQLite in the home unless ``--database``, ``SPOTRUN_DATABASE_URL`` or the home's settings
-name another (PostgreSQL). Instances it launched keep running if it dies; the next
-server re-adopts them.
+answers (the CLI finds it there) and removes the file when it stops. Instances it launched
+keep running if it dies; the next server re-adopts them. Without a configured port it
+listens where the home's server last did (``server.port``) when that port is free, so the
+agents of those instances, which report to the URL they were launched with, find it again.
+
+The database is SQLite under the home unless ``--database``, ``SPOTRUN_DATABASE_URL`` or
+the home's settings name another (PostgreSQL). With the SQLite store, one server runs per
+home (a lock file says so). With a shared database, several servers may run, on one home
+(sharing the local provider's instance folders) or on several machines; they register in
+the database and one of them holds the controller lease (``spotrun server status``); the
+agents learn every live server's URL and fail over between them.
 
 On the first start of a home it creates an access key for the default account, writes it
 to ``$SPOTRUN_HOME/credentials.json`` (mode 0600) for the local CLI, and prints how to
@@ -35,6 +42,9 @@ from spotrun.dburl import shown_url
 from spotrun.errors import ServiceError
 from spotrun.settings import Settings, load_settings, with_database
 
+#: the port a home's server last listened on, when none is configured
+PORT_FILE = "server.port"
+
 
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -57,13 +67,16 @@ def first_key_message(key: NewKey, settings: Settings, url: str) -> str:
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
     """Run the server in this process until SIGTERM or SIGINT."""
     host = host or settings.host
-    port = port if port is not None else settings.port or _free_port(host)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    lock = _claim_home(settings)  # held (open) for the life of the process
-    rt = Runtime(settings)
+    # held (open) for the life of the process; a shared database takes several servers
+    shared = settings.store_url.startswith("postgresql")
+    lock = None if shared else _claim_home(settings)
+    port = port if port is not None else settings.port or _home_port(settings, host)
     url = f"http://{host}:{port}"
+    # the port is chosen first: the agents it launches are told where to report
+    rt = Runtime(settings, url=f"http://{_reachable(host)}:{port}")
     created = default_credentials(rt.store, settings.home)
     if created is not None:
         print(first_key_message(created, settings, url), flush=True)
@@ -109,12 +122,50 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
                 info.unlink()
         except (OSError, ValueError):
             pass
-    lock.close()
+    if lock is not None:
+        lock.close()
     return 0
 
 
+def _home_port(settings: Settings, host: str) -> int:
+    """The port a home's server used before, if it is free, else a new one (remembered).
+
+    Agents keep running while their server is down and report to the URL they were given
+    at launch: a server that comes back on the same port is found again without them
+    having to ask anyone.
+    """
+    settings.home.mkdir(parents=True, exist_ok=True)
+    path = settings.home / PORT_FILE
+    try:
+        before = int(path.read_text().strip())
+    except (OSError, ValueError):
+        before = 0
+    if before and _port_free(host, before):
+        return before
+    port = _free_port(host)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{port}\n")
+    os.replace(tmp, path)
+    return port
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _reachable(host: str) -> str:
+    """An address agents on this machine reach a server bound to ``host`` at."""
+    return "127.0.0.1" if host in ("", "0.0.0.0") else host
+
+
 def _claim_home(settings: Settings) -> TextIO:
-    """One server per home: two controllers over one store would race each other."""
+    """One server per home with the SQLite store, which is not made to be shared."""
     settings.home.mkdir(parents=True, exist_ok=True)
     f = open(settings.home / "server.lock", "a")  # noqa: SIM115 - held until exit
     try:

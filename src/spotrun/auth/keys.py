@@ -16,42 +16,54 @@ characters. The ``access_keys`` table holds only the salt and the secret's SHA-2
 The default account (id ``000000000000``, name ``default``, an admin) exists from the
 migration that created these tables. ``default_credentials`` gives a new home one key for
 it and writes ``credentials.json`` so the local CLI can sign its requests.
+
+The rows themselves are read and written by ``spotrun.store.KeyTables``; here are the
+master key, the derivation and the rules. Instance credentials (``instance_keys``) are made
+the same way.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import errno
 import hashlib
 import hmac
-import json
 import logging
-import os
 import re
 import secrets
 import string
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
-from spotrun.errors import Conflict, NotFound, SpecError, SpotrunError
-from spotrun.store import Store
-from spotrun.store.models import AccessKeyRow, AccountRow
+from spotrun.auth._files import write_new
+from spotrun.auth.credentials import (
+    CREDENTIALS_FILE,
+    DEFAULT_REGION,
+    read_credentials,
+    write_credentials,
+)
+from spotrun.errors import Conflict, SpecError, SpotrunError
+from spotrun.store import AccessKeyRecord, AccountRecord, KeyTables, Store
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "CREDENTIALS_FILE",
+    "DEFAULT_ACCOUNT_NAME",
+    "DEFAULT_REGION",
+    "Account",
+    "KeyInfo",
+    "KeyRing",
+    "NewKey",
+    "default_credentials",
+    "load_master_key",
+    "read_credentials",
+]
+
 DEFAULT_ACCOUNT_NAME = "default"
-DEFAULT_REGION = "us-east-1"
 MASTER_KEY_FILE = "master.key"
-CREDENTIALS_FILE = "credentials.json"
 KEY_PREFIX = "SPOT"
 KEY_ID_LENGTH = 20
 SECRET_LENGTH = 40
@@ -59,16 +71,11 @@ _KEY_ALPHABET = string.ascii_uppercase + string.digits
 _KEY_ID = re.compile(rf"{KEY_PREFIX}[A-Z0-9]{{{KEY_ID_LENGTH - len(KEY_PREFIX)}}}")
 _ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+=,-]{0,63}")
 _MAX_DESCRIPTION = 256
+#: how often a freshly drawn id may clash before giving up (it never should: 82 bits)
+_DRAWS = 5
 
-
-@dataclass(frozen=True)
-class Account:
-    """An account: jobs and keys belong to one; an admin may manage the others."""
-
-    id: str
-    name: str
-    created_at: float
-    admin: bool
+#: an account, as the store keeps it
+Account = AccountRecord
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,7 @@ class KeyRing:
 
     def __init__(self, store: Store, home: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.tables = KeyTables(store)
         self.home = home
         self._clock = clock
         self._master: bytes | None = None
@@ -121,35 +129,22 @@ class KeyRing:
     def ensure_account(self, name: str, *, admin: bool = False) -> Account:
         """The account called ``name``, created (with ``admin``) if there is none."""
         _check_account_name(name)
-        for _ in range(5):
-            with self.store._read() as s:
-                row = s.scalars(select(AccountRow).where(AccountRow.name == name)).first()
-                if row is not None:
-                    return _account(row)
+        for _ in range(_DRAWS):
+            found = self.tables.account_named(name)
+            if found is not None:
+                return found
             try:
-                with self.store._tx() as s:
-                    row = AccountRow(
-                        id=_new_account_id(s), name=name, created_at=self._clock(), admin=admin
-                    )
-                    s.add(row)
-                    s.flush()
-                    return _account(row)
-            except IntegrityError:
+                return self.tables.add_account(_new_account_id(), name, self._clock(), admin)
+            except Conflict:
                 continue  # another process took the name (or the id) first: look again
         raise Conflict(f"could not create account {name!r}; try again")
 
     def accounts(self) -> list[Account]:
-        with self.store._read() as s:
-            rows = s.scalars(select(AccountRow).order_by(AccountRow.created_at, AccountRow.id))
-            return [_account(r) for r in rows]
+        return self.tables.accounts()
 
     def account_of(self, key_id: str) -> Account:
         """The account a key belongs to (revoked or not); ``NotFound`` for unknown keys."""
-        with self.store._read() as s:
-            key = s.get(AccessKeyRow, key_id)
-            if key is None:
-                raise NotFound(f"no access key {key_id!r}")
-            return _account(s.get_one(AccountRow, key.account))
+        return self.tables.account_of_key(key_id)
 
     # -- keys -------------------------------------------------------------------------
 
@@ -158,47 +153,26 @@ class KeyRing:
         if len(description) > _MAX_DESCRIPTION:
             raise SpecError("Description", f"at most {_MAX_DESCRIPTION} characters")
         master = self._master_key()
-        with self.store._tx() as s:
-            account = s.scalars(select(AccountRow).where(AccountRow.name == account_name)).first()
-            if account is None:
-                raise NotFound(f"no account named {account_name!r}")
-            key_id = _new_key_id(s)
+        for _ in range(_DRAWS):
+            key_id = new_key_id(KEY_PREFIX)
             salt = secrets.token_hex(16)
-            secret = _derive(master, key_id, salt)
-            s.add(
-                AccessKeyRow(
-                    key_id=key_id,
-                    account=account.id,
-                    salt=salt,
-                    secret_sha256=_sha256(secret),
-                    description=description,
-                    created_at=self._clock(),
+            secret = derive_secret(master, key_id, salt)
+            try:
+                row = self.tables.add_access_key(
+                    key_id, account_name, salt, secret_sha256(secret), description, self._clock()
                 )
-            )
-            return NewKey(key_id, secret, account.id, account.name)
+            except Conflict:
+                continue
+            return NewKey(key_id, secret, row.account_id, row.account_name)
+        raise Conflict("could not draw an unused access key id; try again")
 
     def keys(self, account_id: str | None = None) -> list[KeyInfo]:
         """Every key (of one account, if given), oldest first; never a secret."""
-        with self.store._read() as s:
-            q = (
-                select(AccessKeyRow, AccountRow.name)
-                .join(AccountRow, AccessKeyRow.account == AccountRow.id)
-                .order_by(AccessKeyRow.created_at, AccessKeyRow.key_id)
-            )
-            if account_id is not None:
-                q = q.where(AccessKeyRow.account == account_id)
-            return [_info(row, name) for row, name in s.execute(q)]
+        return [_info(k) for k in self.tables.access_keys(account_id)]
 
     def revoke(self, key_id: str) -> KeyInfo:
         """Refuse a key from now on; ``NotFound`` if unknown, ``Conflict`` if already revoked."""
-        with self.store._tx() as s:
-            row = s.get(AccessKeyRow, key_id)
-            if row is None:
-                raise NotFound(f"no access key {key_id!r}")
-            if row.revoked_at is not None:
-                raise Conflict(f"access key {key_id} was already revoked")
-            row.revoked_at = self._clock()
-            return _info(row, s.get_one(AccountRow, row.account).name)
+        return _info(self.tables.revoke_access_key(key_id, self._clock()))
 
     def lookup(self, key_id: str) -> str | None:
         """The secret of an active key, for the SigV4 verifier; None if unknown or revoked.
@@ -208,20 +182,10 @@ class KeyRing:
         """
         if not _KEY_ID.fullmatch(key_id):
             return None
-        with self.store._read() as s:
-            row = s.get(AccessKeyRow, key_id)
-            if row is None or row.revoked_at is not None:
-                return None
-            salt, expected = row.salt, row.secret_sha256
-        secret = _derive(self._master_key(), key_id, salt)
-        if not hmac.compare_digest(_sha256(secret), expected):
-            log.warning(
-                "access key %s does not match %s: was the master key replaced? The key is refused.",
-                key_id,
-                self.home / MASTER_KEY_FILE,
-            )
+        row = self.tables.access_key(key_id)
+        if row is None or row.revoked_at is not None:
             return None
-        return secret
+        return checked_secret(self._master_key(), key_id, row.salt, row.secret_sha256, self.home)
 
     def touch(self, key_id: str, at: float) -> None:
         """Record that a key was used at ``at`` (at most once a ``TOUCH_EVERY``)."""
@@ -229,17 +193,11 @@ class KeyRing:
             if at - self._touched.get(key_id, float("-inf")) < self.TOUCH_EVERY:
                 return
             self._touched[key_id] = at
-        with self.store._tx() as s:
-            row = s.get(AccessKeyRow, key_id)
-            if row is not None and (row.last_used_at is None or row.last_used_at < at):
-                row.last_used_at = at
+        self.tables.touch_access_key(key_id, at)
 
     def _forget(self, key_id: str) -> None:
         """Delete a key that was never handed out."""
-        with self.store._tx() as s:
-            row = s.get(AccessKeyRow, key_id)
-            if row is not None:
-                s.delete(row)
+        self.tables.delete_access_key(key_id)
 
     def _master_key(self) -> bytes:
         if self._master is None:
@@ -269,29 +227,10 @@ def default_credentials(store: Store, home: Path) -> NewKey | None:
         return None
     ring = KeyRing(store, home)
     key = ring.create(DEFAULT_ACCOUNT_NAME, "local CLI (credentials.json)")
-    data = {
-        "access_key_id": key.key_id,
-        "secret_access_key": key.secret,
-        "region": DEFAULT_REGION,
-    }
-    if not _write_new(path, (json.dumps(data, indent=2) + "\n").encode()):
+    if not write_credentials(home, key.key_id, key.secret):
         ring._forget(key.key_id)  # another process started this home at the same moment
         return None
     return key
-
-
-def read_credentials(home: Path) -> tuple[str, str] | None:
-    """``(access key id, secret)`` from the home's ``credentials.json``, if it holds them."""
-    try:
-        data = json.loads((home / CREDENTIALS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    key_id, secret = data.get("access_key_id"), data.get("secret_access_key")
-    if not isinstance(key_id, str) or not isinstance(secret, str):
-        return None
-    return key_id, secret
 
 
 def load_master_key(home: Path) -> bytes:
@@ -299,7 +238,7 @@ def load_master_key(home: Path) -> bytes:
     path = home / MASTER_KEY_FILE
     if not path.exists():
         home.mkdir(parents=True, exist_ok=True)
-        _write_new(path, secrets.token_bytes(32).hex().encode() + b"\n")
+        write_new(path, secrets.token_bytes(32).hex().encode() + b"\n")
     try:
         master = bytes.fromhex(path.read_text().strip())
     except ValueError:
@@ -309,81 +248,44 @@ def load_master_key(home: Path) -> bytes:
     return master
 
 
-def _write_new(path: Path, data: bytes) -> bool:
-    """Create ``path`` (mode 0600) holding ``data``, all or nothing; False if it exists.
-
-    Written to a temporary file, then hard-linked into place: linking fails rather than
-    replacing an existing file, so two processes racing to create it cannot end up with
-    different contents, and nobody ever reads a half-written file.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        except OSError as e:
-            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-            return _write_exclusive(path, data)  # a file system without hard links
-        _sync_dir(path.parent)
-        return True
-    finally:
-        os.unlink(tmp)
-
-
-def _write_exclusive(path: Path, data: bytes) -> bool:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return True
-
-
-def _sync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform can fsync a directory
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _derive(master: bytes, key_id: str, salt: str) -> str:
+def derive_secret(master: bytes, key_id: str, salt: str) -> str:
+    """A key's secret: ``HMAC-SHA256(master key, key id + salt)``, 40 URL-safe characters."""
     digest = hmac.new(master, (key_id + salt).encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii")[:SECRET_LENGTH]
 
 
-def _sha256(secret: str) -> str:
+def secret_sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _new_key_id(s: Session) -> str:
-    while True:
-        tail = "".join(
-            secrets.choice(_KEY_ALPHABET) for _ in range(KEY_ID_LENGTH - len(KEY_PREFIX))
+def checked_secret(
+    master: bytes, key_id: str, salt: str, expected_sha256: str, home: Path
+) -> str | None:
+    """The derived secret of a key if it matches the stored hash; None (and a warning) if
+    not, which means the master key is not the one the key was made with."""
+    secret = derive_secret(master, key_id, salt)
+    if not hmac.compare_digest(secret_sha256(secret), expected_sha256):
+        log.warning(
+            "access key %s does not match %s: was the master key replaced? The key is refused.",
+            key_id,
+            home / MASTER_KEY_FILE,
         )
-        key_id = KEY_PREFIX + tail
-        if s.get(AccessKeyRow, key_id) is None:
-            return key_id
+        return None
+    return secret
 
 
-def _new_account_id(s: Session) -> str:
-    while True:
-        # a leading non-zero digit keeps generated ids clear of the default account's
-        account_id = str(secrets.choice(range(1, 10))) + "".join(
-            secrets.choice(string.digits) for _ in range(11)
-        )
-        if s.get(AccountRow, account_id) is None:
-            return account_id
+def new_key_id(prefix: str) -> str:
+    """A fresh key id: ``prefix`` and random upper-case letters and digits, 20 in all."""
+    return prefix + "".join(
+        secrets.choice(_KEY_ALPHABET) for _ in range(KEY_ID_LENGTH - len(prefix))
+    )
+
+
+def _new_account_id() -> str:
+    # a leading non-zero digit keeps generated ids clear of the default account's
+    return str(secrets.choice(range(1, 10))) + "".join(
+        secrets.choice(string.digits) for _ in range(11)
+    )
 
 
 def _check_account_name(name: str) -> None:
@@ -395,15 +297,11 @@ def _check_account_name(name: str) -> None:
         )
 
 
-def _account(row: AccountRow) -> Account:
-    return Account(row.id, row.name, row.created_at, row.admin)
-
-
-def _info(row: AccessKeyRow, account_name: str) -> KeyInfo:
+def _info(row: AccessKeyRecord) -> KeyInfo:
     return KeyInfo(
         row.key_id,
-        row.account,
-        account_name,
+        row.account_id,
+        row.account_name,
         row.description,
         row.created_at,
         row.revoked_at,

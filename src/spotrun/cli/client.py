@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from spotrun.api.security import REST_SERVICE
-from spotrun.auth.keys import read_credentials
+from spotrun.auth.credentials import read_credentials
 from spotrun.auth.sigv4 import (
     INCOMPLETE,
     INVALID_SIGNATURE,
@@ -267,6 +267,12 @@ class Client:
 
     def revoke_key(self, key_id: str) -> None:
         self._call("DELETE", f"/v1/keys/{key_id}")
+
+    def servers(self) -> list[dict[str, Any]]:
+        """The live servers sharing the server's database; ``Leader`` marks the one that
+        runs the controller."""
+        found: list[dict[str, Any]] = self._call("GET", "/v1/servers")["servers"]
+        return found
 
     def stop(self, name: str) -> None:
         self._call("POST", f"/v1/jobs/{name}/stop")

@@ -13,7 +13,13 @@ from typing import Any
 
 from spotrun.cli import catalog as catalog_cli
 from spotrun.cli import render
-from spotrun.cli.client import Client, service_info, start_service, stop_service
+from spotrun.cli.client import (
+    Client,
+    credentials,
+    service_info,
+    start_service,
+    stop_service,
+)
 from spotrun.dburl import shown_url
 from spotrun.errors import ServiceError, SpecError, SpotrunError
 from spotrun.images import PROCESSES_ENV
@@ -336,6 +342,9 @@ def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
             f"spotrun server: running, pid {info['pid']}, {_url(info)}, home {settings.home}, "
             f"database {database}"
         )
+        for server in Client(_url(info), *credentials(settings)).servers():
+            role = "leader (runs the controller)" if server["Leader"] else "standby"
+            print(f"  {server['Url']}  pid {server['Pid']} on {server['Hostname']}  {role}")
         return 0
     stopped = stop_service(settings)
     print("spotrun server stopped" if stopped else "spotrun server was not running")

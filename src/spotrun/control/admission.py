@@ -40,7 +40,24 @@ def admit(
     algorithms: Mapping[str, BuiltinAlgorithm] = BUILTIN_ALGORITHMS,
     strict: bool = False,
 ) -> JobSpec:
-    """Validate a request completely; raises ``SpecError`` naming the field.
+    """Validate a request completely; raises ``SpecError`` naming the field."""
+    spec, _plan = admit_plan(
+        request, known_type, known_types, check_readable, images, algorithms, strict
+    )
+    return spec
+
+
+def admit_plan(
+    request: Mapping[str, Any],
+    known_type: Callable[[str], bool],
+    known_types: Callable[[], list[str]],
+    check_readable: Callable[[str], None],
+    images: ImageRegistry | None = None,
+    algorithms: Mapping[str, BuiltinAlgorithm] = BUILTIN_ALGORITHMS,
+    strict: bool = False,
+) -> tuple[JobSpec, RunPlan]:
+    """Validate a request completely and decide what it runs, once; ``SpecError`` names
+    the field. The plan is stored with the job and executed by its agents.
 
     ``images`` is the service's image registry (``Settings.images``); without it only the
     built-in defaults map images. The spec is returned as parsed: the mapping is not
@@ -64,7 +81,7 @@ def admit(
                 f"InputDataConfig[{i}].DataSource.S3DataSource.S3Uri",
                 f"channel {ch.name!r} cannot be read: {e}",
             ) from None
-    return spec
+    return spec, plan
 
 
 def check_plan(spec: JobSpec, plan: RunPlan, check_readable: Callable[[str], None]) -> None:

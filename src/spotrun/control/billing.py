@@ -105,8 +105,16 @@ def bill(
         billable_seconds=billable,
         cost=cost,
         on_demand_cost=on_demand_cost,
-        savings_percent=(1.0 - billable / training) * 100.0,
+        savings_percent=savings_percent(training, billable),
     )
+
+
+def savings_percent(training_seconds: int, billable_seconds: int) -> float:
+    """(1 − billable / training) × 100: what spot saved; 0 before anything ran. The one
+    definition, for the bill and for everything that shows it."""
+    if training_seconds <= 0:
+        return 0.0
+    return (1.0 - billable_seconds / training_seconds) * 100.0
 
 
 def billed_pieces(

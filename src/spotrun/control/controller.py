@@ -1,10 +1,21 @@
 """The thin executor around ``reconcile``: observe, decide, carry out, repeat.
 
-``Controller.step`` gathers an ``Observation`` for each active job (store + provider +
-market), runs the pure ``reconcile`` and carries out the returned actions. ``adopt`` runs
-once at service start and reconciles the store with what the provider still has running,
-so a service killed at any point picks up where it was: instances keep running while it is
-down, and nothing they did is lost.
+``Controller.step`` steps the jobs that are due (``Agenda``): for each, it gathers an
+``Observation`` (store + provider + market), runs the pure ``reconcile`` and carries out
+the returned actions with ``execute``. ``adopt`` reconciles the store with what the
+provider has running; it runs when a controller takes the lease and every so often, so a
+server killed at any point is picked up where it was: instances keep running while no
+controller leads, and nothing they did is lost.
+
+Every step's writes go into one transaction guarded by the job's version and the lease's
+fencing token (``Store.step``). Side effects on the provider follow the commit that
+records their intent: an attempt row before its instances are launched, an ended attempt
+before its instances are terminated. So two controllers, or a deposed one, can never both
+launch an attempt of one job; a launch cut short by a crash is found by ``adopt``.
+
+Each attempt's hosts get an instance credential of their own (``credentials``), minted
+just before launch and revoked once the attempt's end has committed; the provider hands
+it to the agent.
 """
 
 from __future__ import annotations
@@ -13,10 +24,10 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
+from spotrun.agent.wire import ENDPOINTS_ENV, KEY_ID_ENV, SECRET_ENV
 from spotrun.control.actions import (
     Action,
     CloseInstance,
@@ -30,30 +41,62 @@ from spotrun.control.actions import (
     Transition,
     UpdateJob,
 )
+from spotrun.control.agenda import Agenda, Mark
 from spotrun.control.billing import Bill, Exclusion, PriceModel, Segment, bill
 from spotrun.control.clock import Clock
 from spotrun.control.observation import InstanceView, Observation
 from spotrun.control.reconcile import reconcile
-from spotrun.errors import IllegalTransition, NoCapacity, SpotrunError
+from spotrun.errors import Fenced, IllegalTransition, NoCapacity, SpotrunError, StaleVersion
 from spotrun.providers import (
     CapacityRequest,
     InstancePhase,
     InstanceRef,
     InstanceState,
+    LaunchPlan,
     Pool,
     Provider,
     Workload,
 )
-from spotrun.spec import TrainingJobStatus
-from spotrun.store import HostRecord, InstanceRecord, JobRecord, Store
+from spotrun.spec import AttemptState, DesiredState, TrainingJobStatus
+from spotrun.store import (
+    AttemptRecord,
+    Fence,
+    HostRecord,
+    InstanceRecord,
+    JobRecord,
+    StepWriter,
+    Store,
+)
 
 log = logging.getLogger("spotrun.controller")
 
 
-def agent_workload(home: str, extra_env: Mapping[str, str] | None = None) -> Workload:
-    """What every instance runs: the spotrun agent, pointed at the store."""
-    env = {"SPOTRUN_HOME": home, **(extra_env or {})}
+def agent_workload(
+    endpoints: Sequence[str], extra_env: Mapping[str, str] | None = None
+) -> Workload:
+    """What every instance runs: the spotrun agent, pointed at the servers' base URLs."""
+    env = {ENDPOINTS_ENV: ",".join(endpoints), **(extra_env or {})}
     return Workload(argv=(sys.executable, "-m", "spotrun.agent"), env=env)
+
+
+class AgentCredentials(Protocol):
+    """Instance credentials (``spotrun.auth.instance_keys.InstanceKeys``)."""
+
+    def mint(self, job: str, generation: int, hosts: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """One (key id, secret) per host of an attempt."""
+        ...
+
+    def revoke(self, job: str, generation: int) -> None:
+        """Refuse the attempt's credentials from now on."""
+        ...
+
+
+@dataclass(frozen=True)
+class Written:
+    """The job's version after a write of ours, and whether another writer came between."""
+
+    version: int
+    moved: bool = False
 
 
 @dataclass
@@ -65,45 +108,67 @@ class Controller:
     workload: Callable[[JobRecord], Workload]
     stop_grace: float = 120.0
     poll: float = 1.0
-    #: when each job asked to be looked at again, and the row version it had then: a job
-    #: whose row changed (a stop, an agent report) is stepped at once regardless
-    _due: dict[str, float] = field(default_factory=dict)
-    _seen_version: dict[str, int] = field(default_factory=dict)
+    #: how often the provider's live instances are looked at for changes nobody reports
+    #: (an instance that vanished, a notice an agent did not pass on)
+    sweep_every: float = 2.0
+    #: how often the provider's whole inventory is compared with the store (``adopt``)
+    adopt_every: float = 30.0
+    #: minted for each attempt's hosts at launch, revoked at its end; None: no agent reports
+    credentials: AgentCredentials | None = None
+    agenda: Agenda = field(default_factory=Agenda)
+    _fingerprints: dict[str, tuple[object, ...] | None] = field(default_factory=dict)
+    _next_sweep: float = 0.0
+    _next_adopt: float | None = None
 
     # -- the loop body ------------------------------------------------------------------
 
-    def step(self, guard: AbstractContextManager[Any] | None = None) -> float:
-        """Reconcile every active job once; returns seconds until the next wanted step.
+    def step(self, fence: Fence | None = None) -> float:
+        """Step every due job once; returns seconds until the next one is due.
 
-        ``guard`` (a lock) is held around each job's step, not the whole pass, so that a
-        submission or a stop never waits behind hundreds of queued jobs.
+        ``fence`` is the controller lease this controller holds; its writes are refused
+        once another server took the lease over (``Fenced`` is raised, and the caller
+        stops leading). ``None`` is a controller that runs alone (tests, the simulator).
         """
-        wait = 5.0
         now = self.clock.now()
-        for job in self.store.list_jobs(active_only=True):
-            due = self._due.get(job.name, 0.0)
-            if due > now and job.version == self._seen_version.get(job.name):
-                wait = min(wait, due - now)  # nothing changed and it asked for later
-                continue
+        if self._next_adopt is not None and now >= self._next_adopt:
+            self.adopt(fence)
+        if now >= self._next_sweep:
+            self.sweep()
+            self._next_sweep = now + self.sweep_every
+        for name in self.agenda.due(self.store.job_marks(), now):
             try:
-                with guard or nullcontext():
-                    after = self.step_job(job.name)
-                    self._seen_version[job.name] = self.store.get_job(job.name).version
-                # only a job that asked for more than a poll (one waiting for capacity, with
-                # nothing running) is skipped until then; the rest are looked at every pass
-                self._due[job.name] = now + after if after > self.poll else 0.0
-                wait = min(wait, after)
+                mark, after = self.step_job(name, fence)
+                self.agenda.stepped(name, mark, now, after)
+            except StaleVersion:
+                self.agenda.poke(name)  # changed while we looked: look again
+            except Fenced:
+                raise
             except Exception:  # one job's trouble must not stop the others
-                log.exception("reconciling %s failed", job.name)
-        return wait
+                log.exception("reconciling %s failed", name)
+                self.agenda.stepped(name, (-1, -1), now, max(self.poll, 1.0))
+        return min(self.agenda.wait(now), max(0.0, self._next_sweep - now))
 
-    def step_job(self, name: str) -> float:
+    def step_job(self, name: str, fence: Fence | None = None) -> tuple[Mark, float | None]:
+        """One reconcile step of one job; returns its marks after the step and when it
+        wants to be called again (None: only when news arrives)."""
         job = self.store.get_job(name)
         now = self.clock.now()
         seen = self.observe(job, now)
         step = reconcile(job, seen, now)
-        self.execute(job, step.actions, now)
-        return step.requeue_after if step.requeue_after is not None else 5.0
+        version = self.execute(job, step.actions, now, fence)
+        return (version, job.signal), step.requeue_after
+
+    def sweep(self) -> None:
+        """Look at every instance the store has as running, once; a job whose instances
+        changed since the last sweep is due at once."""
+        seen: dict[str, tuple[object, ...] | None] = {}
+        for r in self.store.instances(live_only=True):
+            st = self._describe(r)
+            fp = None if st is None else (st.phase, st.cause, st.notice)
+            if r.id not in self._fingerprints or self._fingerprints[r.id] != fp:
+                self.agenda.poke(r.job)
+            seen[r.id] = fp
+        self._fingerprints = seen
 
     # -- observing ----------------------------------------------------------------------
 
@@ -179,80 +244,162 @@ class Controller:
 
     # -- carrying out -------------------------------------------------------------------
 
-    def execute(self, job: JobRecord, actions: Sequence[Action], now: float) -> None:
+    def execute(
+        self, job: JobRecord, actions: Sequence[Action], now: float, fence: Fence | None = None
+    ) -> int:
+        """Carry out one step's actions; returns the job's version afterwards (-1 if
+        another writer changed the job meanwhile, so it is looked at again).
+
+        The writes go first, in one fenced transaction from the version ``job`` was read
+        at (``StaleVersion``/``Fenced`` if that no longer holds: then nothing was done);
+        the provider's side effects (terminate, launch) follow once it has committed, and
+        what they did is recorded under the lease in a transaction of its own.
+        """
+        if not actions:
+            return job.version
         name = job.name
-        for a in actions:
-            if isinstance(a, Transition):
-                try:
-                    self.store.record_transition(name, a.to, a.message, now)
-                except IllegalTransition as e:  # a reconcile bug; keep the job alive
-                    log.error("%s: %s", name, e)
-                    self.store.add_event(name, now, "bug", str(e))
-            elif isinstance(a, SetMessage):
-                self.store.set_status_message(name, a.message, now)
-            elif isinstance(a, Event):
-                self.store.add_event(name, now, a.kind, a.message)
-            elif isinstance(a, UpdateJob):
-                self.store.update_job(name, now, **a.fields)
-            elif isinstance(a, Launch):
-                self._launch(job, a, now)
-            elif isinstance(a, RequestStop):
-                self.store.update_attempt(name, a.generation, desired="stop")
-            elif isinstance(a, NoteNotice):
-                self.store.update_attempt(name, a.generation, notice_deadline=a.deadline)
-            elif isinstance(a, EndAttempt):
-                self.store.update_attempt(
-                    name, a.generation, state="ended", cause=a.cause, ended_at=now
-                )
-            elif isinstance(a, Terminate):
-                for ref in a.refs:
-                    self.provider.terminate(ref)
-                    st = self.provider.describe(ref)
-                    if st is not None and st.phase == InstancePhase.TERMINATED:
-                        self._close(
-                            st.ref.id, st.terminated_at or now, str(st.cause or "requested")
-                        )
-            elif isinstance(a, CloseInstance):
-                self._close(a.instance_id, a.terminated_at, a.cause)
+        refs: list[InstanceRef] = []
+        ended: list[int] = []
+        launch: tuple[Launch, AttemptRecord] | None = None
+        with self.store.step(name, job.version, fence) as w:
+            for a in actions:
+                if isinstance(a, Transition):
+                    try:
+                        w.transition(a.to, a.message, now)
+                    except IllegalTransition as e:  # a reconcile bug; keep the job alive
+                        log.error("%s: %s", name, e)
+                        w.event("bug", str(e), now)
+                elif isinstance(a, SetMessage):
+                    w.set_message(a.message, now)
+                elif isinstance(a, Event):
+                    w.event(a.kind, a.message, now)
+                elif isinstance(a, UpdateJob):
+                    w.update_job(now, a.fields)
+                elif isinstance(a, Launch):
+                    launch = (a, self._open_attempt(w, a, now))
+                elif isinstance(a, RequestStop):
+                    w.update_attempt(a.generation, desired=DesiredState.STOP)
+                elif isinstance(a, NoteNotice):
+                    w.update_attempt(a.generation, notice_deadline=a.deadline)
+                elif isinstance(a, EndAttempt):
+                    w.update_attempt(
+                        a.generation, state=AttemptState.ENDED, cause=a.cause, ended_at=now
+                    )
+                    ended.append(a.generation)
+                elif isinstance(a, Terminate):
+                    refs += a.refs
+                elif isinstance(a, CloseInstance):
+                    w.close_instance(a.instance_id, a.terminated_at, a.cause)
+            after = Written(w.version)
+        for generation in ended:
+            self._revoke(name, generation)
+        if refs:
+            after = self._terminate(name, refs, now, fence, after)
+        if launch is not None:
+            after = self._launch(job, *launch, now, fence, after)
+        return -1 if after.moved else after.version
 
-    def _close(self, instance_id: str, at: float, cause: str) -> None:
-        self.store.update_instance(instance_id, terminated_at=at, cause=cause)
+    def _terminate(
+        self,
+        name: str,
+        refs: Sequence[InstanceRef],
+        now: float,
+        fence: Fence | None,
+        after: Written,
+    ) -> Written:
+        ended: list[InstanceState] = []
+        for ref in refs:
+            self.provider.terminate(ref)
+            st = self.provider.describe(ref)
+            if st is not None and st.phase == InstancePhase.TERMINATED:
+                ended.append(st)
+        if not ended:
+            return after
+        # a fact, whatever the job's row says now (the next step would find it all the same)
+        with self.store.step(name, after.version, fence, strict=False) as w:
+            for st in ended:
+                w.close_instance(st.ref.id, st.terminated_at or now, str(st.cause or "requested"))
+            return Written(w.version, after.moved or w.moved)
 
-    def _launch(self, job: JobRecord, a: Launch, now: float) -> None:
+    @staticmethod
+    def _open_attempt(w: StepWriter, a: Launch, now: float) -> AttemptRecord:
         plan = a.plan
-        att = self.store.new_attempt(
-            job.name, now, pool=str(plan.pool), spot=plan.request.spot, stop_grace=a.stop_grace
+        att = w.new_attempt(
+            now, pool=str(plan.pool), spot=plan.request.spot, stop_grace=a.stop_grace
         )
         if att.generation != plan.request.generation:
             raise SpotrunError(
-                f"{job.name}: planned generation {plan.request.generation}, got {att.generation}"
+                f"{w.name}: planned generation {plan.request.generation}, got {att.generation}"
             )
+        return att
+
+    def _launch(
+        self,
+        job: JobRecord,
+        a: Launch,
+        att: AttemptRecord,
+        now: float,
+        fence: Fence | None,
+        after: Written,
+    ) -> Written:
+        """Launch the instances of an attempt already recorded, then record them."""
         try:
-            refs = self.provider.launch(plan)
+            refs = self.provider.launch(self._with_credentials(a.plan))
         except NoCapacity as e:
-            self.store.update_attempt(
-                job.name, att.generation, state="ended", cause="no_capacity", ended_at=now
-            )
-            self.store.set_status_message(job.name, f"Insufficient capacity: {e}", now)
-            return
-        for ref in refs:
-            st = self.provider.describe(ref)
-            if st is not None:
-                self.store.add_instance(record_of(st))
-        self.store.update_attempt(job.name, att.generation, state="running")
-        if job.training_start is None:
-            self.store.update_job(job.name, now, training_start=now)
-        if refs:
-            st0 = self.provider.describe(refs[0])
-            if st0 is not None:
-                self.store.update_job(job.name, now, isolation=st0.isolation)
+            with self.store.step(job.name, after.version, fence, strict=False) as w:
+                w.update_attempt(
+                    att.generation, state=AttemptState.ENDED, cause="no_capacity", ended_at=now
+                )
+                w.set_message(f"Insufficient capacity: {e}", now)
+                written = Written(w.version, after.moved or w.moved)
+            self._revoke(job.name, att.generation)
+            return written
+        states = [st for st in map(self.provider.describe, refs) if st is not None]
+        with self.store.step(job.name, after.version, fence, strict=False) as w:
+            for st in states:
+                w.add_instance(record_of(st))
+            w.update_attempt(att.generation, state=AttemptState.RUNNING)
+            if job.training_start is None:
+                w.update_job(now, {"training_start": now})
+            if states:
+                w.update_job(now, {"isolation": states[0].isolation})
+            return Written(w.version, after.moved or w.moved)
 
-    # -- after a restart ----------------------------------------------------------------
+    # -- instance credentials -------------------------------------------------------------
 
-    def adopt(self) -> list[str]:
-        """Reconcile the store with the provider after a (re)start; returns what was done."""
+    def _with_credentials(self, plan: LaunchPlan) -> LaunchPlan:
+        """The plan with a credential for each host in its workload's environment."""
+        if self.credentials is None:
+            return plan
+        request = plan.request
+        minted = self.credentials.mint(request.job, request.generation, plan.hosts)
+        host_env = {
+            host: {KEY_ID_ENV: key_id, SECRET_ENV: secret}
+            for host, (key_id, secret) in minted.items()
+        }
+        workload = dataclasses.replace(request.workload, host_env=host_env)
+        return dataclasses.replace(plan, request=dataclasses.replace(request, workload=workload))
+
+    def _revoke(self, job: str, generation: int) -> None:
+        """Revoke an ended attempt's credentials (after the end has committed: a step
+        rolled back must leave its agents able to report)."""
+        if self.credentials is not None:
+            self.credentials.revoke(job, generation)
+
+    # -- after a restart, a takeover, and every so often --------------------------------
+
+    def adopt(self, fence: Fence | None = None) -> list[str]:
+        """Reconcile the store with the provider's inventory; returns what was done.
+
+        Instances the store does not know (launched by a controller that died before
+        recording them) are recorded, so whatever they ran is billed, then kept if their
+        attempt is the job's live one and ended otherwise. An attempt still launching (its
+        launcher died mid-way) is kept if all its instances run, else ended and its
+        instances given back: the next attempt starts cleanly, and nothing ran twice.
+        """
         done: list[str] = []
         now = self.clock.now()
+        self._next_adopt = now + self.adopt_every
         known = {r.id for r in self.store.instances()}
         for st in self.provider.list():
             if st.ref.id in known:
@@ -264,31 +411,51 @@ class Controller:
                 done.append(f"terminated {st.ref.id}: belongs to no job")
                 continue
             # record it first: whatever it ran is billed, then keep or end it
-            self.store.add_instance(record_of(st))
+            with self.store.step(job.name, job.version, fence, strict=False) as w:
+                w.add_instance(record_of(st))
             attempts = self.store.attempts(job.name)
             live = attempts and attempts[-1].live and attempts[-1].generation == st.generation
             if live and job.status in (TrainingJobStatus.IN_PROGRESS, TrainingJobStatus.STOPPING):
                 done.append(f"adopted {st.ref.id} ({job.name} attempt {st.generation})")
             else:
-                self.provider.terminate(st.ref)
+                self._terminate(job.name, [st.ref], now, fence, Written(-1))
+                self._revoke(job.name, st.generation)
                 done.append(f"terminated {st.ref.id}: stale attempt {st.generation} of {job.name}")
         for job in self.store.list_jobs(active_only=True):
-            for att in self.store.attempts(job.name):
-                if att.state != "launching":
-                    continue
-                mine = [r for r in self.store.instances(job.name) if r.generation == att.generation]
-                if mine:
-                    self.store.update_attempt(job.name, att.generation, state="running")
-                else:
-                    self.store.update_attempt(
-                        job.name,
-                        att.generation,
-                        state="ended",
-                        cause="launch_interrupted",
-                        ended_at=now,
-                    )
-                    done.append(f"{job.name}: attempt {att.generation} never launched; ended")
+            att = next(
+                (a for a in self.store.attempts(job.name) if a.state is AttemptState.LAUNCHING),
+                None,
+            )
+            if att is not None:
+                done += self._settle_launch(job, att, now, fence)
+        for line in done:
+            log.info("adopt: %s", line)
         return done
+
+    def _settle_launch(
+        self, job: JobRecord, att: AttemptRecord, now: float, fence: Fence | None
+    ) -> list[str]:
+        mine = [r for r in self.store.instances(job.name) if r.generation == att.generation]
+        states = [self._describe(r) for r in mine]
+        whole = len(mine) == job.spec.resources.instance_count and all(
+            st is not None and st.phase == InstancePhase.RUNNING for st in states
+        )
+        if whole:
+            with self.store.step(job.name, job.version, fence, strict=False) as w:
+                w.update_attempt(att.generation, state=AttemptState.RUNNING)
+                if job.training_start is None:
+                    w.update_job(now, {"training_start": now})
+            return [f"{job.name}: attempt {att.generation} was launched; running"]
+        refs = [InstanceRef(r.provider, r.id) for r in mine]
+        with self.store.step(job.name, job.version, fence, strict=False) as w:
+            w.update_attempt(
+                att.generation, state=AttemptState.ENDED, cause="launch_interrupted", ended_at=now
+            )
+        self._revoke(job.name, att.generation)
+        if refs:
+            self._terminate(job.name, refs, now, fence, Written(-1))
+        self.agenda.poke(job.name)
+        return [f"{job.name}: attempt {att.generation} never fully launched; ended"]
 
 
 def record_of(st: InstanceState) -> InstanceRecord:
@@ -304,7 +471,6 @@ def record_of(st: InstanceState) -> InstanceRecord:
         launched_at=st.launched_at,
         terminated_at=None,
         cause=None,
-        notice_deadline=st.notice.deadline if st.notice else None,
     )
 
 

@@ -4,7 +4,16 @@
 actions to carry out plus when to be called again. It never sleeps, never reads a clock
 and does no I/O, so the whole lifecycle can be driven by a virtual clock in tests.
 
-Every way an attempt ends is classified first (``classify``), then reacted to:
+"When to be called again" is the job's next deadline (a notice's, MaxRuntime reached at
+the rate it is billed, MaxWait, the end of a stop's grace and upload allowance, the
+provider's next capacity change), or a poll while something is in motion (a launch, a
+termination, an attempt that just ended), or None when only news can change anything:
+an agent's report, a stop request or a change the provider's sweep finds wake the
+controller for that job.
+
+Every way an attempt ends is classified first (``classify``), then reacted to. Each agent
+has already classified its own host's ending (``spotrun.agent.outcome``) and reported it;
+``classify`` combines those with what the provider says about the instances:
 
 =============  ===========================================  ==========================
 cause          reaction                                     budget
@@ -22,6 +31,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 
+from spotrun.agent.outcome import Ending
 from spotrun.control.actions import (
     Action,
     CloseInstance,
@@ -38,21 +48,30 @@ from spotrun.control.actions import (
 )
 from spotrun.control.observation import InstanceView, Observation
 from spotrun.providers import InstancePhase, TerminationCause
-from spotrun.spec import JobSpec, SecondaryStatus, TrainingJobStatus, is_terminal
-from spotrun.store import HostRecord, JobRecord
+from spotrun.spec import (
+    PHASE_RANK,
+    AttemptState,
+    DesiredState,
+    HostPhase,
+    JobSpec,
+    SecondaryStatus,
+    TrainingJobStatus,
+    is_terminal,
+)
+from spotrun.store import AttemptRecord, HostRecord, JobRecord
 
 S = SecondaryStatus
 #: how long a stop may take after the grace period before instances are terminated anyway
 UPLOAD_ALLOWANCE = 120.0
-#: the running part of the lifecycle, in order; agents' phases map onto it
+#: the running part of the lifecycle, in order; agents' phases map onto it (PHASE_RANK)
 CHAIN = (S.STARTING, S.DOWNLOADING, S.TRAINING, S.UPLOADING)
-PHASE_RANK = {"starting": 0, "downloading": 1, "training": 2, "uploading": 3, "done": 3}
 STOP_ENDS = {
     "user": S.STOPPED,
     "max_runtime": S.MAX_RUNTIME_EXCEEDED,
     "max_wait": S.MAX_WAIT_EXCEEDED,
 }
-#: how often a job that waits for capacity is looked at (a running one: every poll)
+#: how often a job that waits for capacity is looked at when the provider cannot say when
+#: capacity comes back
 WAITING_POLL = 2.0
 #: the status message of each running status, as SageMaker words it
 RUNNING_MESSAGES = {
@@ -74,28 +93,68 @@ def reconcile(job: JobRecord, seen: Observation, now: float) -> Step:
     acts += _billing(job, seen)
     if job.status == TrainingJobStatus.STOPPING:
         acts += _stopping(job, seen, now)
+        return Step(tuple(acts), _stopping_due(job, seen, acts, now))
+    att = seen.attempt
+    if att is not None and _ends_job(job, spec, att):
+        acts += _finish(seen, att.cause)
         return Step(tuple(acts), seen.poll)
     reason = _stop_reason(job, spec, seen, now)
     if reason is not None:
         acts += _begin_stop(job, seen, reason, now)
         return Step(tuple(acts), seen.poll)
-    att = seen.attempt
     if att is not None and att.live:
         acts += _running(job, spec, seen)
-        return Step(tuple(acts), seen.poll)
+        return Step(tuple(acts), _running_due(job, spec, seen, acts, now))
     placing = _place(job, seen)
     acts += placing
     if any(isinstance(a, Launch | Terminate) for a in placing) or seen.open_instances:
         return Step(tuple(acts), seen.poll)
-    # waiting for capacity: nothing runs, so look less often — but not past the moment the
-    # provider expects room again, nor past MaxWait
+    # waiting for capacity: nothing runs; look again when the provider expects room (or
+    # every WAITING_POLL if it cannot say), and not past MaxWait
     wait = WAITING_POLL
     if seen.plan is not None and seen.plan.retry_at is not None:
-        wait = min(wait, seen.plan.retry_at - now)
+        wait = seen.plan.retry_at - now
     if spec.spot and spec.stopping.max_wait_seconds is not None:
         left = job.created_at + spec.stopping.max_wait_seconds - now
         wait = min(wait, max(left, seen.poll))
     return Step(tuple(acts), max(wait, seen.poll))
+
+
+# -- when to look again -----------------------------------------------------------------
+
+
+def _running_due(
+    job: JobRecord, spec: JobSpec, seen: Observation, acts: Sequence[Action], now: float
+) -> float | None:
+    """A live attempt's next deadline; None if only news (a report, a sweep) matters."""
+    att = seen.attempt
+    assert att is not None
+    if att.state is AttemptState.LAUNCHING or any(isinstance(a, EndAttempt) for a in acts):
+        return seen.poll  # a launch to see through, or the next attempt to place
+    deadlines: list[float] = []
+    notice = (
+        att.notice_deadline if att.notice_deadline is not None else _notice(seen.attempt_instances)
+    )
+    if notice is not None:
+        deadlines.append(notice - now)  # the reclaim; past it, poll until the provider says so
+    if any(_alive(v) for v in seen.attempt_instances):
+        # billed at one second per second while the instances run (per job, not instance)
+        deadlines.append(spec.stopping.max_runtime_seconds - seen.bill.training_seconds)
+    if spec.spot and spec.stopping.max_wait_seconds is not None:
+        deadlines.append(job.created_at + spec.stopping.max_wait_seconds - now)
+    return max(min(deadlines), seen.poll) if deadlines else None
+
+
+def _stopping_due(
+    job: JobRecord, seen: Observation, acts: Sequence[Action], now: float
+) -> float | None:
+    if any(isinstance(a, Transition) and is_terminal(a.to) for a in acts):
+        return None
+    att = seen.attempt
+    if att is None or not att.live or any(isinstance(a, EndAttempt | Terminate) for a in acts):
+        return seen.poll
+    started = job.stop_requested_at if job.stop_requested_at is not None else now
+    return max(started + att.stop_grace + UPLOAD_ALLOWANCE - now, seen.poll)
 
 
 # -- limits and stops -------------------------------------------------------------------
@@ -134,10 +193,11 @@ def _stopping(job: JobRecord, seen: Observation, now: float) -> list[Action]:
     att = seen.attempt
     acts: list[Action] = []
     if att is not None and att.live:
-        if att.desired != "stop":
+        if att.desired is not DesiredState.STOP:
             acts.append(RequestStop(att.generation))
         started = job.stop_requested_at if job.stop_requested_at is not None else now
-        overdue = now - started >= seen.stop_grace + UPLOAD_ALLOWANCE
+        # the attempt's own grace: the one its agents were told
+        overdue = now - started >= att.stop_grace + UPLOAD_ALLOWANCE
         if not (_all_done(job.spec, seen.hosts) or _all_gone(seen.attempt_instances) or overdue):
             return acts
         acts += [_terminate(seen.attempt_instances), EndAttempt(att.generation, "stopped")]
@@ -184,21 +244,31 @@ def _running(job: JobRecord, spec: JobSpec, seen: Observation) -> list[Action]:
 def classify(
     spec: JobSpec, hosts: Sequence[HostRecord], instances: Sequence[InstanceView]
 ) -> str | None:
-    """How the attempt ended, or None while it is still going."""
-    noticed = any(h.noticed for h in hosts) or any(
-        v.state is not None and v.state.notice is not None for v in instances
+    """How the attempt ended, or None while it is still going.
+
+    The agents' endings decide: all succeeded is ``completed``; one failed (and no notice
+    anywhere, which would make a failure a casualty of the reclaim) is ``user_error``; an
+    interruption, or a notice, once every agent is done or every instance gone, is
+    ``preempted``. Agents that ended without an ending (an agent that crashed or hit an
+    internal error), or instances that vanished, are ``lost``: a platform fault.
+    """
+    endings = [h.ending for h in hosts]
+    noticed = (
+        any(h.noticed for h in hosts)
+        or Ending.INTERRUPTED in endings
+        or any(v.state is not None and v.state.notice is not None for v in instances)
     )
-    if _all_done(spec, hosts) and all(h.finished for h in hosts):
+    done = _all_done(spec, hosts)
+    if done and all(e == Ending.SUCCEEDED for e in endings):
         return "completed"
-    if any(h.phase == "done" and h.exit_code not in (None, 0) for h in hosts) and not noticed:
+    if Ending.FAILED in endings and not noticed:
         return "user_error"
     preempted = any(_cause(v) == TerminationCause.PREEMPTED for v in instances)
-    if preempted or (noticed and (_all_done(spec, hosts) or _all_gone(instances))):
+    if preempted or (noticed and (done or _all_gone(instances))):
         return "preempted"
-    if _all_done(spec, hosts):
-        # every agent finished without success, failure or notice: e.g. killed by a stop
-        return "lost" if not any(h.exit_code == 0 for h in hosts) else "user_error"
-    if any(_gone(v) for v in instances):
+    if done or any(_gone(v) for v in instances):
+        # every agent ended without success, failure or notice (an attempt the controller
+        # ended, an agent's own fault), or an instance vanished
         return "lost"
     return None
 
@@ -208,10 +278,7 @@ def _end_attempt(job: JobRecord, spec: JobSpec, seen: Observation, cause: str) -
     assert att is not None
     acts: list[Action] = [EndAttempt(att.generation, cause), _terminate(seen.attempt_instances)]
     if cause == "completed":
-        return acts + [
-            Transition(S.COMPLETED, "Training job completed"),
-            UpdateJob({"model_uploaded": True, "training_end": _last_end(seen)}),
-        ]
+        return acts  # the job completes once the instances are gone (``_finish``)
     if cause in ("preempted", "lost"):
         what = "spot capacity was reclaimed" if cause == "preempted" else "the instance was lost"
         return acts + [
@@ -219,9 +286,9 @@ def _end_attempt(job: JobRecord, spec: JobSpec, seen: Observation, cause: str) -
             UpdateJob({"interruptions": job.interruptions + 1}),
             Event("interrupted", f"attempt {att.generation} ended: {what}"),
         ]
-    reason = _failure_reason(seen.hosts)
     if job.retries_used < spec.max_retry_attempts:
         n = job.retries_used + 1
+        reason = _failure_reason(seen.hosts)
         return acts + [
             Transition(
                 S.RESTARTING,
@@ -229,7 +296,40 @@ def _end_attempt(job: JobRecord, spec: JobSpec, seen: Observation, cause: str) -
             ),
             UpdateJob({"retries_used": n}),
         ]
-    return acts + [
+    return acts  # the job fails once the instances are gone (``_finish``)
+
+
+def _ends_job(job: JobRecord, spec: JobSpec, att: AttemptRecord) -> bool:
+    """Whether the job's last attempt ended in a way that ends the job: completed, or a
+    user error with no retry left (a retry taken has moved the job to Restarting)."""
+    if att.live:
+        return False
+    if att.cause == "completed":
+        return True
+    return (
+        att.cause == "user_error"
+        and job.secondary is not S.RESTARTING
+        and job.retries_used >= spec.max_retry_attempts
+    )
+
+
+def _finish(seen: Observation, cause: str | None) -> list[Action]:
+    """The job's terminal status, once the ended attempt's instances are gone.
+
+    Its instances are terminated after the step that ended the attempt commits; the job
+    completes (or fails) in a later step, which closes their billed segments where the
+    provider says they ended and bills them there, so a finished job's description and
+    bill never change again.
+    """
+    if any(v.record.terminated_at is None and _alive(v) for v in seen.open_instances):
+        return [_terminate(seen.open_instances)]
+    if cause == "completed":
+        return [
+            Transition(S.COMPLETED, "Training job completed"),
+            UpdateJob({"model_uploaded": True, "training_end": _last_end(seen)}),
+        ]
+    reason = _failure_reason(seen.hosts)
+    return [
         Transition(S.FAILED, f"Training job failed: {reason}"),
         UpdateJob({"failure_reason": reason[:1024], "training_end": _last_end(seen)}),
     ]
@@ -264,7 +364,7 @@ def _walk(
     """Transitions that bring the job along the running chain to where its agents are."""
     if current not in CHAIN:
         return []
-    ranks = [PHASE_RANK.get(h.phase, 0) for h in hosts] + [0] * (count - len(hosts))
+    ranks = [PHASE_RANK[h.phase] for h in hosts] + [0] * (count - len(hosts))
     target = min(ranks) if cause is None else max(ranks)
     if cause == "completed":
         target = 3
@@ -332,7 +432,9 @@ def _billing(job: JobRecord, seen: Observation) -> list[Action]:
 
 
 def _all_done(spec: JobSpec, hosts: Sequence[HostRecord]) -> bool:
-    return len(hosts) >= spec.resources.instance_count and all(h.phase == "done" for h in hosts)
+    return len(hosts) >= spec.resources.instance_count and all(
+        h.phase is HostPhase.DONE for h in hosts
+    )
 
 
 def _cause(v: InstanceView) -> TerminationCause | None:

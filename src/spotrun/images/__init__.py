@@ -59,6 +59,10 @@ own entries still come first.
 xgboost, linear-learner, image-classification, kmeans): name -> module to run and
 whether it supports checkpoints. Spot jobs of one that does not are held to
 MaxWaitTimeInSeconds <= 3600 however they name it.
+
+A job's plan is decided once, at admission, and stored with the job as JSON
+(``plan_to_json``); the agent executes the stored plan (``plan_from_json``), so neither a
+registry edited later nor an instance without the server's home changes what runs.
 """
 
 from spotrun.images._algorithms import (
@@ -68,6 +72,7 @@ from spotrun.images._algorithms import (
     find_algorithm,
 )
 from spotrun.images._aws import ALGORITHM_REPOSITORIES, aws_algorithm_image
+from spotrun.images._codec import PLAN_VERSION, plan_from_json, plan_to_json
 from spotrun.images._plan import (
     MAX_PROCESSES_PER_HOST,
     PROCESSES_ENV,
@@ -102,6 +107,7 @@ __all__ = [
     "FRAMEWORK_REPOSITORIES",
     "MAX_PROCESSES_PER_HOST",
     "NO_CHECKPOINT_MAX_WAIT",
+    "PLAN_VERSION",
     "PROCESSES_ENV",
     "SDK_LOG_LEVEL",
     "SDK_PROGRAM",
@@ -122,6 +128,8 @@ __all__ = [
     "decode_hyperparameter",
     "find_algorithm",
     "is_user_argument",
+    "plan_from_json",
     "plan_run",
+    "plan_to_json",
     "sdk_script",
 ]

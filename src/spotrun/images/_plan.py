@@ -1,7 +1,8 @@
 """From a job spec to what its training process is: the run plan.
 
-Admission and the agent call the same ``plan_run`` with the same registry (both read
-``$SPOTRUN_HOME/config.toml``), so what was admitted is what runs. The order:
+Admission calls ``plan_run`` with the home's registry (``$SPOTRUN_HOME/config.toml``) and
+stores the result with the job (``_codec``); agents execute that stored plan, so what was
+admitted is what runs. The order:
 
 1. ``SourceDir`` + ``EntryPoint`` in the request (spotrun's own script mode) run as
    given, whatever image the request also names;

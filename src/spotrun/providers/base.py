@@ -59,10 +59,15 @@ class Pool:
 
 @dataclass(frozen=True)
 class Workload:
-    """What each instance runs (the agent), and its environment."""
+    """What each instance runs (the agent), and its environment.
+
+    ``host_env`` adds to ``env`` on one host only (host name -> variables): each host's
+    agent gets a credential of its own.
+    """
 
     argv: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)
+    host_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,14 @@ from spotrun.spec.lifecycle import (
 from spotrun.spec.lifecycle import (
     INITIAL as INITIAL_STATUS,
 )
+from spotrun.spec.phases import (
+    PHASE_RANK,
+    AttemptState,
+    DesiredState,
+    HostPhase,
+    check_attempt,
+    check_phase,
+)
 
 __all__ = [
     "ALLOWED",
@@ -32,17 +40,23 @@ __all__ = [
     "DEFAULT_ROLE_ARN",
     "ECHOED",
     "INITIAL_STATUS",
+    "PHASE_RANK",
     "PRIMARY",
     "TERMINAL",
     "AlgorithmSpecification",
+    "AttemptState",
     "Channel",
     "CheckpointConfig",
+    "DesiredState",
+    "HostPhase",
     "JobSpec",
     "MetricDefinition",
     "ResourceConfig",
     "SecondaryStatus",
     "StoppingCondition",
     "TrainingJobStatus",
+    "check_attempt",
+    "check_phase",
     "check_transition",
     "is_terminal",
     "parse_spec",

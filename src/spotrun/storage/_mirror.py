@@ -29,7 +29,6 @@ locally (the toolkit's retention would have deleted them before it).
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import threading
 from collections.abc import Iterable
@@ -45,11 +44,16 @@ from spotrun.storage._transfer import (
     remote_files,
     remove_stale_temp_files,
 )
-from spotrun.toolkit import MANIFEST, TEMP_PREFIX, FileEntry, Manifest, ManifestError, sha256_of
+from spotrun.toolkit import (
+    CHECKPOINT_FOLDER,
+    MANIFEST,
+    TEMP_PREFIX,
+    FileEntry,
+    Manifest,
+    ManifestError,
+    sha256_of,
+)
 from spotrun.toolkit._manifest import check_files, read_manifest
-
-#: a toolkit checkpoint folder: ckpt-<step:012d>-<generation>-<n>
-CHECKPOINT_FOLDER = re.compile(r"^ckpt-(\d+)-(\d+)-(\d+)$")
 
 
 def is_manifest(rel: str) -> bool:

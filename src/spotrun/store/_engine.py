@@ -12,7 +12,9 @@ Two engines, one schema and one set of queries:
 * **PostgreSQL** through psycopg 3, shared by several servers. Transactions run at READ
   COMMITTED; what must not interleave takes the job's row lock (``SELECT … FOR UPDATE``)
   first. Connections are checked before use, so a database restart costs one failed check,
-  not a failed request.
+  not a failed request. A session left idle inside a transaction is ended after
+  ``IDLE_TX_MS``: a server paused there (SIGSTOP, a VM pause) must not keep its row locks,
+  the controller lease's above all, which another server takes over.
 
 URLs reach here checked and normalised by ``spotrun.dburl.database_url``.
 """
@@ -26,6 +28,8 @@ from sqlalchemy.engine import URL, make_url
 
 #: execution option of a read-only transaction (SQLite: a deferred BEGIN)
 READ_ONLY = "spotrun_read_only"
+#: well within the controller lease's time to live, so a paused leader never blocks a takeover
+IDLE_TX_MS = 4000
 
 
 def make_engine(url: str) -> Engine:
@@ -39,7 +43,11 @@ def make_engine(url: str) -> Engine:
     return create_engine(
         parsed,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": 10, "application_name": "spotrun"},
+        connect_args={
+            "connect_timeout": 10,
+            "application_name": "spotrun",
+            "options": f"-c idle_in_transaction_session_timeout={IDLE_TX_MS}",
+        },
     )
 
 

@@ -1,15 +1,20 @@
 """The store: every read and write of spotrun's state goes through ``Store``.
 
 SQLite in WAL mode under ``$SPOTRUN_HOME`` by default, or PostgreSQL shared by several
-servers (``_engine`` says how each is driven); the queries are the same on both. The rules
-are enforced here, not by callers:
+servers (``_engine`` says how each is driven); the queries are the same on both. The store
+is opened by the server only: the CLI and the agents go through its APIs. The rules are
+enforced here, not by callers:
 
-* status changes go through ``spec.lifecycle.check_transition`` (``record_transition``);
+* status changes go through ``spec.lifecycle.check_transition``, attempt states and host
+  phases through their tables in ``spec.phases``;
 * an agent's writes carry its attempt generation and are refused with ``StaleGeneration``
   once the job has moved on to a newer attempt; the check holds the job row (shared), so a
   new attempt cannot commit between the check and the write;
 * what must not interleave (a new attempt, a job's next log numbers) holds the job row
-  exclusively (``SELECT … FOR UPDATE``; on SQLite the database's write lock).
+  exclusively (``SELECT … FOR NO KEY UPDATE``; on SQLite the database's write lock).
+
+The controller writes a reconcile step in one fenced transaction (``step``, see
+``_writes``); agent reports bump the job's ``signal``, never its ``version``.
 """
 
 from __future__ import annotations
@@ -28,9 +33,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from spotrun.dburl import database_url
-from spotrun.errors import Conflict, NotFound, StaleGeneration
-from spotrun.spec import INITIAL_STATUS, SecondaryStatus, TrainingJobStatus, check_transition
+from spotrun.errors import Conflict, InvalidState, NotFound, StaleGeneration
+from spotrun.spec import (
+    INITIAL_STATUS,
+    AttemptState,
+    DesiredState,
+    HostPhase,
+    SecondaryStatus,
+    TrainingJobStatus,
+    check_phase,
+)
+from spotrun.store import _writes
 from spotrun.store._engine import READ_ONLY, make_engine
+from spotrun.store._lease import LeaseStore
+from spotrun.store._writes import StepWriter, attempt_record
 from spotrun.store.models import (
     AttemptRow,
     EventRow,
@@ -45,6 +61,7 @@ from spotrun.store.records import (
     DEFAULT_ACCOUNT_ID,
     AttemptRecord,
     EventRecord,
+    Fence,
     HostRecord,
     InstanceRecord,
     JobQuery,
@@ -73,11 +90,25 @@ def _log(row: LogRow) -> LogRecord:
     return _record(LogRecord, row, id="seq")
 
 
+def _host(row: HostRow) -> HostRecord:
+    return dataclasses.replace(_record(HostRecord, row), phase=HostPhase(row.phase))
+
+
+#: the statuses of jobs the controller still works on
+ACTIVE = (TrainingJobStatus.IN_PROGRESS.value, TrainingJobStatus.STOPPING.value)
+
+
 def _job(row: JobRow) -> JobRecord:
-    rec = _record(JobRecord, row, spec_json="spec")
+    rec = _record(JobRecord, row, spec_json="spec", run_plan_json="run_plan")
     return dataclasses.replace(
         rec, status=TrainingJobStatus(row.status), secondary=SecondaryStatus(row.secondary)
     )
+
+
+def last_log_seq(s: Session, job: str) -> int:
+    """The number of the job's last committed log line (0: none). The caller holds the job
+    row exclusively, so its own lines, numbered after this one, commit in number order."""
+    return int(s.scalar(select(func.max(LogRow.seq)).where(LogRow.job == job)) or 0)
 
 
 def _contains(column: Any, text: str) -> Any:
@@ -92,7 +123,7 @@ def default_url(home: Path) -> str:
     return f"sqlite:///{home.resolve() / 'spotrun.db'}"
 
 
-class Store:
+class Store(LeaseStore):
     """Typed access to the database; thread-safe, one per process."""
 
     def __init__(self, url: str) -> None:
@@ -136,6 +167,16 @@ class Store:
             s.connection(execution_options={READ_ONLY: True})
             yield s
 
+    @contextmanager
+    def step(
+        self, name: str, seen_version: int, fence: Fence | None, strict: bool = True
+    ) -> Iterator[StepWriter]:
+        """One reconcile step's writes, all or nothing: refused with ``StaleVersion`` if the
+        job is no longer at ``seen_version`` (unless ``strict`` is False), with ``Fenced``
+        if ``fence`` lost its lease (``None``: a controller that runs alone, without one)."""
+        with self._tx() as s:
+            yield _writes.begin_step(s, name, seen_version, fence, strict)
+
     # -- jobs ---------------------------------------------------------------------------
 
     def create_job(
@@ -145,8 +186,12 @@ class Store:
         request: dict[str, Any],
         at: float,
         account: str = DEFAULT_ACCOUNT_ID,
+        run_plan: dict[str, Any] | None = None,
     ) -> JobRecord:
-        """Insert a job in its initial status; ``Conflict`` if the name is taken."""
+        """Insert a job in its initial status; ``Conflict`` if the name is taken.
+
+        ``run_plan`` is what admission decided the job runs; the agents execute it.
+        """
         taken = Conflict(f"a training job named {name!r} already exists")
         try:
             with self._tx() as s:
@@ -171,6 +216,7 @@ class Store:
                     cost=0.0,
                     on_demand_cost=0.0,
                     version=1,
+                    run_plan=None if run_plan is None else json.dumps(run_plan, sort_keys=True),
                 )
                 s.add(row)
                 s.add(
@@ -201,7 +247,7 @@ class Store:
             if account is not None:
                 q = q.where(JobRow.account == account)
             if active_only:
-                q = q.where(JobRow.status.in_(("InProgress", "Stopping")))
+                q = q.where(JobRow.status.in_(ACTIVE))
             return [_job(r) for r in s.scalars(q)]
 
     def query_jobs(self, q: JobQuery) -> list[JobRecord]:
@@ -240,14 +286,9 @@ class Store:
 
     def update_job(self, name: str, at: float, **fields: Any) -> JobRecord:
         """Set job columns other than the status ones (which go through record_transition)."""
-        banned = {"status", "secondary", "name", "spec", "generation"} & fields.keys()
-        if banned:
-            raise ValueError(f"use record_transition/new_attempt for {sorted(banned)}")
         with self._tx() as s:
             row = self._job_row(s, name)
-            for k, v in fields.items():
-                setattr(row, k, v)
-            row.last_modified = max(row.last_modified, at)
+            _writes.set_fields(row, at, fields)
             row.version += 1
             s.flush()
             return _job(row)
@@ -258,26 +299,7 @@ class Store:
         """Move a job to ``to``; the lifecycle table decides whether that is allowed."""
         with self._tx() as s:
             row = self._job_row(s, name)
-            primary = check_transition(SecondaryStatus(row.secondary), to)
-            last = s.scalars(
-                select(TransitionRow)
-                .where(TransitionRow.job == name)
-                .order_by(TransitionRow.id.desc())
-                .limit(1)
-            ).first()
-            if last is not None and last.end_time is None:
-                last.end_time = at
-            s.add(
-                TransitionRow(
-                    job=name,
-                    status=primary.value,
-                    secondary=to.value,
-                    start_time=at,
-                    message=message,
-                )
-            )
-            row.status, row.secondary, row.status_message = primary.value, to.value, message
-            row.last_modified = max(row.last_modified, at)
+            _writes.transition(s, row, to, message, at)
             row.version += 1
             s.flush()
             return _job(row)
@@ -286,19 +308,41 @@ class Store:
         """Change the message of the current status without a new transition."""
         with self._tx() as s:
             row = self._job_row(s, name)
-            if row.status_message == message:
-                return
-            last = s.scalars(
-                select(TransitionRow)
-                .where(TransitionRow.job == name)
-                .order_by(TransitionRow.id.desc())
-                .limit(1)
-            ).first()
-            if last is not None:
-                last.message = message
-            row.status_message = message
+            if _writes.set_message(s, row, message, at):
+                row.version += 1
+
+    def request_stop(self, name: str, at: float, reason: str = "user") -> JobRecord:
+        """Record that a job should stop (its desired state); the controller carries it out.
+
+        Only an InProgress job whose stop was not requested yet can be stopped (AWS's rule:
+        a job already stopping answers as one that is no longer InProgress).
+        """
+        with self._tx() as s:
+            row = self._job_row(s, name)
+            in_progress = row.status == TrainingJobStatus.IN_PROGRESS.value
+            # a stop already asked for is as good as Stopping, which the controller makes it
+            shown = "Stopping" if in_progress else row.status
+            if not in_progress or row.stop_requested_at is not None:
+                raise InvalidState(
+                    f"The request was rejected because the training job is in status {shown}."
+                )
+            row.stop_requested_at, row.stop_reason = at, reason
             row.last_modified = max(row.last_modified, at)
             row.version += 1
+            s.flush()
+            return _job(row)
+
+    def signal(self, name: str) -> None:
+        """Tell the controller that something about the job changed outside its rows."""
+        with self._tx() as s:
+            s.execute(update(JobRow).where(JobRow.name == name).values(signal=JobRow.signal + 1))
+
+    def job_marks(self) -> dict[str, tuple[int, int]]:
+        """(version, signal) of every active job: the one cheap query a controller polls
+        to find the jobs that changed since it last looked."""
+        with self._read() as s:
+            q = select(JobRow.name, JobRow.version, JobRow.signal).where(JobRow.status.in_(ACTIVE))
+            return {name: (version, sig) for name, version, sig in s.execute(q)}
 
     def transitions(self, name: str) -> list[TransitionRecord]:
         with self._read() as s:
@@ -307,10 +351,7 @@ class Store:
 
     @staticmethod
     def _job_row(s: Session, name: str) -> JobRow:
-        row = s.get(JobRow, name, with_for_update={"key_share": True})
-        if row is None:
-            raise NotFound(f"no training job named {name!r}")
-        return row
+        return _writes.job_row(s, name)
 
     # -- attempts -----------------------------------------------------------------------
 
@@ -320,43 +361,18 @@ class Store:
         """Open the next attempt. Refused while an earlier attempt is still live."""
         with self._tx() as s:
             row = self._job_row(s, name)
-            live = s.scalars(
-                select(AttemptRow).where(AttemptRow.job == name, AttemptRow.state != "ended")
-            ).first()
-            if live is not None:
-                raise Conflict(f"{name}: attempt {live.generation} is still live")
-            row.generation += 1
+            att = _writes.new_attempt(s, row, at, pool, spot, stop_grace)
             row.version += 1
-            att = AttemptRow(
-                job=name,
-                generation=row.generation,
-                created_at=at,
-                state="launching",
-                pool=pool,
-                spot=spot,
-                desired="run",
-                stop_grace=stop_grace,
-            )
-            s.add(att)
-            s.flush()
-            return _record(AttemptRecord, att)
+            return att
 
     def attempts(self, name: str) -> list[AttemptRecord]:
         with self._read() as s:
             q = select(AttemptRow).where(AttemptRow.job == name).order_by(AttemptRow.generation)
-            return [_record(AttemptRecord, r) for r in s.scalars(q)]
+            return [attempt_record(r) for r in s.scalars(q)]
 
     def update_attempt(self, name: str, generation: int, **fields: Any) -> AttemptRecord:
         with self._tx() as s:
-            att = s.scalars(
-                select(AttemptRow).where(
-                    AttemptRow.job == name, AttemptRow.generation == generation
-                )
-            ).one()
-            for k, v in fields.items():
-                setattr(att, k, v)
-            s.flush()
-            return _record(AttemptRecord, att)
+            return _writes.update_attempt(s, name, generation, fields)
 
     # -- hosts: what agents report ------------------------------------------------------
 
@@ -381,6 +397,9 @@ class Store:
         if unknown:
             raise ValueError(f"unknown host fields {sorted(unknown)}")
         with self._tx() as s:
+            # the controller's cue: reports change what it decides, not the job's version;
+            # the job row is locked first, as a controller's step does (no deadlock)
+            s.execute(update(JobRow).where(JobRow.name == job).values(signal=JobRow.signal + 1))
             self._fence(s, job, generation)
             row = s.scalars(
                 select(HostRow).where(
@@ -392,7 +411,7 @@ class Store:
                     job=job,
                     generation=generation,
                     host=host,
-                    phase="starting",
+                    phase=HostPhase.STARTING.value,
                     phase_at=at,
                     finished=False,
                     noticed=False,
@@ -400,8 +419,11 @@ class Store:
                     synced_files=0,
                 )
                 s.add(row)
-            if "phase" in fields and fields["phase"] != row.phase:
-                row.phase_at = at
+            if "phase" in fields:
+                phase = check_phase(HostPhase(row.phase), HostPhase(fields["phase"]))
+                fields = {**fields, "phase": phase.value}
+                if phase.value != row.phase:
+                    row.phase_at = at
             for k, v in fields.items():
                 setattr(row, k, v)
 
@@ -411,24 +433,23 @@ class Store:
             if generation is not None:
                 q = q.where(HostRow.generation == generation)
             q = q.order_by(HostRow.generation, HostRow.host)
-            return [_record(HostRecord, r) for r in s.scalars(q)]
+            return [_host(r) for r in s.scalars(q)]
 
-    def desired(self, job: str, generation: int) -> str:
-        """What the controller wants of an attempt: "run", or "stop" (also when stale)."""
+    def desired(self, job: str, generation: int) -> DesiredState:
+        """What the controller wants of an attempt: run, or stop (also when stale)."""
         with self._read() as s:
             att = s.scalars(
                 select(AttemptRow).where(AttemptRow.job == job, AttemptRow.generation == generation)
             ).first()
-            if att is None or att.state == "ended":
-                return "stop"
-            return att.desired
+            if att is None or att.state == AttemptState.ENDED.value:
+                return DesiredState.STOP
+            return DesiredState(att.desired)
 
     # -- instances ----------------------------------------------------------------------
 
     def add_instance(self, rec: InstanceRecord) -> None:
         with self._tx() as s:
-            if s.get(InstanceRow, rec.id) is None:
-                s.add(InstanceRow(**dataclasses.asdict(rec)))
+            _writes.add_instance(s, rec)
 
     def update_instance(self, instance_id: str, **fields: Any) -> None:
         with self._tx() as s:
@@ -475,7 +496,7 @@ class Store:
             # numbers its lines after the last committed one, so numbers become visible in
             # order and a reader paging by them never passes a line still to commit
             self._fence(s, job, generation, exclusive=True)
-            last = s.scalar(select(func.max(LogRow.seq)).where(LogRow.job == job)) or 0
+            last = last_log_seq(s, job)
             s.add_all(
                 LogRow(
                     job=job,

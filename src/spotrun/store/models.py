@@ -1,6 +1,8 @@
 """The tables. One state table per lifecycle layer: jobs, attempts, hosts (per-instance agent
 reports) and instances; append-only history in transitions, events, log_lines and metrics;
-accounts and their access keys (``spotrun.auth.keys``; only hashes of secrets are kept).
+accounts and their access keys (``spotrun.auth.keys``; only hashes of secrets are kept),
+the instance credentials agents sign their reports with (``spotrun.auth.instance_keys``),
+the servers sharing the database and the controller lease one of them holds.
 
 The schema itself is created and evolved by Alembic (``migrations/``); these classes are the
 mapping the store code uses. Keep them in step with the newest migration.
@@ -73,6 +75,12 @@ class JobRow(Base):
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     on_demand_cost: Mapped[float] = mapped_column(Float, default=0.0)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    #: what the job runs (``spotrun.images.plan_to_json``), decided once at admission;
+    #: None for jobs admitted before plans were stored
+    run_plan: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: bumped by every agent report: the cheap change marker a controller polls (reports do
+    #: not change ``version``, which only the lifecycle's writers bump)
+    signal: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class AttemptRow(Base):
@@ -118,6 +126,11 @@ class HostRow(Base):
     synced_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     sync_stalled_since: Mapped[float | None] = mapped_column(Float, nullable=True)
     isolation: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: how the attempt ended here, as the agent classified it (``spotrun.agent.Ending``)
+    ending: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: the sequence number of the agent's last applied report batch: a batch at or below
+    #: it is a retry of one already applied, and is acknowledged without applying it again
+    report_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class InstanceRow(Base):
@@ -136,7 +149,6 @@ class InstanceRow(Base):
     launched_at: Mapped[float] = mapped_column(Float)
     terminated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     cause: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    notice_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class TransitionRow(Base):
@@ -219,3 +231,50 @@ class AccessKeyRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class InstanceKeyRow(Base):
+    """The credential of one host of one attempt: the agent there signs its reports with
+    it. Like an access key, only a salt and the secret's SHA-256 are kept."""
+
+    __tablename__ = "instance_keys"
+    __table_args__ = (
+        UniqueConstraint("job", "generation", "host"),
+        Index("ix_instance_keys_attempt", "job", "generation"),
+    )
+    key_id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    job: Mapped[str] = mapped_column(ForeignKey("jobs.name"))
+    generation: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(16))
+    ordinal: Mapped[int] = mapped_column(Integer)
+    salt: Mapped[str] = mapped_column(String(32))
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ServerRow(Base):
+    """A server process using this database; ``heartbeat_at`` says whether it still lives."""
+
+    __tablename__ = "servers"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    url: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    hostname: Mapped[str] = mapped_column(String(255))
+    #: the process's identity on its host (start time, boot id) as JSON, so that another
+    #: server on the same host can prove it dead without waiting for its lease to expire
+    process: Mapped[str] = mapped_column(Text, default="{}")
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class LeaseRow(Base):
+    """A lease (the controller's): who holds it until when, and its fencing token, which
+    grows by one at every change of holder."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    token: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)

@@ -7,7 +7,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from spotrun.spec import JobSpec, SecondaryStatus, TrainingJobStatus, parse_spec
+from spotrun.spec import (
+    AttemptState,
+    DesiredState,
+    HostPhase,
+    JobSpec,
+    SecondaryStatus,
+    TrainingJobStatus,
+    parse_spec,
+)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -74,6 +82,17 @@ class JobRecord:
     cost: float
     on_demand_cost: float
     version: int
+    signal: int = 0  # the change marker agent reports bump (see JobRow.signal)
+    #: the stored run plan (``spotrun.images.plan_to_json``) as JSON text; None for jobs
+    #: admitted before plans were stored
+    run_plan_json: str | None = None
+
+    @property
+    def run_plan(self) -> dict[str, Any] | None:
+        if self.run_plan_json is None:
+            return None
+        value: dict[str, Any] = json.loads(self.run_plan_json)
+        return value
 
     @property
     def request(self) -> dict[str, Any]:
@@ -90,18 +109,20 @@ class AttemptRecord:
     job: str
     generation: int
     created_at: float
-    state: str  # launching | running | ended
+    state: AttemptState
     cause: str | None
     ended_at: float | None
     pool: str | None
     spot: bool
-    desired: str  # run | stop
+    desired: DesiredState
     stop_grace: float
+    #: the earliest interruption deadline of the attempt's instances, once noticed (the one
+    #: place it is kept; providers report it, the controller records it here)
     notice_deadline: float | None
 
     @property
     def live(self) -> bool:
-        return self.state != "ended"
+        return self.state is not AttemptState.ENDED
 
 
 @dataclass(frozen=True)
@@ -109,7 +130,7 @@ class HostRecord:
     job: str
     generation: int
     host: str
-    phase: str
+    phase: HostPhase
     phase_at: float
     download_started: float | None
     download_ended: float | None
@@ -124,6 +145,9 @@ class HostRecord:
     isolation: str | None
     synced_step: int | None = None  # newest toolkit checkpoint whose manifest is synced
     sync_stalled_since: float | None = None  # unsynced local changes since then (a stall)
+    #: how the attempt ended here, as the agent classified it (``spotrun.agent.Ending``
+    #: values); None while it runs, or when the agent could not tell (it crashed)
+    ending: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +163,6 @@ class InstanceRecord:
     launched_at: float
     terminated_at: float | None
     cause: str | None
-    notice_deadline: float | None
 
 
 @dataclass(frozen=True)
@@ -167,3 +190,35 @@ class LogRecord:
     time: float
     stream: str
     line: str
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    """A server sharing the database (see ``ServerRow``)."""
+
+    id: str
+    url: str
+    pid: int
+    hostname: str
+    process: str
+    started_at: float
+    heartbeat_at: float
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    name: str
+    holder: str | None
+    token: int
+    acquired_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Proof of holding a lease: writes carrying it are refused once another holder took
+    the lease over (its token is then higher)."""
+
+    lease: str
+    holder: str
+    token: int

@@ -16,6 +16,7 @@ under spotrun, on SageMaker, or in a plain folder on a laptop::
 """
 
 from spotrun.toolkit._checkpointer import (
+    CHECKPOINT_FOLDER,
     DEFAULT_ROOT,
     STATE_FILE,
     TEMP_PREFIX,
@@ -29,6 +30,7 @@ from spotrun.toolkit._serializer import PickleSerializer, Serializer, TorchSeria
 from spotrun.toolkit._snapshot import snapshot
 
 __all__ = [
+    "CHECKPOINT_FOLDER",
     "DEFAULT_ROOT",
     "EXIT_CHECKPOINTED",
     "MANIFEST",

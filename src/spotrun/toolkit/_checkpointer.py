@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -50,6 +51,14 @@ DEFAULT_ROOT = "/opt/ml/checkpoints"  # SageMaker's default checkpoint LocalPath
 STATE_FILE = "state.bin"
 PREFIX = "ckpt-"
 TEMP_PREFIX = ".tmp-ckpt-"
+#: a committed checkpoint's folder, ``ckpt-<step:012d>-<generation>-<n>`` (the n-th save of
+#: that step by that attempt); the one definition, which the agent's mirror reads too
+CHECKPOINT_FOLDER = re.compile(r"^ckpt-(\d+)-(\d+)-(\d+)$")
+
+
+def folder_name(step: int, generation: int, n: int) -> str:
+    """The folder name of a committed checkpoint (matches ``CHECKPOINT_FOLDER``)."""
+    return f"{PREFIX}{step:012d}-{generation}-{n}"
 
 
 @dataclass(frozen=True)
@@ -402,11 +411,15 @@ class Checkpointer:
             return _checkpoint(final, manifest)
 
     def _rename_into_place(self, temp: Path, step: int) -> Path:
-        base = f"{PREFIX}{step:012d}-{self.generation}-"
-        taken = [p.name[len(base) :] for p in self.root.glob(base + "*")]
-        n = 1 + max((int(s) for s in taken if s.isdigit()), default=0)
+        taken = [
+            int(m.group(3))
+            for p in self.root.glob(f"{PREFIX}*")
+            if (m := CHECKPOINT_FOLDER.match(p.name))
+            and (int(m.group(1)), int(m.group(2))) == (step, self.generation)
+        ]
+        n = 1 + max(taken, default=0)
         while True:
-            final = self.root / f"{base}{n}"
+            final = self.root / folder_name(step, self.generation, n)
             try:
                 # renaming onto an existing non-empty folder fails, so a concurrent saver
                 # of the same step can never be overwritten; we just take the next number

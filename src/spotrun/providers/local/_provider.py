@@ -214,6 +214,8 @@ class LocalProvider:
             reclaim = self.market.reclaim_at(pool, launched_at, seq)
             if reclaim is not None:
                 notice_at = max(launched_at, reclaim - self.market.notice_lead_real)
+        env = {**request.workload.env, **request.workload.host_env.get(host, {})}
+        env.setdefault("SPOTRUN_CACHE", str(self.home / "cache"))  # shared by its instances
         write_json(
             root / INSTANCE,
             {
@@ -231,12 +233,10 @@ class LocalProvider:
                 "spot_seq": seq,
                 "notice_at": notice_at,
                 "deadline": reclaim,
-                "workload": {
-                    "argv": list(request.workload.argv),
-                    "env": dict(request.workload.env),
-                },
+                "workload": {"argv": list(request.workload.argv), "env": env},
                 "isolation": self.isolation,
             },
+            private=True,  # the environment holds the agent's credential
         )
         with open(root / HOST_LOG, "ab") as log:
             # A new session: the host must not die with the service's terminal or group.

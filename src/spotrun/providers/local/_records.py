@@ -3,7 +3,8 @@
 Every instance is a folder ``<home>/instances/<id>/``; the provider and the host process
 talk only through files in it, so a restarted service can pick up where it left off:
 
-* ``instance.json`` written once by the provider before the host starts (who, where, when)
+* ``instance.json`` written once by the provider before the host starts (who, where, when,
+  and the workload's environment, which holds the agent's credential: mode 0600)
 * ``leader.json``   the pid the provider spawned, with its start time (pid-reuse proof)
 * ``state.json``    rewritten by the host (phase, heartbeat, cause); by the provider only
   once the host is known to be dead
@@ -38,11 +39,15 @@ _SEQ_FILE = ".spot-launches.json"
 _SEQ_LOCK = ".spot-launches.lock"
 
 
-def write_json(path: Path, data: Mapping[str, Any], *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` in one step; ``durable`` also survives a power cut."""
+def write_json(
+    path: Path, data: Mapping[str, Any], *, durable: bool = True, private: bool = False
+) -> None:
+    """Replace ``path`` with ``data`` in one step; ``durable`` also survives a power cut,
+    ``private`` makes it readable by its owner only (mode 0600) from the first byte."""
     # Unique per thread too: two threads of one service may write the same record.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
+    with open(fd, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, sort_keys=True)
         if durable:
             f.flush()

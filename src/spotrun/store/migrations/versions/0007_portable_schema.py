@@ -10,7 +10,7 @@
   listing by name sorts the same whatever the database's collation.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0006"
 
 _logs = sa.table("log_lines", sa.column("id", sa.Integer), sa.column("job", sa.String))
 

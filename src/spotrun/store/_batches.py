@@ -1,0 +1,192 @@
+"""An agent's report batch, applied in one transaction and exactly once.
+
+An agent ships what it has to say (host fields, events, log lines, metric points) in
+numbered batches, each sent again until the server acknowledges it. The answer to a batch
+that was applied can be lost; the agent then sends the same batch, with the same number,
+again. So the host row keeps ``report_seq``, the number of the last batch applied, and a
+batch numbered at or below it is acknowledged without being applied a second time: no
+line or point is ever stored twice, and none is lost.
+
+The number is claimed first, with a conditional ``UPDATE`` (``report_seq < seq``): that
+statement takes the write lock (SQLite) or the row lock (PostgreSQL), so of two copies of
+one batch applied at the same moment exactly one claims it. A batch from an attempt that
+is no longer the job's current one is refused with ``StaleGeneration``, as every agent
+write is; a phase the host cannot move to from its current one with ``IllegalTransition``
+(``spec.phases``).
+
+A batch never changes the job's ``version`` (only the lifecycle's writers do): one with
+content bumps the job's ``signal``, the change marker the leading controller polls, in the
+same transaction and before anything else. That order matters on PostgreSQL: the batch's
+inserts lock the job row (their foreign keys) and a controller's step locks it for
+update, so a batch that took the job row last could deadlock with a step. Held from the
+start, the job row also orders the batches of a job's hosts, so each numbers its log lines
+after the last committed one and readers paging by those numbers never pass a late line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from spotrun.spec import AttemptState, DesiredState, HostPhase, check_phase
+from spotrun.store._store import HOST_FIELDS, Store, last_log_seq
+from spotrun.store.models import AttemptRow, EventRow, HostRow, JobRow, LogRow, MetricRow
+
+
+@dataclass(frozen=True)
+class ReportBatch:
+    """One batch of an agent's reports about its host (``seq`` counts from 1)."""
+
+    job: str
+    generation: int
+    host: str
+    seq: int
+    at: float  # when the server received it: the host row's phase time if none is given
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    events: Sequence[tuple[float, str, str]] = ()  # (time, kind, message)
+    logs: Sequence[tuple[float, str, str]] = ()  # (time, stream, line)
+    metrics: Sequence[tuple[str, float, float]] = ()  # (name, value, time)
+
+    @property
+    def empty(self) -> bool:
+        """A heartbeat: nothing to apply, only the answer is wanted."""
+        return not (self.fields or self.events or self.logs or self.metrics)
+
+
+@dataclass(frozen=True)
+class BatchAck:
+    """The answer to a batch: whether this copy was applied, and the attempt's state."""
+
+    applied: bool  # False: empty, or applied before (a retry whose answer was lost)
+    seq: int  # the number of the host's last applied batch
+    desired: str  # "run" or "stop" ("stop" too once the attempt has ended)
+    live: bool  # whether the attempt is still live
+
+
+def apply_batch(store: Store, batch: ReportBatch) -> BatchAck:
+    """Apply ``batch`` unless it was applied before; ``StaleGeneration`` from an old attempt.
+
+    ``ValueError`` for host fields an agent may not report (the API checks them first).
+    """
+    unknown = batch.fields.keys() - HOST_FIELDS
+    if unknown:
+        raise ValueError(f"unknown host fields {sorted(unknown)}")
+    if batch.seq < 1 and not batch.empty:
+        raise ValueError(f"a batch with content needs a sequence number from 1, not {batch.seq}")
+    try:
+        return _apply(store, batch)
+    except IntegrityError:
+        # the host's first batch, twice at once: the other copy inserted the row first and
+        # holds the number now, so this one is a retry
+        return _apply(store, batch)
+
+
+def _apply(store: Store, batch: ReportBatch) -> BatchAck:
+    with store._tx() as s:
+        applied = False
+        if not batch.empty:
+            # the job row first (see the module docstring); a copy that turns out to be a
+            # retry only wakes the controller for nothing
+            s.execute(
+                update(JobRow)
+                .where(JobRow.name == batch.job)
+                .values(signal=JobRow.signal + 1)
+                .execution_options(synchronize_session=False)
+            )
+            claimed = s.execute(
+                update(HostRow)
+                .where(
+                    HostRow.job == batch.job,
+                    HostRow.generation == batch.generation,
+                    HostRow.host == batch.host,
+                    HostRow.report_seq < batch.seq,
+                )
+                .values(report_seq=batch.seq)
+                .execution_options(synchronize_session=False)
+            )
+            store._fence(s, batch.job, batch.generation)
+            row = _host(s, batch)
+            if row is None:
+                row = _new_host(batch)
+                s.add(row)
+                s.flush()  # a concurrent first batch makes this an IntegrityError
+                applied = True
+            else:
+                applied = getattr(claimed, "rowcount", 0) == 1
+            if applied:
+                _write(s, row, batch)
+        else:
+            store._fence(s, batch.job, batch.generation)
+            row = _host(s, batch)
+        att = s.scalars(
+            select(AttemptRow).where(
+                AttemptRow.job == batch.job, AttemptRow.generation == batch.generation
+            )
+        ).first()
+        live = att is not None and att.state != AttemptState.ENDED.value
+        return BatchAck(
+            applied=applied,
+            seq=row.report_seq if row is not None else 0,
+            desired=att.desired if att is not None and live else DesiredState.STOP.value,
+            live=live,
+        )
+
+
+def _host(s: Session, batch: ReportBatch) -> HostRow | None:
+    return s.scalars(
+        select(HostRow).where(
+            HostRow.job == batch.job,
+            HostRow.generation == batch.generation,
+            HostRow.host == batch.host,
+        )
+    ).first()
+
+
+def _new_host(batch: ReportBatch) -> HostRow:
+    return HostRow(
+        job=batch.job,
+        generation=batch.generation,
+        host=batch.host,
+        phase=HostPhase.STARTING.value,
+        phase_at=batch.at,
+        finished=False,
+        noticed=False,
+        model_uploaded=False,
+        synced_files=0,
+        report_seq=batch.seq,
+    )
+
+
+def _write(s: Session, row: HostRow, batch: ReportBatch) -> None:
+    fields = dict(batch.fields)
+    if "phase" in fields:
+        phase = check_phase(HostPhase(row.phase), HostPhase(fields["phase"]))
+        fields["phase"] = phase.value
+        if phase.value != row.phase and "phase_at" not in fields:
+            fields["phase_at"] = batch.at
+    for name, value in fields.items():
+        setattr(row, name, value)
+    s.add_all(EventRow(job=batch.job, time=t, kind=k, message=m) for t, k, m in batch.events)
+    # numbered after the job's last line: the job row, locked first, orders the writers
+    last = last_log_seq(s, batch.job) if batch.logs else 0
+    s.add_all(
+        LogRow(
+            job=batch.job,
+            seq=last + n,
+            generation=batch.generation,
+            host=batch.host,
+            time=t,
+            stream=stream,
+            line=line,
+        )
+        for n, (t, stream, line) in enumerate(batch.logs, 1)
+    )
+    s.add_all(
+        MetricRow(job=batch.job, generation=batch.generation, name=n, value=v, time=t)
+        for n, v, t in batch.metrics
+    )
