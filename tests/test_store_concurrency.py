@@ -21,7 +21,7 @@ from sqlalchemy import event, text
 from conftest import request
 from seeds import draw
 from spotrun.errors import Conflict, StaleGeneration
-from spotrun.store import Store
+from spotrun.store import ReportBatch, Store, apply_batch
 
 T0 = 1_700_000_000.0
 
@@ -125,10 +125,23 @@ def test_a_follower_never_passes_a_line_that_commits_late(store: Store) -> None:
     assert [r.id for r in seen] == [1, 2]
 
 
-@pytest.mark.parametrize("writers", [4])
-def test_concurrent_writers_and_a_follower_see_every_line_once(store: Store, writers: int) -> None:
-    """Writers append batches to one job while a follower pages by id: the follower reads
-    each line exactly once, each writer's lines in its order, numbered 1..N."""
+def _append(store: Store, job: str, w: int, seq: int, lines: list[tuple[float, str, str]]) -> None:
+    store.append_logs(job, 1, f"algo-{w + 1}", lines)
+
+
+def _report(store: Store, job: str, w: int, seq: int, lines: list[tuple[float, str, str]]) -> None:
+    batch = ReportBatch(job, 1, f"algo-{w + 1}", seq, T0, events=[(T0, "note", "x")], logs=lines)
+    assert apply_batch(store, batch).applied
+
+
+@pytest.mark.parametrize("writer", [_append, _report], ids=["append_logs", "report_batches"])
+def test_concurrent_writers_and_a_follower_see_every_line_once(
+    store: Store, writer: Callable[[Store, str, int, int, list[tuple[float, str, str]]], None]
+) -> None:
+    """Hosts write lines of one job at once (as the store's own appends, and as agents'
+    report batches) while a follower pages by id: the follower reads each line exactly
+    once, each host's lines in its order, numbered 1..N."""
+    writers = 4
     job = _job(store)
     rng = random.Random(draw("SPOTRUN_LOGS_SEED", ci=1010))
     batches = [[rng.randint(1, 6) for _ in range(25)] for _ in range(writers)]
@@ -138,9 +151,9 @@ def test_concurrent_writers_and_a_follower_see_every_line_once(store: Store, wri
     def write(w: int) -> None:
         try:
             n = 0
-            for size in batches[w]:
+            for seq, size in enumerate(batches[w], 1):
                 lines = [(T0 + n + k, "stdout", f"w{w} {n + k}") for k in range(size)]
-                store.append_logs(job, 1, f"algo-{w + 1}", lines)
+                writer(store, job, w, seq, lines)
                 n += size
         except BaseException as e:
             errors.append(e)
