@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from postgres import PostgresServer
 from spotrun.auth.keys import KeyRing
 from spotrun.dburl import database_url, shown_url
@@ -111,3 +112,33 @@ def test_server_start_keeps_its_state_in_postgresql_and_status_shows_it(
         _cli(home, "server", "stop")
     stopped = _cli(home, "server", "status")
     assert stopped.returncode == 3 and "sqlite:///" in stopped.stdout  # no flag: the home's
+
+
+def _without_postgres(tmp_path: Path, ci: bool) -> subprocess.CompletedProcess[str]:
+    """The store's filter test, run by a pytest of its own on a machine without PostgreSQL
+    (a plugin hides the binaries from the fixture module)."""
+    (tmp_path / "hide_postgres.py").write_text(
+        "import postgres\ndef pytest_configure(config):\n    postgres.binaries = lambda: None\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO / 'tests'}"}
+    env.pop("CI", None)
+    if ci:
+        env["CI"] = "true"
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "hide_postgres"]
+        + ["-rs", "tests/test_store_queries.py::test_filters"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_without_postgresql_its_tests_skip_but_fail_under_ci(tmp_path: Path) -> None:
+    local = _without_postgres(tmp_path, ci=False)
+    assert local.returncode == 0, local.stdout
+    assert "1 passed, 1 skipped" in local.stdout and "PostgreSQL is not installed" in local.stdout
+    ci = _without_postgres(tmp_path, ci=True)
+    assert ci.returncode == 1, ci.stdout
+    assert "1 passed, 1 error" in ci.stdout and "need it under CI=true" in ci.stdout
