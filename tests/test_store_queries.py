@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import random
 
+import pytest
+from sqlalchemy import text
+
 from conftest import request
 from spotrun.store import InstanceRecord, JobQuery, Store
 
@@ -131,3 +134,16 @@ def test_host_logs_positions(store: Store) -> None:
     assert streams["algo-1"].lines == 4 and streams["algo-1"].size == 4
     assert (streams["algo-1"].first_time, streams["algo-1"].last_time) == (1.0, 3.0)
     assert streams["algo-2"].lines == 1
+
+
+@pytest.mark.engines("postgresql")  # SQLite's row ids are 64-bit by nature
+def test_line_and_point_keys_go_past_32_bits(store: Store) -> None:
+    with store.engine.begin() as conn:
+        for table in ("log_lines", "metrics"):
+            conn.execute(text(f"SELECT setval('{table}_id_seq', {2**31 + 5})"))
+    store.create_job("j", "arn:j", request("j"), 0.0)
+    store.new_attempt("j", 1.0, pool="p", spot=True, stop_grace=1.0)
+    store.append_logs("j", 1, "algo-1", [(1.0, "stdout", "far")])
+    store.add_metrics("j", 1, [("loss", 0.5, 1.0)])
+    assert [r.line for r in store.logs("j")] == ["far"]
+    assert store.metrics("j") == [("loss", 0.5, 1.0)]

@@ -17,7 +17,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy import Text as _Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -45,6 +54,9 @@ Text = CleanText
 #: a job's name; PostgreSQL compares it byte by byte (collation "C") as SQLite does, so
 #: listings sort and page alike on both, whatever the database's own collation
 JobName = String(63).with_variant(String(63, collation="C"), "postgresql")
+#: the key of a table that grows with every line or point any job writes: 64 bits on
+#: PostgreSQL; on SQLite an INTEGER primary key is the 64-bit row id already
+RowId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class JobRow(Base):
@@ -185,7 +197,7 @@ class LogRow(Base):
 
     __tablename__ = "log_lines"
     __table_args__ = (Index("ix_log_job_seq", "job", "seq", unique=True),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     job: Mapped[str] = mapped_column(ForeignKey("jobs.name"))
     seq: Mapped[int] = mapped_column(Integer)
     generation: Mapped[int] = mapped_column(Integer)
@@ -200,7 +212,7 @@ class MetricRow(Base):
 
     __tablename__ = "metrics"
     __table_args__ = (Index("ix_metric_job_name", "job", "name"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     job: Mapped[str] = mapped_column(ForeignKey("jobs.name"))
     generation: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(255))

@@ -7,7 +7,8 @@
   hold names from a catalog file, which may be of any length, and PostgreSQL (unlike
   SQLite) enforces the old column lengths.
 * On PostgreSQL, ``jobs.name`` compares byte by byte (collation "C"), as on SQLite, so a
-  listing by name sorts the same whatever the database's collation.
+  listing by name sorts the same whatever the database's collation; and the keys of
+  ``log_lines`` and ``metrics`` (and their sequences) become 64-bit, as SQLite's row ids are.
 
 Revision ID: 0007
 Revises: 0006
@@ -21,6 +22,8 @@ from alembic import op
 revision = "0007"
 down_revision = "0006"
 
+#: the tables with a row per log line or metric point
+_GROWING = ("log_lines", "metrics")
 _logs = sa.table("log_lines", sa.column("id", sa.Integer), sa.column("job", sa.String))
 
 
@@ -47,10 +50,18 @@ def upgrade() -> None:
         op.alter_column(
             "jobs", "name", existing_type=sa.String(63), type_=sa.String(63, collation="C")
         )
+        # SQLite's row ids are 64-bit already; PostgreSQL's serial keys and their
+        # sequences stop at 2**31, which every job's lines and points together may pass
+        for table in _GROWING:
+            op.alter_column(table, "id", existing_type=sa.Integer, type_=sa.BigInteger)
+            op.execute(f"ALTER SEQUENCE {table}_id_seq AS bigint")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        for table in _GROWING:
+            op.execute(f"ALTER SEQUENCE {table}_id_seq AS integer")
+            op.alter_column(table, "id", existing_type=sa.BigInteger, type_=sa.Integer)
         op.alter_column(
             "jobs", "name", existing_type=sa.String(63, collation="C"), type_=sa.String(63)
         )
