@@ -54,9 +54,9 @@ crash-soak: $(STAMP)
 # a failure prints the SPOTRUN_*_SEED=... that replays it
 SOAK_RUNS ?= 5
 SOAK_SEEDS := SPOTRUN_RESUME_SEED SPOTRUN_XGB_RESUME_SEED SPOTRUN_CRASH_SEED SPOTRUN_KILL_SEED \
-	SPOTRUN_DDP_SEED SPOTRUN_FUZZ_SEED
+	SPOTRUN_DDP_SEED SPOTRUN_FUZZ_SEED SPOTRUN_LOGS_SEED
 SOAK_TESTS := tests/test_exact_resume.py tests/test_exact_resume_xgboost.py \
-	tests/test_crash_safety.py tests/test_toolkit_ddp.py tests/test_fuzz.py \
+	tests/test_crash_safety.py tests/test_toolkit_ddp.py tests/test_fuzz.py tests/test_store_concurrency.py \
 	tests/test_toolkit.py::test_sigkill_at_random_moments_never_leaves_a_partial_checkpoint
 soak: $(STAMP)
 	for i in $$(seq $(SOAK_RUNS)); do \

@@ -41,16 +41,17 @@ def free_port() -> int:
 
 
 class AgentServer:
-    """The agent routes over ``Store.open(home)``, on a port of their own."""
+    """The agent routes over ``Store.open(home, database)``, on a port of their own."""
 
     def __init__(
         self,
         home: Path,
         images: Callable[[], ImageRegistry] = ImageRegistry,
         wrap: Callable[[FastAPI], object] | None = None,
+        database: str | None = None,
     ) -> None:
         self.home = home
-        self.store = Store.open(home)
+        self.store = Store.open(home, database)
         self.keys = InstanceKeys(self.store, home)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -1,23 +1,85 @@
-"""Shared fixtures: a store in a temporary home, a virtual clock, a fake provider."""
+"""Shared fixtures: a store in a temporary home on each database engine, a virtual clock,
+a fake provider.
+
+``store`` (and anything asking for ``engine``) runs once per engine: SQLite, and a real
+PostgreSQL (``postgres.py``: one server per session, a fresh database per test). A module
+may narrow that with ``pytestmark = pytest.mark.engines("sqlite")``. Without PostgreSQL the
+``postgresql`` tests skip, except under ``CI=true``, where they fail.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import postgres
 from spotrun.control.clock import VirtualClock
 from spotrun.providers import Pool
 from spotrun.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "engines(*names): the database engines a test runs on (default: all)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "engine" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("engines")
+        engines = marker.args if marker is not None else ENGINES
+        metafunc.parametrize("engine", engines, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[postgres.PostgresServer]:
+    """The session's PostgreSQL server, started on first use."""
+    why = postgres.missing()
+    if why is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(
+                f"{why}: the postgresql tests need it under CI=true; {postgres.INSTALL_HINT}",
+                pytrace=False,
+            )
+        pytest.skip(f"{why} ({postgres.INSTALL_HINT})")
+    server = postgres.PostgresServer()
+    yield server
+    server.stop()
+
+
+def new_database(request: pytest.FixtureRequest, engine: str) -> str | None:
+    """A fresh, migrated database on ``engine`` for the requesting fixture, dropped after it
+    (None for SQLite: the home's own file)."""
+    if engine == "sqlite":
+        return None
+    assert engine == "postgresql", engine
+    server: postgres.PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.database()
+    request.addfinalizer(lambda: server.drop(url))
+    return url
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "home")
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest, engine: str) -> str | None:
+    """The URL of a fresh database on the test's engine (None: SQLite in the home)."""
+    return new_database(request, engine)
+
+
+@pytest.fixture
+def store(tmp_path: Path, database: str | None) -> Iterator[Store]:
+    s = Store.open(tmp_path / "home", database)
     yield s
     s.close()
 

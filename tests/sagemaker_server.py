@@ -6,7 +6,9 @@ on ml.c5.xlarge whose log shows training progress (by default the script's first
 reclaimed then, with a notice (see ``events.Reclaimer``): a reclaim at a fixed time after
 launch would land before training or after it depending on how long the start-up took.
 Nothing else is reclaimed unasked. Jobs name the image ``spotrun-test-image``, mapped in the
-home's config to a small checkpointing script.
+home's config to a small checkpointing script. The server keeps its state in the home's
+SQLite file, or in the PostgreSQL database it is given (``server_database`` makes one for
+a fixture parametrized over ``ENGINES``).
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from botocore.config import Config
 
+from conftest import new_database
 from events import Reclaimer
 from spotrun.cli.client import Client, start_service, stop_service
+from spotrun.dburl import shown_url
 from spotrun.settings import Settings, load_settings, write_settings
 
 SCRIPT = r"""
@@ -81,11 +86,18 @@ SCRIPT_PROGRESS = re.compile(r"^step \d+ loss=")
 RECLAIMED_TYPE = "ml.c5.xlarge"
 
 
+def server_database(request: pytest.FixtureRequest) -> str | None:
+    """The database for a server fixture parametrized over the engines (``request.param``):
+    a fresh PostgreSQL one, dropped with the fixture, or None (SQLite in the home)."""
+    return new_database(request, str(request.param))
+
+
 class Server:
     """A spotrun server in its own home, and boto3 clients signed with its keys.
 
     ``reclaim`` is the progress line after which the first spot job on ml.c5.xlarge is
-    interrupted (None: nothing is reclaimed unasked).
+    interrupted (None: nothing is reclaimed unasked). ``database``: where it keeps its
+    state (None: SQLite in the home).
     """
 
     def __init__(
@@ -93,6 +105,7 @@ class Server:
         root: Path,
         images: dict[str, dict[str, Any]] | None = None,
         reclaim: re.Pattern[str] | None = SCRIPT_PROGRESS,
+        database: str | None = None,
     ) -> None:
         self.root = root
         home = root / "home"
@@ -101,7 +114,11 @@ class Server:
         (code / "train.py").write_text(SCRIPT)
         (root / "market.toml").write_text(MARKET)
         write_settings(
-            home, market=str(root / "market.toml"), stop_grace_seconds=3.0, poll_seconds=0.25
+            home,
+            market=str(root / "market.toml"),
+            stop_grace_seconds=3.0,
+            poll_seconds=0.25,
+            database_url=database,
         )
         images = {
             "spotrun-test-image": {"source_dir": str(code), "entry_point": "train.py"},
@@ -114,6 +131,8 @@ class Server:
                     f.write(f"{k} = {json.dumps(v)}\n")
         self.settings: Settings = load_settings(home)
         info = start_service(self.settings, quiet=True)
+        # the server keeps its state where it was told to
+        assert info["database"] == shown_url(self.settings.store_url), info
         self.url = f"http://{info['host']}:{info['port']}"
         cred = json.loads((home / "credentials.json").read_text())
         self.key = (cred["access_key_id"], cred["secret_access_key"])

@@ -27,6 +27,7 @@ VARIABLES = (
     "SPOTRUN_KILL_SEED",  # tests/test_toolkit.py, SIGKILL at random moments
     "SPOTRUN_DDP_SEED",  # tests/test_toolkit_ddp.py
     "SPOTRUN_FUZZ_SEED",  # tests/test_fuzz.py
+    "SPOTRUN_LOGS_SEED",  # tests/test_store_concurrency.py
 )
 
 

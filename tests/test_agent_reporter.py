@@ -68,8 +68,9 @@ class LoseAnswers:
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[AgentServer]:
-    server = AgentServer(tmp_path / "home")
+def api(tmp_path: Path, database: str | None) -> Iterator[AgentServer]:
+    """The agent routes over a fresh store on each engine."""
+    server = AgentServer(tmp_path / "home", database=database)
     _job(server)
     yield server
     server.close()

@@ -122,6 +122,7 @@ def test_touch_records_last_use_at_most_once_a_minute(ring: KeyRing) -> None:
     assert ring.keys()[0].last_used_at == 1061.0
 
 
+@pytest.mark.engines("sqlite")  # reads the database's files
 def test_only_hashes_reach_the_database(store: Store, ring: KeyRing, home: Path) -> None:
     keys = [ring.create("default", f"key {i}") for i in range(3)]
     for k in keys:

@@ -17,7 +17,8 @@ the service explains: agents report over HTTP only, and one whose attempt has en
 its instance until a server takes its last reports. An instance reclaimed while no service
 is up takes the lines its agent could not deliver with it; that run's steps are then read
 from the checkpoint the next attempt resumed from. The four runs go at once, so that they
-share the machine's load alike.
+share the machine's load alike. They run once with each home's SQLite store and once with
+each home's store in a PostgreSQL database of its own.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ from typing import Any
 
 import pytest
 
+from postgres import PostgresServer
 from spotrun.agent._client import Backoff
 from spotrun.cli.client import Client, service_info, start_service, stop_service
+from spotrun.dburl import shown_url
 from spotrun.market import Catalog
 from spotrun.providers.local import _procs
 from spotrun.providers.local._isolation import namespaces_work
@@ -128,7 +131,7 @@ class Home:
     """A spotrun home under ``root`` with its own market (None: capacity always there, never
     reclaimed unasked), its own service and a client for it."""
 
-    def __init__(self, root: Path, market: str | None) -> None:
+    def __init__(self, root: Path, market: str | None, database: str | None = None) -> None:
         self.root = root
         self.home = root / "home"
         market_file = None
@@ -141,9 +144,13 @@ class Home:
             market=None if market_file is None else str(market_file),
             stop_grace_seconds=2.0,
             poll_seconds=0.25,
+            database_url=database,
         )
         self.settings = load_settings(self.home)
         self.client = Client.for_settings(self.settings)
+        info = service_info(self.settings)
+        # the service keeps its state where it was told to
+        assert info is not None and info["database"] == shown_url(self.settings.store_url), info
         self.kills: list[Kill] = []
         #: when each restarted service answered again
         self.restarts: list[float] = []
@@ -246,8 +253,10 @@ class Home:
 class Run(Home):
     """The test script as one job in a home of its own (own market clock, own service)."""
 
-    def __init__(self, tmp: Path, name: str, script: str = SCRIPT) -> None:
-        super().__init__(tmp / name, MARKET)
+    def __init__(
+        self, tmp: Path, name: str, script: str = SCRIPT, database: str | None = None
+    ) -> None:
+        super().__init__(tmp / name, MARKET, database)
         self.tmp, self.name = tmp, name
         code = tmp / name / "code"
         code.mkdir(parents=True)
@@ -592,13 +601,25 @@ def check_bill(run: Run, d: dict[str, Any], calm: dict[str, Any], startup: float
 
 
 @pytest.fixture
-def runs(tmp_path: Path) -> Iterator[Callable[[str], Run]]:
+def runs(
+    tmp_path: Path, request: pytest.FixtureRequest, engine: str
+) -> Iterator[Callable[[str], Run]]:
+    """Makes runs, each in its own home, with its store on ``engine`` (PostgreSQL: a
+    database of the session's server for each run)."""
     os.environ.pop("SPOTRUN_ENDPOINT", None)
     made: list[Run] = []
     lock = threading.Lock()
+    server: PostgresServer | None = None
+    if engine == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+    databases: list[str] = []
 
     def make(name: str) -> Run:
-        run = Run(tmp_path, name, HARDCODED if name == "hardcoded" else SCRIPT)
+        database = None if server is None else server.database()
+        if database is not None:
+            with lock:
+                databases.append(database)
+        run = Run(tmp_path, name, HARDCODED if name == "hardcoded" else SCRIPT, database)
         with lock:
             made.append(run)
         return run
@@ -606,6 +627,9 @@ def runs(tmp_path: Path) -> Iterator[Callable[[str], Run]]:
     yield make
     for r in made:
         r.stop()
+    for url in databases:
+        assert server is not None
+        server.drop(url)
 
 
 def test_undisturbed_and_crashed_runs_agree(runs: Callable[[str], Run]) -> None:
@@ -649,6 +673,7 @@ print("hyperparameters seen:", json.dumps(cfg), flush=True)
 """
 
 
+@pytest.mark.engines("sqlite")  # what it checks is the instance's isolation, not the store
 def test_script_hard_coding_opt_ml(runs: Callable[[str], Run]) -> None:
     """In a private mount namespace /opt/ml is the instance's own folder.
 

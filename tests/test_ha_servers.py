@@ -24,15 +24,13 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +39,7 @@ from typing import Any
 import httpx
 import pytest
 
+from postgres import PostgresServer
 from spotrun.cli.client import Client, credentials
 from spotrun.errors import ServiceError
 from spotrun.settings import load_settings, write_settings
@@ -123,15 +122,7 @@ class Scale:
     step_seconds: float
 
 
-# -- a real PostgreSQL ---------------------------------------------------------------------
-
-
-def _pg_bin() -> Path | None:
-    for version in ("17", "16", "15"):
-        found = Path(f"/usr/lib/postgresql/{version}/bin")
-        if (found / "pg_ctl").exists():
-            return found
-    return None
+# -- a real PostgreSQL (the session's, see tests/postgres.py) -------------------------------
 
 
 def _free_port() -> int:
@@ -140,58 +131,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def postgres_server() -> Iterator[Callable[[str], str]]:
-    """A PostgreSQL server of our own on 127.0.0.1; yields a maker of empty databases."""
-    pg = _pg_bin()
-    missing = None
-    if pg is None:
-        missing = "PostgreSQL is not installed (apt-get install postgresql)"
-    elif shutil.which("runuser") is None:
-        missing = "runuser is missing"
-    else:
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            missing = "the psycopg driver is not installed"
-    if missing is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs PostgreSQL for this test: {missing}")
-        pytest.skip(missing)
-    assert pg is not None
-    root = Path(tempfile.mkdtemp(prefix="spotrun-pg-", dir="/tmp"))
-    shutil.chown(root, "postgres", "postgres")
-    data, port = root / "data", _free_port()
-
-    def as_postgres(*argv: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *argv],
-            check=True,
-            capture_output=True,
-            cwd=root,
-        )
-
-    as_postgres(str(pg / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
-    as_postgres(
-        str(pg / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"
-    )
-
-    def database(name: str) -> str:
-        as_postgres(str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(port), name)
-        return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"
-
-    try:
-        yield database
-    finally:
-        as_postgres(str(pg / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture
-def postgres(postgres_server: Callable[[str], str], request: pytest.FixtureRequest) -> str:
-    """A fresh database for one test."""
-    return postgres_server(request.node.name.replace("[", "_").replace("]", "").lower()[:60])
+def postgres(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> str:
+    """A fresh database for one test, on the session's PostgreSQL server."""
+    url = postgres_server.database()
+    request.addfinalizer(lambda: postgres_server.drop(url))
+    return url
 
 
 # -- servers sharing the database ---------------------------------------------------------

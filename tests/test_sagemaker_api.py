@@ -19,15 +19,18 @@ import botocore.exceptions
 import httpx
 import pytest
 
+from conftest import ENGINES
 from invalid_requests import INVALID, VALID
-from sagemaker_server import Server
+from sagemaker_server import Server, server_database
 from spotrun.cli.client import Client, service_info, stop_service
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=ENGINES)
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
     os.environ.pop("SPOTRUN_ENDPOINT", None)
-    s = Server(tmp_path_factory.mktemp("sagemaker-api"))
+    s = Server(tmp_path_factory.mktemp("sagemaker-api"), database=server_database(request))
     yield s
     stop_service(s.settings)
     assert service_info(s.settings) is None

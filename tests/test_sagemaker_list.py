@@ -17,16 +17,19 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
-from sagemaker_server import Server
+from conftest import ENGINES
+from sagemaker_server import Server, server_database
 from spotrun.cli.client import stop_service
 
 N = 260
 
 
-@pytest.fixture(scope="module")
-def many(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, list[dict[str, Any]]]]:
+@pytest.fixture(scope="module", params=ENGINES)
+def many(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[Server, list[dict[str, Any]]]]:
     os.environ.pop("SPOTRUN_ENDPOINT", None)
-    s = Server(Path(tmp_path_factory.mktemp("sagemaker-list")))
+    s = Server(Path(tmp_path_factory.mktemp("sagemaker-list")), database=server_database(request))
     sm = s.client()
     rng = random.Random(7)
     names = [

@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from spotrun.dburl import database_url
 from spotrun.errors import SpecError
 from spotrun.images import (
     AlgorithmRef,
@@ -153,8 +154,8 @@ class Settings(BaseModel):
     poll_seconds: float = Field(default=1.0, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)
-    #: an SQLAlchemy URL of a database shared by several servers (PostgreSQL); none: the
-    #: SQLite file under the home, for one server
+    #: the store's database URL (PostgreSQL, which several servers may share); none: the
+    #: SQLite file under the home (``spotrun.db``), for one server
     database_url: str | None = None
     #: what each TrainingImage runs: the file's [images."…"] tables over the defaults
     images: InstanceOf[ImageRegistry]
@@ -171,6 +172,16 @@ class Settings(BaseModel):
             table = data.get(IMAGES, {})
             data = {**data, IMAGES: image_registry(table, home / CONFIG_FILE, home)}
         return data
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str | None) -> str | None:
+        return database_url(value) if value else None
+
+    @property
+    def store_url(self) -> str:
+        """The store's database: ``database_url``, else SQLite in the home."""
+        return self.database_url or f"sqlite:///{self.home / 'spotrun.db'}"
 
     @property
     def service_file(self) -> Path:
@@ -213,6 +224,16 @@ def load_settings(home: Path | None = None) -> Settings:
         err = e.errors()[0]
         field = ".".join(str(x) for x in err["loc"]) or "config"
         raise SpecError(f"{path.name}: {field}", err["msg"]) from None
+
+
+def with_database(settings: Settings, url: str | None) -> Settings:
+    """``settings`` with the database ``url`` (a ``--database`` flag) instead; None keeps it."""
+    if not url:
+        return settings
+    try:
+        return settings.model_copy(update={"database_url": database_url(url)})
+    except ValueError as e:
+        raise SpecError("--database", str(e)) from None
 
 
 def load_images(home: Path) -> ImageRegistry:

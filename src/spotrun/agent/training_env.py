@@ -35,6 +35,7 @@ def sm_value(value: Any) -> str:
 PRIVATE = frozenset(
     {
         "SPOTRUN_HOME",
+        "SPOTRUN_DATABASE_URL",
         "SPOTRUN_CACHE",
         "SPOTRUN_ENDPOINT",
         "SPOTRUN_ACCESS_KEY_ID",

@@ -63,15 +63,6 @@ def _running(state: InstanceState | None) -> bool:
     return state is not None and state.phase in (InstancePhase.PENDING, InstancePhase.RUNNING)
 
 
-def open_store(settings: Settings) -> Store:
-    """The settings' database (migrated), else the SQLite store under the home."""
-    if settings.database_url:
-        store = Store(settings.database_url)
-        store.migrate()
-        return store
-    return Store.open(settings.home)
-
-
 class Runtime:
     def __init__(
         self, settings: Settings, clock: Clock | None = None, url: str | None = None
@@ -82,7 +73,7 @@ class Runtime:
         #: the base URL this server answers agents at (None: it serves no agents)
         self.url = url
         home = settings.home
-        self.store = open_store(settings)
+        self.store = Store.open(home, settings.database_url)
         self.keys = KeyRing(self.store, home)
         self.agent_keys = InstanceKeys(self.store, home)
         # $SPOTRUN_DATA, else a catalog `spotrun catalog update` installed, else the packaged one

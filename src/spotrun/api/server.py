@@ -1,14 +1,15 @@
 """``spotrun server``: one process that serves the APIs and, while it leads, the controller.
 
-``python -m spotrun.api.server --home H [--host A] [--port P]``. It records its pid, host
-and port in ``$SPOTRUN_HOME/service.json`` once it answers (the CLI finds it there) and
-removes the file when it stops. Instances it launched keep running if it dies; the next
-server re-adopts them. Without a configured port it listens where the home's server last
-did (``server.port``) when that port is free, so the agents of those instances, which
-report to the URL they were launched with, find it again.
+``python -m spotrun.api.server --home H [--host A] [--port P] [--database URL]``. It records
+its pid, host, port and database (password hidden) in ``$SPOTRUN_HOME/service.json`` once it
+answers (the CLI finds it there) and removes the file when it stops. Instances it launched
+keep running if it dies; the next server re-adopts them. Without a configured port it
+listens where the home's server last did (``server.port``) when that port is free, so the
+agents of those instances, which report to the URL they were launched with, find it again.
 
-With the SQLite store under the home, one server runs per home (a lock file says so).
-With a shared database (``SPOTRUN_DATABASE_URL``), several servers may run, on one home
+The database is SQLite under the home unless ``--database``, ``SPOTRUN_DATABASE_URL`` or
+the home's settings name another (PostgreSQL). With the SQLite store, one server runs per
+home (a lock file says so). With a shared database, several servers may run, on one home
 (sharing the local provider's instance folders) or on several machines; they register in
 the database and one of them holds the controller lease (``spotrun server status``); the
 agents learn every live server's URL and fail over between them.
@@ -37,8 +38,9 @@ import uvicorn
 from spotrun.api.app import create_app
 from spotrun.api.runtime import Runtime
 from spotrun.auth.keys import NewKey, default_credentials
+from spotrun.dburl import shown_url
 from spotrun.errors import ServiceError
-from spotrun.settings import Settings, load_settings
+from spotrun.settings import Settings, load_settings, with_database
 
 #: the port a home's server last listened on, when none is configured
 PORT_FILE = "server.port"
@@ -69,7 +71,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # held (open) for the life of the process; a shared database takes several servers
-    lock = None if settings.database_url else _claim_home(settings)
+    shared = settings.store_url.startswith("postgresql")
+    lock = None if shared else _claim_home(settings)
     port = port if port is not None else settings.port or _home_port(settings, host)
     url = f"http://{host}:{port}"
     # the port is chosen first: the agents it launches are told where to report
@@ -87,9 +90,15 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
 
     def _started() -> None:
         tmp = info.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "host": host, "port": port}))
+        database = shown_url(settings.store_url)
+        tmp.write_text(
+            json.dumps({"pid": os.getpid(), "host": host, "port": port, "database": database})
+        )
         os.replace(tmp, info)
-        print(f"spotrun server: listening on {url} (home {settings.home})", flush=True)
+        print(
+            f"spotrun server: listening on {url} (home {settings.home}, database {database})",
+            flush=True,
+        )
 
     orig_startup = server.startup
 
@@ -175,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--home", type=Path, default=None)
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
+    p.add_argument("--database", default=None, help="database URL (default: SQLite in the home)")
     args = p.parse_args(argv)
-    return serve(load_settings(args.home), args.host, args.port)
+    return serve(with_database(load_settings(args.home), args.database), args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -94,8 +94,14 @@ def start_service(
         cmd += ["--host", host]
     if port is not None:
         cmd += ["--port", str(port)]
+    env = dict(os.environ)
+    env.pop("SPOTRUN_DATABASE_URL", None)
+    if settings.database_url is not None:
+        # the environment, not the command line, where any user could read a password
+        env["SPOTRUN_DATABASE_URL"] = settings.database_url
     proc = subprocess.Popen(
         cmd,
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -20,9 +20,10 @@ from spotrun.cli.client import (
     start_service,
     stop_service,
 )
+from spotrun.dburl import shown_url
 from spotrun.errors import ServiceError, SpecError, SpotrunError
 from spotrun.images import PROCESSES_ENV
-from spotrun.settings import Settings, load_settings, write_settings
+from spotrun.settings import Settings, load_settings, with_database, write_settings
 from spotrun.spec import lifecycle
 
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -313,6 +314,7 @@ def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
             isolation=args.isolation,
         )
         settings = load_settings(settings.home)
+    settings = with_database(settings, args.database)
     if args.action is None:
         # the foreground server, for deployment (systemd, a container, a terminal)
         from spotrun.api.server import serve
@@ -330,9 +332,16 @@ def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "status":
         info = service_info(settings)
         if info is None:
-            print(f"spotrun server: not running (home {settings.home})")
+            print(
+                f"spotrun server: not running (home {settings.home}, "
+                f"database {shown_url(settings.store_url)})"
+            )
             return 3
-        print(f"spotrun server: running, pid {info['pid']}, {_url(info)}, home {settings.home}")
+        database = info.get("database", "?")
+        print(
+            f"spotrun server: running, pid {info['pid']}, {_url(info)}, home {settings.home}, "
+            f"database {database}"
+        )
         for server in Client(_url(info), *credentials(settings)).servers():
             role = "leader (runs the controller)" if server["Leader"] else "standby"
             print(f"  {server['Url']}  pid {server['Pid']} on {server['Hostname']}  {role}")
@@ -522,6 +531,11 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--market", help="market description file (TOML or JSON)")
     sv.add_argument("--stop-grace", type=float, help="seconds between SIGTERM and SIGKILL")
     sv.add_argument("--isolation", choices=["auto", "namespace", "folder"])
+    sv.add_argument(
+        "--database",
+        help="database URL, e.g. postgresql://USER:PASSWORD@HOST/DB (default: SQLite in the "
+        "home; also SPOTRUN_DATABASE_URL or `database_url` in config.toml)",
+    )
     sv.set_defaults(fn=cmd_server)
 
     im = sub.add_parser("images", help="what each TrainingImage runs (no container engine)")

@@ -1,4 +1,4 @@
-"""Persistence: SQLAlchemy 2 over SQLite (WAL) by default, migrated by Alembic.
+"""Persistence: SQLAlchemy 2 over SQLite (WAL) by default or PostgreSQL, migrated by Alembic.
 
 Only this package opens the database: everything else reads and writes through ``Store``,
 ``KeyTables`` (accounts, access keys, instance credentials), ``apply_batch`` (an agent's

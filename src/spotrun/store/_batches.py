@@ -18,7 +18,9 @@ A batch never changes the job's ``version`` (only the lifecycle's writers do): o
 content bumps the job's ``signal``, the change marker the leading controller polls, in the
 same transaction and before anything else. That order matters on PostgreSQL: the batch's
 inserts lock the job row (their foreign keys) and a controller's step locks it for
-update, so a batch that took the job row last could deadlock with a step.
+update, so a batch that took the job row last could deadlock with a step. Held from the
+start, the job row also orders the batches of a job's hosts, so each numbers its log lines
+after the last committed one and readers paging by those numbers never pass a late line.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from spotrun.spec import AttemptState, DesiredState, HostPhase, check_phase
-from spotrun.store._store import HOST_FIELDS, Store
+from spotrun.store._store import HOST_FIELDS, Store, last_log_seq
 from spotrun.store.models import AttemptRow, EventRow, HostRow, JobRow, LogRow, MetricRow
 
 
@@ -170,16 +172,19 @@ def _write(s: Session, row: HostRow, batch: ReportBatch) -> None:
     for name, value in fields.items():
         setattr(row, name, value)
     s.add_all(EventRow(job=batch.job, time=t, kind=k, message=m) for t, k, m in batch.events)
+    # numbered after the job's last line: the job row, locked first, orders the writers
+    last = last_log_seq(s, batch.job) if batch.logs else 0
     s.add_all(
         LogRow(
             job=batch.job,
+            seq=last + n,
             generation=batch.generation,
             host=batch.host,
             time=t,
             stream=stream,
             line=line,
         )
-        for t, stream, line in batch.logs
+        for n, (t, stream, line) in enumerate(batch.logs, 1)
     )
     s.add_all(
         MetricRow(job=batch.job, generation=batch.generation, name=n, value=v, time=t)

@@ -74,7 +74,7 @@ class KeyTables:
     # -- accounts -------------------------------------------------------------------------
 
     def account_named(self, name: str) -> AccountRecord | None:
-        with self.store._tx() as s:
+        with self.store._read() as s:
             row = s.scalars(select(AccountRow).where(AccountRow.name == name)).first()
             return None if row is None else _account(row)
 
@@ -90,13 +90,13 @@ class KeyTables:
             raise Conflict(f"account id {account_id} or name {name!r} is taken") from None
 
     def accounts(self) -> list[AccountRecord]:
-        with self.store._tx() as s:
+        with self.store._read() as s:
             rows = s.scalars(select(AccountRow).order_by(AccountRow.created_at, AccountRow.id))
             return [_account(r) for r in rows]
 
     def account_of_key(self, key_id: str) -> AccountRecord:
         """The account an access key belongs to (revoked or not); ``NotFound`` if unknown."""
-        with self.store._tx() as s:
+        with self.store._read() as s:
             key = s.get(AccessKeyRow, key_id)
             if key is None:
                 raise NotFound(f"no access key {key_id!r}")
@@ -137,7 +137,7 @@ class KeyTables:
             raise Conflict(f"access key id {key_id} is taken") from None
 
     def access_key(self, key_id: str) -> AccessKeyRecord | None:
-        with self.store._tx() as s:
+        with self.store._read() as s:
             row = s.get(AccessKeyRow, key_id)
             if row is None:
                 return None
@@ -145,7 +145,7 @@ class KeyTables:
 
     def access_keys(self, account_id: str | None = None) -> list[AccessKeyRecord]:
         """Every key (of one account, if given), oldest first."""
-        with self.store._tx() as s:
+        with self.store._read() as s:
             q = (
                 select(AccessKeyRow, AccountRow.name)
                 .join(AccountRow, AccessKeyRow.account == AccountRow.id)
@@ -197,13 +197,13 @@ class KeyTables:
             ) from None
 
     def instance_key(self, key_id: str) -> InstanceKeyRecord | None:
-        with self.store._tx() as s:
+        with self.store._read() as s:
             row = s.get(InstanceKeyRow, key_id)
             return None if row is None else _instance_key(row)
 
     def instance_keys(self, job: str, generation: int) -> list[InstanceKeyRecord]:
         """The credentials of an attempt, in the order its hosts were given."""
-        with self.store._tx() as s:
+        with self.store._read() as s:
             return _instance_keys(s, job, generation)
 
     def revoke_instance_keys(self, job: str, generation: int, at: float) -> int:

@@ -24,6 +24,7 @@ from spotrun.store.records import Fence, LeaseRecord, ServerRecord
 
 class _HasTx(Protocol):
     def _tx(self) -> AbstractContextManager[Session]: ...
+    def _read(self) -> AbstractContextManager[Session]: ...
 
 
 def _server(row: ServerRow) -> ServerRecord:
@@ -70,7 +71,7 @@ class LeaseStore:
     def servers(self: _HasTx, alive_since: float | None = None) -> list[ServerRecord]:
         """Registered servers, oldest first; with ``alive_since``, only those whose last
         heartbeat is that recent."""
-        with self._tx() as s:
+        with self._read() as s:
             q = select(ServerRow).order_by(ServerRow.started_at, ServerRow.id)
             if alive_since is not None:
                 q = q.where(ServerRow.heartbeat_at >= alive_since)
@@ -85,7 +86,7 @@ class LeaseStore:
     # -- leases -------------------------------------------------------------------------
 
     def lease(self: _HasTx, name: str) -> LeaseRecord | None:
-        with self._tx() as s:
+        with self._read() as s:
             row = s.get(LeaseRow, name)
             return None if row is None else _lease(row)
 

@@ -1,13 +1,17 @@
 """The store: every read and write of spotrun's state goes through ``Store``.
 
-SQLite in WAL mode under ``$SPOTRUN_HOME`` by default (any SQLAlchemy URL works), opened by
-the server only: the CLI and the agents go through its APIs. Two rules are enforced here,
-not by callers:
+SQLite in WAL mode under ``$SPOTRUN_HOME`` by default, or PostgreSQL shared by several
+servers (``_engine`` says how each is driven); the queries are the same on both. The store
+is opened by the server only: the CLI and the agents go through its APIs. The rules are
+enforced here, not by callers:
 
 * status changes go through ``spec.lifecycle.check_transition``, attempt states and host
   phases through their tables in ``spec.phases``;
 * an agent's writes carry its attempt generation and are refused with ``StaleGeneration``
-  once the job has moved on to a newer attempt.
+  once the job has moved on to a newer attempt; the check holds the job row (shared), so a
+  new attempt cannot commit between the check and the write;
+* what must not interleave (a new attempt, a job's next log numbers) holds the job row
+  exclusively (``SELECT … FOR NO KEY UPDATE``; on SQLite the database's write lock).
 
 The controller writes a reconcile step in one fenced transaction (``step``, see
 ``_writes``); agent reports bump the job's ``signal``, never its ``version``.
@@ -24,9 +28,11 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, and_, create_engine, event, func, or_, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from spotrun.dburl import database_url
 from spotrun.errors import Conflict, InvalidState, NotFound, StaleGeneration
 from spotrun.spec import (
     INITIAL_STATUS,
@@ -38,6 +44,7 @@ from spotrun.spec import (
     check_phase,
 )
 from spotrun.store import _writes
+from spotrun.store._engine import READ_ONLY, make_engine
 from spotrun.store._lease import LeaseStore
 from spotrun.store._writes import StepWriter, attempt_record
 from spotrun.store.models import (
@@ -65,9 +72,6 @@ from spotrun.store.records import (
 )
 
 R = TypeVar("R")
-#: PostgreSQL ends a session idle inside a transaction after this long (well within the
-#: controller lease's time to live, so a paused leader never blocks a takeover)
-IDLE_TX_MS = 4000
 _MIGRATIONS = Path(__file__).with_name("migrations")
 #: fields an agent may report about its own host
 HOST_FIELDS = frozenset(
@@ -79,6 +83,11 @@ def _record(cls: type[R], row: object, **renamed: str) -> R:
     """Copy a row into a record; ``renamed`` maps record field -> row attribute."""
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     return cls(**{n: getattr(row, renamed.get(n, n)) for n in names})
+
+
+def _log(row: LogRow) -> LogRecord:
+    # a line's id is its number within the job (see LogRow), not the row's key
+    return _record(LogRecord, row, id="seq")
 
 
 def _host(row: HostRow) -> HostRecord:
@@ -96,32 +105,43 @@ def _job(row: JobRow) -> JobRecord:
     )
 
 
+def last_log_seq(s: Session, job: str) -> int:
+    """The number of the job's last committed log line (0: none). The caller holds the job
+    row exclusively, so its own lines, numbered after this one, commit in number order."""
+    return int(s.scalar(select(func.max(LogRow.seq)).where(LogRow.job == job)) or 0)
+
+
+def _contains(column: Any, text: str) -> Any:
+    """``column`` holds ``text``, ignoring case: LIKE with the user's ``%``, ``_`` and
+    escape character taken literally (the same on SQLite and PostgreSQL)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return func.lower(column).like(f"%{escaped}%", escape="\\")
+
+
+def default_url(home: Path) -> str:
+    """The database of a home that names none: SQLite in the home."""
+    return f"sqlite:///{home.resolve() / 'spotrun.db'}"
+
+
 class Store(LeaseStore):
     """Typed access to the database; thread-safe, one per process."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine: Engine = create_engine(url, connect_args=self._connect_args(url))
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.url = database_url(url)
+        self.engine: Engine = make_engine(self.url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
-    @staticmethod
-    def _connect_args(url: str) -> dict[str, Any]:
-        if url.startswith("sqlite"):
-            return {"timeout": 60, "check_same_thread": False}
-        if url.startswith("postgresql"):
-            # A server paused inside a transaction (SIGSTOP, a VM pause) must not keep its
-            # row locks: the lease row above all, which another server takes over.
-            return {"options": f"-c idle_in_transaction_session_timeout={IDLE_TX_MS}"}
-        return {}
-
     @classmethod
-    def open(cls, home: Path) -> Store:
-        """Open (creating and migrating if needed) the store under a spotrun home folder."""
+    def open(cls, home: Path, url: str | None = None) -> Store:
+        """Open (creating and migrating if needed) the store of a spotrun home: ``url``'s
+        database, else SQLite in the home."""
         home.mkdir(parents=True, exist_ok=True)
-        store = cls(f"sqlite:///{home / 'spotrun.db'}")
-        store.migrate()
+        store = cls(url or default_url(home))
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def migrate(self) -> None:
@@ -136,7 +156,15 @@ class Store(LeaseStore):
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
+        """A transaction that may write."""
         with self._session.begin() as s:
+            yield s
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        """A transaction that only reads (on SQLite it never waits for the write lock)."""
+        with self._session.begin() as s:
+            s.connection(execution_options={READ_ONLY: True})
             yield s
 
     @contextmanager
@@ -164,52 +192,57 @@ class Store(LeaseStore):
 
         ``run_plan`` is what admission decided the job runs; the agents execute it.
         """
-        with self._tx() as s:
-            if s.get(JobRow, name) is not None:
-                raise Conflict(f"a training job named {name!r} already exists")
-            row = JobRow(
-                name=name,
-                arn=arn,
-                account=account,
-                spec=json.dumps(request, sort_keys=True),
-                created_at=at,
-                last_modified=at,
-                status=TrainingJobStatus.IN_PROGRESS.value,
-                secondary=INITIAL_STATUS.value,
-                status_message="Starting the training job",
-                generation=0,
-                retries_used=0,
-                interruptions=0,
-                model_uploaded=False,
-                training_seconds=0,
-                billable_seconds=0,
-                cost=0.0,
-                on_demand_cost=0.0,
-                version=1,
-                run_plan=None if run_plan is None else json.dumps(run_plan, sort_keys=True),
-            )
-            s.add(row)
-            s.add(
-                TransitionRow(
-                    job=name,
-                    status=row.status,
-                    secondary=row.secondary,
-                    start_time=at,
-                    message=row.status_message,
+        taken = Conflict(f"a training job named {name!r} already exists")
+        try:
+            with self._tx() as s:
+                if s.get(JobRow, name) is not None:
+                    raise taken
+                row = JobRow(
+                    name=name,
+                    arn=arn,
+                    account=account,
+                    spec=json.dumps(request, sort_keys=True),
+                    created_at=at,
+                    last_modified=at,
+                    status=TrainingJobStatus.IN_PROGRESS.value,
+                    secondary=INITIAL_STATUS.value,
+                    status_message="Starting the training job",
+                    generation=0,
+                    retries_used=0,
+                    interruptions=0,
+                    model_uploaded=False,
+                    training_seconds=0,
+                    billable_seconds=0,
+                    cost=0.0,
+                    on_demand_cost=0.0,
+                    version=1,
+                    run_plan=None if run_plan is None else json.dumps(run_plan, sort_keys=True),
                 )
-            )
-            s.flush()
-            return _job(row)
+                s.add(row)
+                s.add(
+                    TransitionRow(
+                        job=name,
+                        status=row.status,
+                        secondary=row.secondary,
+                        start_time=at,
+                        message=row.status_message,
+                    )
+                )
+                s.flush()
+                return _job(row)
+        except IntegrityError:
+            # another server inserted the same name between our look and our insert
+            raise taken from None
 
     def get_job(self, name: str) -> JobRecord:
-        with self._tx() as s:
+        with self._read() as s:
             row = s.get(JobRow, name)
             if row is None:
                 raise NotFound(f"no training job named {name!r}")
             return _job(row)
 
     def list_jobs(self, account: str | None = None, active_only: bool = False) -> list[JobRecord]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(JobRow).order_by(JobRow.created_at, JobRow.name)
             if account is not None:
                 q = q.where(JobRow.account == account)
@@ -229,8 +262,7 @@ class Store(LeaseStore):
         ]
         stmt = select(JobRow).where(JobRow.account == q.account)
         if q.name_contains:
-            # instr, not LIKE: the user's text may hold % and _
-            stmt = stmt.where(func.instr(func.lower(JobRow.name), q.name_contains.lower()) > 0)
+            stmt = stmt.where(_contains(JobRow.name, q.name_contains))
         if q.status is not None:
             stmt = stmt.where(JobRow.status == q.status)
         for column, after, before in (
@@ -249,7 +281,7 @@ class Store(LeaseStore):
                 stmt = stmt.where(or_(key > value, and_(key == value, JobRow.name > last)))
         order = (key.desc(), JobRow.name.desc()) if q.descending else (key, JobRow.name)
         stmt = stmt.order_by(*order).limit(q.limit)
-        with self._tx() as s:
+        with self._read() as s:
             return [_job(r) for r in s.scalars(stmt)]
 
     def update_job(self, name: str, at: float, **fields: Any) -> JobRecord:
@@ -308,12 +340,12 @@ class Store(LeaseStore):
     def job_marks(self) -> dict[str, tuple[int, int]]:
         """(version, signal) of every active job: the one cheap query a controller polls
         to find the jobs that changed since it last looked."""
-        with self._tx() as s:
+        with self._read() as s:
             q = select(JobRow.name, JobRow.version, JobRow.signal).where(JobRow.status.in_(ACTIVE))
             return {name: (version, sig) for name, version, sig in s.execute(q)}
 
     def transitions(self, name: str) -> list[TransitionRecord]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(TransitionRow).where(TransitionRow.job == name).order_by(TransitionRow.id)
             return [_record(TransitionRecord, r) for r in s.scalars(q)]
 
@@ -334,7 +366,7 @@ class Store(LeaseStore):
             return att
 
     def attempts(self, name: str) -> list[AttemptRecord]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(AttemptRow).where(AttemptRow.job == name).order_by(AttemptRow.generation)
             return [attempt_record(r) for r in s.scalars(q)]
 
@@ -344,8 +376,14 @@ class Store(LeaseStore):
 
     # -- hosts: what agents report ------------------------------------------------------
 
-    def _fence(self, s: Session, job: str, generation: int) -> None:
-        current = s.scalar(select(JobRow.generation).where(JobRow.name == job))
+    def _fence(self, s: Session, job: str, generation: int, exclusive: bool = False) -> None:
+        """Refuse a stale generation's write. The job row stays held until the transaction
+        ends (shared, or ``exclusive``), so no new attempt commits in between."""
+        current = s.scalar(
+            select(JobRow.generation)
+            .where(JobRow.name == job)
+            .with_for_update(read=not exclusive, key_share=exclusive)
+        )
         if current is None:
             raise NotFound(f"no training job named {job!r}")
         if current != generation:
@@ -390,7 +428,7 @@ class Store(LeaseStore):
                 setattr(row, k, v)
 
     def hosts(self, job: str, generation: int | None = None) -> list[HostRecord]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(HostRow).where(HostRow.job == job)
             if generation is not None:
                 q = q.where(HostRow.generation == generation)
@@ -399,7 +437,7 @@ class Store(LeaseStore):
 
     def desired(self, job: str, generation: int) -> DesiredState:
         """What the controller wants of an attempt: run, or stop (also when stale)."""
-        with self._tx() as s:
+        with self._read() as s:
             att = s.scalars(
                 select(AttemptRow).where(AttemptRow.job == job, AttemptRow.generation == generation)
             ).first()
@@ -422,7 +460,7 @@ class Store(LeaseStore):
                 setattr(row, k, v)
 
     def instances(self, job: str | None = None, live_only: bool = False) -> list[InstanceRecord]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(InstanceRow).order_by(InstanceRow.launched_at, InstanceRow.id)
             if job is not None:
                 q = q.where(InstanceRow.job == job)
@@ -442,7 +480,7 @@ class Store(LeaseStore):
             s.add(EventRow(job=job, time=at, kind=kind, message=message))
 
     def events(self, job: str) -> list[EventRecord]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(EventRow).where(EventRow.job == job).order_by(EventRow.id)
             return [_record(EventRecord, r) for r in s.scalars(q)]
 
@@ -451,23 +489,38 @@ class Store(LeaseStore):
     ) -> int:
         """Append (time, stream, line) tuples; refused from a stale generation."""
         batch = list(lines)
+        if not batch:
+            return 0
         with self._tx() as s:
-            self._fence(s, job, generation)
+            # the job row, held exclusively to the commit, orders the job's writers: each
+            # numbers its lines after the last committed one, so numbers become visible in
+            # order and a reader paging by them never passes a line still to commit
+            self._fence(s, job, generation, exclusive=True)
+            last = last_log_seq(s, job)
             s.add_all(
-                LogRow(job=job, generation=generation, host=host, time=t, stream=st, line=ln)
-                for t, st, ln in batch
+                LogRow(
+                    job=job,
+                    seq=last + n,
+                    generation=generation,
+                    host=host,
+                    time=t,
+                    stream=st,
+                    line=ln,
+                )
+                for n, (t, st, ln) in enumerate(batch, 1)
             )
         return len(batch)
 
     def logs(self, job: str, after_id: int = 0, limit: int = 1000) -> list[LogRecord]:
-        with self._tx() as s:
+        """The job's lines numbered after ``after_id`` (a ``LogRecord.id``), in order."""
+        with self._read() as s:
             q = (
                 select(LogRow)
-                .where(LogRow.job == job, LogRow.id > after_id)
-                .order_by(LogRow.id)
+                .where(LogRow.job == job, LogRow.seq > after_id)
+                .order_by(LogRow.seq)
                 .limit(limit)
             )
-            return [_record(LogRecord, r) for r in s.scalars(q)]
+            return [_log(r) for r in s.scalars(q)]
 
     def log_streams(self, job: str) -> list[LogStreamRecord]:
         """Per host: the first and last line's time, the number of lines and their size."""
@@ -483,7 +536,7 @@ class Store(LeaseStore):
             .group_by(LogRow.host)
             .order_by(LogRow.host)
         )
-        with self._tx() as s:
+        with self._read() as s:
             return [
                 LogStreamRecord(host, first, last, int(n), int(size or 0))
                 for host, first, last, n, size in s.execute(stmt)
@@ -500,7 +553,7 @@ class Store(LeaseStore):
         before: tuple[float, int] | None = None,
         limit: int = 1000,
     ) -> list[LogRecord]:
-        """One host's lines in (time, id) order, across all attempts.
+        """One host's lines in (time, id) order, across all attempts (``id``: see ``logs``).
 
         ``after``/``before`` are (time, id) positions, exclusive; with ``before`` the
         newest ``limit`` lines before it are returned (still oldest first).
@@ -512,15 +565,15 @@ class Store(LeaseStore):
             stmt = stmt.where(LogRow.time < end)
         if after is not None:
             t, i = after
-            stmt = stmt.where(or_(LogRow.time > t, and_(LogRow.time == t, LogRow.id > i)))
+            stmt = stmt.where(or_(LogRow.time > t, and_(LogRow.time == t, LogRow.seq > i)))
         if before is not None:
             t, i = before
-            stmt = stmt.where(or_(LogRow.time < t, and_(LogRow.time == t, LogRow.id < i)))
-            stmt = stmt.order_by(LogRow.time.desc(), LogRow.id.desc()).limit(limit)
+            stmt = stmt.where(or_(LogRow.time < t, and_(LogRow.time == t, LogRow.seq < i)))
+            stmt = stmt.order_by(LogRow.time.desc(), LogRow.seq.desc()).limit(limit)
         else:
-            stmt = stmt.order_by(LogRow.time, LogRow.id).limit(limit)
-        with self._tx() as s:
-            rows = [_record(LogRecord, r) for r in s.scalars(stmt)]
+            stmt = stmt.order_by(LogRow.time, LogRow.seq).limit(limit)
+        with self._read() as s:
+            rows = [_log(r) for r in s.scalars(stmt)]
         return rows[::-1] if before is not None else rows
 
     def add_metrics(
@@ -535,23 +588,14 @@ class Store(LeaseStore):
             )
 
     def metrics(self, job: str) -> list[tuple[str, float, float]]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(MetricRow).where(MetricRow.job == job).order_by(MetricRow.id)
             return [(r.name, r.value, r.time) for r in s.scalars(q)]
 
     def count_jobs(self) -> int:
-        with self._tx() as s:
+        with self._read() as s:
             return int(s.scalar(select(func.count()).select_from(JobRow)) or 0)
 
     def touch(self, name: str, at: float) -> None:
         with self._tx() as s:
             s.execute(update(JobRow).where(JobRow.name == name).values(last_modified=at))
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=60000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()

@@ -46,7 +46,9 @@ def attempt_record(row: AttemptRow) -> AttemptRecord:
 
 
 def job_row(s: Session, name: str) -> JobRow:
-    row = s.get(JobRow, name, with_for_update=True)
+    # FOR NO KEY UPDATE on PostgreSQL: the name never changes, so inserts that refer to the
+    # job (events, log lines) need not wait for this lock to check their foreign key
+    row = s.get(JobRow, name, with_for_update={"key_share": True})
     if row is None:
         raise NotFound(f"no training job named {name!r}")
     return row

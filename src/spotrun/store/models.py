@@ -6,23 +6,64 @@ the servers sharing the database and the controller lease one of them holds.
 
 The schema itself is created and evolved by Alembic (``migrations/``); these classes are the
 mapping the store code uses. Keep them in step with the newest migration.
+
+The same schema serves SQLite and PostgreSQL. PostgreSQL enforces ``String(n)`` lengths, so a
+bounded column holds only values spotrun itself bounds (enumerations, validated names);
+anything a user, a script or a catalog file writes is ``Text``. PostgreSQL's text cannot hold
+a NUL character either: ``Text`` here replaces it on both engines (``CleanText``).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy import Text as _Text
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 
 class Base(DeclarativeBase):
     pass
 
 
+class CleanText(TypeDecorator[str]):
+    """Text that PostgreSQL can store: a NUL, which it refuses in text (a training script
+    may print one), is written as U+FFFD on both engines, so they read back the same."""
+
+    impl = _Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            return value.replace("\x00", "\ufffd")
+        return value
+
+
+Text = CleanText
+#: a job's name; PostgreSQL compares it byte by byte (collation "C") as SQLite does, so
+#: listings sort and page alike on both, whatever the database's own collation
+JobName = String(63).with_variant(String(63, collation="C"), "postgresql")
+#: the key of a table that grows with every line or point any job writes: 64 bits on
+#: PostgreSQL; on SQLite an INTEGER primary key is the 64-bit row id already
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class JobRow(Base):
     """The job layer: the spec (never changed) and the user-visible status."""
 
     __tablename__ = "jobs"
-    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(JobName, primary_key=True)
     arn: Mapped[str] = mapped_column(String(256))
     account: Mapped[str] = mapped_column(String(64), default="000000000000", index=True)
     spec: Mapped[str] = mapped_column(Text)
@@ -66,7 +107,7 @@ class AttemptRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     cause: Mapped[str | None] = mapped_column(String(32), nullable=True)
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    pool: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    pool: Mapped[str | None] = mapped_column(Text, nullable=True)
     spot: Mapped[bool] = mapped_column(Boolean, default=True)
     desired: Mapped[str] = mapped_column(String(8), default="run")
     stop_grace: Mapped[float] = mapped_column(Float, default=120.0)
@@ -113,8 +154,9 @@ class InstanceRow(Base):
     job: Mapped[str] = mapped_column(ForeignKey("jobs.name"), index=True)
     generation: Mapped[int] = mapped_column(Integer)
     host: Mapped[str] = mapped_column(String(16))
-    instance_type: Mapped[str] = mapped_column(String(32))
-    zone: Mapped[str] = mapped_column(String(32))
+    # catalog names: a catalog file may hold any (see spotrun.market)
+    instance_type: Mapped[str] = mapped_column(Text)
+    zone: Mapped[str] = mapped_column(Text)
     spot: Mapped[bool] = mapped_column(Boolean)
     launched_at: Mapped[float] = mapped_column(Float)
     terminated_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -146,12 +188,18 @@ class EventRow(Base):
 
 
 class LogRow(Base):
-    """One line of a training process's stdout or stderr."""
+    """One line of a training process's stdout or stderr.
+
+    ``seq`` numbers a job's lines 1, 2, … in the order they were committed (the store assigns
+    it under the job row's lock), so a reader that pages by it never skips a line that
+    commits late; ``id`` is only the row's key.
+    """
 
     __tablename__ = "log_lines"
-    __table_args__ = (Index("ix_log_job_id", "job", "id"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    __table_args__ = (Index("ix_log_job_seq", "job", "seq", unique=True),)
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     job: Mapped[str] = mapped_column(ForeignKey("jobs.name"))
+    seq: Mapped[int] = mapped_column(Integer)
     generation: Mapped[int] = mapped_column(Integer)
     host: Mapped[str] = mapped_column(String(16))
     time: Mapped[float] = mapped_column(Float)
@@ -164,7 +212,7 @@ class MetricRow(Base):
 
     __tablename__ = "metrics"
     __table_args__ = (Index("ix_metric_job_name", "job", "name"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(RowId, primary_key=True, autoincrement=True)
     job: Mapped[str] = mapped_column(ForeignKey("jobs.name"))
     generation: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(255))
