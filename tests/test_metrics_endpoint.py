@@ -34,6 +34,7 @@ import os, sys, time
 mark = sys.argv[sys.argv.index("--mark") + 1]
 print("attempt starts", flush=True)
 if os.path.exists(mark):
+    time.sleep(2)  # long enough for figures that Describe does not round up to 1
     print("resumed: done", flush=True)
     sys.exit(0)
 open(mark, "w").close()
@@ -223,15 +224,42 @@ def test_a_json_record_carries_its_job_and_traceback() -> None:
     assert "job" not in json.loads(JsonFormatter().format(plain))
 
 
+def test_server_start_passes_the_log_format_on(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "SPOTRUN_HOME": str(home)}
+    env.pop("SPOTRUN_LOG_FORMAT", None)
+    cli = [sys.executable, "-m", "spotrun.cli", "server"]
+    started = subprocess.run(
+        [*cli, "start", "--log-format", "json"], env=env, capture_output=True, text=True
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        # the background server's stderr goes to service.log, beside its stdout's lines
+        records = wait_until(
+            lambda: [
+                json.loads(line)
+                for line in (home / "service.log").read_text().splitlines()
+                if line.startswith("{")
+            ],
+            30,
+            "a JSON record in service.log",
+        )
+        assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+        # stdout's lines are the server's announcements; every other line is JSON
+        text = [ln for ln in (home / "service.log").read_text().splitlines() if ln[:1] != "{"]
+        assert all(ln.startswith(("spotrun", "  ")) for ln in text), text
+    finally:
+        subprocess.run([*cli, "stop"], env=env, capture_output=True, timeout=60)
+
+
 def test_an_unknown_log_format_is_refused_naming_where_it_came_from(tmp_path: Path) -> None:
     env = {**os.environ, "SPOTRUN_HOME": str(tmp_path / "home"), "SPOTRUN_LOG_FORMAT": "xml"}
-    run = subprocess.run(
-        [sys.executable, "-m", "spotrun.cli", "server", "start"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert run.returncode != 0
-    assert "SPOTRUN_LOG_FORMAT" in run.stderr and "'xml'" in run.stderr, run.stderr
-    assert not (tmp_path / "home" / "service.json").exists()
+    cli = [sys.executable, "-m", "spotrun.cli", "server"]
+    try:
+        run = subprocess.run([*cli, "start"], env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode != 0
+        assert "SPOTRUN_LOG_FORMAT" in run.stderr and "'xml'" in run.stderr, run.stderr
+        assert not (tmp_path / "home" / "service.json").exists()
+    finally:  # had it started anyway, do not leave it running
+        env.pop("SPOTRUN_LOG_FORMAT")
+        subprocess.run([*cli, "stop"], env=env, capture_output=True, timeout=60)
