@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import random
 import socket
 import statistics
@@ -300,6 +301,9 @@ def main() -> int:
         f"server histograms (whole run): report batch applied, p99 <= {server_p99 * 1000:g} ms "
         f"of {batches}; controller pass p99 <= {pass_p99 * 1000:g} ms of {passes}"
     )
+    # the machine's other work shows in every figure here: say how busy it was
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"load average (1, 5, 15 min) at the end: {load} on {os.cpu_count()} cores")
     return 0 if cpu_ok and p99_ok else 1
 
 

@@ -38,8 +38,9 @@ from spotrun.store import JobRecord
 
 METRICS_PATH = "/metrics"
 
-#: a pass over a few due jobs takes milliseconds; over hundreds, up to seconds
-PASS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: a pass over a few due jobs takes milliseconds; over a thousand, while agents report at
+#: the same time, tens of seconds
+PASS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: a heartbeat is a millisecond or two; a batch of thousands of lines, a good part of a second
 REPORT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
