@@ -16,6 +16,8 @@ once) and wake the controller, so what an agent reports is acted on at once.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -44,6 +46,8 @@ from spotrun.errors import IllegalTransition, NotFound, SpecError, StaleGenerati
 from spotrun.images import ImageRegistry, plan_run, plan_to_json
 from spotrun.store import JobRecord, ReportBatch, Store, apply_batch
 
+log = logging.getLogger("spotrun.agent_api")
+
 _BODY_DOC = {
     "requestBody": {
         "required": True,
@@ -70,6 +74,8 @@ class AgentApi:
     servers: Callable[[], list[str]]
     #: the image registry, to plan jobs admitted before plans were stored with them
     images: Callable[[], ImageRegistry]
+    #: told how many seconds each batch took to apply (the server's metrics)
+    applied_in: Callable[[float], None] = lambda _seconds: None
 
 
 def mount(app: FastAPI, api: AgentApi) -> None:
@@ -216,6 +222,7 @@ def _report(api: AgentApi, scope: InstanceScope, raw: bytes) -> AckAnswer:
             failure_reason=end.failure_reason,
             model_uploaded=end.model_uploaded,
         )
+    started = time.perf_counter()
     ack = apply_batch(
         api.store,
         ReportBatch(
@@ -230,8 +237,18 @@ def _report(api: AgentApi, scope: InstanceScope, raw: bytes) -> AckAnswer:
             metrics=body.metrics,
         ),
     )
+    api.applied_in(time.perf_counter() - started)
     if ack.applied:
         api.wake()
+        if body.end is not None:
+            log.info(
+                "%s attempt %d: %s reports %s",
+                scope.job,
+                scope.generation,
+                scope.host,
+                body.end.ending.value,
+                extra={"job": scope.job, "generation": scope.generation},
+            )
     return AckAnswer(applied=ack.applied, seq=ack.seq, desired=_desired(ack.desired), live=ack.live)
 
 

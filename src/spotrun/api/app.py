@@ -4,8 +4,8 @@ under ``/v1`` (OpenAPI at ``/openapi.json``), both behind Signature Version 4.
 The REST API is what the CLI and the console use. Requests are signed like AWS requests
 with the signing name ``spotrun`` (the CLI does it with the key in
 ``$SPOTRUN_HOME/credentials.json`` or ``SPOTRUN_ACCESS_KEY_ID``/``SPOTRUN_SECRET_ACCESS_KEY``).
-Only ``/v1/health`` answers without a signature. Every job route sees only the caller's
-account; another account's job is "not found".
+Only ``/v1/health`` and ``/metrics`` (``spotrun.api.metrics``) answer without a signature.
+Every job route sees only the caller's account; another account's job is "not found".
 
 The instance API under ``/v1/agent`` (``spotrun.api.agent``) is for agents only: signed
 with an instance credential under the signing name ``spotrun-agent``, which no other
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spotrun.api import agent, awsjson, cwlogs, sagemaker
 from spotrun.api.awsjson import parse_json
 from spotrun.api.describe import describe
+from spotrun.api.metrics import mount as mount_metrics
 from spotrun.api.runtime import Runtime
 from spotrun.api.security import REST_SERVICE, Caller, authenticate
 from spotrun.auth.sigv4 import AuthError
@@ -167,8 +168,10 @@ def create_app(rt: Runtime) -> FastAPI:
             wake=rt.wake,
             servers=rt.server_urls,
             images=lambda: load_images(rt.settings.home),
+            applied_in=rt.metrics.observe_report,
         ),
     )
+    mount_metrics(app, rt.metrics)
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:

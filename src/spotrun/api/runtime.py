@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from spotrun.api.metrics import ServerMetrics, Source
 from spotrun.api.presence import Presence
 from spotrun.auth.instance_keys import InstanceKeys
 from spotrun.auth.keys import KeyRing
@@ -99,6 +100,14 @@ class Runtime:
         )
         self.presence = Presence(self.store, url or "", self.clock)
         self.lease = Lease(self.store, self.presence.id, self.clock, dead=self.presence.dead)
+        self.metrics = ServerMetrics(
+            Source(
+                jobs=self.store.list_jobs,
+                server=lambda: self.presence.id,
+                leading=lambda: self.leading,
+            )
+        )
+        self.controller.on_pass = self.metrics.observe_pass
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -14,6 +14,10 @@ home (a lock file says so). With a shared database, several servers may run, on 
 the database and one of them holds the controller lease (``spotrun server status``); the
 agents learn every live server's URL and fail over between them.
 
+It logs text lines to stderr, or one JSON object per record with ``--log-format json``
+(``SPOTRUN_LOG_FORMAT``; ``spotrun.api.logs``). ``GET /metrics`` serves its figures to
+Prometheus (``spotrun.api.metrics``).
+
 On the first start of a home it creates an access key for the default account, writes it
 to ``$SPOTRUN_HOME/credentials.json`` (mode 0600) for the local CLI, and prints how to
 point boto3 or the SageMaker SDK at the server.
@@ -24,7 +28,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import logging
 import os
 import signal
 import socket
@@ -34,12 +37,14 @@ from types import FrameType
 from typing import TextIO
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from spotrun.api.app import create_app
+from spotrun.api.logs import LOG_FORMATS, LogFormat, log_format, setup_logging
 from spotrun.api.runtime import Runtime
 from spotrun.auth.keys import NewKey, default_credentials
 from spotrun.dburl import shown_url
-from spotrun.errors import ServiceError
+from spotrun.errors import ServiceError, SpecError
 from spotrun.settings import Settings, load_settings, with_database
 
 #: the port a home's server last listened on, when none is configured
@@ -64,12 +69,15 @@ def first_key_message(key: NewKey, settings: Settings, url: str) -> str:
     )
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None) -> int:
+def serve(
+    settings: Settings,
+    host: str | None = None,
+    port: int | None = None,
+    log_format: LogFormat = "text",
+) -> int:
     """Run the server in this process until SIGTERM or SIGINT."""
     host = host or settings.host
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_format)
     # held (open) for the life of the process; a shared database takes several servers
     shared = settings.store_url.startswith("postgresql")
     lock = None if shared else _claim_home(settings)
@@ -83,7 +91,14 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     rt.start()
     # clients keep connections alive; do not let them hold a shutdown up
     config = uvicorn.Config(
-        create_app(rt), host=host, port=port, log_level="warning", timeout_graceful_shutdown=5
+        create_app(rt),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        # uvicorn's own text formatters, unless every line must be JSON: then its records
+        # go to the root logger's handler like everyone else's
+        log_config=None if log_format == "json" else LOGGING_CONFIG,
     )
     server = uvicorn.Server(config)
     info = settings.service_file
@@ -185,8 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--database", default=None, help="database URL (default: SQLite in the home)")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default=None)
     args = p.parse_args(argv)
-    return serve(with_database(load_settings(args.home), args.database), args.host, args.port)
+    try:
+        fmt = log_format(args.log_format)
+    except SpecError as e:
+        p.error(str(e))
+    settings = with_database(load_settings(args.home), args.database)
+    return serve(settings, args.host, args.port, fmt)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spotrun.api.logs import LOG_FORMAT_ENV, LOG_FORMATS, log_format
 from spotrun.cli import catalog as catalog_cli
 from spotrun.cli import render
 from spotrun.cli.client import (
@@ -324,8 +326,11 @@ def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
                 f"a spotrun server for {settings.home} is already running; "
                 "`spotrun server stop` stops it"
             )
-        return serve(settings, args.host, args.port)
+        return serve(settings, args.host, args.port, log_format(args.log_format))
     if args.action == "start":
+        if args.log_format:  # the background server reads it from its environment
+            os.environ[LOG_FORMAT_ENV] = args.log_format
+        log_format(None)  # a bad SPOTRUN_LOG_FORMAT is refused here, not in service.log
         started = start_service(settings, quiet=True, host=args.host, port=args.port)
         print(f"spotrun server running: pid {started['pid']}, {_url(started)}")
         return 0
@@ -535,6 +540,11 @@ def parser() -> argparse.ArgumentParser:
         "--database",
         help="database URL, e.g. postgresql://USER:PASSWORD@HOST/DB (default: SQLite in the "
         "home; also SPOTRUN_DATABASE_URL or `database_url` in config.toml)",
+    )
+    sv.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text (default) or json: one JSON object per log line (SPOTRUN_LOG_FORMAT)",
     )
     sv.set_defaults(fn=cmd_server)
 

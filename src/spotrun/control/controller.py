@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -115,6 +116,8 @@ class Controller:
     adopt_every: float = 30.0
     #: minted for each attempt's hosts at launch, revoked at its end; None: no agent reports
     credentials: AgentCredentials | None = None
+    #: told the wall seconds of every pass (the server's metrics)
+    on_pass: Callable[[float], None] | None = None
     agenda: Agenda = field(default_factory=Agenda)
     _fingerprints: dict[str, tuple[object, ...] | None] = field(default_factory=dict)
     _next_sweep: float = 0.0
@@ -129,6 +132,7 @@ class Controller:
         once another server took the lease over (``Fenced`` is raised, and the caller
         stops leading). ``None`` is a controller that runs alone (tests, the simulator).
         """
+        started = time.perf_counter()
         now = self.clock.now()
         if self._next_adopt is not None and now >= self._next_adopt:
             self.adopt(fence)
@@ -144,8 +148,10 @@ class Controller:
             except Fenced:
                 raise
             except Exception:  # one job's trouble must not stop the others
-                log.exception("reconciling %s failed", name)
+                log.exception("reconciling %s failed", name, extra={"job": name})
                 self.agenda.stepped(name, (-1, -1), now, max(self.poll, 1.0))
+        if self.on_pass is not None:
+            self.on_pass(time.perf_counter() - started)
         return min(self.agenda.wait(now), max(0.0, self._next_sweep - now))
 
     def step_job(self, name: str, fence: Fence | None = None) -> tuple[Mark, float | None]:
