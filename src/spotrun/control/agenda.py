@@ -53,6 +53,10 @@ class Agenda:
             return self.idle
         return max(0.0, min(self._due.values()) - now)
 
+    def seen(self, name: str) -> Mark | None:
+        """The marks ``name`` had after its last step (None: not stepped yet)."""
+        return self._seen.get(name)
+
     def when(self, name: str) -> float | None:
         """When ``name`` is next due (None: not tracked)."""
         return self._due.get(name)
