@@ -243,7 +243,8 @@ class Controller:
         # end before its process (and so its instance) ends, and read in the other order a
         # report made between the two reads would be missed, and a finished attempt taken
         # for a lost instance.
-        hosts = tuple(self.store.hosts(job.name, att.generation)) if att else ()
+        every_host = self.store.hosts(job.name) if att else []  # one read for both uses
+        hosts = tuple(h for h in every_host if att and h.generation == att.generation)
         open_ = tuple(v for v in views.values() if v.record.terminated_at is None)
         current = tuple(v for v in views.values() if att and v.record.generation == att.generation)
         plan = None
@@ -265,7 +266,7 @@ class Controller:
             open_instances=open_,
             attempt_instances=current,
             plan=plan,
-            bill=self.bill(job, billed, now),
+            bill=self.bill(job, billed, now, every_host),
         )
 
     def _settings(self) -> Observation:
@@ -294,7 +295,16 @@ class Controller:
             workload=self.workload(job),
         )
 
-    def bill(self, job: JobRecord, records: Sequence[InstanceRecord], now: float) -> Bill:
+    def bill(
+        self,
+        job: JobRecord,
+        records: Sequence[InstanceRecord],
+        now: float,
+        hosts: Sequence[HostRecord] | None = None,
+    ) -> Bill:
+        """The job's bill at ``now``; ``hosts``: all of its hosts' reports, if already read."""
+        if not records:
+            return NO_BILL
         segments = [
             Segment(
                 r.id,
@@ -310,7 +320,9 @@ class Controller:
             instance_count=job.spec.resources.instance_count,
             now=now,
             prices=self.prices,
-            exclusions=download_exclusions(self.store.hosts(job.name), records),
+            exclusions=download_exclusions(
+                self.store.hosts(job.name) if hosts is None else hosts, records
+            ),
         )
 
     def _describe(self, r: InstanceRecord) -> InstanceState | None:
