@@ -203,7 +203,7 @@ class Controller:
         for name in self._waiting:
             self.agenda.poke(name)
 
-    def _still_waiting(self, name: str, mark: tuple[int, int], now: float) -> bool:
+    def _still_waiting(self, name: str, mark: Mark, now: float) -> bool:
         """For a job that found no capacity and whose row has not changed since: plan it
         again and, while nothing fits (and MaxWait is not reached), only say when to look
         next. True if that was all it needed."""
