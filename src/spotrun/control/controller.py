@@ -510,12 +510,10 @@ class Controller:
                 self._terminate(job.name, [st.ref], now, fence, Written(-1))
                 self._revoke(job.name, st.generation)
                 done.append(f"terminated {st.ref.id}: stale attempt {st.generation} of {job.name}")
-        for job in self.store.list_jobs(active_only=True):
-            att = next(
-                (a for a in self.store.attempts(job.name) if a.state is AttemptState.LAUNCHING),
-                None,
-            )
-            if att is not None:
+        # one query for the whole fleet: adopt runs every half minute, over every job
+        for att in self.store.launching_attempts():
+            job = self.store.get_job(att.job)
+            if job.status in (TrainingJobStatus.IN_PROGRESS, TrainingJobStatus.STOPPING):
                 done += self._settle_launch(job, att, now, fence)
         for line in done:
             log.info("adopt: %s", line)
