@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -398,6 +399,79 @@ def test_a_job_waiting_for_capacity_is_looked_at_less_often_until_something_chan
     clock.advance(0.1)
     rig.ctl.step()  # a new job is looked at on the next pass, whatever the others asked
     assert rig.provider.live(other)
+
+
+def test_a_waiting_job_is_stepped_only_when_capacity_may_have_changed(
+    store: Store, clock: VirtualClock
+) -> None:
+    """Between capacity changes a waiting job costs the controller no step (no store read,
+    no write) and almost no plan: it is looked at when the provider's capacity changes, or
+    at its MaxWait, not every few seconds."""
+    rig = Rig(store, clock, capacity=0, sweep=3600.0)
+    patient = rig.submit("patient")  # MaxWait 2 h
+    hurried = rig.submit(
+        "hurried", StoppingCondition={"MaxRuntimeInSeconds": 60, "MaxWaitTimeInSeconds": 100}
+    )
+    stepped: dict[str, list[float]] = {patient: [], hurried: []}
+    planned: dict[str, list[float]] = {patient: [], hurried: []}
+    step_job, plan = rig.ctl.step_job, rig.provider.plan
+
+    def counting_step(name: str, fence: Any = None) -> Any:
+        stepped[name].append(clock.now())
+        return step_job(name, fence)
+
+    def counting_plan(request: Any) -> Any:
+        planned[request.job].append(clock.now())
+        return plan(request)
+
+    rig.ctl.step_job = counting_step  # type: ignore[method-assign]
+    rig.provider.plan = counting_plan  # type: ignore[method-assign]
+    start = clock.now()
+    rig.ctl.step()  # both are new: a full step each, which finds no capacity
+    assert stepped == {patient: [start], hurried: [start]}
+    rig.tick(n=150)  # two and a half minutes of one-second polls; nothing changes
+    # the hurried job was stepped at its MaxWait, and stopped
+    assert stepped[hurried][1] == pytest.approx(start + 100)
+    assert store.get_job(hurried).secondary == S.MAX_WAIT_EXCEEDED
+    # the patient one never again: at most a re-plan when the agenda's safety net came due
+    assert stepped[patient] == [start]
+    assert len(planned[patient]) <= 1 + 150 / rig.ctl.agenda.idle
+    assert store.get_job(patient).secondary == S.STARTING
+    # the cloud has room again: the very next pass launches it
+    rig.provider.capacity = {POOL: 1}
+    rig.tick(0.1)
+    assert stepped[patient][1:] == [clock.now()] and rig.refs(patient)
+
+
+class OneAtATime(FakeProvider):
+    """A fake cloud with room for one instance, whose capacity changes only through the
+    instances the controller launches and gives back (its capacity mark never moves)."""
+
+    def plan(self, request: Any) -> Any:
+        if self.live():
+            return dataclasses.replace(super().plan(request), pool=None, reason="full")
+        return super().plan(request)
+
+    def capacity_mark(self) -> Any:
+        return "always the same"
+
+
+def test_capacity_given_back_wakes_the_waiting_job_at_once(
+    store: Store, clock: VirtualClock
+) -> None:
+    rig = Rig(store, clock, sweep=0.0)
+    rig.provider = rig.ctl.provider = OneAtATime(clock, {POOL: SPOT})  # type: ignore[misc]
+    first = rig.submit("first")
+    rig.tick()
+    second = rig.submit("second")
+    rig.tick()
+    assert rig.refs(first) and not rig.refs(second)
+    rig.train(first)
+    rig.tick(n=5)
+    assert not rig.refs(second)
+    rig.finish(first)  # its instance is closed and given back: the waiting job is planned
+    rig.tick(0.1)
+    assert store.get_job(first).secondary == S.COMPLETED and rig.refs(second)
 
 
 # -- what the agents say, and their credentials ---------------------------------------------

@@ -22,7 +22,7 @@ from spotrun.providers import Pool, Workload
 from spotrun.providers.fake import FakeProvider
 from spotrun.spec import AttemptState, HostPhase, check_attempt, check_phase, parse_spec
 from spotrun.spec import SecondaryStatus as S
-from spotrun.store import Store
+from spotrun.store import ReportBatch, Store, apply_batch
 
 POOL = Pool("fake", "g4dn.xlarge", "use1-az1")
 SPOT, OD = 0.1578, 0.526
@@ -283,6 +283,45 @@ def test_a_quiet_running_job_is_not_stepped_every_poll(
         ctl.step()
     job = store.get_job(name)
     assert job.interruptions == 1 and store.attempts(name)[0].cause == "lost"
+
+
+def test_log_lines_and_metric_points_do_not_wake_the_controller(
+    store: Store, clock: VirtualClock, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent's batches of log lines (a training printing every second) are not news for
+    the controller; a batch with a phase in it is, and is acted on at the next pass."""
+    name = submit(store, clock)
+    ctl = _rig(store, clock, provider)
+    ctl.step()
+    seq = iter(range(1, 100))
+
+    def batch(**content: Any) -> None:
+        apply_batch(store, ReportBatch(name, 1, "algo-1", next(seq), clock.now(), **content))
+
+    batch(fields={"phase": "downloading"})
+    for _ in range(3):  # the report, then the sweep's first sight of the instance
+        clock.advance(1)
+        ctl.step()
+    stepped: list[float] = []
+    real = ctl.step_job
+
+    def counting(n: str, fence: Any = None) -> Any:
+        stepped.append(clock.now())
+        return real(n, fence)
+
+    monkeypatch.setattr(ctl, "step_job", counting)
+    for i in range(20):  # twenty seconds of a chatty training
+        batch(logs=[(clock.now(), "stdout", f"step {i}")], metrics=[("loss", 1 / (i + 1), 0.0)])
+        batch(fields={"last_sync_at": clock.now(), "synced_files": i})
+        clock.advance(1)
+        ctl.step()
+    assert stepped == []
+    assert len(store.logs(name)) == 20
+    batch(fields={"phase": "training"}, logs=[(clock.now(), "stdout", "training")])
+    clock.advance(0.1)
+    ctl.step()
+    assert stepped == [clock.now()]
+    assert store.get_job(name).secondary == S.TRAINING
 
 
 def test_a_stop_request_is_carried_out_by_the_controller(

@@ -124,6 +124,33 @@ def test_a_batch_bumps_the_jobs_signal_never_its_version(store: Store) -> None:
     assert store.get_job("batched").signal == after.signal
 
 
+def test_log_lines_and_metric_points_alone_do_not_wake_the_controller(store: Store) -> None:
+    """A training that prints every second must not cost a reconcile step a second: only a
+    batch with something the controller acts on bumps the signal and says so."""
+    gen = _job(store)
+
+    def sent(seq: int, **content: object) -> tuple[bool, int]:
+        batch = ReportBatch("batched", gen, "algo-1", seq=seq, at=time.time(), **content)  # type: ignore[arg-type]
+        ack = apply_batch(store, batch)
+        assert ack.applied
+        return ack.news, store.get_job("batched").signal
+
+    signal = store.get_job("batched").signal
+    assert sent(1, logs=[(1.0, "stdout", "step 1")]) == (False, signal)
+    assert sent(2, metrics=[("loss", 0.5, 1.0)]) == (False, signal)
+    assert sent(3, fields={"last_sync_at": 2.0, "synced_files": 4, "synced_step": 7}) == (
+        False,
+        signal,
+    )
+    assert sent(4, fields={"phase": "training"}, logs=[(3.0, "stdout", "x")]) == (True, signal + 1)
+    assert sent(5, events=[(4.0, "note", "hello")]) == (True, signal + 2)
+    assert sent(6, fields={"sync_stalled_since": 5.0}) == (True, signal + 3)
+    # the lines of the quiet batches were stored all the same, in order
+    assert [r.line for r in store.logs("batched")] == ["step 1", "x"]
+    assert store.metrics("batched") == [("loss", 0.5, 1.0)]
+    assert store.hosts("batched")[0].synced_files == 4
+
+
 def test_a_phase_the_host_cannot_move_to_is_refused_and_changes_nothing(store: Store) -> None:
     gen = _job(store)
     apply_batch(store, _batch(gen, 1, "a", phase="done"))

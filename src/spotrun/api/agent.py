@@ -11,7 +11,8 @@ host of one attempt (``spotrun.auth.instance_keys``), under the signing name
 * a batch that is not one: 400 ``ValidationException`` naming the member.
 
 Report batches are applied with ``spotrun.store.apply_batch`` (one transaction, exactly
-once) and wake the controller, so what an agent reports is acted on at once.
+once); one that carries news for the controller (a phase, an ending, a notice…) wakes it,
+so what an agent reports is acted on at once. Log lines and metric points alone do not.
 """
 
 from __future__ import annotations
@@ -238,17 +239,17 @@ def _report(api: AgentApi, scope: InstanceScope, raw: bytes) -> AckAnswer:
         ),
     )
     api.applied_in(time.perf_counter() - started)
-    if ack.applied:
+    if ack.news:  # log lines and metric points alone are not the controller's business
         api.wake()
-        if body.end is not None:
-            log.info(
-                "%s attempt %d: %s reports %s",
-                scope.job,
-                scope.generation,
-                scope.host,
-                body.end.ending.value,
-                extra={"job": scope.job, "generation": scope.generation},
-            )
+    if ack.applied and body.end is not None:
+        log.info(
+            "%s attempt %d: %s reports %s",
+            scope.job,
+            scope.generation,
+            scope.host,
+            body.end.ending.value,
+            extra={"job": scope.job, "generation": scope.generation},
+        )
     return AckAnswer(applied=ack.applied, seq=ack.seq, desired=_desired(ack.desired), live=ack.live)
 
 

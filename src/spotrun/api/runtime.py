@@ -83,9 +83,14 @@ class Runtime:
         self.market = Market(self.catalog, config, market_epoch(home, self.clock.now()))
         self.provider = LocalProvider(home, self.market, self.clock, settings.isolation)
         agent_env = {"SPOTRUN_POLL_SECONDS": str(settings.poll_seconds)}
+        urls: tuple[int, list[str]] = (-1, [])  # (controller pass, the servers' URLs then)
 
         def workload(job: JobRecord) -> Any:
-            return agent_workload(self.server_urls(), agent_env)
+            # the same for every job of a pass: the servers are listed once per pass
+            nonlocal urls
+            if urls[0] != self.controller.passes or not urls[1]:
+                urls = (self.controller.passes, self.server_urls())
+            return agent_workload(urls[1], agent_env)
 
         self.controller = Controller(
             self.store,

@@ -106,3 +106,5 @@ class Step:
 
     actions: tuple[Action, ...]
     requeue_after: float | None
+    #: the job waits for capacity: also worth a look whenever capacity may have changed
+    waiting: bool = False

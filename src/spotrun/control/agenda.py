@@ -5,6 +5,11 @@ moved since that step: ``version`` (a stop request, another writer) or ``signal`
 agent's report). The controller reads all marks with one query per pass; a sweep of the
 provider's live instances ``poke``s the jobs whose instances changed. Everything else
 waits for its deadline, so an idle fleet of running jobs costs one query per poll.
+
+The ``idle`` safety net steps a job nobody had news of at least that often. It is there
+for news a bug let slip, not as a poll: with a hundred jobs running, a net of half a minute
+cost the controller more than all their deadlines and reports together. The bill a running
+job shows is brought up to date at each of its steps (news, deadline, or this net).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ class Agenda:
     """Due times and last-seen marks per job. Pure bookkeeping: the caller gives the time."""
 
     #: the longest a job goes unlooked at, whatever it asked: a safety net for news missed
-    idle: float = 30.0
+    idle: float = 300.0
     _due: dict[str, float] = field(default_factory=dict)
     _seen: dict[str, Mark] = field(default_factory=dict)
 
@@ -52,6 +57,10 @@ class Agenda:
         if not self._due:
             return self.idle
         return max(0.0, min(self._due.values()) - now)
+
+    def seen(self, name: str) -> Mark | None:
+        """The marks ``name`` had after its last step (None: not stepped yet)."""
+        return self._seen.get(name)
 
     def when(self, name: str) -> float | None:
         """When ``name`` is next due (None: not tracked)."""

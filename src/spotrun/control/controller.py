@@ -2,7 +2,10 @@
 
 ``Controller.step`` steps the jobs that are due (``Agenda``): for each, it gathers an
 ``Observation`` (store + provider + market), runs the pure ``reconcile`` and carries out
-the returned actions with ``execute``. ``adopt`` reconciles the store with what the
+the returned actions with ``execute``. A job waiting for capacity is due when capacity may
+have changed (the provider's ``capacity_mark`` moved, an instance was given back, its
+plan's ``retry_at``) or at its MaxWait; until its plan finds room it costs a plan, not a
+step (``reconcile.still_waiting``). ``adopt`` reconciles the store with what the
 provider has running; it runs when a controller takes the lease and every so often, so a
 server killed at any point is picked up where it was: instances keep running while no
 controller leads, and nothing they did is lost.
@@ -46,10 +49,11 @@ from spotrun.control.agenda import Agenda, Mark
 from spotrun.control.billing import Bill, Exclusion, PriceModel, Segment, bill
 from spotrun.control.clock import Clock
 from spotrun.control.observation import InstanceView, Observation
-from spotrun.control.reconcile import reconcile
+from spotrun.control.reconcile import reconcile, still_waiting
 from spotrun.errors import Fenced, IllegalTransition, NoCapacity, SpotrunError, StaleVersion
 from spotrun.providers import (
     CapacityRequest,
+    CapacityWatch,
     InstancePhase,
     InstanceRef,
     InstanceState,
@@ -70,6 +74,7 @@ from spotrun.store import (
 )
 
 log = logging.getLogger("spotrun.controller")
+NO_BILL = Bill(0, 0, 0.0, 0.0, 0.0)
 
 
 def agent_workload(
@@ -119,9 +124,17 @@ class Controller:
     #: told the wall seconds of every pass (the server's metrics)
     on_pass: Callable[[float], None] | None = None
     agenda: Agenda = field(default_factory=Agenda)
+    #: passes begun; what is the same for every job of a pass (the servers' URLs in the
+    #: workload) may be worked out once per value
+    passes: int = 0
     _fingerprints: dict[str, tuple[object, ...] | None] = field(default_factory=dict)
     _next_sweep: float = 0.0
     _next_adopt: float | None = None
+    #: jobs whose last step found no capacity, as read then (their spec and age are all a
+    #: re-plan needs; any change to their row makes them due for a full step anyway)
+    _waiting: dict[str, JobRecord] = field(default_factory=dict)
+    #: the provider's capacity mark at the last pass (at first: one equal to no mark)
+    _capacity: object = field(default_factory=object)
 
     # -- the loop body ------------------------------------------------------------------
 
@@ -133,14 +146,21 @@ class Controller:
         stops leading). ``None`` is a controller that runs alone (tests, the simulator).
         """
         started = time.perf_counter()
+        self.passes += 1
         now = self.clock.now()
         if self._next_adopt is not None and now >= self._next_adopt:
             self.adopt(fence)
         if now >= self._next_sweep:
             self.sweep()
             self._next_sweep = now + self.sweep_every
-        for name in self.agenda.due(self.store.job_marks(), now):
+        self._watch_capacity()
+        marks = self.store.job_marks()
+        for gone in self._waiting.keys() - marks.keys():
+            del self._waiting[gone]
+        for name in self.agenda.due(marks, now):
             try:
+                if self._still_waiting(name, marks[name], now):
+                    continue
                 mark, after = self.step_job(name, fence)
                 self.agenda.stepped(name, mark, now, after)
             except StaleVersion:
@@ -161,8 +181,40 @@ class Controller:
         now = self.clock.now()
         seen = self.observe(job, now)
         step = reconcile(job, seen, now)
+        if step.waiting:
+            self._waiting[name] = job
+        else:
+            self._waiting.pop(name, None)
         version = self.execute(job, step.actions, now, fence)
         return (version, job.signal), step.requeue_after
+
+    # -- jobs waiting for capacity --------------------------------------------------------
+
+    def _watch_capacity(self) -> None:
+        """Make every waiting job due if the provider says capacity may have changed."""
+        if not isinstance(self.provider, CapacityWatch):
+            return
+        mark = self.provider.capacity_mark()
+        if mark != self._capacity:
+            self._capacity = mark
+            self._capacity_changed()
+
+    def _capacity_changed(self) -> None:
+        for name in self._waiting:
+            self.agenda.poke(name)
+
+    def _still_waiting(self, name: str, mark: Mark, now: float) -> bool:
+        """For a job that found no capacity and whose row has not changed since: plan it
+        again and, while nothing fits (and MaxWait is not reached), only say when to look
+        next. True if that was all it needed."""
+        job = self._waiting.get(name)
+        if job is None or self.agenda.seen(name) != mark:
+            return False
+        step = still_waiting(job, self.provider.plan(self._request(job)), now, self._settings())
+        if step is None:
+            return False
+        self.agenda.stepped(name, mark, now, step.requeue_after)
+        return True
 
     def sweep(self) -> None:
         """Look at every instance the store has as running, once; a job whose instances
@@ -191,22 +243,14 @@ class Controller:
         # end before its process (and so its instance) ends, and read in the other order a
         # report made between the two reads would be missed, and a finished attempt taken
         # for a lost instance.
-        hosts = tuple(self.store.hosts(job.name, att.generation)) if att else ()
+        every_host = self.store.hosts(job.name) if att else []  # one read for both uses
+        hosts = tuple(h for h in every_host if att and h.generation == att.generation)
         open_ = tuple(v for v in views.values() if v.record.terminated_at is None)
         current = tuple(v for v in views.values() if att and v.record.generation == att.generation)
         plan = None
         needs_capacity = att is None or not att.live
         if needs_capacity and job.status == TrainingJobStatus.IN_PROGRESS:
-            spec = job.spec
-            request = CapacityRequest(
-                job=job.name,
-                generation=job.generation + 1,
-                instance_type=spec.resources.instance_type,
-                count=spec.resources.instance_count,
-                spot=spec.spot,
-                workload=self.workload(job),
-            )
-            plan = self.provider.plan(request)
+            plan = self.provider.plan(self._request(job))
         # bill what the provider already knows ended at its real end, not at `now`
         ended = {v.record.id: v.state.terminated_at for v in open_ if v.state is not None}
         billed = [
@@ -215,18 +259,52 @@ class Controller:
             else r
             for r in records
         ]
-        return Observation(
+        return dataclasses.replace(
+            self._settings(),
             attempt=att,
             hosts=hosts,
             open_instances=open_,
             attempt_instances=current,
             plan=plan,
-            bill=self.bill(job, billed, now),
-            stop_grace=self.stop_grace,
-            poll=self.poll,
+            bill=self.bill(job, billed, now, every_host),
         )
 
-    def bill(self, job: JobRecord, records: Sequence[InstanceRecord], now: float) -> Bill:
+    def _settings(self) -> Observation:
+        """An observation of nothing, with this controller's settings."""
+        return Observation(
+            attempt=None,
+            hosts=(),
+            open_instances=(),
+            attempt_instances=(),
+            plan=None,
+            bill=NO_BILL,
+            stop_grace=self.stop_grace,
+            poll=self.poll,
+            capacity_watched=isinstance(self.provider, CapacityWatch),
+        )
+
+    def _request(self, job: JobRecord) -> CapacityRequest:
+        """The capacity the job's next attempt needs."""
+        spec = job.spec
+        return CapacityRequest(
+            job=job.name,
+            generation=job.generation + 1,
+            instance_type=spec.resources.instance_type,
+            count=spec.resources.instance_count,
+            spot=spec.spot,
+            workload=self.workload(job),
+        )
+
+    def bill(
+        self,
+        job: JobRecord,
+        records: Sequence[InstanceRecord],
+        now: float,
+        hosts: Sequence[HostRecord] | None = None,
+    ) -> Bill:
+        """The job's bill at ``now``; ``hosts``: all of its hosts' reports, if already read."""
+        if not records:
+            return NO_BILL
         segments = [
             Segment(
                 r.id,
@@ -242,7 +320,9 @@ class Controller:
             instance_count=job.spec.resources.instance_count,
             now=now,
             prices=self.prices,
-            exclusions=download_exclusions(self.store.hosts(job.name), records),
+            exclusions=download_exclusions(
+                self.store.hosts(job.name) if hosts is None else hosts, records
+            ),
         )
 
     def _describe(self, r: InstanceRecord) -> InstanceState | None:
@@ -297,6 +377,8 @@ class Controller:
                 elif isinstance(a, CloseInstance):
                     w.close_instance(a.instance_id, a.terminated_at, a.cause)
             after = Written(w.version)
+        if any(isinstance(a, CloseInstance) for a in actions):
+            self._capacity_changed()  # an instance gone is capacity given back
         for generation in ended:
             self._revoke(name, generation)
         if refs:
@@ -314,6 +396,7 @@ class Controller:
         after: Written,
     ) -> Written:
         ended: list[InstanceState] = []
+        self._capacity_changed()  # what we give back another job may take
         for ref in refs:
             self.provider.terminate(ref)
             st = self.provider.describe(ref)
@@ -427,12 +510,10 @@ class Controller:
                 self._terminate(job.name, [st.ref], now, fence, Written(-1))
                 self._revoke(job.name, st.generation)
                 done.append(f"terminated {st.ref.id}: stale attempt {st.generation} of {job.name}")
-        for job in self.store.list_jobs(active_only=True):
-            att = next(
-                (a for a in self.store.attempts(job.name) if a.state is AttemptState.LAUNCHING),
-                None,
-            )
-            if att is not None:
+        # one query for the whole fleet: adopt runs every half minute, over every job
+        for att in self.store.launching_attempts():
+            job = self.store.get_job(att.job)
+            if job.status in (TrainingJobStatus.IN_PROGRESS, TrainingJobStatus.STOPPING):
                 done += self._settle_launch(job, att, now, fence)
         for line in done:
             log.info("adopt: %s", line)

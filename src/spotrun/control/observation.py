@@ -31,3 +31,6 @@ class Observation:
     bill: Bill
     stop_grace: float  # seconds between SIGTERM and SIGKILL on stop
     poll: float = 1.0  # how often to look at a running attempt
+    #: whether the controller hears of capacity changes (``providers.CapacityWatch``): then
+    #: a job waiting for capacity needs no poll, only its plan's ``retry_at`` and MaxWait
+    capacity_watched: bool = False

@@ -9,7 +9,9 @@ the rate it is billed, MaxWait, the end of a stop's grace and upload allowance, 
 provider's next capacity change), or a poll while something is in motion (a launch, a
 termination, an attempt that just ended), or None when only news can change anything:
 an agent's report, a stop request or a change the provider's sweep finds wake the
-controller for that job.
+controller for that job. A job that waits for capacity says so (``Step.waiting``): the
+controller looks at it again when capacity may have changed, and until then asks only the
+provider's pure plan (``still_waiting``), not the store.
 
 Every way an attempt ends is classified first (``classify``), then reacted to. Each agent
 has already classified its own host's ending (``spotrun.agent.outcome``) and reported it;
@@ -47,7 +49,7 @@ from spotrun.control.actions import (
     UpdateJob,
 )
 from spotrun.control.observation import InstanceView, Observation
-from spotrun.providers import InstancePhase, TerminationCause
+from spotrun.providers import InstancePhase, LaunchPlan, TerminationCause
 from spotrun.spec import (
     PHASE_RANK,
     AttemptState,
@@ -71,7 +73,7 @@ STOP_ENDS = {
     "max_wait": S.MAX_WAIT_EXCEEDED,
 }
 #: how often a job that waits for capacity is looked at when the provider cannot say when
-#: capacity comes back
+#: capacity may change (``Observation.capacity_watched``)
 WAITING_POLL = 2.0
 #: the status message of each running status, as SageMaker words it
 RUNNING_MESSAGES = {
@@ -109,18 +111,42 @@ def reconcile(job: JobRecord, seen: Observation, now: float) -> Step:
     acts += placing
     if any(isinstance(a, Launch | Terminate) for a in placing) or seen.open_instances:
         return Step(tuple(acts), seen.poll)
-    # waiting for capacity: nothing runs; look again when the provider expects room (or
-    # every WAITING_POLL if it cannot say), and not past MaxWait
-    wait = WAITING_POLL
-    if seen.plan is not None and seen.plan.retry_at is not None:
-        wait = seen.plan.retry_at - now
-    if spec.spot and spec.stopping.max_wait_seconds is not None:
-        left = job.created_at + spec.stopping.max_wait_seconds - now
-        wait = min(wait, max(left, seen.poll))
-    return Step(tuple(acts), max(wait, seen.poll))
+    # waiting for capacity: nothing runs
+    return Step(tuple(acts), _waiting_due(job, seen.plan, now, seen), waiting=True)
+
+
+def still_waiting(job: JobRecord, plan: LaunchPlan, now: float, seen: Observation) -> Step | None:
+    """The step of a job that found no capacity and whose row has not changed since, if it
+    is to go on waiting; None once a full step is needed (``plan`` found room, or MaxWait
+    has come). ``seen`` gives the controller's settings (poll, capacity watched).
+
+    Such a job has no instance and no live attempt, its bill is settled and its status
+    message set: reconcile would do nothing but say when to look again. So the controller
+    re-plans it (pure, cheap) instead of reading it back from the store.
+    """
+    if plan.feasible or _max_wait_reached(job, job.spec, now):
+        return None
+    return Step((), _waiting_due(job, plan, now, seen), waiting=True)
 
 
 # -- when to look again -----------------------------------------------------------------
+
+
+def _waiting_due(
+    job: JobRecord, plan: LaunchPlan | None, now: float, seen: Observation
+) -> float | None:
+    """When a job without capacity is looked at again: when its plan expects room, at
+    MaxWait, and every WAITING_POLL only if the provider cannot tell when capacity changes
+    (else a change it reports wakes the job); None: only news."""
+    spec = job.spec
+    deadlines: list[float] = []
+    if plan is not None and plan.retry_at is not None:
+        deadlines.append(plan.retry_at - now)
+    elif not seen.capacity_watched:
+        deadlines.append(WAITING_POLL)
+    if spec.spot and spec.stopping.max_wait_seconds is not None:
+        deadlines.append(job.created_at + spec.stopping.max_wait_seconds - now)
+    return max(min(deadlines), seen.poll) if deadlines else None
 
 
 def _running_due(
@@ -163,12 +189,16 @@ def _stopping_due(
 def _stop_reason(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> str | None:
     if job.stop_requested_at is not None:
         return "user"
-    max_wait = spec.stopping.max_wait_seconds
-    if spec.spot and max_wait is not None and now - job.created_at >= max_wait:
+    if _max_wait_reached(job, spec, now):
         return "max_wait"
     if seen.bill.training_seconds >= spec.stopping.max_runtime_seconds:
         return "max_runtime"
     return None
+
+
+def _max_wait_reached(job: JobRecord, spec: JobSpec, now: float) -> bool:
+    max_wait = spec.stopping.max_wait_seconds
+    return spec.spot and max_wait is not None and now - job.created_at >= max_wait
 
 
 STOP_MESSAGES = {

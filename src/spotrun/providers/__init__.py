@@ -3,6 +3,7 @@
 from spotrun.providers.base import (
     Capability,
     CapacityRequest,
+    CapacityWatch,
     InstancePhase,
     InstanceRef,
     InstanceState,
@@ -17,6 +18,7 @@ from spotrun.providers.base import (
 __all__ = [
     "Capability",
     "CapacityRequest",
+    "CapacityWatch",
     "InstancePhase",
     "InstanceRef",
     "InstanceState",

@@ -16,10 +16,10 @@ The shapes are chosen so that every planned engine fits without change:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Capability(StrEnum):
@@ -157,4 +157,20 @@ class Provider(Protocol):
 
     def list(self) -> list[InstanceState]:
         """Every instance this provider launched and still knows about (for re-adoption)."""
+        ...
+
+
+@runtime_checkable
+class CapacityWatch(Protocol):
+    """A provider that knows when its capacity may have changed (optional).
+
+    With it, a job waiting for capacity is planned again only when the mark changes, at the
+    ``retry_at`` its last plan named, or at its MaxWait, instead of every few seconds: the
+    controller's cost grows with what happens, not with time. A provider that cannot tell
+    (a real cloud answers only when asked) leaves it out and its waiting jobs are polled.
+    """
+
+    def capacity_mark(self) -> Hashable:
+        """A value that changes whenever capacity may have changed at a moment no plan's
+        ``retry_at`` foretold (equal marks: nothing changed that way)."""
         ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import itertools
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 
 from spotrun.control.clock import Clock
 from spotrun.errors import NoCapacity
@@ -98,6 +98,10 @@ class FakeProvider:
 
     def list(self) -> list[InstanceState]:
         return [s for s in (self.describe(InstanceRef(self.name, i)) for i in self._states) if s]
+
+    def capacity_mark(self) -> Hashable:
+        """The capacity per pool: it changes only when the test (or simulator) sets it."""
+        return frozenset(self.capacity.items())
 
     # -- what the market or the instance does (driven by the test) ----------------------
 

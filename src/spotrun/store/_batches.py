@@ -14,13 +14,17 @@ is no longer the job's current one is refused with ``StaleGeneration``, as every
 write is; a phase the host cannot move to from its current one with ``IllegalTransition``
 (``spec.phases``).
 
-A batch never changes the job's ``version`` (only the lifecycle's writers do): one with
-content bumps the job's ``signal``, the change marker the leading controller polls, in the
-same transaction and before anything else. That order matters on PostgreSQL: the batch's
-inserts lock the job row (their foreign keys) and a controller's step locks it for
-update, so a batch that took the job row last could deadlock with a step. Held from the
-start, the job row also orders the batches of a job's hosts, so each numbers its log lines
-after the last committed one and readers paging by those numbers never pass a late line.
+A batch never changes the job's ``version`` (only the lifecycle's writers do). One that
+carries news for the controller (``ReportBatch.news``: host fields a reconcile step reads,
+events, an end) bumps the job's ``signal``, the change marker the leading controller polls;
+log lines, metric points and checkpoint progress alone do not, so a training that prints
+every second costs the controller nothing. Either way the job row is taken first, in the
+same transaction: bumped, or locked as the update would lock it. That order matters on
+PostgreSQL: the batch's inserts lock the job row (their foreign keys) and a controller's
+step locks it for update, so a batch that took the job row last could deadlock with a
+step. Held from the start, the job row also orders the batches of a job's hosts, so each
+numbers its log lines after the last committed one and readers paging by those numbers
+never pass a late line.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ from sqlalchemy.orm import Session
 from spotrun.spec import AttemptState, DesiredState, HostPhase, check_phase
 from spotrun.store._store import HOST_FIELDS, Store, last_log_seq
 from spotrun.store.models import AttemptRow, EventRow, HostRow, JobRow, LogRow, MetricRow
+
+#: host fields that only tell people how the host is doing (Describe shows them); no
+#: reconcile step reads them, so a batch with nothing else does not wake the controller
+PROGRESS_FIELDS = frozenset({"phase_at", "restored", "last_sync_at", "synced_files", "synced_step"})
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,13 @@ class ReportBatch:
         """A heartbeat: nothing to apply, only the answer is wanted."""
         return not (self.fields or self.events or self.logs or self.metrics)
 
+    @property
+    def news(self) -> bool:
+        """Whether the controller acts on something in it: a host field it reads (the
+        phase, the ending, a notice, a stall…) or an event. Log lines, metric points and
+        checkpoint progress are read by people, not by reconcile."""
+        return bool(self.events) or not self.fields.keys() <= PROGRESS_FIELDS
+
 
 @dataclass(frozen=True)
 class BatchAck:
@@ -66,6 +81,7 @@ class BatchAck:
     seq: int  # the number of the host's last applied batch
     desired: str  # "run" or "stop" ("stop" too once the attempt has ended)
     live: bool  # whether the attempt is still live
+    news: bool = False  # applied, and bumped the job's signal (wake the controller)
 
 
 def apply_batch(store: Store, batch: ReportBatch) -> BatchAck:
@@ -91,13 +107,20 @@ def _apply(store: Store, batch: ReportBatch) -> BatchAck:
         applied = False
         if not batch.empty:
             # the job row first (see the module docstring); a copy that turns out to be a
-            # retry only wakes the controller for nothing
-            s.execute(
-                update(JobRow)
-                .where(JobRow.name == batch.job)
-                .values(signal=JobRow.signal + 1)
-                .execution_options(synchronize_session=False)
-            )
+            # retry only bumps the signal for nothing
+            if batch.news:
+                s.execute(
+                    update(JobRow)
+                    .where(JobRow.name == batch.job)
+                    .values(signal=JobRow.signal + 1)
+                    .execution_options(synchronize_session=False)
+                )
+            else:  # the lock the update would take (FOR NO KEY UPDATE), without the bump
+                s.execute(
+                    select(JobRow.name)
+                    .where(JobRow.name == batch.job)
+                    .with_for_update(key_share=True)
+                )
             claimed = s.execute(
                 update(HostRow)
                 .where(
@@ -134,6 +157,7 @@ def _apply(store: Store, batch: ReportBatch) -> BatchAck:
             seq=row.report_seq if row is not None else 0,
             desired=att.desired if att is not None and live else DesiredState.STOP.value,
             live=live,
+            news=applied and batch.news,
         )
 
 

@@ -370,6 +370,16 @@ class Store(LeaseStore):
             q = select(AttemptRow).where(AttemptRow.job == name).order_by(AttemptRow.generation)
             return [attempt_record(r) for r in s.scalars(q)]
 
+    def launching_attempts(self) -> list[AttemptRecord]:
+        """Every attempt still launching, of any job (by job name)."""
+        with self._read() as s:
+            q = (
+                select(AttemptRow)
+                .where(AttemptRow.state == AttemptState.LAUNCHING.value)
+                .order_by(AttemptRow.job, AttemptRow.generation)
+            )
+            return [attempt_record(r) for r in s.scalars(q)]
+
     def update_attempt(self, name: str, generation: int, **fields: Any) -> AttemptRecord:
         with self._tx() as s:
             return _writes.update_attempt(s, name, generation, fields)

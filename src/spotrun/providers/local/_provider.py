@@ -15,6 +15,7 @@ import secrets
 import signal
 import subprocess
 import time
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,11 @@ class LocalProvider:
         """The cheapest pool with room for the whole request right now (no side effects
         beyond a memo of when waiting requests next fit)."""
         return _planning.plan(self.market, request, self.clock.now(), self._changes)
+
+    def capacity_mark(self) -> Hashable:
+        """Constant: the market's capacity is a function of time alone, and a plan that
+        finds none names its next change (``retry_at``)."""
+        return 0
 
     def launch(self, plan: LaunchPlan) -> list[InstanceRef]:
         """Start one instance per planned host; NoCapacity if the pool filled up meanwhile."""
