@@ -480,6 +480,9 @@ def test_named_png_folders_train_and_describe_the_model(tmp_path: Path, no_finis
     assert accuracy >= 0.95, accuracy
 
 
+# `make test-slow`, not CI: test_resume_is_exact covers the resume in-process and the spot-job
+# test below a real interruption
+@pytest.mark.slow
 def test_sigterm_to_a_real_process_then_resume(
     tmp_path: Path, digits: dict[str, Path], no_finish: None
 ) -> None:

@@ -22,6 +22,10 @@ from typing import Any
 
 import pytest
 
+# `make test-slow`, not CI, where test_exact_resume_jobs.py proves the same CNN exact as a
+# spot job
+pytestmark = pytest.mark.slow
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 

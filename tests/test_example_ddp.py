@@ -24,7 +24,9 @@ from test_algorithms_e2e import (  # noqa: E402, F401
     server,
 )
 
-pytestmark = pytest.mark.torch
+# a long run of a README example: `make test-slow`, not CI, where test_toolkit_ddp.py (two
+# ranks, four kinds of interruption) and the SDK's torch_distributed test cover DDP
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ddp_digits"
 EPOCHS = 12

@@ -113,6 +113,9 @@ def full_run(
     return job, job.run("--epochs", "8", "--batch_size", "64")
 
 
+# `make test-slow`, not CI: `make demo` runs the same training to its accuracy, and
+# test_exact_resume_jobs.py trains this CNN as a job in CI
+@pytest.mark.slow
 def test_full_run_reaches_accuracy_and_writes_loadable_model(
     full_run: tuple[Job, subprocess.CompletedProcess[str]], channel: Path
 ) -> None:

@@ -23,7 +23,9 @@ from test_algorithms_e2e import (  # noqa: E402, F401
     server,
 )
 
-pytestmark = pytest.mark.torch
+# a long run of a README example: `make test-slow`, not CI, where test_toolkit_lightning.py
+# proves the toolkit's Lightning resume exact
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lightning_digits"
 EPOCHS = 40

@@ -344,6 +344,9 @@ def test_xgboost_framework_estimator_still_runs_its_script(
     assert "script mode with ['--num_round', '5']" in log, log[-2000:]
 
 
+# `make test-slow`, not CI: test_algorithms_linear.py runs this built-in as a spot job in CI;
+# the image-to-algorithm mapping is checked for every region above
+@pytest.mark.slow
 def test_linear_learner_image_runs_the_builtin(
     stack: tuple[Server, str, Path], session: Any
 ) -> None:
@@ -365,6 +368,8 @@ def test_linear_learner_image_runs_the_builtin(
     assert np.asarray(model["coef"]).size == 30, model.keys()
 
 
+# `make test-slow`, not CI: test_algorithms_e2e.py runs k-means as a spot job in CI
+@pytest.mark.slow
 def test_kmeans_image_runs_the_builtin_and_keeps_the_60_minute_rule(
     stack: tuple[Server, str, Path], session: Any
 ) -> None:
@@ -395,6 +400,9 @@ def test_kmeans_image_runs_the_builtin_and_keeps_the_60_minute_rule(
     assert np.asarray(centroids).shape == (3, 4)
 
 
+# `make test-slow`, not CI: test_algorithms_image.py runs image classification as a spot job
+# in CI
+@pytest.mark.slow
 def test_image_classification_image_runs_the_builtin_on_npz_arrays(
     stack: tuple[Server, str, Path], session: Any
 ) -> None:
@@ -428,6 +436,8 @@ def test_image_classification_image_runs_the_builtin_on_npz_arrays(
     assert described["num_classes"] == 10 and described["image_shape"] == [1, 8, 8]
 
 
+# `make test-slow`, not CI: a whole SDK job for one error message
+@pytest.mark.slow
 def test_image_classification_says_what_it_reads_when_given_recordio(
     stack: tuple[Server, str, Path], session: Any
 ) -> None:
