@@ -249,6 +249,19 @@ def test_a_running_job_asks_for_its_next_deadline(
     )
 
 
+def _count_steps(ctl: Any, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The times at which ``ctl`` steps a job from now on."""
+    stepped: list[float] = []
+    real = ctl.step_job
+
+    def counting(n: str, fence: Any = None) -> Any:
+        stepped.append(clock.now())
+        return real(n, fence)
+
+    monkeypatch.setattr(ctl, "step_job", counting)
+    return stepped
+
+
 def test_a_quiet_running_job_is_not_stepped_every_poll(
     store: Store, clock: VirtualClock, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -259,14 +272,7 @@ def test_a_quiet_running_job_is_not_stepped_every_poll(
     for _ in range(3):  # the report, then the sweep's first sight of the instance
         clock.advance(1)
         ctl.step()
-    stepped: list[float] = []
-    real = ctl.step_job
-
-    def counting(n: str, fence: Any = None) -> Any:
-        stepped.append(clock.now())
-        return real(n, fence)
-
-    monkeypatch.setattr(ctl, "step_job", counting)
+    stepped = _count_steps(ctl, clock, monkeypatch)
     for _ in range(20):  # 20 polls of a second: nothing new, no deadline near
         clock.advance(1)
         ctl.step()
@@ -302,14 +308,7 @@ def test_log_lines_and_metric_points_do_not_wake_the_controller(
     for _ in range(3):  # the report, then the sweep's first sight of the instance
         clock.advance(1)
         ctl.step()
-    stepped: list[float] = []
-    real = ctl.step_job
-
-    def counting(n: str, fence: Any = None) -> Any:
-        stepped.append(clock.now())
-        return real(n, fence)
-
-    monkeypatch.setattr(ctl, "step_job", counting)
+    stepped = _count_steps(ctl, clock, monkeypatch)
     for i in range(20):  # twenty seconds of a chatty training
         batch(logs=[(clock.now(), "stdout", f"step {i}")], metrics=[("loss", 1 / (i + 1), 0.0)])
         batch(fields={"last_sync_at": clock.now(), "synced_files": i})
