@@ -268,7 +268,7 @@ def test_xgboost_job_resumes_exactly(service: Home, tmp_path: Path) -> None:
         "AlgorithmSpecification": {"TrainingInputMode": "File", "AlgorithmName": "xgboost"},
         # row and column sampling: exact only because every round is reseeded by number
         "HyperParameters": {
-            "num_round": "80",
+            "num_round": "150",
             "objective": "multi:softprob",
             "num_class": "10",
             "max_depth": "4",
