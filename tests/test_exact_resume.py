@@ -22,10 +22,6 @@ from typing import Any
 
 import pytest
 
-# `make test-slow`, not CI, where test_exact_resume_jobs.py proves the same CNN exact as a
-# spot job
-pytestmark = pytest.mark.slow
-
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
@@ -33,7 +29,9 @@ from seeds import draw  # noqa: E402
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer  # noqa: E402
 from training_runs import assert_same, prepare_digits, run_and_stop  # noqa: E402
 
-pytestmark = pytest.mark.torch
+# `make test-slow`, not CI, where test_exact_resume_jobs.py proves the same CNN exact as a
+# spot job
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits_cnn"
 TIMEOUT = 120

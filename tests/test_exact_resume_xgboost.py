@@ -86,6 +86,9 @@ def attempt(env: dict[str, str], stop_at: int | None, sig: int) -> tuple[int, st
     return run_and_stop(cmd, env, ROUND_RE, stop_at, sig, TIMEOUT)
 
 
+# `make test-slow`, not CI, where test_exact_resume_jobs.py takes the xgboost built-in through a
+# notice and a hard kill as a spot job
+@pytest.mark.slow
 def test_xgboost_resumes_exactly_after_notices_and_hard_kills(
     tmp_path: Path, channels: dict[str, Path]
 ) -> None:

@@ -178,6 +178,9 @@ class _Lines:
         return "\n".join(self.lines)
 
 
+# `make test-slow`, not CI: it needs the full run above; test_exact_resume_jobs.py sends this
+# script a notice as a job in CI
+@pytest.mark.slow
 def test_sigterm_checkpoints_exits_75_and_resume_continues_same_run(
     full_run: tuple[Job, subprocess.CompletedProcess[str]], channel: Path, tmp_path: Path
 ) -> None:

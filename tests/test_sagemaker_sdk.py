@@ -37,6 +37,9 @@ def session(stack: tuple[Server, str, Path], monkeypatch: pytest.MonkeyPatch) ->
     return sdk_session(stack, BUCKET, monkeypatch)
 
 
+# `make test-slow`, not CI, where test_sagemaker_sdk_resume.py takes an SDK spot job through an
+# interruption
+@pytest.mark.slow
 def test_estimator_fit_with_spot_through_an_interruption(
     stack: tuple[Server, str, Path], session: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

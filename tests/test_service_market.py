@@ -270,6 +270,8 @@ path = "trace.json"
     home.stop()
 
 
+# `make test-slow`, not CI, where test_market_traces.py replays traces through the market
+@pytest.mark.slow
 def test_a_replayed_trace_drives_a_job(trace_home: Home) -> None:
     home = trace_home
     submit(
