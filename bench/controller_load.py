@@ -289,7 +289,7 @@ def main() -> int:
     time.sleep(args.seconds)
     wall, cpu = time.perf_counter() - wall0, thread_cpu(controller) - cpu0
     ended = time.time()
-    scraped = httpx.get(url + "/metrics").text
+    scraped = httpx.get(url + "/metrics", timeout=120).text
     running = sum(1 for _ in rt.store.instances(live_only=True))
 
     stop.set()

@@ -24,7 +24,10 @@ from spotrun.agent.runner import TrainingProcess
 SLEEPER = """
 import os, sys, time
 from pathlib import Path
-Path(sys.argv[1], os.environ["RANK"]).write_text(str(os.getpid()))
+# written whole, then renamed: the test reads every file it sees, and an empty one is no pid
+tmp = Path(sys.argv[1], "." + os.environ["RANK"])
+tmp.write_text(str(os.getpid()))
+tmp.rename(Path(sys.argv[1], os.environ["RANK"]))
 time.sleep(120)
 """
 
@@ -64,11 +67,11 @@ def test_ranks_die_when_torchrun_is_killed(tmp_path: Path) -> None:
     proc = start(tmp_path, SLEEPER, str(pids))
     try:
         deadline = time.monotonic() + 60
-        while len(list(pids.iterdir())) < 2:
+        while len(list(pids.glob("[0-9]*"))) < 2:
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "the ranks did not start"
             time.sleep(0.1)
-        ranks = [int(p.read_text()) for p in pids.iterdir()]
+        ranks = [int(p.read_text()) for p in pids.glob("[0-9]*")]
         # the ranks are not in the training's process group: the group signal reaches
         # torchrun alone, as a hard kill of the agent's child would
         assert all(os.getpgid(pid) != proc.pid for pid in ranks)
@@ -80,7 +83,7 @@ def test_ranks_die_when_torchrun_is_killed(tmp_path: Path) -> None:
             time.sleep(0.1)
     finally:
         proc.signal_group(signal.SIGKILL)
-        for pid in [int(p.read_text()) for p in pids.iterdir()]:
+        for pid in [int(p.read_text()) for p in pids.glob("[0-9]*")]:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 

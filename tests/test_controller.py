@@ -556,3 +556,67 @@ def test_a_launch_that_finds_no_capacity_revokes_what_it_minted(
     name = rig.submit()
     rig.tick()
     assert keys.minted == [(name, 1, ("algo-1",))] and keys.revoked == [(name, 1)]
+
+
+def test_the_marks_digest_moves_with_every_change_even_ones_that_cancel_in_a_sum(
+    store: Store, clock: VirtualClock
+) -> None:
+    rig = Rig(store, clock)
+    a, b = rig.submit("job-a"), rig.submit("job-b")
+    seen = [store.marks_digest()]
+
+    def moved() -> bool:
+        now = store.marks_digest()
+        changed = now != seen[-1]
+        seen.append(now)
+        return changed
+
+    store.signal(b)
+    assert moved()
+    store.update_job(b, clock.now(), status_message="looked at")
+    assert moved()
+    assert not moved()  # nothing happened
+    # one job leaves the active set (its version goes up by one, then it is no longer
+    # counted), a new one comes in, and another job's version rises by as much as the
+    # leaver had less the newcomer's: count and sum of versions end where they were
+    for _ in range(3):
+        store.update_job(a, clock.now(), status_message="again")
+    assert moved()
+    before = {n: v for n, (v, _) in store.job_marks().items()}
+    store.record_transition(a, S.FAILED, "gone", clock.now())
+    c = rig.submit("job-c")
+    for _ in range(before[a] - store.get_job(c).version):
+        store.update_job(b, clock.now(), status_message="climb")
+    after = store.job_marks()
+    assert len(after) == len(before)
+    assert sum(v for v, _ in after.values()) == sum(before.values())
+    assert store.get_job(a).signal == 0  # its signal leaves the sum of signals unchanged
+    assert moved()
+
+
+def test_the_controller_reads_every_mark_only_when_their_digest_moved(
+    store: Store, clock: VirtualClock
+) -> None:
+    rig = Rig(store, clock, capacity=0, sweep=3600.0)
+    for i in range(5):
+        rig.submit(f"waiting-{i}")
+    reads: list[float] = []
+    job_marks = store.job_marks
+
+    def counted() -> Any:
+        reads.append(clock.now())
+        return job_marks()
+
+    store.job_marks = counted  # type: ignore[method-assign]
+    rig.ctl.step()  # the first look: every job is stepped (each step writes its row)
+    rig.tick()  # the writes moved the digest: read again
+    assert len(reads) == 2
+    rig.tick(n=5)  # nothing happens: the digest alone is read
+    assert len(reads) == 2
+    store.update_job("waiting-3", clock.now(), stop_requested_at=clock.now())
+    rig.tick()  # another writer's change (a stop from any server) is seen at the next pass
+    assert len(reads) == 3 and store.get_job("waiting-3").status.value == "Stopping"
+    rig.tick(n=3)
+    reads.clear()
+    rig.tick(n=int(rig.ctl.marks_every))  # and every marks_every they are read anyway
+    assert len(reads) == 1

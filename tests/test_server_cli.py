@@ -66,7 +66,10 @@ def test_foreground_server_serves_signed_requests_and_stops_on_sigterm(tmp_path:
         assert direct.returncode != 0 and "another spotrun server" in direct.stderr
         # a body larger than any request is refused before it is read or checked
         big = httpx.post(url + "/", content=b"x" * (9 * 1024 * 1024))
-        assert big.status_code == 413
+        assert big.status_code == 413 and big.json()["error"] == "RequestEntityTooLarge"
+        # and so is one of no stated length (its size is known only once read)
+        chunked = httpx.post(url + "/", content=iter([b"{}", b"{}"]))
+        assert chunked.status_code == 411 and chunked.json()["error"] == "LengthRequired"
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import request
-from spotrun.errors import IllegalTransition, StaleGeneration
+from spotrun.errors import IllegalTransition, NotFound, StaleGeneration
 from spotrun.spec import parse_spec
 from spotrun.store import ReportBatch, Store, apply_batch
 
@@ -82,9 +82,17 @@ def test_a_heartbeat_writes_nothing_and_answers_the_desired_state(store: Store) 
     assert store.hosts("batched") == []
     store.update_attempt("batched", gen, desired="stop")
     assert apply_batch(store, beat).desired == "stop"
+    apply_batch(store, _batch(gen, 1, "a line"))
+    assert apply_batch(store, beat).seq == 1  # the host's last applied batch
     store.update_attempt("batched", gen, state="ended", desired="run")
     ack = apply_batch(store, beat)
     assert (ack.desired, ack.live) == ("stop", False)
+    # an old attempt's heartbeat, and one for no job, are refused like any batch
+    store.new_attempt("batched", time.time(), None, True, 3.0)
+    with pytest.raises(StaleGeneration):
+        apply_batch(store, beat)
+    with pytest.raises(NotFound):
+        apply_batch(store, ReportBatch("no-such-job", 1, "algo-1", seq=0, at=time.time()))
 
 
 def test_a_batch_of_an_old_attempt_is_refused_whole(store: Store) -> None:

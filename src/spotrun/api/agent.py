@@ -58,6 +58,12 @@ _BODY_DOC = {
 }
 
 
+#: threads that answer agents at once. More only queue up for the same thing: on SQLite one
+#: writer at a time, and in any case the one interpreter lock; forty of them (the default
+#: pool) spent the server's time handing that lock around, and starved the controller.
+AGENT_THREADS = 4
+
+
 class _Denied(Exception):
     """The credential is valid but not for what the request names."""
 
@@ -81,6 +87,7 @@ class AgentApi:
 
 def mount(app: FastAPI, api: AgentApi) -> None:
     """Add the agent routes to ``app``; they answer their own errors (see the docstring)."""
+    threads = anyio.CapacityLimiter(AGENT_THREADS)
 
     @app.get(ATTEMPT_PATH, tags=["agent"], response_model=AttemptAnswer)
     async def attempt(
@@ -112,7 +119,7 @@ def mount(app: FastAPI, api: AgentApi) -> None:
 
         try:
             # key lookups and store work block: off the event loop
-            return await anyio.to_thread.run_sync(call)
+            return await anyio.to_thread.run_sync(call, limiter=threads)
         except AuthError as e:
             # an unknown or revoked key is a refusal, not a malformed request
             status = 403 if e.code == UNRECOGNIZED else e.status

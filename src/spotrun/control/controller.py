@@ -119,6 +119,8 @@ class Controller:
     sweep_every: float = 2.0
     #: how often the provider's whole inventory is compared with the store (``adopt``)
     adopt_every: float = 30.0
+    #: how often every job's marks are read even though their digest has not moved
+    marks_every: float = 10.0
     #: minted for each attempt's hosts at launch, revoked at its end; None: no agent reports
     credentials: AgentCredentials | None = None
     #: told the wall seconds of every pass (the server's metrics)
@@ -135,6 +137,10 @@ class Controller:
     _waiting: dict[str, JobRecord] = field(default_factory=dict)
     #: the provider's capacity mark at the last pass (at first: one equal to no mark)
     _capacity: object = field(default_factory=object)
+    #: every active job's marks as last read, their digest then, and when to read anyway
+    _marks: dict[str, Mark] | None = None
+    _digest: tuple[int, ...] = ()
+    _next_marks: float = 0.0
 
     # -- the loop body ------------------------------------------------------------------
 
@@ -154,7 +160,7 @@ class Controller:
             self.sweep()
             self._next_sweep = now + self.sweep_every
         self._watch_capacity()
-        marks = self.store.job_marks()
+        marks = self._job_marks(now)
         for gone in self._waiting.keys() - marks.keys():
             del self._waiting[gone]
         for name in self.agenda.due(marks, now):
@@ -173,6 +179,19 @@ class Controller:
         if self.on_pass is not None:
             self.on_pass(time.perf_counter() - started)
         return min(self.agenda.wait(now), max(0.0, self._next_sweep - now))
+
+    def _job_marks(self, now: float) -> dict[str, Mark]:
+        """Every active job's marks: read again only when their digest moved (or every
+        ``marks_every``). A thousand jobs waiting for capacity otherwise cost more to read
+        once a poll than everything that happens to a hundred running ones."""
+        digest = self.store.marks_digest()
+        if self._marks is None or digest != self._digest or now >= self._next_marks:
+            # the digest first: a change between the two reads moves it again, and the
+            # next pass reads the marks again
+            self._digest = digest
+            self._marks = self.store.job_marks()
+            self._next_marks = now + self.marks_every
+        return self._marks
 
     def step_job(self, name: str, fence: Fence | None = None) -> tuple[Mark, float | None]:
         """One reconcile step of one job; returns its marks after the step and when it
@@ -220,12 +239,12 @@ class Controller:
         """Look at every instance the store has as running, once; a job whose instances
         changed since the last sweep is due at once."""
         seen: dict[str, tuple[object, ...] | None] = {}
-        for r in self.store.instances(live_only=True):
-            st = self._describe(r)
+        for provider, instance, job in self.store.live_instance_ids():
+            st = self.provider.describe(InstanceRef(provider, instance))
             fp = None if st is None else (st.phase, st.cause, st.notice)
-            if r.id not in self._fingerprints or self._fingerprints[r.id] != fp:
-                self.agenda.poke(r.job)
-            seen[r.id] = fp
+            if instance not in self._fingerprints or self._fingerprints[instance] != fp:
+                self.agenda.poke(job)
+            seen[instance] = fp
         self._fingerprints = seen
 
     # -- observing ----------------------------------------------------------------------

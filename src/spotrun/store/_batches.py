@@ -33,10 +33,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from spotrun.errors import NotFound, StaleGeneration
 from spotrun.spec import AttemptState, DesiredState, HostPhase, check_phase
 from spotrun.store._store import HOST_FIELDS, Store, last_log_seq
 from spotrun.store.models import AttemptRow, EventRow, HostRow, JobRow, LogRow, MetricRow
@@ -103,61 +104,105 @@ def apply_batch(store: Store, batch: ReportBatch) -> BatchAck:
 
 
 def _apply(store: Store, batch: ReportBatch) -> BatchAck:
+    if batch.empty:
+        return _heartbeat(store, batch)
     with store._tx() as s:
         applied = False
-        if not batch.empty:
-            # the job row first (see the module docstring); a copy that turns out to be a
-            # retry only bumps the signal for nothing
-            if batch.news:
-                s.execute(
-                    update(JobRow)
-                    .where(JobRow.name == batch.job)
-                    .values(signal=JobRow.signal + 1)
-                    .execution_options(synchronize_session=False)
-                )
-            else:  # the lock the update would take (FOR NO KEY UPDATE), without the bump
-                s.execute(
-                    select(JobRow.name)
-                    .where(JobRow.name == batch.job)
-                    .with_for_update(key_share=True)
-                )
-            claimed = s.execute(
-                update(HostRow)
-                .where(
-                    HostRow.job == batch.job,
-                    HostRow.generation == batch.generation,
-                    HostRow.host == batch.host,
-                    HostRow.report_seq < batch.seq,
-                )
-                .values(report_seq=batch.seq)
+        # the job row first (see the module docstring); a copy that turns out to be a
+        # retry only bumps the signal for nothing
+        if batch.news:
+            s.execute(
+                update(JobRow)
+                .where(JobRow.name == batch.job)
+                .values(signal=JobRow.signal + 1)
                 .execution_options(synchronize_session=False)
             )
-            store._fence(s, batch.job, batch.generation)
+        # held (FOR NO KEY UPDATE, the lock the update takes) until the end: no new attempt
+        # commits in between
+        current = s.scalar(
+            select(JobRow.generation)
+            .where(JobRow.name == batch.job)
+            .with_for_update(key_share=True)
+        )
+        _check_generation(batch, current)
+        claimed = s.execute(
+            update(HostRow)
+            .where(
+                HostRow.job == batch.job,
+                HostRow.generation == batch.generation,
+                HostRow.host == batch.host,
+                HostRow.report_seq < batch.seq,
+            )
+            .values(report_seq=batch.seq)
+            .execution_options(synchronize_session=False)
+        )
+        applied = getattr(claimed, "rowcount", 0) == 1
+        seq = batch.seq
+        if not applied:  # a retry of a batch applied before, or the host's first batch
             row = _host(s, batch)
             if row is None:
-                row = _new_host(batch)
-                s.add(row)
+                s.add(_new_host(batch))
                 s.flush()  # a concurrent first batch makes this an IntegrityError
                 applied = True
             else:
-                applied = getattr(claimed, "rowcount", 0) == 1
-            if applied:
-                _write(s, row, batch)
-        else:
-            store._fence(s, batch.job, batch.generation)
-            row = _host(s, batch)
-        att = s.scalars(
-            select(AttemptRow).where(
+                seq = row.report_seq
+        if applied:
+            _write(s, batch)
+        # plain statements, not the ORM's unit of work: a log batch is the commonest
+        # request a server answers
+        att = s.execute(
+            select(AttemptRow.state, AttemptRow.desired).where(
                 AttemptRow.job == batch.job, AttemptRow.generation == batch.generation
             )
         ).first()
         live = att is not None and att.state != AttemptState.ENDED.value
         return BatchAck(
             applied=applied,
-            seq=row.report_seq if row is not None else 0,
+            seq=seq,
             desired=att.desired if att is not None and live else DesiredState.STOP.value,
             live=live,
             news=applied and batch.news,
+        )
+
+
+def _heartbeat(store: Store, batch: ReportBatch) -> BatchAck:
+    """The answer to an empty batch: one read, in a transaction that takes no write lock
+    (half of all batches are heartbeats, and on SQLite each writer waits for the last)."""
+    q = (
+        select(JobRow.generation, HostRow.report_seq, AttemptRow.state, AttemptRow.desired)
+        .select_from(JobRow)
+        .outerjoin(
+            AttemptRow,
+            (AttemptRow.job == JobRow.name) & (AttemptRow.generation == batch.generation),
+        )
+        .outerjoin(
+            HostRow,
+            (HostRow.job == JobRow.name)
+            & (HostRow.generation == batch.generation)
+            & (HostRow.host == batch.host),
+        )
+        .where(JobRow.name == batch.job)
+    )
+    with store._read() as s:
+        found = s.execute(q).first()
+    current, seq, state, desired = found if found is not None else (None, 0, None, None)
+    _check_generation(batch, current)
+    live = state is not None and state != AttemptState.ENDED.value
+    return BatchAck(
+        applied=False,
+        seq=seq or 0,
+        desired=desired if live and desired is not None else DesiredState.STOP.value,
+        live=live,
+    )
+
+
+def _check_generation(batch: ReportBatch, current: int | None) -> None:
+    """Refuse a batch for a job that does not exist, or from an attempt not its current one."""
+    if current is None:
+        raise NotFound(f"no training job named {batch.job!r}")
+    if current != batch.generation:
+        raise StaleGeneration(
+            f"{batch.job}: attempt {batch.generation} is stale (current attempt is {current})"
         )
 
 
@@ -186,31 +231,46 @@ def _new_host(batch: ReportBatch) -> HostRow:
     )
 
 
-def _write(s: Session, row: HostRow, batch: ReportBatch) -> None:
-    fields = dict(batch.fields)
-    if "phase" in fields:
-        phase = check_phase(HostPhase(row.phase), HostPhase(fields["phase"]))
-        fields["phase"] = phase.value
-        if phase.value != row.phase and "phase_at" not in fields:
-            fields["phase_at"] = batch.at
-    for name, value in fields.items():
-        setattr(row, name, value)
-    s.add_all(EventRow(job=batch.job, time=t, kind=k, message=m) for t, k, m in batch.events)
-    # numbered after the job's last line: the job row, locked first, orders the writers
-    last = last_log_seq(s, batch.job) if batch.logs else 0
-    s.add_all(
-        LogRow(
-            job=batch.job,
-            seq=last + n,
-            generation=batch.generation,
-            host=batch.host,
-            time=t,
-            stream=stream,
-            line=line,
+def _write(s: Session, batch: ReportBatch) -> None:
+    if batch.fields:
+        row = _host(s, batch)
+        assert row is not None  # claimed or inserted in this transaction
+        fields = dict(batch.fields)
+        if "phase" in fields:
+            phase = check_phase(HostPhase(row.phase), HostPhase(fields["phase"]))
+            fields["phase"] = phase.value
+            if phase.value != row.phase and "phase_at" not in fields:
+                fields["phase_at"] = batch.at
+        for name, value in fields.items():
+            setattr(row, name, value)
+    if batch.events:
+        s.execute(
+            insert(EventRow),
+            [{"job": batch.job, "time": t, "kind": k, "message": m} for t, k, m in batch.events],
         )
-        for n, (t, stream, line) in enumerate(batch.logs, 1)
-    )
-    s.add_all(
-        MetricRow(job=batch.job, generation=batch.generation, name=n, value=v, time=t)
-        for n, v, t in batch.metrics
-    )
+    if batch.logs:
+        # numbered after the job's last line: the job row, locked first, orders the writers
+        last = last_log_seq(s, batch.job)
+        s.execute(
+            insert(LogRow),
+            [
+                {
+                    "job": batch.job,
+                    "seq": last + n,
+                    "generation": batch.generation,
+                    "host": batch.host,
+                    "time": t,
+                    "stream": stream,
+                    "line": line,
+                }
+                for n, (t, stream, line) in enumerate(batch.logs, 1)
+            ],
+        )
+    if batch.metrics:
+        s.execute(
+            insert(MetricRow),
+            [
+                {"job": batch.job, "generation": batch.generation, "name": n, "value": v, "time": t}
+                for n, v, t in batch.metrics
+            ],
+        )

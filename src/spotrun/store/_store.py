@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import BigInteger, Engine, and_, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -118,6 +119,16 @@ def _contains(column: Any, text: str) -> Any:
     return func.lower(column).like(f"%{escaped}%", escape="\\")
 
 
+# The two queries a leading controller makes at every pass, built once (building one costs
+# more than running it); ``OR`` rather than ``IN``, which is expanded at every execution.
+_ACTIVE = or_(*(JobRow.status == status for status in ACTIVE))
+_MARKS = select(JobRow.name, JobRow.version, JobRow.signal).where(_ACTIVE)
+_V, _G = cast(JobRow.version, BigInteger), cast(JobRow.signal, BigInteger)
+_MARKS_DIGEST = select(
+    func.count(), func.sum(_V), func.sum(_G), func.sum(_V * _V), func.sum(_G * _G)
+).where(_ACTIVE)
+
+
 def default_url(home: Path) -> str:
     """The database of a home that names none: SQLite in the home."""
     return f"sqlite:///{home.resolve() / 'spotrun.db'}"
@@ -130,6 +141,14 @@ class Store(LeaseStore):
         self.url = database_url(url)
         self.engine: Engine = make_engine(self.url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite lets one transaction write at a time, and one that finds the database
+        # locked sleeps and tries again (up to 100 ms a time): under a hundred agents'
+        # reports a writer could lose that race for seconds. This process's writers queue
+        # here instead, and each starts the moment the one before it commits. (PostgreSQL
+        # locks rows, not the database: its writers need no queue.)
+        self._writers: AbstractContextManager[object] = (
+            threading.RLock() if self.engine.dialect.name == "sqlite" else nullcontext()
+        )
 
     @classmethod
     def open(cls, home: Path, url: str | None = None) -> Store:
@@ -157,7 +176,7 @@ class Store(LeaseStore):
     @contextmanager
     def _tx(self) -> Iterator[Session]:
         """A transaction that may write."""
-        with self._session.begin() as s:
+        with self._writers, self._session.begin() as s:
             yield s
 
     @contextmanager
@@ -341,8 +360,29 @@ class Store(LeaseStore):
         """(version, signal) of every active job: the one cheap query a controller polls
         to find the jobs that changed since it last looked."""
         with self._read() as s:
-            q = select(JobRow.name, JobRow.version, JobRow.signal).where(JobRow.status.in_(ACTIVE))
-            return {name: (version, sig) for name, version, sig in s.execute(q)}
+            return {name: (version, sig) for name, version, sig in s.execute(_MARKS)}
+
+    def marks_digest(self) -> tuple[int, ...]:
+        """A digest of ``job_marks`` computed by the database: it moves whenever a mark
+        does, so a controller that finds it where it was need not read a thousand marks.
+
+        Versions and signals only grow, and a job leaves the active set only by a status
+        change, which bumps its version: for the digest to stay put, the changes would
+        have to cancel out in the count and in both the sums and the sums of squares at
+        once. ``job_marks`` is still read now and then, so even that would only delay.
+        """
+        with self._read() as s:
+            row = s.execute(_MARKS_DIGEST).one()
+        return tuple(int(x or 0) for x in row)
+
+    def live_instance_ids(self) -> list[tuple[str, str, str]]:
+        """(provider, instance id, job) of every instance not known to have ended: what a
+        sweep of the provider needs, without loading whole records."""
+        q = select(InstanceRow.provider, InstanceRow.id, InstanceRow.job).where(
+            InstanceRow.terminated_at.is_(None)
+        )
+        with self._read() as s:
+            return [(p, i, j) for p, i, j in s.execute(q)]
 
     def transitions(self, name: str) -> list[TransitionRecord]:
         with self._read() as s:

@@ -63,6 +63,8 @@ class JobRow(Base):
     """The job layer: the spec (never changed) and the user-visible status."""
 
     __tablename__ = "jobs"
+    #: every job's change marks, read by the controller each pass without the rows
+    __table_args__ = (Index("ix_jobs_marks", "status", "name", "version", "signal"),)
     name: Mapped[str] = mapped_column(JobName, primary_key=True)
     arn: Mapped[str] = mapped_column(String(256))
     account: Mapped[str] = mapped_column(String(64), default="000000000000", index=True)
