@@ -34,7 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from spotrun.spec import TrainingJobStatus
-from spotrun.store import JobRecord
+from spotrun.store import JobTotals
 
 METRICS_PATH = "/metrics"
 
@@ -49,8 +49,8 @@ REPORT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 class Source:
     """What the store-backed figures are read from at scrape time."""
 
-    #: every job (each scrape reads them once)
-    jobs: Callable[[], list[JobRecord]]
+    #: figures over every job, summed by the database at each scrape
+    totals: Callable[[], JobTotals]
     #: this server's id
     server: Callable[[], str]
     #: whether this server holds the controller lease now
@@ -64,25 +64,25 @@ class _StoreCollector(Collector):
         self.source = source
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        jobs = self.source.jobs()
+        totals = self.source.totals()
         by_status = GaugeMetricFamily("spotrun_jobs", "Training jobs by status", labels=["status"])
         for status in TrainingJobStatus:
-            by_status.add_metric([status.value], sum(j.status is status for j in jobs))
+            by_status.add_metric([status.value], totals.by_status.get(status.value, 0))
         yield by_status
         yield CounterMetricFamily(
             "spotrun_interruptions",
             "Spot interruptions over every job",
-            value=sum(j.interruptions for j in jobs),
+            value=totals.interruptions,
         )
         yield CounterMetricFamily(
             "spotrun_instance_seconds",
             "Seconds the jobs' instances trained (TrainingTimeInSeconds, summed)",
-            value=sum(j.training_seconds for j in jobs),
+            value=totals.training_seconds,
         )
         yield CounterMetricFamily(
             "spotrun_billable_seconds",
             "Seconds billed for the jobs (BillableTimeInSeconds, summed)",
-            value=sum(j.billable_seconds for j in jobs),
+            value=totals.billable_seconds,
         )
         leader = GaugeMetricFamily(
             "spotrun_controller_leader",

@@ -107,7 +107,7 @@ class Runtime:
         self.lease = Lease(self.store, self.presence.id, self.clock, dead=self.presence.dead)
         self.metrics = ServerMetrics(
             Source(
-                jobs=self.store.list_jobs,
+                totals=self.store.job_totals,
                 server=lambda: self.presence.id,
                 leading=lambda: self.leading,
             )

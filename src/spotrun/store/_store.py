@@ -67,6 +67,7 @@ from spotrun.store.records import (
     InstanceRecord,
     JobQuery,
     JobRecord,
+    JobTotals,
     LogRecord,
     LogStreamRecord,
     TransitionRecord,
@@ -361,6 +362,24 @@ class Store(LeaseStore):
         to find the jobs that changed since it last looked."""
         with self._read() as s:
             return {name: (version, sig) for name, version, sig in s.execute(_MARKS)}
+
+    def job_totals(self) -> JobTotals:
+        """Jobs by status and figures summed over every job, counted by the database."""
+        q = select(
+            JobRow.status,
+            func.count(),
+            func.sum(JobRow.interruptions),
+            func.sum(JobRow.training_seconds),
+            func.sum(JobRow.billable_seconds),
+        ).group_by(JobRow.status)
+        with self._read() as s:
+            rows = s.execute(q).all()
+        return JobTotals(
+            by_status={status: int(n) for status, n, *_ in rows},
+            interruptions=sum(int(r[2] or 0) for r in rows),
+            training_seconds=sum(int(r[3] or 0) for r in rows),
+            billable_seconds=sum(int(r[4] or 0) for r in rows),
+        )
 
     def marks_digest(self) -> tuple[int, ...]:
         """A digest of ``job_marks`` computed by the database: it moves whenever a mark

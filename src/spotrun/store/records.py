@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,16 @@ class JobQuery:
     modified_after: float | None = None
     modified_before: float | None = None
     after: tuple[Any, str] | None = None
+
+
+@dataclass(frozen=True)
+class JobTotals:
+    """Figures summed over every job, by the database (what ``/metrics`` shows)."""
+
+    by_status: Mapping[str, int]  # status value -> jobs in it (absent: none)
+    interruptions: int
+    training_seconds: int
+    billable_seconds: int
 
 
 @dataclass(frozen=True)
