@@ -10,6 +10,7 @@ may narrow that with ``pytestmark = pytest.mark.engines("sqlite")``. Without Pos
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,3 +122,34 @@ def request(name: str = "job-1", **over: Any) -> dict[str, Any]:
     }
     req.update(over)
     return req
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """A moto S3 server on 127.0.0.1 and the variables that point clients at it."""
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)  # admission in this process reads S3 too
+    try:
+        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"])
+        client.create_bucket(Bucket="sdk-bucket")
+        yield env
+    finally:
+        server.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -258,37 +257,6 @@ def test_sdk_script_mode_from_a_file_uri(inst: Instances) -> None:
         ("train:loss", 0.25),
     ]
     assert [p for p in points if p[0] != "train:loss"] == [("val:acc", 0.75)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """A moto S3 server on 127.0.0.1 and the variables that point clients at it."""
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {
-        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)  # admission in this process reads S3 too
-    try:
-        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"])
-        client.create_bucket(Bucket="sdk-bucket")
-        yield env
-    finally:
-        server.stop()
 
 
 def test_sdk_script_mode_from_s3_with_a_configured_image(

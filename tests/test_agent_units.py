@@ -257,6 +257,13 @@ def test_channel_cache_fetches_once_redoes_partial_fetches_and_shards(tmp_path: 
     again = cache_channel(channel, cache, "job")
     assert not again.fetched and again.files == 5
     assert (again.folder / "part-0.csv").read_text() == "0"
+    # a copy that lost a file, or holds one cut short, is fetched again, not reused
+    (again.folder / "part-4.csv").unlink()
+    refetched = cache_channel(channel, cache, "job")
+    assert refetched.fetched and (refetched.folder / "part-0.csv").read_text() == "changed"
+    (refetched.folder / "part-1.csv").write_text("")
+    assert cache_channel(channel, cache, "job").fetched
+    assert not cache_channel(channel, cache, "job").fetched
 
     whole = tmp_path / "ml/input/data/train"
     assert link_channel(again, whole) == 5

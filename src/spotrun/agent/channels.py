@@ -6,6 +6,10 @@ completion marker is written last. Every later attempt, and every other host of 
 job on this machine, finds the marker and only hard-links the files into
 ``input/data/<channel>``. A lock file serialises hosts that start at the same moment; a
 fetch cut off by a kill leaves no marker and is redone from scratch.
+
+The marker lists every file with its size, and a copy is reused only if every file is
+there at that size: a copy that lost or truncated a file since (a disk cleaned up, a
+user's edit through a hard link) is fetched again, not handed to the training.
 """
 
 from __future__ import annotations
@@ -55,6 +59,21 @@ def _read_marker(marker: Path) -> dict[str, object] | None:
     return doc if isinstance(doc, dict) else None
 
 
+def _intact(folder: Path, done: dict[str, object]) -> bool:
+    """Whether every file the marker lists is in ``folder`` at its size (a marker from
+    before sizes were listed is not trusted)."""
+    sizes = done.get("sizes")
+    if not isinstance(sizes, dict):
+        return False
+    for rel, size in sizes.items():
+        try:
+            if (folder / rel).stat().st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def cache_channel(channel: Channel, cache_root: Path, job: str) -> CachedChannel:
     """Make sure the channel's data sits complete in the cache; fetch it only if it does not."""
     folder = cache_root / job / channel.name
@@ -62,7 +81,7 @@ def cache_channel(channel: Channel, cache_root: Path, job: str) -> CachedChannel
     marker = folder / COMPLETE_MARKER
     with _locked(folder / LOCK_FILE):
         done = _read_marker(marker)
-        if done is not None and done.get("uri") == channel.uri:
+        if done is not None and done.get("uri") == channel.uri and _intact(folder, done):
             files = done.get("files")
             return CachedChannel(
                 channel.name, folder, files if isinstance(files, int) else 0, False
@@ -77,7 +96,8 @@ def cache_channel(channel: Channel, cache_root: Path, job: str) -> CachedChannel
             else:
                 child.unlink()
         files = download_tree(channel.uri, folder)
-        doc = {"uri": channel.uri, "files": files, "fetched_at": time.time()}
+        sizes = {rel: size for rel, (size, _) in local_files(folder).items() if rel not in RESERVED}
+        doc = {"uri": channel.uri, "files": files, "fetched_at": time.time(), "sizes": sizes}
         tmp = folder / (COMPLETE_MARKER + ".tmp")
         tmp.write_text(json.dumps(doc))
         os.replace(tmp, marker)

@@ -14,6 +14,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -149,12 +150,21 @@ def put_file(fs: AbstractFileSystem, local: Path, rpath: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+#: objects fetched at once
+DOWNLOAD_THREADS = 8
+
+
 def download_tree(uri: str, local_dir: Path) -> int:
     """Copy a folder/prefix (or a single object) at ``uri`` into ``local_dir``.
 
     A folder's files keep their relative paths; a single object lands as
     ``local_dir/<basename>``. Returns the number of files copied. ``StorageError`` if
     nothing exists at ``uri``.
+
+    An object store answers each request at a fraction of what the link carries, so the
+    objects of a folder are fetched ``DOWNLOAD_THREADS`` at a time (``bench/staging.py``:
+    32 objects of 8 MiB from an S3 server came at 0.75 x the speed of boto3's transfer
+    manager one at a time, 0.96 x like this). Each object comes whole, in one request.
     """
     fs, path = filesystem(uri)
     files = remote_files(fs, path, uri)
@@ -166,9 +176,35 @@ def download_tree(uri: str, local_dir: Path) -> int:
         if not exists:
             raise StorageError(f"{uri} does not exist")
     local_dir.mkdir(parents=True, exist_ok=True)
-    for rel in sorted(files):
-        get_file(fs, files[rel].path, local_dir / rel)
+    names = sorted(files)
+    if len(names) <= 1:
+        for rel in names:
+            get_file(fs, files[rel].path, local_dir / rel)
+        return len(files)
+    if not is_local(fs):
+        _get_many(fs, [files[rel].path for rel in names], [local_dir / rel for rel in names])
+        return len(files)
+    with ThreadPoolExecutor(DOWNLOAD_THREADS, thread_name_prefix="download") as pool:
+        fetches = [pool.submit(get_file, fs, files[rel].path, local_dir / rel) for rel in names]
+        for done in fetches:
+            done.result()  # the first failure is raised once the others have ended
     return len(files)
+
+
+def _get_many(fs: AbstractFileSystem, rpaths: list[str], dests: list[Path]) -> None:
+    tmps = [temp_name(d) for d in dests]
+    for d in dests:
+        d.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        retrying(
+            f"downloading {len(rpaths)} objects",
+            lambda: fs.get(rpaths, [str(t) for t in tmps], batch_size=DOWNLOAD_THREADS),
+        )
+        for t, d in zip(tmps, dests, strict=True):
+            os.replace(t, d)
+    finally:
+        for t in tmps:
+            t.unlink(missing_ok=True)
 
 
 def upload_file(local: Path, uri: str) -> None:
