@@ -48,6 +48,11 @@ installed() {
     && command -v mungekey >/dev/null
 }
 
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    slurm-wlm munge >/dev/null
+}
+
 install_packages() {
   installed && return 0
   [ "$(id -u)" = 0 ] || die "slurm-wlm and munge are not installed, and installing them needs root"
@@ -64,8 +69,10 @@ install_packages() {
     own_policy=1
   fi
   local rc=0
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    slurm-wlm munge >/dev/null || rc=$?
+  if ! apt_install; then
+    # package lists old enough to name versions the mirror no longer has
+    { apt-get update -qq && apt_install; } || rc=$?
+  fi
   if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
   [ "$rc" = 0 ] || die "apt-get install slurm-wlm munge failed ($rc)"
 }
@@ -146,6 +153,8 @@ wait_for() {
 # that others could write.
 start_munge() {
   install -d -o munge -g munge -m 0755 "$MUNGE_DIR"
+  runuser -u munge -- test -x "$MUNGE_DIR" \
+    || die "the munge user cannot enter $MUNGE_DIR: put the state folder where it can (e.g. in /tmp)"
   if [ ! -s "$MUNGE_DIR/munge.key" ]; then
     runuser -u munge -- mungekey --create --keyfile="$MUNGE_DIR/munge.key"
   fi
