@@ -10,6 +10,12 @@
 # Two partitions over the same nodes: `spot` (the default, low priority) and `ondemand`,
 # whose jobs preempt spot jobs: the spot job's batch script gets SIGTERM, GraceTime seconds
 # to checkpoint, and is requeued, the way a spot instance gets its interruption notice.
+# The batch script hears of it at once only if the job was submitted with --signal=B:TERM
+# (see the preemption notes in write_conf), and one that exits 0 after its checkpoint ends
+# the job as COMPLETED: it must keep waiting until it is requeued. A node set down with
+# `scontrol update nodename=n3 state=down reason=...` (a lost instance) ends its jobs
+# without grace (SIGTERM, SIGKILL KillWait later), requeues them, and stays down until
+# `state=resume`.
 #
 # Settings, from the environment:
 #   SPOTRUN_SLURM_DIR    state folder (default /tmp/spotrun-slurm); the config, spool,
