@@ -4,7 +4,8 @@ a fake provider.
 ``store`` (and anything asking for ``engine``) runs once per engine: SQLite, and a real
 PostgreSQL (``postgres.py``: one server per session, a fresh database per test). A module
 may narrow that with ``pytestmark = pytest.mark.engines("sqlite")``. Without PostgreSQL the
-``postgresql`` tests skip, except under ``CI=true``, where they fail.
+``postgresql`` tests skip, except under ``CI=true``, where they fail. ``slurm_cluster`` is a
+real Slurm cluster (``slurm.py``: one per session), and skips or fails the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 import postgres
+import slurm
 from spotrun.control.clock import VirtualClock
 from spotrun.providers import Pool
 from spotrun.store import Store
@@ -53,6 +55,21 @@ def postgres_server() -> Iterator[postgres.PostgresServer]:
     server = postgres.PostgresServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[slurm.SlurmCluster]:
+    """The session's Slurm cluster, brought up on first use."""
+    why = slurm.missing()
+    if why is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(
+                f"{why}: the Slurm tests need it under CI=true; {slurm.INSTALL_HINT}",
+                pytrace=False,
+            )
+        pytest.skip(f"{why} ({slurm.INSTALL_HINT})")
+    with slurm.SlurmCluster() as cluster:
+        yield cluster
 
 
 def new_database(request: pytest.FixtureRequest, engine: str) -> str | None:
