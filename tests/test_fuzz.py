@@ -67,9 +67,9 @@ from spotrun.auth.sigv4 import (
 #: CI replays one fixed seed, so whether a change lands does not depend on the draw; a new
 #: draw each run (``make fuzz`` makes several) is how new failures are looked for
 CI_SEED = 20261128
-#: a fixed seed replays the same requests every run: CI keeps a third of them, enough for
+#: a fixed seed replays the same requests every run: CI keeps a fifth of them, enough for
 #: every kind of request and check, and the full budget goes to fresh draws
-CI_BUDGET = 500
+CI_BUDGET = 300
 BUDGET = int(
     os.environ.get("SPOTRUN_FUZZ_EXAMPLES")
     or (CI_BUDGET if os.environ.get("CI") == "true" else 1500)
