@@ -41,17 +41,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("engine", engines, indirect=True)
 
 
+def require(why: str | None, what: str, hint: str) -> None:
+    """Skip the tests of a service this machine lacks (``why`` it is missing), but fail
+    them under CI=true, which installs every service the tests need."""
+    if why is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{why}: the {what} tests need it under CI=true; {hint}", pytrace=False)
+    pytest.skip(f"{why} ({hint})")
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[postgres.PostgresServer]:
     """The session's PostgreSQL server, started on first use."""
-    why = postgres.missing()
-    if why is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(
-                f"{why}: the postgresql tests need it under CI=true; {postgres.INSTALL_HINT}",
-                pytrace=False,
-            )
-        pytest.skip(f"{why} ({postgres.INSTALL_HINT})")
+    require(postgres.missing(), "postgresql", postgres.INSTALL_HINT)
     server = postgres.PostgresServer()
     yield server
     server.stop()
@@ -60,14 +63,7 @@ def postgres_server() -> Iterator[postgres.PostgresServer]:
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[slurm.SlurmCluster]:
     """The session's Slurm cluster, brought up on first use."""
-    why = slurm.missing()
-    if why is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(
-                f"{why}: the Slurm tests need it under CI=true; {slurm.INSTALL_HINT}",
-                pytrace=False,
-            )
-        pytest.skip(f"{why} ({slurm.INSTALL_HINT})")
+    require(slurm.missing(), "Slurm", slurm.INSTALL_HINT)
     with slurm.SlurmCluster() as cluster:
         yield cluster
 
