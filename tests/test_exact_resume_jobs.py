@@ -251,6 +251,10 @@ def test_digits_cnn_job_resumes_exactly(service: Home, tmp_path: Path) -> None:
     assert json.loads(a["model_info.json"]) == json.loads(b["model_info.json"])
 
 
+# CI proves xgboost's exact resume in a real process that gets SIGTERM
+# (test_toolkit_xgboost.py) and the built-in as a spot job through an interruption
+# (test_algorithms_e2e.py); this puts the two together, with a hard kill besides
+@pytest.mark.slow
 def test_xgboost_job_resumes_exactly(service: Home, tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 
