@@ -46,6 +46,7 @@ from spotrun.market import Catalog
 from spotrun.providers.local import _procs
 from spotrun.providers.local._isolation import namespaces_work
 from spotrun.settings import load_settings, write_settings
+from step_script import STEP_SCRIPT
 
 STEPS = 60
 #: the step after which the test interrupts the first attempt
@@ -68,38 +69,6 @@ GAP = 6.0
 INSTANCE_SECONDS_TOLERANCE = 1.0
 POOL = ("c5.xlarge", "use1-az1", "us-east-1")
 
-SCRIPT = r"""
-import os, pathlib, signal, sys, time
-ck = pathlib.Path(os.environ["SPOTRUN_CHECKPOINT_DIR"])
-args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
-steps = int(args["--steps"])
-save_seconds = float(args["--save-seconds"])
-stop = False
-def on_term(*_):
-    global stop
-    stop = True
-signal.signal(signal.SIGTERM, on_term)
-state = ck / "step.txt"
-step = int(state.read_text()) if state.exists() else 0
-print(f"resumed from step {step}" if step else "starting fresh", flush=True)
-def save(n, slow=0.0):
-    tmp = ck / ".step.tmp"
-    tmp.write_text(str(n))
-    time.sleep(slow)
-    os.replace(tmp, state)
-while step < steps:
-    if stop:
-        save(step, save_seconds)
-        print(f"checkpointed at step {step}", flush=True)
-        sys.exit(75)
-    time.sleep(0.1)
-    step += 1
-    save(step)
-    print(f"step {step}", flush=True)
-model = pathlib.Path(os.environ["SM_MODEL_DIR"])
-(model / "model.txt").write_text(f"steps={step}")
-print("done", flush=True)
-"""
 
 # The first launch in use1-az1 is never reclaimed unasked (the test interrupts it); the
 # second is reclaimed at launch, and then the zone has no capacity for GAP seconds.
@@ -254,7 +223,7 @@ class Run(Home):
     """The test script as one job in a home of its own (own market clock, own service)."""
 
     def __init__(
-        self, tmp: Path, name: str, script: str = SCRIPT, database: str | None = None
+        self, tmp: Path, name: str, script: str = STEP_SCRIPT, database: str | None = None
     ) -> None:
         super().__init__(tmp / name, MARKET, database)
         self.tmp, self.name = tmp, name
@@ -619,7 +588,7 @@ def runs(
         if database is not None:
             with lock:
                 databases.append(database)
-        run = Run(tmp_path, name, HARDCODED if name == "hardcoded" else SCRIPT, database)
+        run = Run(tmp_path, name, HARDCODED if name == "hardcoded" else STEP_SCRIPT, database)
         with lock:
             made.append(run)
         return run

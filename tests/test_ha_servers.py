@@ -43,6 +43,7 @@ from postgres import PostgresServer
 from spotrun.cli.client import Client, credentials
 from spotrun.errors import ServiceError
 from spotrun.settings import load_settings, write_settings
+from step_script import STEP_SCRIPT
 from test_e2e_service import (
     INSTANCE_SECONDS_TOLERANCE,
     POOL,
@@ -63,41 +64,6 @@ SAVE_SECONDS = 1.0
 TAKEOVER_LIMIT = 10.0
 JOBS = 5
 
-SCRIPT = r"""
-import os, pathlib, signal, sys, time
-ck = pathlib.Path(os.environ["SPOTRUN_CHECKPOINT_DIR"])
-args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
-steps, dt = int(args["--steps"]), float(args["--step-seconds"])
-save_seconds = float(args["--save-seconds"])
-stop = False
-def on_term(*_):
-    global stop
-    stop = True
-signal.signal(signal.SIGTERM, on_term)
-state = ck / "step.txt"
-step = int(state.read_text()) if state.exists() else 0
-print(f"resumed from step {step}" if step else "starting fresh", flush=True)
-def save(n, slow=0.0):
-    tmp = ck / ".step.tmp"
-    tmp.write_text(str(n))
-    time.sleep(slow)
-    os.replace(tmp, state)
-start, done_here = time.monotonic(), 0
-while step < steps:
-    if stop:
-        save(step, save_seconds)
-        print(f"checkpointed at step {step}", flush=True)
-        sys.exit(75)
-    done_here += 1
-    # a metronome: this attempt's n-th step ends n step-times after it started
-    time.sleep(max(0.0, start + done_here * dt - time.monotonic()))
-    step += 1
-    save(step)
-    print(f"step {step}", flush=True)
-model = pathlib.Path(os.environ["SM_MODEL_DIR"])
-(model / "model.txt").write_text(f"steps={step}")
-print("done", flush=True)
-"""
 
 MARKET = """
 time_scale = 1
@@ -253,7 +219,7 @@ def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
 def request(root: Path, name: str, scale: Scale) -> dict[str, Any]:
     code = root / "code"
     code.mkdir(parents=True, exist_ok=True)
-    (code / "train.py").write_text(SCRIPT)
+    (code / "train.py").write_text(STEP_SCRIPT)
     return {
         "TrainingJobName": name,
         "AlgorithmSpecification": {
