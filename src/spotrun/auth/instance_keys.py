@@ -17,8 +17,8 @@ remembered for ``cache_seconds`` instead of read from the store each time (that 
 a tenth of the server's time with a hundred agents reporting). ``revoke`` forgets the
 attempt's keys at once, so on the server whose controller revokes them the refusal is
 immediate; another server sharing the database refuses them within ``cache_seconds``.
-Either way a revoked attempt can report nothing that matters: its attempt has ended, and
-the store refuses an old generation's reports by itself.
+In that window an ended attempt's agent can add only to its own attempt (its last lines);
+once a new attempt has begun, the store refuses the old generation's reports by itself.
 """
 
 from __future__ import annotations
