@@ -1,0 +1,58 @@
+"""What the Slurm provider keeps on disk about each instance, under ``<home>/slurm``.
+
+Slurm forgets a job MinJobAge (5 minutes by default) after it ends, and a restarted server
+must still know its instances, so each has a folder ``<home>/slurm/<job id>/``:
+
+* ``instance.json``  written once, right after ``sbatch``: who (job, generation, host),
+  where (pool, partition), when, and the partition's GraceTime then
+* ``state.json``     what the provider has seen since, rewritten when it changes: the node,
+  when the job started, the first ``PreemptTime`` (Slurm moves it when it kills the job
+  after GraceTime, so only the first one is the notice), an injected notice, a cancel
+  spotrun asked for, and once the job has ended, the verdict
+* ``ml/``            the agent's ML root (``/opt/ml``), made by the batch script
+
+The job's output (the agent's, and slurmstepd's own messages) goes to
+``<home>/slurm/logs/<job id>.out``. Neither holds the agent's credential: that travels
+to Slurm through a pipe (``Slurm.submit``). The home must be on a file system the nodes
+share, as Slurm clusters' home folders are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+INSTANCE = "instance.json"
+STATE = "state.json"
+LOGS = "logs"
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Replace ``path`` with ``data`` in one step (a reader never sees half a record)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The record at ``path``, or None when it is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
