@@ -159,6 +159,20 @@ class Settings(BaseModel):
     database_url: str | None = None
     #: what each TrainingImage runs: the file's [images."…"] tables over the defaults
     images: InstanceOf[ImageRegistry]
+    #: where instances come from: "local" (process trees on this machine, a replayed
+    #: market) or "slurm" (jobs in a preemptible Slurm partition)
+    provider: Literal["local", "slurm"] = "local"
+    #: the preemptible partition spot jobs are submitted to (provider "slurm")
+    slurm_partition: str = Field(default="spot", min_length=1)
+    #: a partition that is never preempted, for jobs without managed spot; none: such
+    #: jobs cannot run on Slurm
+    slurm_ondemand_partition: str | None = Field(default=None, min_length=1)
+    #: USD per node-hour of each partition ([slurm_prices] in the file, SPOTRUN_SLURM_PRICES
+    #: as "spot=0.3,ondemand=1.2"); an unpriced spot partition costs the market's cheapest
+    #: spot price of the job's instance type
+    slurm_prices: dict[str, float] = Field(default_factory=dict)
+    #: the cluster's slurm.conf (SLURM_CONF for the Slurm commands); none: the environment's
+    slurm_conf: Path | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -172,6 +186,28 @@ class Settings(BaseModel):
             table = data.get(IMAGES, {})
             data = {**data, IMAGES: image_registry(table, home / CONFIG_FILE, home)}
         return data
+
+    @field_validator("slurm_prices", mode="before")
+    @classmethod
+    def _prices(cls, value: Any) -> Any:
+        # the environment gives "spot=0.3,ondemand=1.2"; the file a table
+        if isinstance(value, str):
+            prices: dict[str, str] = {}
+            for item in filter(None, (p.strip() for p in value.split(","))):
+                partition, sep, price = item.partition("=")
+                if not sep or not partition.strip():
+                    raise ValueError(f"{item!r} is not PARTITION=PRICE")
+                prices[partition.strip()] = price.strip()
+            return prices
+        return value
+
+    @field_validator("slurm_prices")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        for partition, price in value.items():
+            if price < 0:
+                raise ValueError(f"the price of partition {partition!r} is negative")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -195,6 +231,11 @@ _ENV = {
     "SPOTRUN_POLL": "poll_seconds",
     "SPOTRUN_PORT": "port",
     "SPOTRUN_DATABASE_URL": "database_url",
+    "SPOTRUN_PROVIDER": "provider",
+    "SPOTRUN_SLURM_PARTITION": "slurm_partition",
+    "SPOTRUN_SLURM_ONDEMAND_PARTITION": "slurm_ondemand_partition",
+    "SPOTRUN_SLURM_PRICES": "slurm_prices",
+    "SPOTRUN_SLURM_CONF": "slurm_conf",
 }
 
 
@@ -214,6 +255,8 @@ def load_settings(home: Path | None = None) -> Settings:
     values: dict[str, object] = _read_config(path)
     if isinstance(values.get("market"), str):
         values["market"] = (home / str(values["market"])).resolve()
+    if isinstance(values.get("slurm_conf"), str):
+        values["slurm_conf"] = (home / str(values["slurm_conf"])).resolve()
     for var, key in _ENV.items():
         if var in os.environ:
             values[key] = os.environ[var]

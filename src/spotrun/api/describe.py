@@ -113,6 +113,7 @@ def spotrun_extras(store: Store, job: JobRecord) -> dict[str, Any]:
         "Instances": [
             {
                 "Id": r.id,
+                "Provider": r.provider,
                 "Generation": r.generation,
                 "Host": r.host,
                 "InstanceType": r.instance_type,

@@ -26,6 +26,7 @@ from spotrun.api.presence import Presence
 from spotrun.auth.instance_keys import InstanceKeys
 from spotrun.auth.keys import KeyRing
 from spotrun.control.admission import admit_plan
+from spotrun.control.billing import PriceModel
 from spotrun.control.clock import Clock, RealClock
 from spotrun.control.controller import Controller, agent_workload
 from spotrun.control.lease import RENEW_EVERY, Lease
@@ -34,6 +35,7 @@ from spotrun.images import plan_to_json
 from spotrun.market import Catalog, Market, MarketConfig, load_market_config
 from spotrun.providers.base import InstancePhase, InstanceRef, InstanceState
 from spotrun.providers.local import LocalProvider
+from spotrun.providers.slurm import PartitionPrices, SlurmProvider
 from spotrun.settings import Settings, load_images
 from spotrun.spec import TrainingJobStatus
 from spotrun.storage import check_readable
@@ -59,6 +61,14 @@ def market_epoch(home: Path, now: float) -> float:
     return now
 
 
+def slurm_env(settings: Settings) -> dict[str, str]:
+    """The environment the Slurm commands run with: ours, with the configured slurm.conf."""
+    env = dict(os.environ)
+    if settings.slurm_conf is not None:
+        env["SLURM_CONF"] = str(settings.slurm_conf)
+    return env
+
+
 def _running(state: InstanceState | None) -> bool:
     """Whether an instance can still be reclaimed (not already gone or going)."""
     return state is not None and state.phase in (InstancePhase.PENDING, InstancePhase.RUNNING)
@@ -81,7 +91,22 @@ class Runtime:
         self.catalog = Catalog.load(home=home)
         config = load_market_config(settings.market) if settings.market else MarketConfig()
         self.market = Market(self.catalog, config, market_epoch(home, self.clock.now()))
-        self.provider = LocalProvider(home, self.market, self.clock, settings.isolation)
+        self.prices: PriceModel = self.market
+        self.provider: LocalProvider | SlurmProvider
+        if settings.provider == "slurm":
+            # Slurm partitions are priced by the configuration; the market prices the rest
+            self.prices = PartitionPrices(self.market, settings.slurm_prices)
+            self.provider = SlurmProvider(
+                home,
+                self.prices,
+                self.clock,
+                partition=settings.slurm_partition,
+                ondemand_partition=settings.slurm_ondemand_partition,
+                ec2_type=self.catalog.ec2_type,
+                env=slurm_env(settings),
+            )
+        else:
+            self.provider = LocalProvider(home, self.market, self.clock, settings.isolation)
         agent_env = {"SPOTRUN_POLL_SECONDS": str(settings.poll_seconds)}
         urls: tuple[int, list[str]] = (-1, [])  # (controller pass, the servers' URLs then)
 
@@ -95,7 +120,7 @@ class Runtime:
         self.controller = Controller(
             self.store,
             self.provider,
-            self.market,
+            self.prices,
             self.clock,
             workload=workload,
             stop_grace=settings.stop_grace_seconds,
@@ -184,7 +209,12 @@ class Runtime:
         Only an InProgress job on running spot instances can be interrupted.
         """
         # a market's own lead may be longer than an injected notice may give
-        default = min(self.market.notice_lead_real, MAX_INJECTED_LEAD)
+        lead_of = (
+            self.provider.notice_lead
+            if isinstance(self.provider, SlurmProvider)  # the partition's GraceTime
+            else self.market.notice_lead_real
+        )
+        default = min(lead_of, MAX_INJECTED_LEAD)
         lead = default if lead_seconds is None else lead_seconds
         if not 0 <= lead <= MAX_INJECTED_LEAD:
             raise SpecError(

@@ -307,13 +307,15 @@ def cmd_interrupt(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
-    if args.market or args.stop_grace is not None or args.isolation:
+    slurm = _slurm_settings(args, settings)
+    if args.market or args.stop_grace is not None or args.isolation or slurm:
         market = str(Path(args.market).resolve()) if args.market else None
         write_settings(
             settings.home,
             market=market,
             stop_grace_seconds=args.stop_grace,
             isolation=args.isolation,
+            **slurm,
         )
         settings = load_settings(settings.home)
     settings = with_database(settings, args.database)
@@ -354,6 +356,36 @@ def cmd_server(args: argparse.Namespace, settings: Settings) -> int:
     stopped = stop_service(settings)
     print("spotrun server stopped" if stopped else "spotrun server was not running")
     return 0
+
+
+def _slurm_settings(args: argparse.Namespace, settings: Settings) -> dict[str, object]:
+    """The provider flags of ``spotrun server``, as settings to write to config.toml."""
+    out: dict[str, object] = {}
+    if args.provider:
+        out["provider"] = args.provider
+    if args.partition:
+        out["slurm_partition"] = args.partition
+    if args.ondemand_partition:
+        out["slurm_ondemand_partition"] = args.ondemand_partition
+    if args.slurm_conf:
+        out["slurm_conf"] = str(Path(args.slurm_conf).resolve())
+    if args.slurm_price:
+        prices = dict(settings.slurm_prices)
+        for item in args.slurm_price:
+            partition, _, price = item.partition("=")
+            prices[partition.strip()] = _price(item, partition, price)
+        out["slurm_prices"] = prices
+    return out
+
+
+def _price(item: str, partition: str, price: str) -> float:
+    try:
+        value = float(price)
+    except ValueError:
+        value = -1.0
+    if not partition.strip() or not value >= 0:
+        raise SpecError("--slurm-price", f"{item!r} is not PARTITION=PRICE (USD per hour, >= 0)")
+    return value
 
 
 def _url(info: dict[str, Any]) -> str:
@@ -536,6 +568,26 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--market", help="market description file (TOML or JSON)")
     sv.add_argument("--stop-grace", type=float, help="seconds between SIGTERM and SIGKILL")
     sv.add_argument("--isolation", choices=["auto", "namespace", "folder"])
+    sv.add_argument(
+        "--provider",
+        choices=["local", "slurm"],
+        help="where instances come from: local processes (default) or Slurm jobs "
+        "(SPOTRUN_PROVIDER; `provider` in config.toml)",
+    )
+    sv.add_argument(
+        "--partition", help="the preemptible Slurm partition for spot jobs (default spot)"
+    )
+    sv.add_argument(
+        "--ondemand-partition",
+        help="a Slurm partition that is never preempted, for jobs without managed spot",
+    )
+    sv.add_argument(
+        "--slurm-price",
+        action="append",
+        metavar="PARTITION=PRICE",
+        help="USD per node-hour of a Slurm partition (repeatable; `slurm_prices` in config.toml)",
+    )
+    sv.add_argument("--slurm-conf", help="the Slurm cluster's slurm.conf (default: SLURM_CONF)")
     sv.add_argument(
         "--database",
         help="database URL, e.g. postgresql://USER:PASSWORD@HOST/DB (default: SQLite in the "

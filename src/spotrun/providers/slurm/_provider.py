@@ -249,6 +249,15 @@ class SlurmProvider:
         self.slurm.signal_batch(folder.name, "TERM")
         return notice
 
+    @property
+    def notice_lead(self) -> float:
+        """Seconds a preempted job has between its notice and its end: the spot
+        partition's GraceTime (0 if Slurm cannot be asked)."""
+        try:
+            return self._partition(self.partition).grace_seconds
+        except ProviderError:
+            return 0.0
+
     def log_path(self, ref: InstanceRef) -> Path:
         """The job's output file (the agent's output and slurmstepd's messages)."""
         folder = self._folder(ref)
@@ -452,7 +461,8 @@ def _seen(state: dict[str, Any], instance: dict[str, Any], job: JobInfo, now: fl
         cancel_requested=state.get("cancel_requested_at") is not None
         and state.get("reclaimed_at") is None,
     )
-    if phase is not InstancePhase.PENDING and job.start_time is not None:
+    # a job cancelled in the queue gets a start time (its end) but never had a node
+    if phase is not InstancePhase.PENDING and job.start_time is not None and job.nodes:
         state.setdefault("started_at", job.start_time)
     state["phase"] = phase.value
     if phase is InstancePhase.TERMINATED:
