@@ -145,6 +145,8 @@ def test_the_state_table_and_its_corrections() -> None:
     assert verdict("COMPLETED", preempted=True, cancel_requested=False) == (T, C.PREEMPTED)
     assert verdict("FAILED", preempted=True, cancel_requested=False) == (T, C.PREEMPTED)
     assert verdict("CANCELLED", preempted=False, cancel_requested=True) == (T, C.REQUESTED)
+    # given back by spotrun after the notice: the preemption ended it
+    assert verdict("CANCELLED", preempted=True, cancel_requested=True) == (T, C.PREEMPTED)
     # cancelled by someone else: gone without notice
     assert verdict("CANCELLED", preempted=False, cancel_requested=False) == (T, C.LOST)
     # a state spotrun cannot read never gives an instance up

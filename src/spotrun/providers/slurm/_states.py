@@ -7,8 +7,10 @@ table's answer, corrected by what the provider saw on the way:
 * a job that was picked for preemption (Slurm set its ``PreemptTime``) and then ended on
   its own (the agent checkpointed on the SIGTERM and exited: COMPLETED or FAILED) was
   preempted, not merely exited;
-* a job cancelled by someone other than spotrun (an administrator's ``scancel``) vanished
-  without a notice: lost, unless it had been picked for preemption first.
+* a job cancelled after it was picked for preemption was preempted too (spotrun gives the
+  node back once the attempt has ended, which may be before Slurm kills the job);
+* a job cancelled by someone other than spotrun (an administrator's ``scancel``) without
+  a preemption vanished without a notice: lost.
 
 Measured on Slurm 22.05.8 with ``--no-requeue``: a preempted job whose batch script exits
 within GraceTime ends COMPLETED (exit 0) or FAILED (other exit codes) with ``PreemptTime``
@@ -68,9 +70,11 @@ def verdict(
     phase, cause = phase_of(state)
     if phase is not InstancePhase.TERMINATED:
         return phase, None
-    if cause is TerminationCause.EXITED and preempted:
+    if cause in (TerminationCause.EXITED, TerminationCause.REQUESTED) and preempted:
         # the agent took the preemption's SIGTERM as its notice, checkpointed and exited
+        # (or spotrun gave the node back first, once the attempt had ended): the
+        # preemption is what ended the instance
         return phase, TerminationCause.PREEMPTED
     if cause is TerminationCause.REQUESTED and not cancel_requested:
-        return phase, TerminationCause.PREEMPTED if preempted else TerminationCause.LOST
+        return phase, TerminationCause.LOST
     return phase, cause

@@ -1,0 +1,219 @@
+"""End to end on Slurm: a spotrun server started with ``--provider slurm`` runs a
+checkpointing spot job through two preemptions by the ``ondemand`` partition, to Completed.
+
+A real cluster (``slurm.py``), a real server (``spotrun server start``), real agents in
+real Slurm jobs, and the service tests' step script. Each preemption is an ondemand job
+that takes every node for a few seconds: the running spot job's agent gets Slurm's
+SIGTERM, the script checkpoints and the job ends; the controller's next attempt is a new
+Slurm job, queued until the ondemand job is done, which resumes from the checkpoint.
+
+The figures the test measures are printed (``pytest -s`` shows them).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events import wait_until
+from slurm import SlurmCluster
+from spotrun.cli.client import Client, stop_service
+from spotrun.market import Catalog, Market
+from spotrun.settings import load_settings, write_settings
+from step_script import STEP_SCRIPT
+
+STEPS = 80
+#: the spot partition's price in this test's server (USD per node-hour)
+PRICE = 0.05
+#: how long each preempting ondemand job holds every node
+HOLD_SECONDS = 3
+
+
+@pytest.fixture
+def cluster(slurm_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
+    """The session's cluster, with every job cancelled after the test."""
+    yield slurm_cluster
+    slurm_cluster.cancel_all()
+
+
+def spotrun(home: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "spotrun.cli", *args],
+        env={**os.environ, "SPOTRUN_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done.stdout
+
+
+def stdout_lines(client: Client, name: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    after = 0
+    while chunk := client.logs(name, after=after)["lines"]:
+        out += chunk
+        after = chunk[-1]["id"]
+    return out
+
+
+def steps(lines: list[dict[str, Any]], generation: int) -> list[int]:
+    return [
+        int(ln["line"].split()[1])
+        for ln in lines
+        if ln["generation"] == generation
+        and ln["stream"] == "stdout"
+        and ln["line"].startswith("step ")
+    ]
+
+
+def first(lines: list[dict[str, Any]], generation: int, text: str) -> dict[str, Any] | None:
+    return next((ln for ln in lines if ln["generation"] == generation and text in ln["line"]), None)
+
+
+def preempt_all(cluster: SlurmCluster, tmp: Path) -> float:
+    """An ondemand job that takes every node for HOLD_SECONDS; when it was submitted."""
+    script = tmp / "ondemand.sh"
+    script.write_text(f"#!/bin/bash\nsleep {HOLD_SECONDS}\n")
+    script.chmod(0o755)
+    at = time.time()
+    cluster.submit(script, "--partition=ondemand", "--nodes=3", "--exclusive", "--output=/dev/null")
+    return at
+
+
+def test_a_spot_job_on_slurm_completes_through_two_preemptions(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    write_settings(home, stop_grace_seconds=3.0, poll_seconds=0.25)
+    started = spotrun(
+        home,
+        "server",
+        "start",
+        "--provider",
+        "slurm",
+        "--partition",
+        "spot",
+        "--slurm-price",
+        f"spot={PRICE}",
+        "--slurm-conf",
+        str(cluster.conf),
+    )
+    assert "spotrun server running" in started, started
+    settings = load_settings(home)
+    assert (settings.provider, settings.slurm_prices) == ("slurm", {"spot": PRICE})
+    try:
+        client = Client.for_settings(settings, start=False)
+        run(client, cluster, tmp_path)
+        # the CLI shows the instances as Slurm jobs
+        shown = spotrun(home, "describe", "slurm-job")
+        assert "slurm/c5.xlarge/spot" in shown, shown
+    finally:
+        stop_service(settings)
+
+
+def run(client: Client, cluster: SlurmCluster, tmp: Path) -> None:
+    name = "slurm-job"
+    code = tmp / "code"
+    code.mkdir()
+    (code / "train.py").write_text(STEP_SCRIPT)
+    client.submit(
+        {
+            "TrainingJobName": name,
+            "AlgorithmSpecification": {
+                "TrainingInputMode": "File",
+                "SourceDir": str(code),
+                "EntryPoint": "train.py",
+            },
+            "HyperParameters": {"steps": str(STEPS), "save-seconds": "0.5"},
+            "OutputDataConfig": {"S3OutputPath": (tmp / "out").as_uri()},
+            "ResourceConfig": {"InstanceType": "ml.c5.xlarge", "InstanceCount": 1},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 900},
+            "EnableManagedSpotTraining": True,
+            "CheckpointConfig": {"S3Uri": (tmp / "ckpt").as_uri()},
+        }
+    )
+    preempted_at: list[float] = []
+    for generation, at_step in ((1, 15), (2, 0)):
+        # the second attempt is preempted 15 steps after it resumed
+        def far_enough(generation: int = generation, at_step: int = at_step) -> bool:
+            done = steps(stdout_lines(client, name), generation)
+            return bool(done) and done[-1] >= (at_step or done[0] + 14)
+
+        wait_until(f"attempt {generation} to train", far_enough, 120)
+        preempted_at.append(preempt_all(cluster, tmp))
+        wait_until(
+            f"interruption {generation}",
+            lambda g=generation: client.describe(name)["Spotrun"]["Interruptions"] >= g,
+            60,
+        )
+
+    def ended() -> dict[str, Any] | None:
+        d = client.describe(name)
+        return d if d["TrainingJobStatus"] != "InProgress" else None
+
+    d = wait_until("the job to end", ended, 180)
+    assert (d["TrainingJobStatus"], d["SecondaryStatus"]) == ("Completed", "Completed"), d
+    sp = d["Spotrun"]
+    assert sp["Interruptions"] == 2, sp
+
+    # three attempts, each a Slurm job in the spot partition; the first two preempted
+    attempts = sorted(sp["Attempts"], key=lambda a: a["Generation"])
+    assert [a["Generation"] for a in attempts] == [1, 2, 3]
+    assert all(a["Pool"] == "slurm/c5.xlarge/spot" for a in attempts), attempts
+    assert [a["NoticeDeadline"] is not None for a in attempts] == [True, True, False]
+    instances = sorted(sp["Instances"], key=lambda i: i["Generation"])
+    assert [i["Provider"] for i in instances] == ["slurm"] * 3, instances
+    assert all(i["Id"].startswith("slurm-") for i in instances), instances
+    causes = [i["Cause"] for i in instances]
+    # the last one ended with its agent, or was given back as the attempt completed
+    assert causes[:2] == ["preempted", "preempted"] and causes[2] in ("exited", "requested"), (
+        instances
+    )
+    assert len({i["Id"] for i in instances}) == 3  # a fresh Slurm job for every attempt
+    for instance in instances:
+        job = cluster.job(instance["Id"].removeprefix("slurm-"))
+        assert job["Requeue"] == "0" and job["Restarts"] == "0", job
+
+    # every step trained exactly once across the attempts, none lost, none twice
+    lines = stdout_lines(client, name)
+    by_generation = [steps(lines, g) for g in (1, 2, 3)]
+    for g in (2, 3):
+        resumed = first(lines, g, "resumed from step")
+        assert resumed is not None, lines
+        assert int(resumed["line"].split()[-1]) == by_generation[g - 2][-1]
+    trained = [s for done in by_generation for s in done]
+    assert trained == list(range(1, STEPS + 1)), by_generation
+    with tarfile.open(tmp / "out" / name / "output" / "model.tar.gz") as tar:
+        model = tar.extractfile("model.txt")
+        assert model is not None and io.TextIOWrapper(model).read() == f"steps={STEPS}"
+
+    # billed at the partition's price, against the catalog's on-demand price
+    on_demand = Market(Catalog.load()).on_demand_price("ml.c5.xlarge")
+    assert sp["CostUSD"] > 0 and d["BillableTimeInSeconds"] <= d["TrainingTimeInSeconds"]
+    expected = d["TrainingTimeInSeconds"] * PRICE / 3600
+    assert sp["CostUSD"] == pytest.approx(expected, rel=0.1, abs=1e-4), sp
+    assert sp["OnDemandCostUSD"] == pytest.approx(expected * on_demand / PRICE, rel=0.1), sp
+    assert on_demand > PRICE and sp["SavingsPercent"] > 0, (on_demand, sp["SavingsPercent"])
+
+    # what it took: the notice in the agent, and the wait until training resumed
+    for g, at in ((1, preempted_at[0]), (2, preempted_at[1])):
+        notice = first(lines, g, "the agent got SIGTERM")
+        resumed = first(lines, g + 1, "resumed from step")
+        assert notice is not None and resumed is not None, lines
+        print(
+            f"\npreemption {g}: SIGTERM in the agent {notice['time'] - at:.2f} s after the "
+            f"ondemand submit; training resumed {resumed['time'] - at:.1f} s after it "
+            f"(the ondemand job held the nodes {HOLD_SECONDS} s)"
+        )
+    print(json.dumps({k: d[k] for k in ("TrainingTimeInSeconds", "BillableTimeInSeconds")}))
