@@ -1,5 +1,6 @@
 """End to end on Slurm: a spotrun server started with ``--provider slurm`` runs a
-checkpointing spot job through two preemptions by the ``ondemand`` partition, to Completed.
+checkpointing spot job, created through boto3's SageMaker client, through two preemptions
+by the ``ondemand`` partition, to Completed.
 
 A real cluster (``slurm.py``), a real server (``spotrun server start``), real agents in
 real Slurm jobs, and the service tests' step script. Each preemption is an ondemand job
@@ -23,13 +24,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
 
 from events import wait_until
 from slurm import SlurmCluster
 from spotrun.cli.client import Client, stop_service
 from spotrun.market import Catalog, Market
-from spotrun.settings import load_settings, write_settings
+from spotrun.settings import add_image, load_settings, write_settings
 from step_script import STEP_SCRIPT
 
 STEPS = 80
@@ -37,6 +40,8 @@ STEPS = 80
 PRICE = 0.05
 #: how long each preempting ondemand job holds every node
 HOLD_SECONDS = 3
+#: the TrainingImage the job names, mapped in the server's config to the step script
+IMAGE = "spotrun-slurm-test-image"
 
 
 @pytest.fixture
@@ -95,7 +100,11 @@ def test_a_spot_job_on_slurm_completes_through_two_preemptions(
     cluster: SlurmCluster, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text(STEP_SCRIPT)
     write_settings(home, stop_grace_seconds=3.0, poll_seconds=0.25)
+    add_image(home, IMAGE, source_dir=str(code), entry_point="train.py")
     started = spotrun(
         home,
         "server",
@@ -122,26 +131,32 @@ def test_a_spot_job_on_slurm_completes_through_two_preemptions(
         stop_service(settings)
 
 
+def sagemaker(client: Client) -> Any:
+    """boto3's SageMaker client for the server, signed with its key."""
+    access, secret = client.credentials
+    return boto3.client(
+        "sagemaker",
+        endpoint_url=client.base,
+        region_name="us-east-1",
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        config=Config(retries={"max_attempts": 1}),
+    )
+
+
 def run(client: Client, cluster: SlurmCluster, tmp: Path) -> None:
     name = "slurm-job"
-    code = tmp / "code"
-    code.mkdir()
-    (code / "train.py").write_text(STEP_SCRIPT)
-    client.submit(
-        {
-            "TrainingJobName": name,
-            "AlgorithmSpecification": {
-                "TrainingInputMode": "File",
-                "SourceDir": str(code),
-                "EntryPoint": "train.py",
-            },
-            "HyperParameters": {"steps": str(STEPS), "save-seconds": "0.5"},
-            "OutputDataConfig": {"S3OutputPath": (tmp / "out").as_uri()},
-            "ResourceConfig": {"InstanceType": "ml.c5.xlarge", "InstanceCount": 1},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 900},
-            "EnableManagedSpotTraining": True,
-            "CheckpointConfig": {"S3Uri": (tmp / "ckpt").as_uri()},
-        }
+    sm = sagemaker(client)
+    sm.create_training_job(
+        TrainingJobName=name,
+        RoleArn="arn:aws:iam::123456789012:role/SpotrunTest",
+        AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        HyperParameters={"steps": str(STEPS), "save-seconds": "0.5"},
+        OutputDataConfig={"S3OutputPath": (tmp / "out").as_uri()},
+        ResourceConfig={"InstanceType": "ml.c5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        StoppingCondition={"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 900},
+        EnableManagedSpotTraining=True,
+        CheckpointConfig={"S3Uri": (tmp / "ckpt").as_uri()},
     )
     preempted_at: list[float] = []
     for generation, at_step in ((1, 15), (2, 0)):
@@ -217,3 +232,10 @@ def run(client: Client, cluster: SlurmCluster, tmp: Path) -> None:
             f"(the ondemand job held the nodes {HOLD_SECONDS} s)"
         )
     print(json.dumps({k: d[k] for k in ("TrainingTimeInSeconds", "BillableTimeInSeconds")}))
+
+    # and SageMaker's view of it, through boto3
+    sm = sagemaker(client).describe_training_job(TrainingJobName=name)
+    assert (sm["TrainingJobStatus"], sm["EnableManagedSpotTraining"]) == ("Completed", True)
+    transitions = [t["Status"] for t in sm["SecondaryStatusTransitions"]]
+    assert transitions.count("Interrupted") == 2, transitions
+    assert sm["BillableTimeInSeconds"] == d["BillableTimeInSeconds"] < sm["TrainingTimeInSeconds"]
