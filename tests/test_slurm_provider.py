@@ -342,3 +342,76 @@ def test_a_new_provider_readopts_what_runs_and_what_waits(
     # the queued one never ran: it cost nothing
     waited = [s for s in ended if s is not None and s.terminated_at == s.launched_at]
     assert len(waited) == 1, ended
+
+
+def test_a_job_slurm_has_forgotten_is_judged_from_what_was_seen(
+    cluster: SlurmCluster, prices: PartitionPrices, tmp_path: Path
+) -> None:
+    """Slurm forgets a job MinJobAge after its end; one that ended while no server looked
+    is judged from its records and its output file."""
+    home = tmp_path / "home"
+    p = provider(home, cluster, prices)
+    (ref,) = p.launch(p.plan(request(tmp_path)))
+    wait_phase(p, ref, InstancePhase.RUNNING)
+    record = json.loads((home / "slurm" / SlurmProvider.job_id(ref) / "instance.json").read_text())
+    cases = {
+        # job id: (what was seen of it, its output's last line, the verdict)
+        "900001": ({"phase": "running", "started_at": 1.0}, "done\n", TerminationCause.EXITED),
+        "900002": (
+            {"phase": "running", "started_at": 1.0, "preempt_time": record["launched_at"]},
+            "",
+            TerminationCause.PREEMPTED,
+        ),
+        "900003": (
+            {"phase": "running", "started_at": 1.0},
+            "slurmstepd: error: *** JOB 900003 ON n1 CANCELLED AT 2026-01-01T00:00:00 DUE TO "
+            "NODE FAILURE, SEE SLURMCTLD LOG FOR DETAILS ***\n",
+            TerminationCause.LOST,
+        ),
+        "900004": ({"phase": "pending"}, "", TerminationCause.LOST),  # never seen to start
+    }
+    for job_id, (seen, output, _) in cases.items():
+        folder = home / "slurm" / job_id
+        folder.mkdir()
+        (folder / "instance.json").write_text(json.dumps({**record, "id": f"slurm-{job_id}"}))
+        (folder / "state.json").write_text(json.dumps(seen))
+        if output:
+            (home / "slurm" / "logs" / f"{job_id}.out").write_text(output)
+    for job_id, (_, _, cause) in cases.items():
+        st = p.describe(InstanceRef("slurm", f"slurm-{job_id}"))
+        assert st is not None and st.phase is InstancePhase.TERMINATED, st
+        assert st.cause is cause, (job_id, st)
+        assert st.terminated_at is not None and st.terminated_at >= st.launched_at
+    # the verdict is kept: asked again, nothing changes
+    again = p.describe(InstanceRef("slurm", "slurm-900002"))
+    assert again is not None and again.cause is TerminationCause.PREEMPTED
+    assert again.notice is not None
+    assert again.notice.deadline == record["launched_at"] + cluster.grace
+
+
+def test_settings_name_the_slurm_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spotrun.errors import SpecError
+    from spotrun.settings import load_settings, write_settings
+
+    home = tmp_path / "home"
+    write_settings(home, provider="slurm", slurm_prices={"spot": 0.3, "big nodes": 1.5})
+    settings = load_settings(home)
+    assert settings.provider == "slurm" and settings.slurm_partition == "spot"
+    assert settings.slurm_prices == {"spot": 0.3, "big nodes": 1.5}
+    monkeypatch.setenv("SPOTRUN_SLURM_PRICES", "spot=0.25, ondemand=1")
+    monkeypatch.setenv("SPOTRUN_SLURM_PARTITION", "preemptible")
+    monkeypatch.setenv("SPOTRUN_SLURM_CONF", "/etc/slurm/slurm.conf")
+    settings = load_settings(home)
+    assert settings.slurm_prices == {"spot": 0.25, "ondemand": 1.0}
+    assert settings.slurm_partition == "preemptible"
+    assert settings.slurm_conf == Path("/etc/slurm/slurm.conf")
+    monkeypatch.setenv("SPOTRUN_SLURM_PRICES", "spot:0.25")
+    with pytest.raises(SpecError, match="slurm_prices"):
+        load_settings(home)
+    monkeypatch.setenv("SPOTRUN_SLURM_PRICES", "spot=-1")
+    with pytest.raises(SpecError, match="negative"):
+        load_settings(home)
+    monkeypatch.delenv("SPOTRUN_SLURM_PRICES")
+    monkeypatch.setenv("SPOTRUN_PROVIDER", "ray")
+    with pytest.raises(SpecError, match="provider"):
+        load_settings(home)

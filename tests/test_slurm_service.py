@@ -6,7 +6,8 @@ A real cluster (``slurm.py``), a real server (``spotrun server start``), real ag
 real Slurm jobs, and the service tests' step script. Each preemption is an ondemand job
 that takes every node for a few seconds: the running spot job's agent gets Slurm's
 SIGTERM, the script checkpoints and the job ends; the controller's next attempt is a new
-Slurm job, queued until the ondemand job is done, which resumes from the checkpoint.
+Slurm job, queued until the ondemand job is done, which resumes from the checkpoint. The
+server is SIGKILLed and restarted while the last attempt trains.
 
 The figures the test measures are printed (``pytest -s`` shows them).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -30,7 +32,7 @@ from botocore.config import Config
 
 from events import wait_until
 from slurm import SlurmCluster
-from spotrun.cli.client import Client, stop_service
+from spotrun.cli.client import Client, service_info, stop_service
 from spotrun.market import Catalog, Market
 from spotrun.settings import add_image, load_settings, write_settings
 from step_script import STEP_SCRIPT
@@ -123,7 +125,7 @@ def test_a_spot_job_on_slurm_completes_through_two_preemptions(
     assert (settings.provider, settings.slurm_prices) == ("slurm", {"spot": PRICE})
     try:
         client = Client.for_settings(settings, start=False)
-        run(client, cluster, tmp_path)
+        run(client, cluster, tmp_path, home)
         # the CLI shows the instances as Slurm jobs
         shown = spotrun(home, "describe", "slurm-job")
         assert "slurm/c5.xlarge/spot" in shown, shown
@@ -144,7 +146,20 @@ def sagemaker(client: Client) -> Any:
     )
 
 
-def run(client: Client, cluster: SlurmCluster, tmp: Path) -> None:
+def crash_and_restart(client: Client, home: Path) -> None:
+    """SIGKILL the server while an instance trains, and start it again: the Slurm job goes
+    on meanwhile, and the new server's provider picks it up from its records."""
+    settings = load_settings(home)
+    info = service_info(settings)
+    assert info is not None
+    os.kill(int(info["pid"]), signal.SIGKILL)
+    wait_until("the server to be gone", lambda: service_info(settings) is None)
+    time.sleep(1.0)  # a moment with no server: the agent keeps what it cannot report
+    spotrun(home, "server", "start")
+    assert client.describe("slurm-job")["TrainingJobStatus"] == "InProgress"
+
+
+def run(client: Client, cluster: SlurmCluster, tmp: Path, home: Path) -> None:
     name = "slurm-job"
     sm = sagemaker(client)
     sm.create_training_job(
@@ -172,6 +187,9 @@ def run(client: Client, cluster: SlurmCluster, tmp: Path) -> None:
             lambda g=generation: client.describe(name)["Spotrun"]["Interruptions"] >= g,
             60,
         )
+
+    wait_until("attempt 3 to train", lambda: steps(stdout_lines(client, name), 3), 120)
+    crash_and_restart(client, home)
 
     def ended() -> dict[str, Any] | None:
         d = client.describe(name)
