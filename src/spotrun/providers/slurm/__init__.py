@@ -6,9 +6,10 @@ a lost instance. Partitions are priced by the server's configuration (``Partitio
 See ``SlurmProvider``.
 """
 
+from spotrun.providers.slurm._batch import BATCH_SCRIPT
 from spotrun.providers.slurm._commands import JobInfo, PartitionInfo, Slurm
 from spotrun.providers.slurm._prices import PartitionPrices
-from spotrun.providers.slurm._provider import BATCH_SCRIPT, SlurmProvider
+from spotrun.providers.slurm._provider import SlurmProvider
 from spotrun.providers.slurm._states import STATES, verdict
 
 __all__ = [

@@ -44,6 +44,10 @@ class JobInfo:
     end_time: float | None  # None while it has none; a preempted job's is its deadline
     preempt_time: float | None  # when Slurm picked it for preemption (its notice)
     exit_code: int | None
+    name: str = ""
+    comment: str = ""
+    workdir: str = ""  # the job's working directory (--chdir)
+    submit_time: float | None = None
 
 
 @dataclass(frozen=True)
@@ -222,4 +226,8 @@ def _job(item: Mapping[str, Any]) -> JobInfo | None:
         end_time=_number(item.get("end_time")),
         preempt_time=_number(item.get("preempt_time")),
         exit_code=_exit_code(item.get("exit_code")),
+        name=str(item.get("name") or ""),
+        comment=str(item.get("comment") or ""),
+        workdir=str(item.get("current_working_directory") or ""),
+        submit_time=_number(item.get("submit_time")),
     )

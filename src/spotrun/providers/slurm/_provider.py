@@ -28,9 +28,7 @@ Slurm has forgotten.
 
 from __future__ import annotations
 
-import os
 import re
-import site
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -49,17 +47,19 @@ from spotrun.providers.base import (
     Pool,
     TerminationCause,
 )
+from spotrun.providers.slurm._batch import environment, write_script
 from spotrun.providers.slurm._commands import JobInfo, PartitionInfo, Slurm
+from spotrun.providers.slurm._observe import forgotten, notice_of, seen
 from spotrun.providers.slurm._prices import PROVIDER, PartitionPrices
 from spotrun.providers.slurm._records import (
     INSTANCE,
     LOGS,
     STATE,
-    mtime,
+    instance_record,
     read_json,
     write_json,
 )
-from spotrun.providers.slurm._states import verdict
+from spotrun.providers.slurm._states import phase_of
 
 _ID = re.compile(r"^slurm-([0-9]+)$")
 #: how long one ``squeue`` answer serves every describe (a sweep describes every instance)
@@ -68,21 +68,6 @@ _FRESH = 0.5
 _PARTITION_TTL = 60.0
 #: how long ``terminate`` waits for Slurm to call a cancelled job ended
 _CANCEL_WAIT = 3.0
-
-#: The batch script of every instance. ``exec``: the agent becomes the batch process, so
-#: Slurm's SIGTERM (``--signal=B:TERM``) reaches it and nothing in between, and the
-#: agent's exit is the job's end.
-BATCH_SCRIPT = """\
-#!/bin/bash
-# A spotrun instance: one host of one attempt of a training job (spotrun's Slurm provider).
-set -e
-root="$SPOTRUN_SLURM_ROOT/$SLURM_JOB_ID"
-mkdir -p "$root/ml"
-export SPOTRUN_INSTANCE_ID="slurm-$SLURM_JOB_ID" SPOTRUN_ML_ROOT="$root/ml"
-export SPOTRUN_SLURM_NODE="${SLURMD_NODENAME:-}"
-cd "$root/ml"
-exec "$@"
-"""
 
 
 class SlurmProvider:
@@ -171,7 +156,8 @@ class SlurmProvider:
         if plan.pool.provider != self.name:
             raise ProviderError(f"pool {plan.pool} does not belong to the Slurm provider")
         grace = self._partition(plan.pool.zone).grace_seconds
-        script = self._script()
+        (self.root / LOGS).mkdir(parents=True, exist_ok=True)
+        script = write_script(self.root)
         refs: list[InstanceRef] = []
         try:
             for host in plan.hosts:
@@ -218,9 +204,12 @@ class SlurmProvider:
             self._jobs_at = float("-inf")
 
     def list(self) -> list[InstanceState]:
-        """Every instance under ``<home>/slurm``, oldest first (for re-adoption)."""
+        """Every instance under ``<home>/slurm``, oldest first (for re-adoption), with any
+        job of this home that has no record yet (its launcher died right after ``sbatch``)
+        recorded first."""
         if not self.root.is_dir():
             return []
+        self._record_orphans()
         found = []
         for entry in self.root.iterdir():
             if entry.name.isdigit() and (st := self.describe(self._ref(entry.name))):
@@ -290,75 +279,73 @@ class SlurmProvider:
             # preempt_send_user_signal it is sent when the job is picked, GraceTime ahead
             "--signal=B:TERM",
             f"--job-name=spotrun.{request.job}.g{request.generation}.{host}",
+            # with the name, what a record needs if the launcher dies before writing it
+            f"--comment=spotrun {request.instance_type} {'spot' if request.spot else 'on-demand'}",
             f"--output={self.root / LOGS}/%j.out",
             f"--chdir={self.root}",
             *self.extra_options,
         ]
-        env = self._environment(plan, host)
+        env = environment(plan, host, self.home, self.root)
         job_id = self.slurm.submit(options, str(script), request.workload.argv, env)
         folder = self.root / job_id
         folder.mkdir(parents=True, exist_ok=True)  # the job may have made it already
         write_json(
             folder / INSTANCE,
-            {
-                "id": f"slurm-{job_id}",
-                "slurm_job_id": job_id,
-                "provider": self.name,
-                "job": request.job,
-                "generation": request.generation,
-                "host": host,
-                "hosts": list(plan.hosts),
-                "instance_type": request.instance_type,
-                "pool": {
-                    "provider": pool.provider,
-                    "instance_type": pool.instance_type,
-                    "zone": pool.zone,
-                },
-                "spot": request.spot,
-                "price_per_hour": plan.price_per_hour,
-                "launched_at": launched_at,
-                "grace_seconds": grace,
-            },
+            instance_record(
+                job_id,
+                job=request.job,
+                generation=request.generation,
+                host=host,
+                hosts=list(plan.hosts),
+                instance_type=request.instance_type,
+                pool=pool,
+                spot=request.spot,
+                price=plan.price_per_hour,
+                launched_at=launched_at,
+                grace=grace,
+            ),
         )
         return self._ref(job_id)
 
-    def _environment(self, plan: LaunchPlan, host: str) -> str:
-        """The job's whole environment, as ``--export-file`` reads it (NUL-ended entries):
-        the server's own (as the local provider's instances get it), minus Slurm's, with
-        spotrun importable, the workload's and this host's variables, and the instance's
-        facts the agent needs."""
-        request = plan.request
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
-        env.update(_importable(env))
-        env.update(request.workload.env)
-        env.update(request.workload.host_env.get(host, {}))
-        env.setdefault("SPOTRUN_CACHE", str(self.home / "cache"))
-        env.update(
-            {
-                "SPOTRUN_SLURM_ROOT": str(self.root),
-                "SPOTRUN_HOST": host,
-                "SPOTRUN_HOSTS": ",".join(plan.hosts),
-                "SPOTRUN_INSTANCE_TYPE": request.instance_type,
-                "SPOTRUN_ISOLATION": "folder",
-                "SPOTRUN_JOB": request.job,
-                "SPOTRUN_GENERATION": str(request.generation),
-            }
-        )
-        bad = [k for k, v in env.items() if "\0" in k or "\0" in v or "=" in k or not k]
-        for k in bad:
-            del env[k]
-        return "".join(f"{k}={v}\0" for k, v in env.items())
+    def _record_orphans(self) -> None:
+        """Write the record of every live job this home submitted but did not record.
 
-    def _script(self) -> Path:
-        """The batch script, written once per provider (sbatch copies it at submit)."""
-        (self.root / LOGS).mkdir(parents=True, exist_ok=True)
-        path = self.root / "instance.sh"
-        if not path.is_file() or path.read_text() != BATCH_SCRIPT:
-            tmp = path.with_name(f".instance.sh.{os.getpid()}.tmp")
-            tmp.write_text(BATCH_SCRIPT)
-            tmp.chmod(0o755)
-            os.replace(tmp, path)
-        return path
+        The record is written right after ``sbatch`` answers; a server killed in between
+        leaves a job Slurm runs and nobody knows. Such a job is found by its working
+        directory (this home's ``slurm`` folder) and its name, and recorded from its name
+        and comment, so the controller's adoption sees it like any other instance.
+        """
+        for job in self._snapshot().values():
+            if job.workdir != str(self.root) or (self.root / job.job_id / INSTANCE).exists():
+                continue
+            parts = job.name.split(".")
+            comment = job.comment.split()
+            if len(parts) != 4 or parts[0] != "spotrun" or len(comment) != 3:
+                continue
+            if comment[0] != "spotrun" or not parts[2][1:].isdigit():
+                continue
+            if phase_of(job.state)[0] is InstancePhase.TERMINATED:
+                continue  # ended before anyone knew it: nothing to adopt
+            instance_type, spot = comment[1], comment[2] == "spot"
+            pool = Pool(self.name, self._ec2_type(instance_type), job.partition)
+            folder = self.root / job.job_id
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json(
+                folder / INSTANCE,
+                instance_record(
+                    job.job_id,
+                    job=parts[1],
+                    generation=int(parts[2][1:]),
+                    host=parts[3],
+                    hosts=[parts[3]],
+                    instance_type=instance_type,
+                    pool=pool,
+                    spot=spot,
+                    price=self.prices.price(pool, spot, self.clock.now()),
+                    launched_at=job.submit_time or self.clock.now(),
+                    grace=self._partition(job.partition).grace_seconds,
+                ),
+            )
 
     # -- reading state -------------------------------------------------------------------
 
@@ -370,9 +357,9 @@ class SlurmProvider:
         job = self._snapshot().get(folder.name)
         now = self.clock.now()
         if job is None:
-            _forgotten(state, instance, self.root / LOGS / f"{folder.name}.out", now)
+            forgotten(state, instance, self.root / LOGS / f"{folder.name}.out", now)
         else:
-            _seen(state, instance, job, now)
+            seen(state, instance, job, now)
             self._enforce_injected(folder, state, job, now)
         if state != before:
             write_json(folder / STATE, state)
@@ -424,7 +411,7 @@ class SlurmProvider:
             launched_at=float(instance["launched_at"]),
             terminated_at=None if ended is None else float(ended),
             cause=None if cause is None else TerminationCause(cause),
-            notice=_notice(instance, state, now=self.clock.now()),
+            notice=notice_of(instance, state, now=self.clock.now()),
             isolation="folder",
         )
 
@@ -440,100 +427,3 @@ class SlurmProvider:
         if ref.provider != self.name or match is None:
             return None
         return self.root / match.group(1)
-
-
-# -- what a look at Slurm teaches -----------------------------------------------------------
-
-
-def _seen(state: dict[str, Any], instance: dict[str, Any], job: JobInfo, now: float) -> None:
-    """Fold one ``squeue`` view of the job into its state."""
-    state["native_state"] = job.state
-    if job.reason and job.reason != "None":
-        state["reason"] = job.reason
-    if job.nodes:
-        state["node"] = job.nodes
-    if job.preempt_time is not None and "preempt_time" not in state:
-        # the first one only: Slurm sets it again when it kills the job after GraceTime
-        state["preempt_time"] = job.preempt_time
-    phase, cause = verdict(
-        job.state,
-        preempted=_preempted(state),
-        cancel_requested=state.get("cancel_requested_at") is not None
-        and state.get("reclaimed_at") is None,
-    )
-    # a job cancelled in the queue gets a start time (its end) but never had a node
-    if phase is not InstancePhase.PENDING and job.start_time is not None and job.nodes:
-        state.setdefault("started_at", job.start_time)
-    state["phase"] = phase.value
-    if phase is InstancePhase.TERMINATED:
-        assert cause is not None
-        state["cause"] = cause.value
-        state["exit_code"] = job.exit_code
-        state["terminated_at"] = _end(instance, state, job.end_time or now)
-
-
-def _forgotten(state: dict[str, Any], instance: dict[str, Any], log: Path, now: float) -> None:
-    """Slurm no longer knows the job (MinJobAge passed while nobody looked, or its state was
-    lost): decide from what was seen before and from its output file."""
-    tail = ""
-    try:
-        with open(log, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
-            tail = f.read().decode(errors="replace")
-    except OSError:
-        pass
-    if "DUE TO NODE FAILURE" in tail:
-        cause = TerminationCause.LOST
-    elif _preempted(state) or "DUE TO PREEMPTION" in tail:
-        cause = TerminationCause.PREEMPTED
-    elif state.get("cancel_requested_at") is not None:
-        cause = TerminationCause.REQUESTED
-    elif state.get("started_at") is not None or tail:
-        cause = TerminationCause.EXITED
-    else:
-        cause = TerminationCause.LOST
-    state["phase"] = InstancePhase.TERMINATED.value
-    state["cause"] = cause.value
-    state["native_state"] = state.get("native_state") or "UNKNOWN"
-    state["terminated_at"] = _end(instance, state, mtime(log) or now)
-
-
-def _preempted(state: Mapping[str, Any]) -> bool:
-    return state.get("preempt_time") is not None or state.get("injected") is not None
-
-
-def _end(instance: Mapping[str, Any], state: Mapping[str, Any], end: float) -> float:
-    """When billing stops: the job's end, never before it was launched; a job that never
-    started ran nothing."""
-    launched = float(instance["launched_at"])
-    if state.get("started_at") is None:
-        return launched
-    return max(launched, float(end))
-
-
-def _notice(instance: Mapping[str, Any], state: Mapping[str, Any], now: float) -> Notice | None:
-    """The earliest notice issued: Slurm's preemption (deadline PreemptTime + GraceTime) or
-    one injected through ``interrupt``."""
-    notices = []
-    if state.get("preempt_time") is not None:
-        at = float(state["preempt_time"])
-        notices.append(Notice("terminate", at + float(instance.get("grace_seconds", 0)), at))
-    injected = state.get("injected")
-    if injected:
-        notices.append(
-            Notice("terminate", float(injected["deadline"]), float(injected["issued_at"]))
-        )
-    issued = [n for n in notices if n.issued_at <= now + 1.0]  # Slurm's times are whole seconds
-    return min(issued, key=lambda n: n.deadline, default=None)
-
-
-def _importable(env: Mapping[str, str]) -> dict[str, str]:
-    """PYTHONPATH with this spotrun on it, when it is not installed where Python looks: the
-    agent on the node must import the same spotrun as the server (a source tree)."""
-    package_root = str(Path(__file__).resolve().parents[3])
-    installed = {str(Path(p).resolve()) for p in site.getsitepackages()}
-    installed.add(str(Path(site.getusersitepackages()).resolve()))
-    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if package_root in parts or package_root in installed:
-        return {}
-    return {"PYTHONPATH": os.pathsep.join([package_root, *parts])}

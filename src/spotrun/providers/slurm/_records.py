@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from spotrun.providers.base import Pool
+
 INSTANCE = "instance.json"
 STATE = "state.json"
 LOGS = "logs"
@@ -56,3 +58,35 @@ def mtime(path: Path) -> float | None:
         return path.stat().st_mtime
     except OSError:
         return None
+
+
+def instance_record(
+    job_id: str,
+    *,
+    job: str,
+    generation: int,
+    host: str,
+    hosts: list[str],
+    instance_type: str,
+    pool: Pool,
+    spot: bool,
+    price: float | None,
+    launched_at: float,
+    grace: float,
+) -> dict[str, Any]:
+    """The ``instance.json`` of a job: written once, right after its submission."""
+    return {
+        "id": f"slurm-{job_id}",
+        "slurm_job_id": job_id,
+        "provider": pool.provider,
+        "job": job,
+        "generation": generation,
+        "host": host,
+        "hosts": hosts,
+        "instance_type": instance_type,
+        "pool": {"provider": pool.provider, "instance_type": pool.instance_type, "zone": pool.zone},
+        "spot": spot,
+        "price_per_hour": price,
+        "launched_at": launched_at,
+        "grace_seconds": grace,
+    }
