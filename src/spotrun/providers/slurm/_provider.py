@@ -29,6 +29,7 @@ Slurm has forgotten.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -107,6 +108,10 @@ class SlurmProvider:
         self._ec2_type: Callable[[str], str] = ec2_type or (lambda t: t.removeprefix("ml."))
         self._jobs: dict[str, JobInfo] = {}
         self._jobs_at = float("-inf")
+        self._jobs_taken = float("-inf")  # the same moment on the provider's clock
+        # one writer of state.json at a time: the controller's looks, an API thread's
+        # interrupt and a terminate all read, change and write it
+        self._lock = threading.RLock()
         self._partitions: dict[str, tuple[float, PartitionInfo]] = {}
 
     # -- the Provider interface ----------------------------------------------------------
@@ -121,7 +126,7 @@ class SlurmProvider:
             return self._no_pool(
                 request,
                 "no capacity: on-demand jobs need an on-demand Slurm partition "
-                "(--slurm-ondemand-partition); this server has only the spot partition "
+                "(spotrun server --ondemand-partition); this server has only the spot partition "
                 f"{self.partition!r}",
             )
         try:
@@ -177,9 +182,10 @@ class SlurmProvider:
         instance = None if folder is None else read_json(folder / INSTANCE)
         if folder is None or instance is None:
             return None
-        state = read_json(folder / STATE) or {}
-        if state.get("phase") != InstancePhase.TERMINATED.value:
-            state = self._observe(folder, instance, state)
+        with self._lock:
+            state = read_json(folder / STATE) or {}
+            if state.get("phase") != InstancePhase.TERMINATED.value:
+                state = self._observe(folder, instance, state)
         return self._state_of(instance, state)
 
     def terminate(self, ref: InstanceRef) -> None:
@@ -190,9 +196,10 @@ class SlurmProvider:
         current = self.describe(ref)
         if current is None or current.phase is InstancePhase.TERMINATED:
             return
-        state = read_json(folder / STATE) or {}
-        state.setdefault("cancel_requested_at", self.clock.now())
-        write_json(folder / STATE, state)
+        with self._lock:
+            state = read_json(folder / STATE) or {}
+            state.setdefault("cancel_requested_at", self.clock.now())
+            write_json(folder / STATE, state)
         self.slurm.cancel(folder.name)
         self._jobs_at = float("-inf")
         give_up = time.monotonic() + _CANCEL_WAIT
@@ -232,9 +239,10 @@ class SlurmProvider:
             return current.notice
         now = self.clock.now()
         notice = Notice("terminate", now + max(0.0, lead_seconds), now)
-        state = read_json(folder / STATE) or {}
-        state["injected"] = {"deadline": notice.deadline, "issued_at": notice.issued_at}
-        write_json(folder / STATE, state)
+        with self._lock:
+            state = read_json(folder / STATE) or {}
+            state["injected"] = {"deadline": notice.deadline, "issued_at": notice.issued_at}
+            write_json(folder / STATE, state)
         self.slurm.signal_batch(folder.name, "TERM")
         return notice
 
@@ -355,6 +363,11 @@ class SlurmProvider:
         """The instance's state updated with what Slurm says now (saved if it changed)."""
         before = dict(state)
         job = self._snapshot().get(folder.name)
+        if job is None and self._jobs_taken <= float(instance["launched_at"]):
+            # asked before the job was submitted (another thread's look): ask again
+            # rather than take a new job for one Slurm has forgotten
+            self._jobs_at = float("-inf")
+            job = self._snapshot().get(folder.name)
         now = self.clock.now()
         if job is None:
             forgotten(state, instance, self.root / LOGS / f"{folder.name}.out", now)
@@ -383,8 +396,9 @@ class SlurmProvider:
     def _snapshot(self) -> dict[str, JobInfo]:
         """Slurm's jobs, asked at most every ``_FRESH`` seconds."""
         if time.monotonic() - self._jobs_at > _FRESH:
+            taken = self.clock.now()
             self._jobs = self.slurm.jobs()
-            self._jobs_at = time.monotonic()
+            self._jobs_at, self._jobs_taken = time.monotonic(), taken
         return self._jobs
 
     def _partition(self, name: str) -> PartitionInfo:
