@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,11 +99,8 @@ def preempt_all(cluster: SlurmCluster, tmp: Path) -> float:
     return at
 
 
-def test_a_spot_job_on_slurm_completes_through_two_preemptions(
-    cluster: SlurmCluster, tmp_path: Path
-) -> None:
-    home = tmp_path / "home"
-    code = tmp_path / "code"
+def start_server(home: Path, cluster: SlurmCluster, code: Path) -> Path:
+    """``spotrun server start --provider slurm`` in ``home``, the step script as IMAGE."""
     code.mkdir()
     (code / "train.py").write_text(STEP_SCRIPT)
     write_settings(home, stop_grace_seconds=3.0, poll_seconds=0.25)
@@ -121,6 +119,13 @@ def test_a_spot_job_on_slurm_completes_through_two_preemptions(
         str(cluster.conf),
     )
     assert "spotrun server running" in started, started
+    return home
+
+
+def test_a_spot_job_on_slurm_completes_through_two_preemptions(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    home = start_server(tmp_path / "home", cluster, tmp_path / "code")
     settings = load_settings(home)
     assert (settings.provider, settings.slurm_prices) == ("slurm", {"spot": PRICE})
     try:
@@ -257,3 +262,45 @@ def run(client: Client, cluster: SlurmCluster, tmp: Path, home: Path) -> None:
     transitions = [t["Status"] for t in sm["SecondaryStatusTransitions"]]
     assert transitions.count("Interrupted") == 2, transitions
     assert sm["BillableTimeInSeconds"] == d["BillableTimeInSeconds"] < sm["TrainingTimeInSeconds"]
+
+
+def test_spotrun_interrupt_reclaims_a_slurm_instance_with_the_partitions_grace(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """``spotrun interrupt`` on a Slurm server: the agent gets SIGTERM at once, the notice
+    runs for the partition's GraceTime, and the job resumes in a new Slurm job."""
+    home = start_server(tmp_path / "home", cluster, tmp_path / "code")
+    settings = load_settings(home)
+    try:
+        client = Client.for_settings(settings, start=False)
+        name = "slurm-interrupted"
+        sagemaker(client).create_training_job(
+            TrainingJobName=name,
+            RoleArn="arn:aws:iam::123456789012:role/SpotrunTest",
+            AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+            HyperParameters={"steps": "40", "save-seconds": "0.5"},
+            OutputDataConfig={"S3OutputPath": (tmp_path / "out").as_uri()},
+            ResourceConfig={
+                "InstanceType": "ml.c5.xlarge",
+                "InstanceCount": 1,
+                "VolumeSizeInGB": 1,
+            },
+            StoppingCondition={"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 900},
+            EnableManagedSpotTraining=True,
+            CheckpointConfig={"S3Uri": (tmp_path / "ckpt").as_uri()},
+        )
+        wait_until("training", lambda: len(steps(stdout_lines(client, name), 1)) >= 5, 120)
+        out = spotrun(home, "interrupt", name, "--wait")
+        served = re.search(r"reclaimed in (\d+) s", out)
+        assert served is not None and abs(int(served.group(1)) - cluster.grace) <= 1, out
+        assert "Completed" in out, out
+        d = client.describe(name)
+        sp = d["Spotrun"]
+        assert sp["Interruptions"] == 1, sp
+        causes = [i["Cause"] for i in sorted(sp["Instances"], key=lambda i: i["Generation"])]
+        assert causes[0] == "preempted", sp["Instances"]
+        lines = stdout_lines(client, name)
+        first_run, second_run = steps(lines, 1), steps(lines, 2)
+        assert first_run + second_run == list(range(1, 41)), (first_run, second_run)
+    finally:
+        stop_service(settings)
