@@ -123,6 +123,10 @@ class AttemptInfo:
     stop_grace: float
     desired: str
     live: bool
+    #: an instance of the attempt got an interruption notice
+    notice: bool = False
+    #: ``ip:port`` of algo-1's rendezvous, once published (multi-instance attempts)
+    leader_address: str | None = None
 
     @property
     def leader(self) -> bool:
@@ -147,4 +151,6 @@ class AttemptInfo:
             stop_grace=answer.stop_grace,
             desired=answer.desired,
             live=answer.live,
+            notice=answer.notice,
+            leader_address=answer.leader_address,
         )

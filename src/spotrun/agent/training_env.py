@@ -6,6 +6,14 @@ set itself (following the toolkit's naming: ``SM_`` + upper-cased key, strings a
 are, everything else JSON), all pointing at this host's real paths. What depends on the
 kind of program (its arguments, module folder, hyperparameters as seen) comes from the
 ``Program``.
+
+On several instances the process also gets what ``torch.distributed`` reads for a
+multi-node run: ``MASTER_ADDR``/``MASTER_PORT`` (algo-1's rendezvous, which its agent
+published through the server), ``NODE_RANK``, ``NNODES``, ``WORLD_SIZE`` (every rank of
+every host) and ``LOCAL_WORLD_SIZE`` (ranks per host). Under torchrun each rank gets its own
+``RANK``/``LOCAL_RANK`` from torchrun; a script that runs alone on each host is rank
+``NODE_RANK`` of ``NNODES``, so ``init_process_group()`` with the ``env://`` default works
+as it is.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from typing import Any
 
 from spotrun.agent.config import AttemptInfo
 from spotrun.agent.layout import NETWORK_INTERFACE, MlLayout, input_data_config, resource_config
-from spotrun.agent.program import Program, hyperparameter_args, python_path
+from spotrun.agent.program import Program, Rendezvous, hyperparameter_args, python_path
 from spotrun.agent.wire import CREDENTIAL_ENV
 from spotrun.spec import JobSpec
 
@@ -53,8 +61,14 @@ def training_environment(
     arn: str,
     checkpoint_dir: Path | None,
     program: Program,
+    rendezvous: Rendezvous | None = None,
+    ranks: int | None = None,
 ) -> dict[str, str]:
-    """``base`` + the job's Environment + what the platform sets (which wins on a clash)."""
+    """``base`` + the job's Environment + what the platform sets (which wins on a clash).
+
+    ``rendezvous`` for a multi-instance attempt; ``ranks`` per host under torchrun (None:
+    the script runs alone).
+    """
     hps = dict(program.hyperparameters)
     channels = sorted(ch.name for ch in spec.channels)
     channel_dirs = {name: str(layout.channel_dir(name)) for name in channels}
@@ -126,6 +140,8 @@ def training_environment(
     }
     if checkpoint_dir is not None:
         platform["SPOTRUN_CHECKPOINT_DIR"] = str(checkpoint_dir)
+    if rendezvous is not None:
+        platform.update(distributed_environment(rendezvous, ranks))
     # the agent's own plumbing (its credential, where the server keeps its state and keys)
     # is not the script's business; this tidies the environment, it is not a sandbox (see
     # README)
@@ -134,4 +150,20 @@ def training_environment(
     path = python_path(program, out.get("PYTHONPATH"))
     if path is not None:
         out["PYTHONPATH"] = path
+    return out
+
+
+def distributed_environment(rendezvous: Rendezvous, ranks: int | None) -> dict[str, str]:
+    """The ``torch.distributed`` variables of one host of a multi-instance attempt."""
+    per_host = ranks or 1
+    out = {
+        "MASTER_ADDR": rendezvous.master_addr,
+        "MASTER_PORT": str(rendezvous.master_port),
+        "NODE_RANK": str(rendezvous.node_rank),
+        "NNODES": str(rendezvous.nodes),
+        "WORLD_SIZE": str(rendezvous.nodes * per_host),
+        "LOCAL_WORLD_SIZE": str(per_host),
+    }
+    if ranks is None:  # torchrun numbers its ranks itself
+        out.update(RANK=str(rendezvous.node_rank), LOCAL_RANK="0")
     return out
