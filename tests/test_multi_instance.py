@@ -162,6 +162,16 @@ def test_three_instance_ddp_job_survives_a_notice_and_a_hard_loss_exactly(
     assert statuses.count("Interrupted") == 2, events
     described = server.rest().describe("ddp3-spot")
     assert described["Spotrun"]["Interruptions"] == 2, described["Spotrun"]
+    # each host says what network its ranks used: an address of its own where the machine
+    # gives one (traffic between ranks crosses veths), else the shared loopback
+    for attempt in described["Spotrun"]["Attempts"]:
+        nets = [h["Network"] for h in attempt["Hosts"]]
+        assert len(nets) == 3 and (
+            nets == ["loopback"] * 3
+            or (all(n.startswith("netns 10.") for n in nets) and len(set(nets)) == 3)
+        ), nets
+        leader = next(h for h in attempt["Hosts"] if h["Host"] == "algo-1")
+        assert leader["Rendezvous"] is not None, attempt
     # the loss was seen within seconds: the lost attempt's other instances ended promptly
     gen2_ends = [i["TerminatedAt"] for i in instances(server, "ddp3-spot") if i["Generation"] == 2]
     assert all(e is not None and e - lost_at < 15 for e in gen2_ends), (lost_at, gen2_ends)

@@ -43,7 +43,7 @@ from typing import TextIO
 
 from spotrun.agent.channels import cache_channel, link_channel
 from spotrun.agent.config import AgentConfig, AgentConfigError, AttemptInfo
-from spotrun.agent.layout import MlLayout, write_config
+from spotrun.agent.layout import NETNS_INTERFACE, NETWORK_INTERFACE, MlLayout, write_config
 from spotrun.agent.logs import LogPump
 from spotrun.agent.outcome import FAILURE_REASON_LIMIT, Ending, JobInputError, Outcome, classify
 from spotrun.agent.program import Program, Rendezvous, prepare_program
@@ -66,9 +66,6 @@ EXIT_UNDELIVERED = 4
 PIPE_DRAIN_SECONDS = 5.0
 #: the longest ``restored`` description reported
 RESTORED_LIMIT = 1024
-#: the instance's own address, set by providers that give each instance one
-ADDRESS_ENV = "SPOTRUN_INSTANCE_ADDRESS"
-LOOPBACK = "127.0.0.1"
 #: torch.distributed's usual port: free on an instance with an address of its own
 RENDEZVOUS_PORT = 29500
 
@@ -105,6 +102,8 @@ class Agent:
         self._early_lines: list[str] = []  # the agent's lines from before the log pump exists
         self.rendezvous: Rendezvous | None = None  # where the ranks of several hosts meet
         self.ranks: int | None = None  # ranks per host under torchrun
+        #: the interface the training's traffic to other hosts leaves by
+        self.interface = NETNS_INTERFACE if cfg.netns is not None else NETWORK_INTERFACE
 
     # -- the whole run --------------------------------------------------------------------
 
@@ -113,9 +112,11 @@ class Agent:
         fields: dict[str, object] = {}
         if len(self.attempt.hosts) > 1 and self.attempt.leader:
             fields["address"] = self._rendezvous_address()  # first: the others wait for it
+        network = f"netns {self.cfg.address}" if self.cfg.netns is not None else "loopback"
         self.reporter.report(
             phase="downloading",
             isolation=self.cfg.isolation,
+            network=network,
             download_started=time.time(),
             **fields,
         )
@@ -145,11 +146,12 @@ class Agent:
             program,
             self.rendezvous,
             self.ranks,
+            self.interface,
         )
         self.reporter.report(phase="training")
         self._install_sigterm_handler()
         # spawn before any thread of ours exists: the child runs Python between fork and exec
-        self.proc = TrainingProcess(program.argv, self.layout.code_dir, env)
+        self.proc = TrainingProcess(program.argv, self.layout.code_dir, env, self.cfg.netns)
         self.pump = LogPump(self.reporter, spec.algorithm.metric_definitions, echo=self.echo)
         self.pump.attach(self.proc.stdout, self.proc.stderr)
         for line in self._early_lines:
@@ -194,7 +196,7 @@ class Agent:
         plan = self._plan()  # before any download: a job that maps to nothing fails fast
         layout.create()
         layout.host_output_data_dir(at.host).mkdir(parents=True, exist_ok=True)
-        write_config(layout, spec, at.host, at.hosts, at.instance_type)
+        write_config(layout, spec, at.host, at.hosts, at.instance_type, self.interface)
         for ch in spec.channels:
             try:
                 cached = cache_channel(ch, cfg.cache, cfg.job)
@@ -224,8 +226,8 @@ class Agent:
         An instance with an address of its own (a network namespace) has every port to
         itself; on loopback, jobs share the machine, so a port the kernel says is free now.
         """
-        address = (self.env.get(ADDRESS_ENV) or "").strip() or LOOPBACK
-        if address != LOOPBACK:
+        address = self.cfg.address
+        if self.cfg.netns is not None:
             return f"{address}:{RENDEZVOUS_PORT}"
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("", 0))  # every interface: torchrun's store listens on all of them

@@ -48,6 +48,9 @@ PRIVATE = frozenset(
         "SPOTRUN_ENDPOINT",
         "SPOTRUN_ACCESS_KEY_ID",
         "SPOTRUN_SECRET_ACCESS_KEY",
+        # the instance's network is the agent's business: the training runs inside it
+        "SPOTRUN_NETNS",
+        "SPOTRUN_HOST_ADDRESSES",
         *CREDENTIAL_ENV,
     }
 )
@@ -63,6 +66,7 @@ def training_environment(
     program: Program,
     rendezvous: Rendezvous | None = None,
     ranks: int | None = None,
+    interface: str = NETWORK_INTERFACE,
 ) -> dict[str, str]:
     """``base`` + the job's Environment + what the platform sets (which wins on a clash).
 
@@ -90,13 +94,15 @@ def training_environment(
         "model_dir": str(layout.model_dir),
         "module_dir": program.module_dir,
         "module_name": program.module_name,
-        "network_interface_name": NETWORK_INTERFACE,
+        "network_interface_name": interface,
         "num_cpus": os.cpu_count() or 1,
         "num_gpus": 0,
         "output_data_dir": str(layout.host_output_data_dir(attempt.host)),
         "output_dir": str(layout.output_dir),
         "output_intermediate_dir": str(layout.intermediate_dir),
-        "resource_config": resource_config(attempt.host, attempt.hosts, attempt.instance_type),
+        "resource_config": resource_config(
+            attempt.host, attempt.hosts, attempt.instance_type, interface
+        ),
         "user_entry_point": program.entry_point,
     }
     sm: dict[str, str] = {
@@ -121,7 +127,7 @@ def training_environment(
         "SM_LOG_LEVEL": str(program.log_level),
         "SM_MODULE_DIR": program.module_dir,
         "SM_MODULE_NAME": program.module_name,
-        "SM_NETWORK_INTERFACE_NAME": NETWORK_INTERFACE,
+        "SM_NETWORK_INTERFACE_NAME": interface,
         "SM_FRAMEWORK_PARAMS": "{}",
         "SM_IS_MASTER": json.dumps(attempt.leader),
         "SM_MASTER_HOSTNAME": attempt.hosts[0],
@@ -141,7 +147,7 @@ def training_environment(
     if checkpoint_dir is not None:
         platform["SPOTRUN_CHECKPOINT_DIR"] = str(checkpoint_dir)
     if rendezvous is not None:
-        platform.update(distributed_environment(rendezvous, ranks))
+        platform.update(distributed_environment(rendezvous, ranks, interface))
     # the agent's own plumbing (its credential, where the server keeps its state and keys)
     # is not the script's business; this tidies the environment, it is not a sandbox (see
     # README)
@@ -153,10 +159,19 @@ def training_environment(
     return out
 
 
-def distributed_environment(rendezvous: Rendezvous, ranks: int | None) -> dict[str, str]:
-    """The ``torch.distributed`` variables of one host of a multi-instance attempt."""
+def distributed_environment(
+    rendezvous: Rendezvous, ranks: int | None, interface: str = NETWORK_INTERFACE
+) -> dict[str, str]:
+    """The ``torch.distributed`` variables of one host of a multi-instance attempt.
+
+    The ``*_SOCKET_IFNAME`` variables name the interface the ranks reach each other by: a
+    rank tells the others its address on it (by default gloo takes the host name's, which
+    on an instance with a network of its own is loopback, where no other rank is).
+    """
     per_host = ranks or 1
     out = {
+        "GLOO_SOCKET_IFNAME": interface,
+        "NCCL_SOCKET_IFNAME": interface,
         "MASTER_ADDR": rendezvous.master_addr,
         "MASTER_PORT": str(rendezvous.master_port),
         "NODE_RANK": str(rendezvous.node_rank),

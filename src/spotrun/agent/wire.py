@@ -114,6 +114,8 @@ class HostFields(_Wire):
     isolation: Literal["namespace", "folder"] | None = None
     #: where this host's rank 0 takes the process group's rendezvous (the leader's only)
     address: Annotated[str, Field(max_length=64, pattern=ADDRESS_PATTERN)] | None = None
+    #: the network the training runs in: ``netns <ip>`` (one of its own), or ``loopback``
+    network: str | None = Field(default=None, max_length=64)
 
     @model_validator(mode="after")
     def _no_null_for_what_always_has_a_value(self) -> HostFields:

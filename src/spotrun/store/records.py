@@ -161,6 +161,8 @@ class HostRecord:
     ending: str | None = None
     #: ``ip:port`` of the rendezvous this host's training serves (the leader's only)
     address: str | None = None
+    #: the network the host's training ran in: ``netns <ip>`` (its own), or ``loopback``
+    network: str | None = None
 
 
 @dataclass(frozen=True)
