@@ -163,6 +163,58 @@ def test_an_end_reported_while_the_controller_looks_is_not_taken_for_a_lost_inst
     assert ended and job.status == "Completed" and job.interruptions == 0, rig.history(name)
 
 
+def _three_hosts(rig: Rig) -> str:
+    name = rig.submit(
+        ResourceConfig={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 3, "VolumeSizeInGB": 5}
+    )
+    rig.tick()
+    for host in ("algo-1", "algo-2", "algo-3"):
+        rig.agent(name, host, phase="downloading", download_started=rig.clock.now())
+        rig.agent(name, host, phase="training", download_ended=rig.clock.now())
+    rig.tick()
+    return name
+
+
+def test_a_host_that_ended_and_shut_down_is_not_lost_while_the_others_report(rig: Rig) -> None:
+    """On several hosts the agents end one by one: the first one's instance is gone before
+    the last reports. That is the end of a host, not the loss of an instance."""
+    name = _three_hosts(rig)
+    by_host = {s.host: s.ref for s in rig.provider.live(name)}
+    done = {"phase": "done", "exit_code": 0, "finished": True, "ending": "succeeded"}
+    rig.agent(name, "algo-1", **done, model_uploaded=True)
+    rig.provider.exit(by_host["algo-1"])
+    rig.tick(5)
+    job = rig.store.get_job(name)
+    assert job.status == "InProgress" and job.interruptions == 0 and job.generation == 1
+    for host in ("algo-2", "algo-3"):
+        rig.agent(name, host, **done)
+        rig.provider.exit(by_host[host])
+    rig.tick(n=2)
+    job = rig.store.get_job(name)
+    assert job.status == "Completed" and job.interruptions == 0, rig.history(name)
+
+
+def test_a_host_lost_without_its_end_ends_the_attempt_of_every_host(rig: Rig) -> None:
+    name = _three_hosts(rig)
+    by_host = {s.host: s.ref for s in rig.provider.live(name)}
+    rig.provider.exit(by_host["algo-1"])  # gone, with no end reported: lost
+    rig.tick()
+    job = rig.store.get_job(name)
+    assert job.interruptions == 1 and job.secondary == S.INTERRUPTED
+    assert rig.provider.live(name) == []  # the other hosts are given back at once
+
+
+def test_a_notice_one_agent_reports_is_noted_for_every_host(rig: Rig) -> None:
+    """A notice only the agent saw (a SIGTERM from the engine) is noted on the attempt, which
+    the other hosts' agents read in every answer, so the whole job checkpoints."""
+    name = _three_hosts(rig)
+    rig.agent(name, "algo-3", noticed=True)
+    rig.tick()
+    (att,) = rig.store.attempts(name)
+    assert att.notice_deadline == pytest.approx(rig.clock.now() + att.stop_grace)
+    assert "notice on algo-3" in rig.store.get_job(name).status_message
+
+
 def test_the_isolation_shown_is_the_one_the_agents_got(rig: Rig) -> None:
     """The provider records the isolation it asked for at launch; a host that had to fall
     back reports what it got, and that is what the job shows."""

@@ -552,13 +552,6 @@ def test_ranks_under_torchrun_from_the_environment_or_the_sdk_switch() -> None:
             },
             "built-in algorithms run as one process",
         ),
-        (
-            {
-                "Environment": {PROCESSES_ENV: "2"},
-                "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 2},
-            },
-            "several instances are not supported",
-        ),
     ],
 )
 def test_ranks_refused_name_the_field(change: dict[str, Any], problem: str) -> None:
@@ -567,6 +560,16 @@ def test_ranks_refused_name_the_field(change: dict[str, Any], problem: str) -> N
         plan_run(spec, ImageRegistry())
     assert e.value.field == f"Environment.{PROCESSES_ENV}"
     assert problem in e.value.problem
+
+
+def test_ranks_on_several_instances_are_planned_per_instance() -> None:
+    request = {
+        **_request(SourceDir="/src", EntryPoint="a.py"),
+        "Environment": {PROCESSES_ENV: "2"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 3, "VolumeSizeInGB": 1},
+    }
+    plan = plan_run(parse_spec(request), ImageRegistry())
+    assert isinstance(plan, ScriptRun) and plan.ranks == 2
 
 
 def test_torchrun_needs_a_python_script_where_a_shell_script_would_run_with_sh() -> None:

@@ -94,9 +94,16 @@ def test_estimator_fit_with_spot_through_an_interruption(
     assert final["train:loss"] == pytest.approx(1 / 30, abs=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("instances", "per_host"),
+    [(1, 2), (2, 1)],
+    ids=["two-ranks-on-one-instance", "one-rank-on-each-of-two-instances"],
+)
 def test_pytorch_estimator_with_torch_distributed_runs_ranks_under_torchrun(
-    stack: tuple[Server, str, Path], session: Any
+    stack: tuple[Server, str, Path], session: Any, instances: int, per_host: int
 ) -> None:
+    """``distribution={"torch_distributed": …}`` starts torchrun on every instance; on two,
+    the torchruns join at the leader's published rendezvous into one group."""
     pytest.importorskip("torch")
     from sagemaker.pytorch import PyTorch
 
@@ -106,11 +113,11 @@ def test_pytorch_estimator_with_torch_distributed_runs_ranks_under_torchrun(
         entry_point="train.py",
         source_dir=str(Path(__file__).resolve().parents[1] / "examples" / "ddp_digits"),
         role="arn:aws:iam::123456789012:role/SpotrunSdk",
-        instance_count=1,
+        instance_count=instances,
         instance_type="ml.c5.2xlarge",
         # the SDK's switch for torchrun; the variable sets the ranks (no GPUs to count)
         distribution={"torch_distributed": {"enabled": True}},
-        environment={"SPOTRUN_PROCESSES_PER_HOST": "2"},
+        environment={"SPOTRUN_PROCESSES_PER_HOST": str(per_host)},
         max_run=600,
         output_path=f"s3://{BUCKET}/output",
         hyperparameters={"epochs": 2},
@@ -131,5 +138,7 @@ def test_pytorch_estimator_with_torch_distributed_runs_ranks_under_torchrun(
     assert mine["TrainingJobStatus"] == "Completed", mine.get("FailureReason")
     assert json.loads(mine["HyperParameters"]["sagemaker_torch_distributed_enabled"]) is True
     assert "training with 2 rank(s), 44 steps per epoch" in printed, printed[-3000:]
+    if instances > 1:
+        assert "algo-2 is node 1 of 2; rendezvous at " in printed, printed[-3000:]
     m = re.search(r"final test_accuracy=([0-9.]+)", printed)
     assert m is not None and float(m.group(1)) >= 0.85, printed[-2000:]

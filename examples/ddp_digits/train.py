@@ -11,13 +11,15 @@ scikit-learn's bundled 8x8 digits (no download), split 80/20 with a fixed seed.
 
     torchrun --nproc_per_node=2 train.py          # two ranks on this machine (gloo)
     python train.py                               # one process, no process group
+    spotrun run train.py --count 3                # one rank on each of three instances
 
 With ``SM_MODEL_DIR`` and ``SPOTRUN_CHECKPOINT_DIR`` set (spotrun and SageMaker set them),
 or ``--model-dir``/``--checkpoint-dir``. Hyperparameters: ``--epochs`` (10),
 ``--batch-size`` per rank (16), ``--lr`` (0.05), ``--hidden`` (256), ``--seed`` (0),
-``--checkpoint-every`` (steps between periodic checkpoints, 20) and ``--log-steps`` (print
-``step=N`` after every step on rank 0). Rank 0 prints ``epoch=N loss=L`` after each epoch and
-``final test_accuracy=A``, and writes ``model.pt`` (the state dict).
+``--checkpoint-every`` (steps between periodic checkpoints, 20), ``--log-steps`` (print
+``step=N`` after every step on rank 0) and ``--step-seconds`` (0: at least this long per
+step, to watch an interruption of a run this small). Rank 0 prints ``epoch=N loss=L``
+after each epoch and ``final test_accuracy=A``, and writes ``model.pt`` (the state dict).
 
 Exit codes: 0 done, 75 interrupted after checkpointing (on every rank; ``torchrun`` itself
 then exits 1, which spotrun counts as interrupted since the notice came first).
@@ -30,6 +32,7 @@ import datetime
 import os
 import random
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +41,6 @@ import torch.distributed as dist
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer
 from spotrun.toolkit.distributed import (
@@ -49,6 +51,7 @@ from spotrun.toolkit.distributed import (
     save,
     save_async,
     stop_agreed,
+    wrap,
 )
 
 
@@ -61,6 +64,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=20)
     p.add_argument("--log-steps", action="store_true")
+    p.add_argument("--step-seconds", type=float, default=0.0)
     p.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR", "model"))
     p.add_argument("--checkpoint-dir", default=os.environ.get("SPOTRUN_CHECKPOINT_DIR"))
     return p.parse_args()
@@ -107,7 +111,8 @@ def train(args: argparse.Namespace) -> int:
         nn.Dropout(0.2),
         nn.Linear(args.hidden, 10),
     )
-    net = DistributedDataParallel(model) if world > 1 else model
+    # wrap: DDP with the same gradient layout in every attempt (exact on 3+ ranks too)
+    net = wrap(model) if world > 1 else model
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=4, gamma=0.5)
     # dropout differs from rank to rank; every generator is seeded, so that two runs with
@@ -134,6 +139,7 @@ def train(args: argparse.Namespace) -> int:
         # resume, the ones the earlier attempt trained are not in it)
         loss_sum, loss_batches = torch.zeros(()), 0
         while step < total:
+            paced = time.monotonic() + args.step_seconds
             epoch, batch = divmod(step, steps_per_epoch)
             shard = epoch_order(len(x_train), args.seed, epoch)[rank : per_rank * world : world]
             index = shard[batch * args.batch_size : (batch + 1) * args.batch_size]
@@ -151,6 +157,7 @@ def train(args: argparse.Namespace) -> int:
                 loss_sum, loss_batches = torch.zeros(()), 0
             if rank == 0 and args.log_steps:
                 print(f"step={step}", flush=True)
+            time.sleep(max(0.0, paced - time.monotonic()))
             if stop_agreed(ckpt):
                 save(ckpt, capture(model, opt, sched, position={"step": step}), step)
                 if rank == 0:

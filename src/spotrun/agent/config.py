@@ -4,6 +4,12 @@ Who it is (job, generation, host), where the servers are and the credential to s
 (``spotrun.agent.wire`` names them), and the instance's own facts from the provider. What
 the attempt is about (the job's request, its run plan, its hosts, its stop grace) the
 agent reads from the server at start (``AttemptInfo``).
+
+The instance's network: its own address (``SPOTRUN_INSTANCE_ADDRESS``), every host's
+(``SPOTRUN_HOST_ADDRESSES``, ``algo-1=10.130.7.2,algo-2=10.130.7.3``) and, when it has a
+network namespace of its own, the namespace's path (``SPOTRUN_NETNS``): the agent stays in
+the machine's network, next to the server and the metadata endpoint, and only the training
+process enters the namespace (``spotrun.agent.runner``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ from spotrun.agent.wire import (
 from spotrun.errors import SpotrunError
 
 ISOLATIONS = ("namespace", "folder")
+ADDRESS_ENV = "SPOTRUN_INSTANCE_ADDRESS"
+HOST_ADDRESSES_ENV = "SPOTRUN_HOST_ADDRESSES"
+NETNS_ENV = "SPOTRUN_NETNS"
+LOOPBACK_ADDRESS = "127.0.0.1"
 #: how long an agent waits for a server before it gives its reports up (10 minutes)
 DEFAULT_FLUSH_SECONDS = 600.0
 
@@ -51,6 +61,12 @@ class AgentConfig:
     cache: Path  # channel cache, shared by every attempt of every job on this machine
     #: how long to wait for a server to take the last reports before giving up on them
     flush_seconds: float = DEFAULT_FLUSH_SECONDS
+    #: this instance's IPv4 address (127.0.0.1 where instances share the loopback)
+    address: str = LOOPBACK_ADDRESS
+    #: the network namespace the training process runs in (None: the agent's own)
+    netns: Path | None = None
+    #: every host's address, algo-1 first (empty: the provider does not say)
+    host_addresses: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AgentConfig:
@@ -88,7 +104,30 @@ class AgentConfig:
             poll_seconds=_number(env, "SPOTRUN_POLL_SECONDS", float, 1.0),
             cache=Path(env.get("SPOTRUN_CACHE") or Path.home() / ".cache" / "spotrun"),
             flush_seconds=_number(env, FLUSH_ENV, float, DEFAULT_FLUSH_SECONDS),
+            address=(env.get(ADDRESS_ENV) or "").strip() or LOOPBACK_ADDRESS,
+            netns=netns_of(env),
+            host_addresses=_host_addresses(env),
         )
+
+
+def netns_of(env: Mapping[str, str]) -> Path | None:
+    """The network namespace ``env`` names for the training process, if any."""
+    raw = (env.get(NETNS_ENV) or "").strip()
+    return Path(raw) if raw else None
+
+
+def _host_addresses(env: Mapping[str, str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for item in (env.get(HOST_ADDRESSES_ENV) or "").split(","):
+        if not item.strip():
+            continue
+        host, sep, address = item.strip().partition("=")
+        if not sep or not host or not address:
+            raise AgentConfigError(
+                f"{HOST_ADDRESSES_ENV} holds {item!r}; expected host=address pairs"
+            )
+        found[host] = address
+    return found
 
 
 def _number(env: Mapping[str, str], key: str, kind: type[Any], default: Any) -> Any:
@@ -123,6 +162,10 @@ class AttemptInfo:
     stop_grace: float
     desired: str
     live: bool
+    #: an instance of the attempt got an interruption notice
+    notice: bool = False
+    #: ``ip:port`` of algo-1's rendezvous, once published (multi-instance attempts)
+    leader_address: str | None = None
 
     @property
     def leader(self) -> bool:
@@ -147,4 +190,6 @@ class AttemptInfo:
             stop_grace=answer.stop_grace,
             desired=answer.desired,
             live=answer.live,
+            notice=answer.notice,
+            leader_address=answer.leader_address,
         )

@@ -19,8 +19,10 @@ from spotrun.spec import JobSpec
 
 CONTAINER_ROOT = PurePosixPath("/opt/ml")
 GROUP_NAME = "homogeneousCluster"
-#: every host of a local instance talks over loopback
+#: the hosts of local instances without a network of their own talk over loopback
 NETWORK_INTERFACE = "lo"
+#: an instance with a network namespace of its own reaches the others by its veth
+NETNS_INTERFACE = "eth0"
 #: a process that wants a clean exit after a notice to count as success writes this file
 FINISHED_FILE_NAME = ".spotrun-finished"
 
@@ -108,7 +110,9 @@ class MlLayout:
             d.mkdir(parents=True, exist_ok=True)
 
 
-def resource_config(host: str, hosts: tuple[str, ...], instance_type: str) -> dict[str, Any]:
+def resource_config(
+    host: str, hosts: tuple[str, ...], instance_type: str, interface: str = NETWORK_INTERFACE
+) -> dict[str, Any]:
     """The ``resourceconfig.json`` document."""
     return {
         "current_host": host,
@@ -123,7 +127,7 @@ def resource_config(host: str, hosts: tuple[str, ...], instance_type: str) -> di
                 "hosts": list(hosts),
             }
         ],
-        "network_interface_name": NETWORK_INTERFACE,
+        "network_interface_name": interface,
     }
 
 
@@ -148,11 +152,17 @@ def _write_json(path: Path, doc: Any) -> None:
 
 
 def write_config(
-    layout: MlLayout, spec: JobSpec, host: str, hosts: tuple[str, ...], instance_type: str
+    layout: MlLayout,
+    spec: JobSpec,
+    host: str,
+    hosts: tuple[str, ...],
+    instance_type: str,
+    interface: str = NETWORK_INTERFACE,
 ) -> None:
     """Write the three files under ``input/config``."""
     _write_json(layout.config_dir / "hyperparameters.json", dict(spec.hyperparameters))
     _write_json(layout.config_dir / "inputdataconfig.json", input_data_config(spec))
     _write_json(
-        layout.config_dir / "resourceconfig.json", resource_config(host, hosts, instance_type)
+        layout.config_dir / "resourceconfig.json",
+        resource_config(host, hosts, instance_type, interface),
     )

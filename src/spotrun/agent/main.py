@@ -18,12 +18,22 @@ attempt's end as it classified it (``outcome``), which the controller acts on.
 Before it exits, the agent waits for a server to take its last reports, however long the
 servers are away, up to ``SPOTRUN_FLUSH_SECONDS`` (10 minutes); exit code 4 says that some
 never reached one.
+
+On an attempt of several instances the agents act as one job:
+
+* algo-1's agent publishes the address its rank 0 serves the rendezvous at (its
+  instance's ``SPOTRUN_INSTANCE_ADDRESS``, loopback by default, and a port), and every
+  other agent waits for it before it starts its training (``Rendezvous``);
+* a notice for any instance reaches every agent (the server's answers say the attempt was
+  noticed), and each passes it on to its training as if its own instance were reclaimed,
+  so that the ranks of every host agree on one step to stop at.
 """
 
 from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -33,16 +43,16 @@ from typing import TextIO
 
 from spotrun.agent.channels import cache_channel, link_channel
 from spotrun.agent.config import AgentConfig, AgentConfigError, AttemptInfo
-from spotrun.agent.layout import MlLayout, write_config
+from spotrun.agent.layout import NETNS_INTERFACE, NETWORK_INTERFACE, MlLayout, write_config
 from spotrun.agent.logs import LogPump
 from spotrun.agent.outcome import FAILURE_REASON_LIMIT, Ending, JobInputError, Outcome, classify
-from spotrun.agent.program import Program, prepare_program
+from spotrun.agent.program import Program, Rendezvous, prepare_program
 from spotrun.agent.reporter import HttpReporter, Refused
 from spotrun.agent.runner import TrainingProcess
 from spotrun.agent.sync import STALL_ENV, STALL_SECONDS, CheckpointSyncer
 from spotrun.agent.training_env import training_environment
 from spotrun.errors import ServiceError, SpecError, StaleGeneration
-from spotrun.images import RunPlan, plan_from_json
+from spotrun.images import AlgorithmRun, RunPlan, plan_from_json
 from spotrun.spec import JobSpec, parse_spec
 from spotrun.storage import CheckpointMirror, StorageError, local_files, tar_folder_to
 from spotrun.toolkit._notice import InstanceAction, NoticeWatcher
@@ -56,6 +66,12 @@ EXIT_UNDELIVERED = 4
 PIPE_DRAIN_SECONDS = 5.0
 #: the longest ``restored`` description reported
 RESTORED_LIMIT = 1024
+#: torch.distributed's usual port: free on an instance with an address of its own
+RENDEZVOUS_PORT = 29500
+
+
+class _AttemptOver(Exception):
+    """The attempt ended (or was stopped, or noticed) before its training started."""
 
 
 class Agent:
@@ -84,19 +100,34 @@ class Agent:
         self._kill_at: float | None = None
         self._sigterm = threading.Event()
         self._early_lines: list[str] = []  # the agent's lines from before the log pump exists
+        self.rendezvous: Rendezvous | None = None  # where the ranks of several hosts meet
+        self.ranks: int | None = None  # ranks per host under torchrun
+        #: the interface the training's traffic to other hosts leaves by
+        self.interface = NETNS_INTERFACE if cfg.netns is not None else NETWORK_INTERFACE
 
     # -- the whole run --------------------------------------------------------------------
 
     def run(self) -> int:
         spec = parse_spec(dict(self.attempt.request))
+        fields: dict[str, object] = {}
+        if len(self.attempt.hosts) > 1 and self.attempt.leader:
+            fields["address"] = self._rendezvous_address()  # first: the others wait for it
+        network = f"netns {self.cfg.address}" if self.cfg.netns is not None else "loopback"
         self.reporter.report(
-            phase="downloading", isolation=self.cfg.isolation, download_started=time.time()
+            phase="downloading",
+            isolation=self.cfg.isolation,
+            network=network,
+            download_started=time.time(),
+            **fields,
         )
         try:
             program = self._prepare(spec)
             mirror = self._restore(spec)
         except JobInputError as e:
             self.reporter.end(Ending.FAILED, failure_reason=str(e)[:FAILURE_REASON_LIMIT])
+            return EXIT_OK
+        except _AttemptOver:
+            self.reporter.end(Ending.STOPPED if self.reporter.live() else Ending.INTERRUPTED)
             return EXIT_OK
         self.reporter.check()
         if self.reporter.desired() == "stop":
@@ -106,12 +137,21 @@ class Agent:
             return EXIT_OK
         checkpoint_dir = mirror.local_dir if mirror is not None else None
         env = training_environment(
-            self.env, self.attempt, spec, self.layout, self.attempt.arn, checkpoint_dir, program
+            self.env,
+            self.attempt,
+            spec,
+            self.layout,
+            self.attempt.arn,
+            checkpoint_dir,
+            program,
+            self.rendezvous,
+            self.ranks,
+            self.interface,
         )
         self.reporter.report(phase="training")
         self._install_sigterm_handler()
         # spawn before any thread of ours exists: the child runs Python between fork and exec
-        self.proc = TrainingProcess(program.argv, self.layout.code_dir, env)
+        self.proc = TrainingProcess(program.argv, self.layout.code_dir, env, self.cfg.netns)
         self.pump = LogPump(self.reporter, spec.algorithm.metric_definitions, echo=self.echo)
         self.pump.attach(self.proc.stdout, self.proc.stderr)
         for line in self._early_lines:
@@ -126,6 +166,8 @@ class Agent:
             )
             self.syncer.start()
         exit_code = self._watch(self.proc)
+        if exit_code != 0 and not (self.noticed or self.stop_requested or self.attempt_over):
+            self._heard_of_notice()
         self._wind_down(self.proc)
         outcome = self._classify(exit_code)
         uploaded = self._finish(spec, outcome)
@@ -154,7 +196,7 @@ class Agent:
         plan = self._plan()  # before any download: a job that maps to nothing fails fast
         layout.create()
         layout.host_output_data_dir(at.host).mkdir(parents=True, exist_ok=True)
-        write_config(layout, spec, at.host, at.hosts, at.instance_type)
+        write_config(layout, spec, at.host, at.hosts, at.instance_type, self.interface)
         for ch in spec.channels:
             try:
                 cached = cache_channel(ch, cfg.cache, cfg.job)
@@ -164,15 +206,59 @@ class Agent:
             if ch.data_distribution == "ShardedByS3Key" and len(at.hosts) > 1:
                 shard = (at.hosts.index(at.host), len(at.hosts))
             link_channel(cached, layout.channel_dir(ch.name), shard)
+        if len(at.hosts) > 1:
+            self.rendezvous = self._meet()
+        self.ranks = None if isinstance(plan, AlgorithmRun) else plan.ranks
         program = prepare_program(
             plan,
             spec.hyperparameters,
             layout.code_dir,
             self._early_lines.append,
             stop_grace=at.stop_grace,
+            rendezvous=self.rendezvous,
         )
         self.reporter.report(download_ended=time.time())
         return program
+
+    def _rendezvous_address(self) -> str:
+        """``ip:port`` where this leader's rank 0 will serve the group's rendezvous.
+
+        An instance with an address of its own (a network namespace) has every port to
+        itself; on loopback, jobs share the machine, so a port the kernel says is free now.
+        """
+        address = self.cfg.address
+        if self.cfg.netns is not None:
+            return f"{address}:{RENDEZVOUS_PORT}"
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("", 0))  # every interface: torchrun's store listens on all of them
+            return f"{address}:{s.getsockname()[1]}"
+
+    def _meet(self) -> Rendezvous:
+        """The attempt's rendezvous: the leader's published address and this host's rank.
+
+        A host other than the leader waits for the address (its own download is done by
+        now); ``_AttemptOver`` if the attempt ends, is stopped or noticed meanwhile.
+        """
+        at = self.attempt
+        rank = at.hosts.index(at.host)
+        info = at
+        waited = False
+        while info.leader_address is None:
+            if not info.live or info.desired == "stop" or info.notice:
+                raise _AttemptOver(at.host)
+            if not waited:
+                self._early_lines.append(
+                    f"spotrun-agent: waiting for {at.hosts[0]} to publish its rendezvous"
+                )
+                waited = True
+            time.sleep(self.cfg.poll_seconds)
+            info = self.reporter.attempt()
+        meet = Rendezvous.parse(info.leader_address, len(at.hosts), rank)
+        self._early_lines.append(
+            f"spotrun-agent: {at.host} is node {rank} of {len(at.hosts)}; rendezvous at "
+            f"{meet.master_addr}:{meet.master_port}"
+        )
+        return meet
 
     def _restore(self, spec: JobSpec) -> CheckpointMirror | None:
         if spec.checkpoint is None:
@@ -223,6 +309,8 @@ class Agent:
                 notice = watcher.poll()
                 if notice is not None:
                     self._on_notice(proc, notice)
+                elif self.reporter.notice():
+                    self._on_notice(proc, None, other=True)
             if not (self.stop_requested or self.attempt_over) and self.reporter.desired() == "stop":
                 self._on_stop(proc)
             if self._sigterm.is_set() and not (self.noticed or self.stop_requested):
@@ -235,10 +323,17 @@ class Agent:
             if exit_code is not None:
                 return exit_code
 
-    def _on_notice(self, proc: TrainingProcess, notice: InstanceAction | None) -> None:
+    def _on_notice(
+        self, proc: TrainingProcess, notice: InstanceAction | None, other: bool = False
+    ) -> None:
         self.noticed = True
         proc.signal_group(signal.SIGTERM)  # first: every second counts for the checkpoint
-        if notice is None:
+        if other:
+            self._say(
+                "spotrun-agent: an instance of this attempt got an interruption notice; "
+                "the whole job checkpoints and stops"
+            )
+        elif notice is None:
             self._say("spotrun-agent: the agent got SIGTERM; treating it as an interruption")
         else:
             self._say(f"spotrun-agent: interruption notice, instance reclaimed at {notice.time}")
@@ -297,6 +392,29 @@ class Agent:
             failure_text=failure_text,
             last_stderr=self.pump.last_stderr if self.pump is not None else None,
         )
+
+    def _heard_of_notice(self) -> None:
+        """On several hosts, a training that stops without a notice here may have stopped
+        for another host's (its ranks agreed to), before this agent heard of it: ask the
+        server for a little while before calling it a failure."""
+        if len(self.attempt.hosts) < 2:
+            return
+        give_up = time.monotonic() + 3 * self.cfg.poll_seconds
+        while not self.noticed:
+            try:
+                info = self.reporter.attempt()
+            except ServiceError:
+                return
+            if info.notice or self.reporter.notice():
+                self.noticed = True
+                self._say("spotrun-agent: the training stopped for another instance's notice")
+            elif not info.live:
+                self.attempt_over = True
+                return
+            elif time.monotonic() >= give_up:
+                return
+            else:
+                time.sleep(min(0.5, self.cfg.poll_seconds))
 
     def _finish(self, spec: JobSpec, outcome: Outcome) -> bool:
         """Upload the model (and output data) if the ending calls for it and this host is

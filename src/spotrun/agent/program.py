@@ -17,7 +17,9 @@ algorithm            ``python -m <module>``                     none (hyperparam
 
 A script with ranks (``SPOTRUN_PROCESSES_PER_HOST``, or the SDK's torch_distributed) runs
 as ``python -m torch.distributed.run --standalone --nproc_per_node=N … -m
-spotrun.toolkit.rank <script> <args>`` (see ``torchrun_command``).
+spotrun.toolkit.rank <script> <args>`` (see ``torchrun_command``). On several instances
+the ``--standalone`` becomes the job's ``Rendezvous``: ``--nnodes``, ``--node_rank`` and
+the leader's ``--master_addr``/``--master_port``, so the ranks of every host form one group.
 
 Toolkit style: values JSON-decoded when they decode (``"\\"adam\\""`` -> ``adam``),
 ``sagemaker_*`` (and the tuner's ``_tuning_objective_metric``) left out, sorted by name,
@@ -52,6 +54,23 @@ LOG_LEVEL = 20  # logging.INFO, the toolkit's default
 #: what each torchrun rank starts through (see its docstring)
 RANK_MODULE = "spotrun.toolkit.rank"
 REQUIREMENTS = "requirements.txt"
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where the ranks of a multi-instance attempt meet: algo-1's address, as it published
+    it through the server, and this host's place among the attempt's hosts."""
+
+    nodes: int  # instances in the attempt
+    node_rank: int  # this host's index among them (algo-1 is 0)
+    master_addr: str
+    master_port: int
+
+    @classmethod
+    def parse(cls, address: str, nodes: int, node_rank: int) -> Rendezvous:
+        """From the ``ip:port`` the leader published."""
+        addr, _, port = address.rpartition(":")
+        return cls(nodes, node_rank, addr, int(port))
 
 
 @dataclass(frozen=True)
@@ -141,18 +160,21 @@ def prepare_program(
     say: Callable[[str], None],
     *,
     stop_grace: float,
+    rendezvous: Rendezvous | None = None,
 ) -> Program:
     """Fetch the plan's code into ``code_dir`` and build its command line.
 
     ``JobInputError`` (the job's failure reason) when the code cannot be fetched or the
     entry point is not in it. ``say`` reports what the agent does not do (install a
     ``requirements.txt``, say) in the job's log. ``stop_grace`` is the attempt's: torchrun
-    gives its ranks that long to save before it kills them.
+    gives its ranks that long to save before it kills them. ``rendezvous``: the hosts of a
+    multi-instance attempt, whose ranks torchrun joins into one group.
     """
+    launch = _Launch(stop_grace, rendezvous)
     if isinstance(plan, ScriptRun):
-        return _script(plan, hyperparameters, code_dir, say, stop_grace)
+        return _script(plan, hyperparameters, code_dir, say, launch)
     if isinstance(plan, SdkScriptRun):
-        return _sdk_script(plan, hyperparameters, code_dir, say, stop_grace)
+        return _sdk_script(plan, hyperparameters, code_dir, say, launch)
     assert isinstance(plan, AlgorithmRun)
     module = plan.algorithm.module
     return Program(
@@ -166,12 +188,20 @@ def prepare_program(
     )
 
 
+@dataclass(frozen=True)
+class _Launch:
+    """How torchrun starts the ranks, where there are ranks."""
+
+    grace: float
+    rendezvous: Rendezvous | None
+
+
 def _script(
     plan: ScriptRun,
     hyperparameters: Mapping[str, str],
     code_dir: Path,
     say: Callable[[str], None],
-    stop_grace: float,
+    launch: _Launch,
 ) -> Program:
     if plan.mapped_by is None:
         fetch_code(plan.source, code_dir, "SourceDir")
@@ -184,7 +214,7 @@ def _script(
         args = hyperparameter_args(hyperparameters)
         return Program(
             # always Python, whatever the suffix: spotrun's script mode runs Python scripts
-            argv=_command((sys.executable, str(entry)), entry, args, plan.ranks, stop_grace),
+            argv=_command((sys.executable, str(entry)), entry, args, plan.ranks, launch),
             entry_point=plan.entry_point,
             module_dir=str(code_dir),
             module_name=module_name(plan.entry_point),
@@ -202,7 +232,7 @@ def _script(
     _mention_requirements(code_dir, say)
     args = toolkit_args(hyperparameters)
     return Program(
-        argv=_command(script_command(entry), entry, args, plan.ranks, stop_grace),
+        argv=_command(script_command(entry), entry, args, plan.ranks, launch),
         entry_point=plan.entry_point,
         module_dir=str(code_dir),
         module_name=module_name(plan.entry_point),
@@ -218,7 +248,7 @@ def _sdk_script(
     hyperparameters: Mapping[str, str],
     code_dir: Path,
     say: Callable[[str], None],
-    stop_grace: float,
+    launch: _Launch,
 ) -> Program:
     fetch_code(plan.submit_directory, code_dir, f"{SDK_SUBMIT_DIRECTORY} {plan.submit_directory!r}")
     entry = _entry_in(
@@ -230,7 +260,7 @@ def _sdk_script(
     _mention_requirements(code_dir, say)
     args = toolkit_args(hyperparameters)
     return Program(
-        argv=_command(script_command(entry), entry, args, plan.ranks, stop_grace),
+        argv=_command(script_command(entry), entry, args, plan.ranks, launch),
         entry_point=plan.program,
         module_dir=plan.submit_directory,
         module_name=module_name(plan.program),
@@ -242,7 +272,11 @@ def _sdk_script(
 
 
 def torchrun_command(
-    ranks: int, script: Path, args: Sequence[str], shutdown_timeout: float
+    ranks: int,
+    script: Path,
+    args: Sequence[str],
+    shutdown_timeout: float,
+    rendezvous: Rendezvous | None = None,
 ) -> tuple[str, ...]:
     """``script`` as ``ranks`` data-parallel processes on this instance under torchrun.
 
@@ -254,12 +288,24 @@ def torchrun_command(
     through ``spotrun.toolkit.rank``, which ties it to torchrun's life (torchrun puts ranks in
     sessions of their own, out of reach of the agent's group signals) and records a rank's
     error as the job's failure reason.
+
+    With a ``rendezvous`` (several instances) torchrun's static rendezvous joins the hosts:
+    node 0's torchrun serves the group's store at the leader's address, the others connect
+    to it, and a rank's global number is ``node_rank × ranks + local rank``.
     """
+    meet: tuple[str, ...] = ("--standalone",)
+    if rendezvous is not None:
+        meet = (
+            f"--nnodes={rendezvous.nodes}",
+            f"--node_rank={rendezvous.node_rank}",
+            f"--master_addr={rendezvous.master_addr}",
+            f"--master_port={rendezvous.master_port}",
+        )
     return (
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",
+        *meet,
         f"--nproc_per_node={ranks}",
         f"--shutdown-timeout={max(1, math.ceil(shutdown_timeout))}",
         "-m",
@@ -270,13 +316,13 @@ def torchrun_command(
 
 
 def _command(
-    alone: Sequence[str], entry: Path, args: Sequence[str], ranks: int | None, grace: float
+    alone: Sequence[str], entry: Path, args: Sequence[str], ranks: int | None, launch: _Launch
 ) -> tuple[str, ...]:
     """The script's command line: ``alone`` + args, or torchrun's with ranks (the plan
     allows ranks for Python scripts only)."""
     if ranks is None:
         return (*alone, *args)
-    return torchrun_command(ranks, entry, args, grace)
+    return torchrun_command(ranks, entry, args, launch.grace, launch.rendezvous)
 
 
 def _mention_requirements(code_dir: Path, say: Callable[[str], None]) -> None:

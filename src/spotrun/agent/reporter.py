@@ -127,6 +127,7 @@ class HttpReporter:
         self._acked = 0  # the number of the last batch a server applied
         self._desired = "run"
         self._live = True
+        self._notice = False
         self._fault: BaseException | None = None
         self._closing = False
         self._stopped = False
@@ -141,6 +142,13 @@ class HttpReporter:
         """Read the attempt from a server (waiting for one up to ``cfg.flush_seconds``) and
         start the sender. ``StaleGeneration``/``Refused`` when it is not ours any more,
         ``ServiceError`` when no server answered in time."""
+        info = self.attempt()
+        self._thread.start()
+        return info
+
+    def attempt(self) -> AttemptInfo:
+        """Read the attempt again (what ``open`` read, with what has been published since:
+        the leader's address, a notice); the same errors as ``open``."""
         backoff = Backoff()
         give_up = time.monotonic() + self.cfg.flush_seconds
         while True:
@@ -163,9 +171,10 @@ class HttpReporter:
             raise ServiceError(
                 f"the server described the attempt in a shape unknown here: {e}"
             ) from None
-        self._desired, self._live = info.desired, info.live
-        self._last_contact = time.monotonic()
-        self._thread.start()
+        with self._cond:
+            self._desired, self._live = info.desired, info.live
+            self._notice = self._notice or info.notice
+            self._last_contact = time.monotonic()
         return info
 
     def flush(self, timeout: float) -> bool:
@@ -244,6 +253,11 @@ class HttpReporter:
     def live(self) -> bool:
         return self._live
 
+    def notice(self) -> bool:
+        """Whether the server has said that an instance of the attempt (this one or
+        another) got an interruption notice; never blocks."""
+        return self._notice
+
     def fail(self, error: BaseException) -> None:
         with self._cond:
             if self._fault is None:
@@ -315,6 +329,7 @@ class HttpReporter:
                 self._inflight = None
                 self._acked = max(self._acked, batch.seq)
                 self._desired, self._live = ack.desired, ack.live
+                self._notice = self._notice or ack.notice
                 self._last_contact = time.monotonic()
                 self._cond.notify_all()
             self._ask_for_servers()

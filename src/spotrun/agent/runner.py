@@ -6,6 +6,11 @@ logs and the last checkpoint. On Linux the direct child also asks the kernel for
 should the agent die first, so a hard-killed agent does not leave an orphan training
 behind. torchrun's ranks live in sessions of their own; ``spotrun.toolkit.rank`` ties each
 to torchrun the same way, and torchrun passes the group's SIGTERM on to them.
+
+When the instance has a network namespace of its own, the training process runs in it: its
+command goes through ``nsenter --net=<namespace>``, which enters the namespace and then
+execs the command (no fork), so the pid, the process group, the parent-death signal and
+the exit code are the script's own, exactly as without it.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
+
+from spotrun.agent.config import netns_of
 
 PR_SET_PDEATHSIG = 1
 
@@ -37,14 +45,32 @@ def _death_signal() -> Callable[[], None] | None:
     return arm
 
 
+def in_netns(argv: Sequence[str], netns: Path | None) -> list[str]:
+    """``argv`` as run inside the network namespace at ``netns`` (as it is, for None)."""
+    if netns is None:
+        return list(argv)
+    return [shutil.which("nsenter") or "nsenter", f"--net={netns}", "--", *argv]
+
+
 class TrainingProcess:
     """One running entry point. Start it from the thread that lives longest (the main one):
-    the kernel's parent-death signal follows the thread that forked, not the process."""
+    the kernel's parent-death signal follows the thread that forked, not the process.
 
-    def __init__(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> None:
+    ``netns``: the network namespace to run in; by default the one ``env`` names
+    (``SPOTRUN_NETNS``, which the instance gives the agent and the agent passes on).
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        cwd: Path,
+        env: Mapping[str, str],
+        netns: Path | None = None,
+    ) -> None:
         self.argv = list(argv)
+        self.netns = netns if netns is not None else netns_of(env)
         self._popen = subprocess.Popen(
-            self.argv,
+            in_netns(self.argv, self.netns),
             cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,

@@ -6,6 +6,14 @@ set itself (following the toolkit's naming: ``SM_`` + upper-cased key, strings a
 are, everything else JSON), all pointing at this host's real paths. What depends on the
 kind of program (its arguments, module folder, hyperparameters as seen) comes from the
 ``Program``.
+
+On several instances the process also gets what ``torch.distributed`` reads for a
+multi-node run: ``MASTER_ADDR``/``MASTER_PORT`` (algo-1's rendezvous, which its agent
+published through the server), ``NODE_RANK``, ``NNODES``, ``WORLD_SIZE`` (every rank of
+every host) and ``LOCAL_WORLD_SIZE`` (ranks per host). Under torchrun each rank gets its own
+``RANK``/``LOCAL_RANK`` from torchrun; a script that runs alone on each host is rank
+``NODE_RANK`` of ``NNODES``, so ``init_process_group()`` with the ``env://`` default works
+as it is.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from typing import Any
 
 from spotrun.agent.config import AttemptInfo
 from spotrun.agent.layout import NETWORK_INTERFACE, MlLayout, input_data_config, resource_config
-from spotrun.agent.program import Program, hyperparameter_args, python_path
+from spotrun.agent.program import Program, Rendezvous, hyperparameter_args, python_path
 from spotrun.agent.wire import CREDENTIAL_ENV
 from spotrun.spec import JobSpec
 
@@ -40,6 +48,9 @@ PRIVATE = frozenset(
         "SPOTRUN_ENDPOINT",
         "SPOTRUN_ACCESS_KEY_ID",
         "SPOTRUN_SECRET_ACCESS_KEY",
+        # the instance's network is the agent's business: the training runs inside it
+        "SPOTRUN_NETNS",
+        "SPOTRUN_HOST_ADDRESSES",
         *CREDENTIAL_ENV,
     }
 )
@@ -53,8 +64,15 @@ def training_environment(
     arn: str,
     checkpoint_dir: Path | None,
     program: Program,
+    rendezvous: Rendezvous | None = None,
+    ranks: int | None = None,
+    interface: str = NETWORK_INTERFACE,
 ) -> dict[str, str]:
-    """``base`` + the job's Environment + what the platform sets (which wins on a clash)."""
+    """``base`` + the job's Environment + what the platform sets (which wins on a clash).
+
+    ``rendezvous`` for a multi-instance attempt; ``ranks`` per host under torchrun (None:
+    the script runs alone).
+    """
     hps = dict(program.hyperparameters)
     channels = sorted(ch.name for ch in spec.channels)
     channel_dirs = {name: str(layout.channel_dir(name)) for name in channels}
@@ -76,13 +94,15 @@ def training_environment(
         "model_dir": str(layout.model_dir),
         "module_dir": program.module_dir,
         "module_name": program.module_name,
-        "network_interface_name": NETWORK_INTERFACE,
+        "network_interface_name": interface,
         "num_cpus": os.cpu_count() or 1,
         "num_gpus": 0,
         "output_data_dir": str(layout.host_output_data_dir(attempt.host)),
         "output_dir": str(layout.output_dir),
         "output_intermediate_dir": str(layout.intermediate_dir),
-        "resource_config": resource_config(attempt.host, attempt.hosts, attempt.instance_type),
+        "resource_config": resource_config(
+            attempt.host, attempt.hosts, attempt.instance_type, interface
+        ),
         "user_entry_point": program.entry_point,
     }
     sm: dict[str, str] = {
@@ -107,7 +127,7 @@ def training_environment(
         "SM_LOG_LEVEL": str(program.log_level),
         "SM_MODULE_DIR": program.module_dir,
         "SM_MODULE_NAME": program.module_name,
-        "SM_NETWORK_INTERFACE_NAME": NETWORK_INTERFACE,
+        "SM_NETWORK_INTERFACE_NAME": interface,
         "SM_FRAMEWORK_PARAMS": "{}",
         "SM_IS_MASTER": json.dumps(attempt.leader),
         "SM_MASTER_HOSTNAME": attempt.hosts[0],
@@ -126,6 +146,8 @@ def training_environment(
     }
     if checkpoint_dir is not None:
         platform["SPOTRUN_CHECKPOINT_DIR"] = str(checkpoint_dir)
+    if rendezvous is not None:
+        platform.update(distributed_environment(rendezvous, ranks, interface))
     # the agent's own plumbing (its credential, where the server keeps its state and keys)
     # is not the script's business; this tidies the environment, it is not a sandbox (see
     # README)
@@ -134,4 +156,29 @@ def training_environment(
     path = python_path(program, out.get("PYTHONPATH"))
     if path is not None:
         out["PYTHONPATH"] = path
+    return out
+
+
+def distributed_environment(
+    rendezvous: Rendezvous, ranks: int | None, interface: str = NETWORK_INTERFACE
+) -> dict[str, str]:
+    """The ``torch.distributed`` variables of one host of a multi-instance attempt.
+
+    The ``*_SOCKET_IFNAME`` variables name the interface the ranks reach each other by: a
+    rank tells the others its address on it (by default gloo takes the host name's, which
+    on an instance with a network of its own is loopback, where no other rank is).
+    """
+    per_host = ranks or 1
+    out = {
+        "GLOO_SOCKET_IFNAME": interface,
+        "NCCL_SOCKET_IFNAME": interface,
+        "MASTER_ADDR": rendezvous.master_addr,
+        "MASTER_PORT": str(rendezvous.master_port),
+        "NODE_RANK": str(rendezvous.node_rank),
+        "NNODES": str(rendezvous.nodes),
+        "WORLD_SIZE": str(rendezvous.nodes * per_host),
+        "LOCAL_WORLD_SIZE": str(per_host),
+    }
+    if ranks is None:  # torchrun numbers its ranks itself
+        out.update(RANK=str(rendezvous.node_rank), LOCAL_RANK="0")
     return out

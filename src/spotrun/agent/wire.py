@@ -15,13 +15,17 @@ is about; anything but the credential's own is refused (403), and an attempt tha
 longer the job's current one gets 409 ``StaleGeneration``.
 
 * ``GET /v1/agent/attempt?job=J&generation=G&host=H`` -> ``AttemptAnswer``: the job's stored
-  request, its run plan, the attempt's hosts, its stop grace, the desired state.
+  request, its run plan, the attempt's hosts, its stop grace, the desired state, whether
+  the attempt was noticed, and the leader's rendezvous address once algo-1 has reported
+  it (``HostFields.address``); the other hosts of a multi-instance attempt read it again
+  until it is there.
 * ``POST /v1/agent/reports`` with a ``ReportBody`` -> ``AckAnswer``. A batch is applied in one
   transaction, exactly once (``seq``: a batch sent again after a lost answer is
   acknowledged, not applied again). The answer carries the desired state, so every batch,
-  an empty one included (the heartbeat), is also the poll for a stop. The batch's ``end``
-  says how the attempt ended on the host, as the agent classified it; the controller uses
-  that instead of classifying again.
+  an empty one included (the heartbeat), is also the poll for a stop, and for a notice
+  any instance of the attempt got (``notice``: the whole job checkpoints, as one). The
+  batch's ``end`` says how the attempt ended on the host, as the agent classified it; the
+  controller uses that instead of classifying again.
 * ``GET /v1/agent/servers`` -> ``ServersAnswer``: base URLs of the live servers, so an
   agent can fail over when the one it talks to goes away.
 
@@ -72,6 +76,8 @@ Stream = Literal["stdout", "stderr", "agent"]
 Desired = Literal["run", "stop"]
 
 Time = Annotated[float, Field(allow_inf_nan=False)]
+#: ``ip:port`` (IPv4 dotted quad, a port from 1 to 65535)
+ADDRESS_PATTERN = r"^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$"
 Text = Annotated[str, Field(max_length=MAX_LINE)]
 
 
@@ -106,6 +112,10 @@ class HostFields(_Wire):
     synced_step: int | None = None
     sync_stalled_since: Time | None = None
     isolation: Literal["namespace", "folder"] | None = None
+    #: where this host's rank 0 takes the process group's rendezvous (the leader's only)
+    address: Annotated[str, Field(max_length=64, pattern=ADDRESS_PATTERN)] | None = None
+    #: the network the training runs in: ``netns <ip>`` (one of its own), or ``loopback``
+    network: str | None = Field(default=None, max_length=64)
 
     @model_validator(mode="after")
     def _no_null_for_what_always_has_a_value(self) -> HostFields:
@@ -154,6 +164,9 @@ class AckAnswer(_Wire):
     seq: int  # the host's last applied batch
     desired: Desired
     live: bool  # False once the controller has ended the attempt
+    #: an instance of this attempt got an interruption notice (maybe another host's): the
+    #: whole job checkpoints and stops, as one
+    notice: bool = False
 
 
 class AttemptAnswer(_Wire):
@@ -171,6 +184,9 @@ class AttemptAnswer(_Wire):
     stop_grace: float  # seconds between SIGTERM and SIGKILL on a stop
     desired: Desired
     live: bool
+    notice: bool = False  # as in ``AckAnswer``
+    #: ``ip:port`` of the leader's rendezvous once algo-1 has published it (multi-instance)
+    leader_address: str | None = None
 
 
 class ServersAnswer(_Wire):

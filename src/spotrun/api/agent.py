@@ -179,12 +179,14 @@ def _attempt(api: AgentApi, scope: InstanceScope, ref: AttemptRef) -> AttemptAns
     if att is None:
         raise NotFound(f"{ref.job} has no attempt {ref.generation}")
     plan, plan_error = _plan(api, job)
+    hosts = api.keys.hosts(ref.job, ref.generation) or [ref.host]
+    leader = next((h for h in api.store.hosts(ref.job, ref.generation) if h.host == hosts[0]), None)
     return AttemptAnswer(
         job=job.name,
         arn=job.arn,
         generation=att.generation,
         host=ref.host,
-        hosts=api.keys.hosts(ref.job, ref.generation) or [ref.host],
+        hosts=hosts,
         instance_type=job.spec.resources.instance_type,
         request=job.request,
         run_plan=plan,
@@ -192,6 +194,8 @@ def _attempt(api: AgentApi, scope: InstanceScope, ref: AttemptRef) -> AttemptAns
         stop_grace=att.stop_grace,
         desired=_desired("run" if att.live and att.desired == "run" else "stop"),
         live=att.live,
+        notice=att.notice_deadline is not None,
+        leader_address=leader.address if leader is not None else None,
     )
 
 
@@ -257,7 +261,13 @@ def _report(api: AgentApi, scope: InstanceScope, raw: bytes) -> AckAnswer:
             body.end.ending.value,
             extra={"job": scope.job, "generation": scope.generation},
         )
-    return AckAnswer(applied=ack.applied, seq=ack.seq, desired=_desired(ack.desired), live=ack.live)
+    return AckAnswer(
+        applied=ack.applied,
+        seq=ack.seq,
+        desired=_desired(ack.desired),
+        live=ack.live,
+        notice=ack.notice,
+    )
 
 
 def _desired(value: str) -> Literal["run", "stop"]:

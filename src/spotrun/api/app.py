@@ -71,6 +71,8 @@ class Interrupt(_Body):
     (default: the market's notice lead)."""
 
     lead_seconds: float | None = Field(default=None, ge=0, le=120, allow_inf_nan=False)
+    #: only the instance of this host (algo-N); default: every instance of the job
+    host: str | None = Field(default=None, pattern=r"^algo-[1-9][0-9]{0,3}$")
 
 
 class NewKeyRequest(_Body):
@@ -269,9 +271,11 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @app.post("/v1/jobs/{name}/interrupt")
     def interrupt(c: Signed, name: str, req: Interrupt | None = None) -> dict[str, Any]:
-        """Reclaim the job's spot instances after a notice, as the market would."""
+        """Reclaim the job's spot instances (or one host's) after a notice, as the market
+        would."""
         lead = req.lead_seconds if req is not None else None
-        return rt.request_interrupt(own(c, name).name, lead)
+        host = req.host if req is not None else None
+        return rt.request_interrupt(own(c, name).name, lead, host)
 
     @app.get("/v1/jobs/{name}/transitions")
     def transitions(c: Signed, name: str) -> dict[str, Any]:

@@ -81,6 +81,9 @@ def spotrun_extras(store: Store, job: JobRecord) -> dict[str, Any]:
                     {
                         "Host": h.host,
                         "Phase": h.phase,
+                        # netns <ip> (an address of its own) or loopback (shared, ports apart)
+                        "Network": h.network,
+                        "Rendezvous": h.address,
                         "ExitCode": h.exit_code,
                         "Restored": h.restored,
                         "LastCheckpointSync": h.last_sync_at,

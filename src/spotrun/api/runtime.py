@@ -199,14 +199,18 @@ class Runtime:
                 return
             time.sleep(0.02)
 
-    def request_interrupt(self, name: str, lead_seconds: float | None = None) -> dict[str, Any]:
+    def request_interrupt(
+        self, name: str, lead_seconds: float | None = None, host: str | None = None
+    ) -> dict[str, Any]:
         """Reclaim the job's spot capacity on purpose, with the usual notice first.
 
         What a spot market does unasked, on demand: the instance's metadata endpoint serves
         the notice at once, the agent passes it on (SIGTERM), and the instance is killed
         ``lead_seconds`` later (default: the market's notice lead). The job then resumes
         like after any interruption, which is how a user tests that a script survives one.
-        Only an InProgress job on running spot instances can be interrupted.
+        Only an InProgress job on running spot instances can be interrupted. ``host``
+        (algo-N) reclaims that host's instance only: on a job of several instances, as on a
+        real market, one reclaim interrupts the whole job.
         """
         # a market's own lead may be longer than an injected notice may give
         lead_of = (
@@ -234,6 +238,13 @@ class Runtime:
         ]
         if not live:
             raise InvalidState(f"{name} has no running instance to interrupt (it is waiting)")
+        if host is not None:
+            hosts = sorted({i.host for i in live})
+            live = [i for i in live if i.host == host]
+            if not live:
+                raise SpecError(
+                    "host", f"{name} has no running instance as {host}; its hosts: {hosts}"
+                )
         if not all(i.spot for i in live):
             raise InvalidState(
                 f"{name} runs on on-demand capacity, which is never reclaimed; "

@@ -288,8 +288,12 @@ class Client:
     def stop(self, name: str) -> None:
         self._call("POST", f"/v1/jobs/{name}/stop")
 
-    def interrupt(self, name: str, lead_seconds: float | None = None) -> dict[str, Any]:
-        body = {} if lead_seconds is None else {"lead_seconds": lead_seconds}
+    def interrupt(
+        self, name: str, lead_seconds: float | None = None, host: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {} if lead_seconds is None else {"lead_seconds": lead_seconds}
+        if host is not None:
+            body["host"] = host
         result: dict[str, Any] = self._call("POST", f"/v1/jobs/{name}/interrupt", json=body)
         return result
 

@@ -294,7 +294,7 @@ def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_interrupt(args: argparse.Namespace, settings: Settings) -> int:
     client = Client.for_settings(settings)
-    result = client.interrupt(args.name, args.lead)
+    result = client.interrupt(args.name, args.lead, args.host)
     ids = ", ".join(result["instances"])
     left = max(0.0, float(result["deadline"]) - time.time())
     print(f"[spotrun] {args.name}: notice served on {ids}; reclaimed in {left:.0f} s")
@@ -550,6 +550,11 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="seconds from the notice to the reclaim, 0-120 (default: the market's lead)",
+    )
+    it.add_argument(
+        "--host",
+        metavar="algo-N",
+        help="reclaim only this host's instance (the whole job still checkpoints and resumes)",
     )
     it.add_argument(
         "--wait",

@@ -105,7 +105,7 @@ def reconcile(job: JobRecord, seen: Observation, now: float) -> Step:
         acts += _begin_stop(job, seen, reason, now)
         return Step(tuple(acts), seen.poll)
     if att is not None and att.live:
-        acts += _running(job, spec, seen)
+        acts += _running(job, spec, seen, now)
         return Step(tuple(acts), _running_due(job, spec, seen, acts, now))
     placing = _place(job, seen)
     acts += placing
@@ -252,7 +252,7 @@ def _stopping(job: JobRecord, seen: Observation, now: float) -> list[Action]:
 # -- a live attempt ---------------------------------------------------------------------
 
 
-def _running(job: JobRecord, spec: JobSpec, seen: Observation) -> list[Action]:
+def _running(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> list[Action]:
     att = seen.attempt
     assert att is not None
     acts: list[Action] = []
@@ -262,6 +262,13 @@ def _running(job: JobRecord, spec: JobSpec, seen: Observation) -> list[Action]:
     notice = _notice(seen.attempt_instances)
     if notice is not None and att.notice_deadline is None:
         msg = f"Spot interruption notice: capacity reclaimed at {_clock(notice)}; checkpointing"
+        acts += [NoteNotice(att.generation, notice), SetMessage(msg), Event("notice", msg)]
+    elif att.notice_deadline is None and (told := [h.host for h in seen.hosts if h.noticed]):
+        # a notice the provider does not show (a SIGTERM from the engine, say): the agent
+        # says so. Noted all the same, so that every host of the attempt hears of it and the
+        # job checkpoints as one; the reclaim is taken to come within the stop grace
+        notice = now + att.stop_grace
+        msg = f"Spot interruption notice on {', '.join(told)}; checkpointing"
         acts += [NoteNotice(att.generation, notice), SetMessage(msg), Event("notice", msg)]
     if cause is None:
         if notice is None and att.notice_deadline is None:  # the notice's message wins
@@ -296,7 +303,10 @@ def classify(
     preempted = any(_cause(v) == TerminationCause.PREEMPTED for v in instances)
     if preempted or (noticed and (done or _all_gone(instances))):
         return "preempted"
-    if done or any(_gone(v) for v in instances):
+    # an instance whose agent reported its end and then shut down is not lost: on several
+    # hosts, the others may still be reporting theirs
+    ended = {h.host for h in hosts if h.phase is HostPhase.DONE}
+    if done or any(_gone(v) and v.record.host not in ended for v in instances):
         # every agent ended without success, failure or notice (an attempt the controller
         # ended, an agent's own fault), or an instance vanished
         return "lost"

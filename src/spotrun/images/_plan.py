@@ -15,7 +15,8 @@ A script runs as several data-parallel ranks under ``torchrun`` when the request
 ``Environment`` sets ``SPOTRUN_PROCESSES_PER_HOST`` (``spotrun run --processes-per-host``)
 or the SDK's ``distribution={"torch_distributed": {"enabled": True}}`` set
 ``sagemaker_torch_distributed_enabled`` (one rank per instance unless the variable says
-more: these instances have no GPUs to count).
+more: these instances have no GPUs to count). On several instances the ranks of every
+instance form one group (the agents' rendezvous), ``ranks`` on each.
 
 Pure: no I/O. Whether the code and data can be read is admission's business.
 """
@@ -283,10 +284,4 @@ def _ranks(spec: JobSpec, plan: RunPlan) -> int | None:
     # the suffix as the agent's script_command sees it (a file named ".py" has none)
     if toolkit_kind and PurePosixPath(entry).suffix != ".py":
         raise SpecError(field, f"torchrun runs Python scripts, and {entry!r} is not a .py file")
-    if spec.resources.instance_count > 1:
-        raise SpecError(
-            field,
-            "ranks on several instances are not supported yet: give InstanceCount 1 and the "
-            "ranks per instance",
-        )
     return ranks

@@ -27,6 +27,7 @@ class Capability(StrEnum):
     SIGTERM_NOTICE = "sigterm-notice"  # the notice is a SIGTERM with a grace time
     NODE_DEATH = "node-death"  # the instance just disappears; no notice
     PRIVATE_MOUNTS = "private-mounts"  # /opt/ml is the instance's own folder
+    PRIVATE_NETWORK = "private-network"  # each instance has its own interface and address
     GANG = "gang"  # all instances of a request start together or not at all
     SURVIVES_SERVICE = "survives-service"  # instances keep running while the service is down
     MARKET_REPLAY = "market-replay"  # prices and interruptions come from a replayed market
@@ -131,6 +132,9 @@ class InstanceState:
     cause: TerminationCause | None = None
     notice: Notice | None = None
     isolation: str = "folder"  # "namespace" when /opt/ml is private to the instance
+    #: "netns <address>" (a network namespace of its own), "loopback" (the machine's
+    #: 127.0.0.1, shared), or "host" (the machine's network, as a real node has)
+    network: str = "host"
 
 
 class Provider(Protocol):

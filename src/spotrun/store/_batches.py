@@ -83,6 +83,8 @@ class BatchAck:
     desired: str  # "run" or "stop" ("stop" too once the attempt has ended)
     live: bool  # whether the attempt is still live
     news: bool = False  # applied, and bumped the job's signal (wake the controller)
+    #: an instance of the attempt got an interruption notice: every host checkpoints
+    notice: bool = False
 
 
 def apply_batch(store: Store, batch: ReportBatch) -> BatchAck:
@@ -151,7 +153,7 @@ def _apply(store: Store, batch: ReportBatch) -> BatchAck:
         # plain statements, not the ORM's unit of work: a log batch is the commonest
         # request a server answers
         att = s.execute(
-            select(AttemptRow.state, AttemptRow.desired).where(
+            select(AttemptRow.state, AttemptRow.desired, AttemptRow.notice_deadline).where(
                 AttemptRow.job == batch.job, AttemptRow.generation == batch.generation
             )
         ).first()
@@ -162,6 +164,7 @@ def _apply(store: Store, batch: ReportBatch) -> BatchAck:
             desired=att.desired if att is not None and live else DesiredState.STOP.value,
             live=live,
             news=applied and batch.news,
+            notice=att is not None and att.notice_deadline is not None,
         )
 
 
@@ -169,7 +172,13 @@ def _heartbeat(store: Store, batch: ReportBatch) -> BatchAck:
     """The answer to an empty batch: one read, in a transaction that takes no write lock
     (half of all batches are heartbeats, and on SQLite each writer waits for the last)."""
     q = (
-        select(JobRow.generation, HostRow.report_seq, AttemptRow.state, AttemptRow.desired)
+        select(
+            JobRow.generation,
+            HostRow.report_seq,
+            AttemptRow.state,
+            AttemptRow.desired,
+            AttemptRow.notice_deadline,
+        )
         .select_from(JobRow)
         .outerjoin(
             AttemptRow,
@@ -185,7 +194,9 @@ def _heartbeat(store: Store, batch: ReportBatch) -> BatchAck:
     )
     with store._read() as s:
         found = s.execute(q).first()
-    current, seq, state, desired = found if found is not None else (None, 0, None, None)
+    current, seq, state, desired, notice = (
+        found if found is not None else (None, 0, None, None, None)
+    )
     _check_generation(batch, current)
     live = state is not None and state != AttemptState.ENDED.value
     return BatchAck(
@@ -193,6 +204,7 @@ def _heartbeat(store: Store, batch: ReportBatch) -> BatchAck:
         seq=seq or 0,
         desired=desired if live and desired is not None else DesiredState.STOP.value,
         live=live,
+        notice=notice is not None,
     )
 
 

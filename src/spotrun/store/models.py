@@ -142,6 +142,11 @@ class HostRow(Base):
     isolation: Mapped[str | None] = mapped_column(String(16), nullable=True)
     #: how the attempt ended here, as the agent classified it (``spotrun.agent.Ending``)
     ending: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: ``ip:port`` where this host's rank 0 takes the rendezvous (the leader of a
+    #: multi-instance attempt publishes it; the other hosts' ranks connect to it)
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the network the host's training ran in (``netns <ip>``, or ``loopback``)
+    network: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: the sequence number of the agent's last applied report batch: a batch at or below
     #: it is a retry of one already applied, and is acknowledged without applying it again
     report_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -159,6 +159,10 @@ class HostRecord:
     #: how the attempt ended here, as the agent classified it (``spotrun.agent.Ending``
     #: values); None while it runs, or when the agent could not tell (it crashed)
     ending: str | None = None
+    #: ``ip:port`` of the rendezvous this host's training serves (the leader's only)
+    address: str | None = None
+    #: the network the host's training ran in: ``netns <ip>`` (its own), or ``loopback``
+    network: str | None = None
 
 
 @dataclass(frozen=True)

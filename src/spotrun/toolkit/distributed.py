@@ -55,6 +55,26 @@ def rank_and_world() -> tuple[int, int]:
     return int(dist.get_rank()), int(dist.get_world_size())
 
 
+def wrap(model: Any, **options: Any) -> Any:
+    """``DistributedDataParallel(model)`` whose gradients add up the same way in every
+    attempt, so that a resumed run ends with exactly the tensors of an uninterrupted one.
+
+    DDP regroups its gradient buckets once, after a process's first backward pass, and
+    from then on its sums round differently from the first step's on three or more ranks
+    (with two, a + b is b + a and nothing shows). Every attempt's first step runs with the
+    first grouping, so a resumed run would round that step unlike an uninterrupted one,
+    a few units in the last place, and drift. DDP regroups only when
+    ``find_unused_parameters`` is off, so ``wrap`` turns it on. That costs a walk over the
+    autograd graph per step (small next to the step), and DDP logs once per rank that no
+    parameter was unused: expected here, not a problem. ``options`` go to DDP as they are
+    (``find_unused_parameters=False`` gives DDP's own behaviour back).
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    options.setdefault("find_unused_parameters", True)
+    return DistributedDataParallel(model, **options)
+
+
 def stop_agreed(ckpt: Checkpointer) -> bool:
     """Whether any rank has been interrupted; the same answer on every rank.
 

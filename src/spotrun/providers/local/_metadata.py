@@ -7,18 +7,25 @@ shapes match EC2's, the same agent code serves both. Like an instance launched w
 ``HttpTokens=required`` (IMDSv2 only), every GET needs a session token from
 ``PUT /latest/api/token``; without a valid, unexpired one it answers 401, so the token
 handling of the agent and of ``spotrun.toolkit`` is exercised on every local run.
+
+An instance with a network namespace of its own gets the endpoint twice, on the same port:
+on the machine's 127.0.0.1 for the agent, and on the namespace's own 127.0.0.1 for the
+training process inside (``serve_in_netns``), so one ``SPOTRUN_METADATA_URL`` serves both.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
+import os
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from spotrun.providers.base import Notice
 from spotrun.providers.local._records import earliest_issued
@@ -186,3 +193,50 @@ def serve(identity: Identity, board: NoticeBoard) -> ThreadingHTTPServer:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="imds", daemon=True).start()
     return server
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def serve_in_netns(netns: str, like: ThreadingHTTPServer) -> ThreadingHTTPServer:
+    """The endpoint ``like`` serves, also on its port of the loopback of ``netns`` (a path
+    such as ``/run/netns/<name>``); tokens issued by either are good at both.
+
+    A socket belongs to the network namespace of the thread that created it, so one thread
+    of ours moves into the namespace (``setns`` moves only the calling thread), makes the
+    listening socket there and serves it; the rest of the process stays outside.
+    """
+    made: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def run() -> None:
+        try:
+            _enter(netns)
+            server = ThreadingHTTPServer(like.server_address, like.RequestHandlerClass)
+            server.daemon_threads = True
+        except BaseException as exc:  # handed to the caller, who is waiting for us
+            made["error"] = exc
+            ready.set()
+            return
+        made["server"] = server
+        ready.set()
+        server.serve_forever()
+
+    threading.Thread(target=run, name="imds-netns", daemon=True).start()
+    ready.wait()
+    if "error" in made:
+        raise made["error"]
+    server: ThreadingHTTPServer = made["server"]
+    return server
+
+
+def _enter(netns: str) -> None:
+    """Move the calling thread into the network namespace at ``netns``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({netns}): {os.strerror(err)}")
+    finally:
+        os.close(fd)

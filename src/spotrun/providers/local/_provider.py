@@ -1,10 +1,11 @@
 """The local provider: each instance is a supervised process tree on this machine.
 
 Capacity, prices and interruptions are replayed from a market; the instances themselves
-are real. ``launch`` writes the instance's record and starts a detached host process
-(``spotrun.providers.local.host``) that outlives the service; everything afterwards is
-read back from the instance's folder, so a restarted service (a new ``LocalProvider`` on
-the same home) sees, describes and terminates instances an earlier one launched.
+are real. ``launch`` writes the instance's record, gives it a network (``_network``) and
+starts a detached host process (``spotrun.providers.local.host``) that outlives the
+service; everything afterwards is read back from the instance's folder, so a restarted
+service (a new ``LocalProvider`` on the same home) sees, describes and terminates
+instances an earlier one launched, and deletes the networks of those that ended.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping, Sequence
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from spotrun.providers.base import (
     Pool,
     TerminationCause,
 )
-from spotrun.providers.local import _isolation, _planning, _procs
+from spotrun.providers.local import _isolation, _network, _planning, _procs
 from spotrun.providers.local._market import MarketView
 from spotrun.providers.local._records import (
     HOST_LOG,
@@ -61,25 +63,37 @@ class LocalProvider:
 
     ``isolation`` is ``auto`` (a private pid and mount namespace when the machine allows
     it, else a plain folder), ``namespace`` (required; fails if unavailable) or ``folder``.
+    ``network`` is ``auto`` (a network namespace and address of its own per instance where
+    the machine allows it and isolation is ``namespace``, else the loopback), ``netns``
+    (required) or ``loopback``.
     """
 
     name = "local"
 
     def __init__(
-        self, home: Path, market: MarketView, clock: Clock, isolation: str = "auto"
+        self,
+        home: Path,
+        market: MarketView,
+        clock: Clock,
+        isolation: str = "auto",
+        network: str = "auto",
     ) -> None:
         self.home = Path(home).resolve()  # the host runs elsewhere; relative paths would break
         self.market = market
         self.clock = clock
         self.isolation = _isolation.resolve(isolation)
+        self.network = _network.resolve(network, self.isolation)
         caps = {Capability.NOTICES, Capability.SURVIVES_SERVICE, Capability.MARKET_REPLAY}
         if self.isolation == _isolation.NAMESPACE:
             caps.add(Capability.PRIVATE_MOUNTS)
+        if self.network == _network.NETNS:
+            caps.add(Capability.PRIVATE_NETWORK)
         self.capabilities: frozenset[Capability] = frozenset(caps)
         self._instances = self.home / "instances"
         # Hosts we started ourselves; polled so they do not linger as zombies under us.
         self._spawned: dict[str, subprocess.Popen[bytes]] = {}
         self._changes = _planning.ChangeCache()
+        self._subnet: IPv4Network | None = None  # claimed at the first launch that needs it
 
     # -- the Provider interface ----------------------------------------------------------
 
@@ -105,13 +119,18 @@ class LocalProvider:
             raise NoCapacity(
                 f"{pool.zone} can give {have} of {request.count} {request.instance_type} now"
             )
+        ids = {host: "i-" + secrets.token_hex(9)[:17] for host in plan.hosts}
         refs: list[InstanceRef] = []
         try:
+            # Every host's address is known before the first starts: each is told them all.
+            networks = self._networks(list(ids.values()))
+            addresses = {host: networks[ids[host]].address for host in plan.hosts}
             for host in plan.hosts:
-                refs.append(self._launch_one(plan, pool, host))
+                refs.append(self._launch_one(plan, pool, host, ids[host], networks, addresses))
         except BaseException as exc:
             for ref in refs:  # all hosts of an attempt or none
                 self.terminate(ref)
+            self._release(set(ids.values()) - {ref.id for ref in refs})
             if isinstance(exc, OSError):
                 raise ProviderError(f"could not start a local instance: {exc}") from exc
             raise
@@ -125,6 +144,9 @@ class LocalProvider:
             return None
         self._reap()
         phase, cause, ended, state = self._status(root, instance)
+        network = _network.Attachment.from_json(instance.get("network"))
+        if phase is InstancePhase.TERMINATED:
+            self._tear_down(str(instance["id"]), network)
         cutoff = self.clock.now() if ended is None else min(self.clock.now(), ended)
         notice = earliest_issued(
             (
@@ -147,6 +169,7 @@ class LocalProvider:
             cause=cause,
             notice=notice,
             isolation=str(state.get("isolation") or instance["isolation"]),
+            network=network.summary(),
         )
 
     def terminate(self, ref: InstanceRef) -> None:
@@ -164,12 +187,13 @@ class LocalProvider:
             return
         if self._ask_host_to_stop(root):
             self._sweep(ref.id)
-            return
-        at = self.clock.now()
-        self._kill_host(root)
-        self._sweep(ref.id)
-        if _phase(read_json(root / STATE)) != InstancePhase.TERMINATED.value:
-            self._record_end(root, TerminationCause.REQUESTED, at)
+        else:
+            at = self.clock.now()
+            self._kill_host(root)
+            self._sweep(ref.id)
+            if _phase(read_json(root / STATE)) != InstancePhase.TERMINATED.value:
+                self._record_end(root, TerminationCause.REQUESTED, at)
+        self.describe(ref)  # the instance has ended: this deletes its network
 
     def list(self) -> list[InstanceState]:
         """Every instance under ``<home>/instances``, oldest first (for re-adoption)."""
@@ -208,9 +232,17 @@ class LocalProvider:
 
     # -- launching -----------------------------------------------------------------------
 
-    def _launch_one(self, plan: LaunchPlan, pool: Pool, host: str) -> InstanceRef:
+    def _launch_one(
+        self,
+        plan: LaunchPlan,
+        pool: Pool,
+        host: str,
+        instance_id: str,
+        networks: Mapping[str, _network.Attachment],
+        addresses: Mapping[str, str],
+    ) -> InstanceRef:
         request = plan.request
-        instance_id = "i-" + secrets.token_hex(9)[:17]
+        network = networks[instance_id]
         root = self._instances / instance_id
         root.mkdir(parents=True)
         launched_at = self.clock.now()
@@ -241,13 +273,21 @@ class LocalProvider:
                 "deadline": reclaim,
                 "workload": {"argv": list(request.workload.argv), "env": env},
                 "isolation": self.isolation,
+                "network": network.to_json(),
+                "host_addresses": dict(addresses),
             },
             private=True,  # the environment holds the agent's credential
         )
+        try:
+            # Before the host starts: its private mount namespace copies /run/netns then.
+            _network.attach(network)
+        except ProviderError:
+            self._record_end(root, TerminationCause.LOST, launched_at)
+            raise
         with open(root / HOST_LOG, "ab") as log:
             # A new session: the host must not die with the service's terminal or group.
             proc = subprocess.Popen(
-                _isolation.host_command(root, self.isolation),
+                _network.cleaned_after(_isolation.host_command(root, self.isolation), network),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -259,6 +299,36 @@ class LocalProvider:
         self._spawned[instance_id] = proc
         write_json(root / LEADER, _procs.identity(proc.pid))
         return self._ref(instance_id)
+
+    # -- networks ------------------------------------------------------------------------
+
+    def _networks(self, instance_ids: Sequence[str]) -> dict[str, _network.Attachment]:
+        """The network each new instance will get (addresses taken, nothing made yet)."""
+        if self.network != _network.NETNS:
+            return {i: _network.LOOPBACK_ATTACHMENT for i in instance_ids}
+        if self._subnet is None:
+            self._subnet = _network.claim_subnet(self.home)
+        subnet = self._subnet
+        taken = _network.allocate(self._instances, subnet, instance_ids, self._network_done)
+        return {i: _network.for_instance(i, taken[i], subnet.prefixlen) for i in instance_ids}
+
+    def _tear_down(self, instance_id: str, network: _network.Attachment) -> None:
+        """Delete an ended instance's namespace and veth, then free its address."""
+        if _network.remains(network):
+            _network.detach(network)
+            self._release({instance_id})
+
+    def _network_done(self, instance_id: str) -> bool:
+        """Whether an instance has ended and nothing of its network is left."""
+        root = self._instances / instance_id
+        if _phase(read_json(root / STATE)) != InstancePhase.TERMINATED.value:
+            return False  # running, or still being launched (no state yet)
+        instance = read_json(root / INSTANCE) or {}
+        return not _network.remains(_network.Attachment.from_json(instance.get("network")))
+
+    def _release(self, instance_ids: set[str]) -> None:
+        if instance_ids:
+            _network.release(self._instances, instance_ids)
 
     # -- reading state -------------------------------------------------------------------
 

@@ -9,6 +9,10 @@ every second, so a host that itself vanished can be told apart from one that is 
 In namespace isolation the host is PID 1 of its own pid namespace: ``kill(-1)`` reaches
 every process of the instance and the kernel finishes the job if the host dies. In folder
 isolation it is a child subreaper and hunts the workload's processes through ``/proc``.
+
+The host itself stays in the machine's network. When the provider gave the instance a
+network namespace, the host tells the workload its path and address, and serves the
+metadata endpoint inside it as well, for the training process that will run there.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from typing import Any
 from spotrun.providers.base import InstancePhase, Notice, TerminationCause
 from spotrun.providers.local import _procs
 from spotrun.providers.local._isolation import FOLDER, ML_MOUNT, NAMESPACE
-from spotrun.providers.local._metadata import Identity, NoticeBoard, serve
+from spotrun.providers.local._metadata import Identity, NoticeBoard, serve, serve_in_netns
+from spotrun.providers.local._network import NETNS_DIR, Attachment
 from spotrun.providers.local._records import (
     INJECTED_NOTICE,
     INSTANCE,
@@ -47,6 +52,7 @@ _TICK = 0.2  # how often injected notices are looked for (~5 per second)
 _BEAT = 1.0  # heartbeat period
 _KILL_PATIENCE = 3.0  # how long to keep sweeping for processes that refuse to die
 _PR_SET_CHILD_SUBREAPER = 36
+_MNT_DETACH = 2
 
 
 def log(message: str) -> None:
@@ -62,6 +68,7 @@ class Host:
         self.instance = instance
         self.id = str(instance["id"])
         self.isolation = str(instance.get("isolation", FOLDER))
+        self.network = Attachment.from_json(instance.get("network"))
         self.board = NoticeBoard(scheduled_notice(instance))
         self.me = _procs.identity(_procs.own_pid())
         self.started_at = time.time()
@@ -89,6 +96,12 @@ class Host:
                 self.board,
             )
             self.port = int(server.server_address[1])
+            if self.network.netns_path is not None:
+                try:
+                    serve_in_netns(self.network.netns_path, server)
+                except OSError as exc:
+                    # The agent outside still relays every notice as SIGTERM.
+                    log(f"no metadata endpoint inside {self.network.netns_path}: {exc}")
             self._write_state()
             self._start_workload(ml_root)
             self._loop()
@@ -120,7 +133,27 @@ class Host:
             log(f"bind mount failed ({done.stderr.strip()}); falling back to folder isolation")
             self.isolation = FOLDER
             return str(ml)
+        self._forget_other_networks()
         return str(ML_MOUNT)
+
+    def _forget_other_networks(self) -> None:
+        """Unmount, in our private copy of the mounts, every other instance's namespace.
+
+        The copy was taken when we started and holds a reference to each namespace under
+        /run/netns then; left alone, it would keep another instance's namespace alive after
+        the provider deleted it, until we end.
+        """
+        own = self.network.netns
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8") as f:
+                points = [line.split()[4] for line in f if len(line.split()) > 4]
+        except OSError:
+            return
+        for point in points:
+            path = Path(point)
+            if path.parent == NETNS_DIR and path.name != own:
+                libc.umount2(str(path).encode(), _MNT_DETACH)
 
     def _start_workload(self, ml_root: str) -> None:
         workload = self.instance["workload"]
@@ -137,8 +170,16 @@ class Host:
                 "SPOTRUN_METADATA_URL": f"http://127.0.0.1:{self.port}",
                 "SPOTRUN_JOB": str(self.instance["job"]),
                 "SPOTRUN_GENERATION": str(self.instance["generation"]),
+                "SPOTRUN_INSTANCE_ADDRESS": self.network.address,
+                "SPOTRUN_HOST_ADDRESSES": ",".join(
+                    f"{host}={address}"
+                    for host, address in (self.instance.get("host_addresses") or {}).items()
+                ),
             }
         )
+        env.pop("SPOTRUN_NETNS", None)  # ours, if the service runs in an instance itself
+        if self.network.netns_path is not None:
+            env["SPOTRUN_NETNS"] = self.network.netns_path
         with open(self.root / WORKLOAD_LOG, "ab") as out:
             try:
                 # Own session: the workload's signals and ours stay apart, and its process
