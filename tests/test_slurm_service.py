@@ -304,3 +304,77 @@ def test_spotrun_interrupt_reclaims_a_slurm_instance_with_the_partitions_grace(
         assert first_run + second_run == list(range(1, 41)), (first_run, second_run)
     finally:
         stop_service(settings)
+
+
+DDP_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ddp_digits" / "train.py"
+
+
+def test_a_two_node_ddp_job_on_slurm_completes_through_two_preemptions(
+    cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """The DDP example with one rank on each of two Slurm nodes (``spotrun run --count 2``):
+    algo-1's agent publishes the rendezvous, both ranks form one gloo group, and each
+    preemption by an ondemand job stops both ranks at one step, checkpointed by rank 0;
+    every next attempt is two fresh Slurm jobs that resume from that step."""
+    home = start_server(tmp_path / "home", cluster, tmp_path / "code")
+    settings = load_settings(home)
+    name = "slurm-ddp"
+    try:
+        client = Client.for_settings(settings, start=False)
+        out = spotrun(
+            home, "run", str(DDP_EXAMPLE), "--name", name, "--spot", "--count", "2",
+            "--instance-type", "ml.c5.xlarge", "--max-run", "10m", "--max-wait", "15m",
+            "--env", "OMP_NUM_THREADS=1", "--hp", "epochs=4", "--hp", "step-seconds=0.05",
+            "--detach",
+        )  # fmt: skip
+        assert name in out, out
+
+        def lines() -> list[str]:
+            return [ln["line"] for ln in stdout_lines(client, name)]
+
+        for generation in (1, 2):
+            # an epoch trained in this attempt (after its resume, for the second)
+            def trained(g: int = generation) -> bool:
+                text = lines()
+                since = [i for i, ln in enumerate(text) if ln.startswith("resumed from")]
+                if len(since) < g - 1:
+                    return False
+                start = since[g - 2] if g > 1 else 0
+                return any(ln.startswith("epoch=") for ln in text[start:])
+
+            wait_until(f"attempt {generation} to train", trained, 180)
+            preempt_all(cluster, tmp_path)
+            wait_until(
+                f"interruption {generation}",
+                lambda g=generation: client.describe(name)["Spotrun"]["Interruptions"] >= g,
+                90,
+            )
+
+        def ended() -> dict[str, Any] | None:
+            d = client.describe(name)
+            return d if d["TrainingJobStatus"] != "InProgress" else None
+
+        d = wait_until("the job to end", ended, 300)
+        assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), lines()[-20:])
+        sp = d["Spotrun"]
+        assert sp["Interruptions"] == 2, sp
+        instances = sp["Instances"]
+        assert len(instances) == 6 and len({i["Id"] for i in instances}) == 6, instances
+        assert all(i["Provider"] == "slurm" for i in instances), instances
+        preempted = [i["Cause"] for i in instances if i["Generation"] < 3]
+        assert preempted == ["preempted"] * 4, instances
+
+        text = lines()
+        saved = [int(m.group(1)) for ln in text if (m := re.search(r"saved at step (\d+)$", ln))]
+        resumed = [
+            int(m.group(1)) for ln in text if (m := re.match(r"resumed from \S+ at step (\d+)", ln))
+        ]
+        # both ranks stopped at one step each time, and the next attempt went on from there
+        assert resumed == saved and len(saved) == 2, text
+        assert text.count("training with 2 rank(s), 44 steps per epoch") == 3, text
+        final = [ln for ln in text if ln.startswith("final test_accuracy=")]
+        assert len(final) == 1 and float(final[0].split("=")[1]) >= 0.85, final
+        hosts = [h for a in sp["Attempts"] for h in a["Hosts"]]
+        assert len(hosts) == 6 and all(h["Network"] == "loopback" for h in hosts), hosts
+    finally:
+        stop_service(settings)
