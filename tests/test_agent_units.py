@@ -299,3 +299,20 @@ def test_syncer_reports_changes_at_once_and_otherwise_on_a_heartbeat(tmp_path: P
     syncer.heartbeat = 0.0
     syncer.sync_now()
     assert len(reports) == 2 and reports[1]["synced_files"] == 1
+
+
+def test_the_interface_ranks_use_is_the_one_that_holds_the_instances_address() -> None:
+    import shutil
+    import subprocess
+
+    from spotrun.agent.main import interface_of
+
+    assert interface_of("127.0.0.1") == "lo"
+    assert interface_of("203.0.113.77") == "lo"  # on no interface here: stay on this machine
+    if shutil.which("ip") is None:
+        pytest.skip("no ip command to list this machine's addresses")
+    listed = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
+    pairs = [(f[1], f[3].split("/")[0]) for f in (ln.split() for ln in listed.splitlines())]
+    assert pairs
+    for name, address in pairs:
+        assert interface_of(address) == name.split("@")[0], (name, address)

@@ -312,12 +312,14 @@ DDP_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ddp_digits" / 
 
 
 def test_a_two_node_ddp_job_on_slurm_completes_through_two_preemptions(
-    cluster: SlurmCluster, tmp_path: Path
+    cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The DDP example with one rank on each of two Slurm nodes (``spotrun run --count 2``):
     algo-1's agent publishes the rendezvous, both ranks form one gloo group, and each
     preemption by an ondemand job stops both ranks at one step, checkpointed by rank 0;
     every next attempt is two fresh Slurm jobs that resume from that step."""
+    # the dev cluster's nodes are one machine: its ranks meet on loopback
+    monkeypatch.setenv("SPOTRUN_SLURM_NODE_ADDRESS", "loopback")
     home = start_server(tmp_path / "home", cluster, tmp_path / "code")
     settings = load_settings(home)
     name = "slurm-ddp"

@@ -66,8 +66,29 @@ EXIT_UNDELIVERED = 4
 PIPE_DRAIN_SECONDS = 5.0
 #: the longest ``restored`` description reported
 RESTORED_LIMIT = 1024
+LOOPBACK = "127.0.0.1"
 #: torch.distributed's usual port: free on an instance with an address of its own
 RENDEZVOUS_PORT = 29500
+
+
+def interface_of(address: str) -> str:
+    """The name of this machine's interface that holds ``address`` (loopback's for
+    127.0.0.1, or when none is found: the ranks then stay on this machine)."""
+    if address == LOOPBACK:
+        return NETWORK_INTERFACE
+    import fcntl
+    import struct
+
+    siocgifaddr = 0x8915
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _index, name in socket.if_nameindex():
+            try:
+                raw = fcntl.ioctl(s.fileno(), siocgifaddr, struct.pack("256s", name[:15].encode()))
+            except OSError:  # no IPv4 address on it
+                continue
+            if socket.inet_ntoa(raw[20:24]) == address:
+                return name
+    return NETWORK_INTERFACE
 
 
 class _AttemptOver(Exception):
@@ -103,7 +124,7 @@ class Agent:
         self.rendezvous: Rendezvous | None = None  # where the ranks of several hosts meet
         self.ranks: int | None = None  # ranks per host under torchrun
         #: the interface the training's traffic to other hosts leaves by
-        self.interface = NETNS_INTERFACE if cfg.netns is not None else NETWORK_INTERFACE
+        self.interface = NETNS_INTERFACE if cfg.netns is not None else interface_of(cfg.address)
 
     # -- the whole run --------------------------------------------------------------------
 

@@ -25,6 +25,15 @@ root="$SPOTRUN_SLURM_ROOT/$SLURM_JOB_ID"
 mkdir -p "$root/ml"
 export SPOTRUN_INSTANCE_ID="slurm-$SLURM_JOB_ID" SPOTRUN_ML_ROOT="$root/ml"
 export SPOTRUN_SLURM_NODE="${SLURMD_NODENAME:-}"
+# where the ranks of other nodes reach this one: the node's first address, or loopback
+# where every node is one machine (a development cluster)
+if [ "${SPOTRUN_SLURM_NODE_ADDRESS:-node}" = loopback ]; then
+  export SPOTRUN_INSTANCE_ADDRESS=127.0.0.1
+else
+  for address in $(hostname -I 2>/dev/null); do  # the first IPv4 one
+    case "$address" in *.*.*.*) export SPOTRUN_INSTANCE_ADDRESS="$address"; break ;; esac
+  done
+fi
 cd "$root/ml"
 exec "$@"
 """
