@@ -316,3 +316,22 @@ def test_the_interface_ranks_use_is_the_one_that_holds_the_instances_address() -
     assert pairs
     for name, address in pairs:
         assert interface_of(address) == name.split("@")[0], (name, address)
+
+
+def test_a_torchrun_program_joins_the_attempts_rendezvous_instead_of_its_own() -> None:
+    from spotrun.agent.program import Program, Rendezvous, joined, torchrun_command
+
+    meet = Rendezvous.parse("10.1.2.3:29500", nodes=3, node_rank=2)
+    argv = torchrun_command(2, Path("/opt/ml/code/train.py"), ["--epochs", "3"], 30.0)
+    program = Program(argv=argv, entry_point="train.py", module_dir="/c", module_name="train",
+                      user_args=("--epochs", "3"))  # fmt: skip
+    out = joined(program, meet).argv
+    assert "--standalone" not in out
+    assert out[3:7] == (
+        "--nnodes=3", "--node_rank=2", "--master_addr=10.1.2.3", "--master_port=29500",
+    )  # fmt: skip
+    assert out[7:] == argv[4:]  # the rest as it was: the same ranks, script and arguments
+    assert out == torchrun_command(2, Path("/opt/ml/code/train.py"), ["--epochs", "3"], 30.0, meet)
+    alone = Program(argv=("python", "train.py"), entry_point="train.py", module_dir="/c",
+                    module_name="train", user_args=())  # fmt: skip
+    assert joined(alone, meet) == alone

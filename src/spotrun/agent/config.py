@@ -166,6 +166,8 @@ class AttemptInfo:
     notice: bool = False
     #: ``ip:port`` of algo-1's rendezvous, once published (multi-instance attempts)
     leader_address: str | None = None
+    #: hosts of the attempt whose data is staged
+    ready: int = 0
 
     @property
     def leader(self) -> bool:
@@ -192,4 +194,5 @@ class AttemptInfo:
             live=answer.live,
             notice=answer.notice,
             leader_address=answer.leader_address,
+            ready=answer.ready,
         )

@@ -46,7 +46,7 @@ from spotrun.agent.config import AgentConfig, AgentConfigError, AttemptInfo
 from spotrun.agent.layout import NETNS_INTERFACE, NETWORK_INTERFACE, MlLayout, write_config
 from spotrun.agent.logs import LogPump
 from spotrun.agent.outcome import FAILURE_REASON_LIMIT, Ending, JobInputError, Outcome, classify
-from spotrun.agent.program import Program, Rendezvous, prepare_program
+from spotrun.agent.program import Program, Rendezvous, joined, prepare_program
 from spotrun.agent.reporter import HttpReporter, Refused
 from spotrun.agent.runner import TrainingProcess
 from spotrun.agent.sync import STALL_ENV, STALL_SECONDS, CheckpointSyncer
@@ -227,8 +227,6 @@ class Agent:
             if ch.data_distribution == "ShardedByS3Key" and len(at.hosts) > 1:
                 shard = (at.hosts.index(at.host), len(at.hosts))
             link_channel(cached, layout.channel_dir(ch.name), shard)
-        if len(at.hosts) > 1:
-            self.rendezvous = self._meet()
         self.ranks = None if isinstance(plan, AlgorithmRun) else plan.ranks
         program = prepare_program(
             plan,
@@ -236,9 +234,11 @@ class Agent:
             layout.code_dir,
             self._early_lines.append,
             stop_grace=at.stop_grace,
-            rendezvous=self.rendezvous,
         )
         self.reporter.report(download_ended=time.time())
+        if len(at.hosts) > 1:
+            self.rendezvous = self._meet()
+            program = joined(program, self.rendezvous)
         return program
 
     def _rendezvous_address(self) -> str:
@@ -257,22 +257,27 @@ class Agent:
     def _meet(self) -> Rendezvous:
         """The attempt's rendezvous: the leader's published address and this host's rank.
 
-        A host other than the leader waits for the address (its own download is done by
-        now); ``_AttemptOver`` if the attempt ends, is stopped or noticed meanwhile.
+        Every host waits, its own data staged, until every host of the attempt has staged
+        its own and the leader has published its address: the trainings start together
+        (a gang), so no rank waits in a rendezvous with a timeout while another instance is
+        still queued for capacity. ``_AttemptOver`` if the attempt ends, is stopped or
+        noticed meanwhile.
         """
         at = self.attempt
         rank = at.hosts.index(at.host)
-        info = at
+        self.reporter.flush(self.cfg.flush_seconds)  # this host's download_ended first
+        info = self.reporter.attempt()
         waited = False
-        while info.leader_address is None:
+        while info.leader_address is None or info.ready < len(at.hosts):
             if not info.live or info.desired == "stop" or info.notice:
                 raise _AttemptOver(at.host)
             if not waited:
                 self._early_lines.append(
-                    f"spotrun-agent: waiting for {at.hosts[0]} to publish its rendezvous"
+                    f"spotrun-agent: waiting for every host of the attempt "
+                    f"({info.ready} of {len(at.hosts)} ready)"
                 )
                 waited = True
-            time.sleep(self.cfg.poll_seconds)
+            time.sleep(min(self.cfg.poll_seconds, 0.5))
             info = self.reporter.attempt()
         meet = Rendezvous.parse(info.leader_address, len(at.hosts), rank)
         self._early_lines.append(

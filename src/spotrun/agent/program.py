@@ -33,7 +33,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -295,12 +295,7 @@ def torchrun_command(
     """
     meet: tuple[str, ...] = ("--standalone",)
     if rendezvous is not None:
-        meet = (
-            f"--nnodes={rendezvous.nodes}",
-            f"--node_rank={rendezvous.node_rank}",
-            f"--master_addr={rendezvous.master_addr}",
-            f"--master_port={rendezvous.master_port}",
-        )
+        meet = tuple(_meeting(rendezvous))
     return (
         sys.executable,
         "-m",
@@ -313,6 +308,26 @@ def torchrun_command(
         str(script),
         *args,
     )
+
+
+def joined(program: Program, rendezvous: Rendezvous) -> Program:
+    """``program`` with its torchrun joining the hosts at ``rendezvous`` instead of a
+    rendezvous of its own (``--standalone``); a program without torchrun as it is."""
+    argv = list(program.argv)
+    if argv[1:3] != ["-m", "torch.distributed.run"] or "--standalone" not in argv:
+        return program
+    at = argv.index("--standalone")
+    argv[at : at + 1] = _meeting(rendezvous)
+    return replace(program, argv=tuple(argv))
+
+
+def _meeting(rendezvous: Rendezvous) -> list[str]:
+    return [
+        f"--nnodes={rendezvous.nodes}",
+        f"--node_rank={rendezvous.node_rank}",
+        f"--master_addr={rendezvous.master_addr}",
+        f"--master_port={rendezvous.master_port}",
+    ]
 
 
 def _command(

@@ -187,6 +187,9 @@ class AttemptAnswer(_Wire):
     notice: bool = False  # as in ``AckAnswer``
     #: ``ip:port`` of the leader's rendezvous once algo-1 has published it (multi-instance)
     leader_address: str | None = None
+    #: hosts of the attempt that have staged their data (``download_ended`` reported):
+    #: on several hosts, none starts its training before all are ready
+    ready: int = 0
 
 
 class ServersAnswer(_Wire):

@@ -180,7 +180,8 @@ def _attempt(api: AgentApi, scope: InstanceScope, ref: AttemptRef) -> AttemptAns
         raise NotFound(f"{ref.job} has no attempt {ref.generation}")
     plan, plan_error = _plan(api, job)
     hosts = api.keys.hosts(ref.job, ref.generation) or [ref.host]
-    leader = next((h for h in api.store.hosts(ref.job, ref.generation) if h.host == hosts[0]), None)
+    reported = api.store.hosts(ref.job, ref.generation)
+    leader = next((h for h in reported if h.host == hosts[0]), None)
     return AttemptAnswer(
         job=job.name,
         arn=job.arn,
@@ -196,6 +197,7 @@ def _attempt(api: AgentApi, scope: InstanceScope, ref: AttemptRef) -> AttemptAns
         live=att.live,
         notice=att.notice_deadline is not None,
         leader_address=leader.address if leader is not None else None,
+        ready=sum(1 for h in reported if h.download_ended is not None),
     )
 
 
