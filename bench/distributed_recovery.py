@@ -26,8 +26,12 @@ The save time is the toolkit's ``Checkpointer.save`` of the job's own checkpoint
 five. The restore time is the agents' checkpoint download (from their ``download_ended``
 to their ``training`` phase, the slowest host) plus the toolkit's ``latest().load()`` of
 that checkpoint, timed the same way. Each figure's breakdown (when each host heard of the
-notice, when rank 0 committed, when the agents started, when rank 0 began) is printed
-beside it; ``--json`` prints all of it as one JSON document instead.
+notice, when rank 0 committed, each host's end and its training's exit code, when the
+agents started, when rank 0 joined the group and resumed, its first epoch line after that)
+is printed beside it, with the CPU the bench's processes (this one, the server and all
+below it) and everything else on the machine used meanwhile: every instance shares this
+machine's cores, and so does any other work on it. ``--lines`` adds the job's log lines of
+both spans; ``--json`` prints everything as one JSON document instead.
 
     .venv/bin/python bench/distributed_recovery.py [--instances 2,4] [--provider local]
         [--train-seconds 20] [--json]
@@ -107,9 +111,10 @@ class Recovery:
     restore_load: float = math.nan
     resume_overhead: float = math.nan
     resume_ok: bool = False
-    #: the machine's CPU use over each span, as a share of all its cores (None: unknown)
-    busy_exit: float | None = None
-    busy_resume: float | None = None
+    #: the CPU used over each span, as shares of all the machine's cores: by the bench's
+    #: processes (server, instances, agents, ranks), by everything else (None: unknown)
+    busy_exit: tuple[float, float] | None = None
+    busy_resume: tuple[float, float] | None = None
     #: when each thing happened, in seconds after the notice (a) or the launch (b)
     exit_timeline: dict[str, float] = field(default_factory=dict)
     resume_timeline: dict[str, float] = field(default_factory=dict)
@@ -133,28 +138,46 @@ class Home:
         self.rest = Client(f"http://{info['host']}:{info['port']}", *credentials(self.settings))
         self.store = Store.open(home)
         self._lines: dict[str, list[LogRecord]] = {}
-        self._cpu: list[tuple[float, float, float]] = []  # (time, busy ticks, all ticks)
+        self.server_pid = int(info["pid"])
+        #: (time, ticks of the bench's processes, busy ticks, all ticks) every poll
+        self._cpu: list[tuple[float, int, int, int]] = []
         self._sampling = threading.Event()
         self._sampler = threading.Thread(target=self._sample_cpu, daemon=True)
         self._sampler.start()
 
     def _sample_cpu(self) -> None:
-        """The machine's CPU ticks, every poll: every instance of the bench shares them."""
+        """Every poll, the machine's busy CPU ticks and those of the bench's processes (this
+        one, the server and everything below it: instance hosts, agents, ranks), so that
+        each span says how much of the machine other work took. Linux only."""
+        ours: set[int] = {os.getpid(), self.server_pid}
+        spent: dict[int, int] = {}  # ticks of each of our processes, when last seen
         while not self._sampling.wait(POLL):
             try:
                 ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
             except (OSError, ValueError):
-                return  # not Linux: the share is not shown
+                return  # no /proc: the shares are not shown
+            parents: dict[int, tuple[int, int]] = {}
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    try:
+                        fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+                    except OSError:
+                        continue  # gone meanwhile
+                    parents[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+            for _ in range(3):  # children listed before their parents join on a later pass
+                ours |= {pid for pid, (ppid, _) in parents.items() if ppid in ours}
+            spent.update({pid: cpu for pid, (_, cpu) in parents.items() if pid in ours})
             idle = ticks[3] + ticks[4]  # idle and iowait
-            self._cpu.append((time.time(), sum(ticks) - idle, sum(ticks)))
+            self._cpu.append((time.time(), sum(spent.values()), sum(ticks) - idle, sum(ticks)))
 
-    def busy(self, start: float, end: float) -> float | None:
-        """The share of all cores busy between two times (None: not sampled)."""
+    def busy(self, start: float, end: float) -> tuple[float, float] | None:
+        """The shares of all cores that the bench's processes and everything else used
+        between two times (None: not sampled)."""
         inside = [c for c in self._cpu if start <= c[0] <= end]
-        if len(inside) < 2:
+        if len(inside) < 2 or inside[-1][3] <= inside[0][3]:
             return None
-        (_, b0, t0), (_, b1, t1) = inside[0], inside[-1]
-        return (b1 - b0) / (t1 - t0) if t1 > t0 else None
+        (_, o0, b0, t0), (_, o1, b1, t1) = inside[0], inside[-1]
+        return (o1 - o0) / (t1 - t0), ((b1 - b0) - (o1 - o0)) / (t1 - t0)
 
     def cli(self, *args: str) -> str:
         env = {**os.environ, "SPOTRUN_HOME": str(self.settings.home)}
@@ -298,22 +321,18 @@ def measure(home: Home, out: Recovery, training_at: dict[str, float]) -> None:
         b["rank 0 joined the group"] = ranks.time - start
     b["rank 0 resumed"] = resumed.time - start
     # the first step has no line of its own: the first epoch line after the resume, beside
-    # the pace of attempt 1's epochs, shows whether it came late
+    # the job's pace between epoch lines, shows whether it came late
     per_epoch = (TRAIN_SAMPLES // out.instances) // BATCH
-    epoch = next(
-        (r for r in lines if r.generation == 2 and r.id > resumed.id and EPOCH_RE.match(r.line)),
-        None,
-    )
-    paces = [
-        (y.time - x.time) / per_epoch
-        for x, y in pairwise(r for r in lines if r.generation == 1 and EPOCH_RE.match(r.line))
-    ]
+    epochs = {g: [r for r in lines if r.generation == g and EPOCH_RE.match(r.line)] for g in (1, 2)}
+    paces = [(y.time - x.time) / per_epoch for g in (1, 2) for x, y in pairwise(epochs[g])]
+    epoch = next((r for r in epochs[2] if r.id > resumed.id), None)
     if epoch is not None and paces:
         steps = int(EPOCH_RE.match(epoch.line).group(1)) * per_epoch - out.step_resumed  # type: ignore[union-attr]
         pace = statistics.median(paces)
+        late = epoch.time - resumed.time - steps * pace
         b[
-            f"rank 0 ended the epoch, {steps} steps after resuming (at attempt 1's pace of "
-            f"{pace:.3f} s a step: {epoch.time - resumed.time - steps * pace:+.2f} s late)"
+            f"rank 0 ended an epoch {steps} steps after resuming ({late:+.2f} s beside the "
+            f"job's median pace of {pace:.3f} s a step)"
         ] = epoch.time - start
     out.busy_exit = home.busy(notice, exited)
     out.busy_resume = home.busy(start, resumed.time)
@@ -361,8 +380,13 @@ def time_toolkit(uri_path: Path, repeat: int = 5) -> tuple[float, float]:
     return statistics.median(saves), statistics.median(loads)
 
 
-def share(busy: float | None) -> str:
-    return "unknown" if busy is None else f"{busy:.0%}"
+def share(busy: tuple[float, float] | None) -> str:
+    if busy is None:
+        return "CPU use unknown"
+    return (
+        f"CPU: the bench's processes used {busy[0]:.0%} of the {os.cpu_count()} cores, "
+        f"other work on the machine {busy[1]:.0%}"
+    )
 
 
 def show(r: Recovery, lines: bool) -> None:
@@ -376,7 +400,7 @@ def show(r: Recovery, lines: bool) -> None:
     )
     for what, t in sorted(r.exit_timeline.items(), key=lambda kv: kv[1]):
         print(f"      +{t:6.2f} s  {what}")
-    print(f"      machine CPU busy: {share(r.busy_exit)} of {os.cpu_count()} cores")
+    print(f"      {share(r.busy_exit)}")
     print(
         f"  capacity back -> training resumed            {r.capacity_to_resumed:6.2f} s"
         f"   restore {r.restore:.3f} s (agents' download {r.restore_download:.3f} + load "
@@ -385,7 +409,7 @@ def show(r: Recovery, lines: bool) -> None:
     )
     for what, t in sorted(r.resume_timeline.items(), key=lambda kv: kv[1]):
         print(f"      {t:+7.2f} s  {what}")
-    print(f"      machine CPU busy: {share(r.busy_resume)} of {os.cpu_count()} cores")
+    print(f"      {share(r.busy_resume)}")
     if lines:
         print("  log lines (s after the notice in attempt 1, after the launch in attempt 2):")
         for t, generation, host, line in r.lines:
