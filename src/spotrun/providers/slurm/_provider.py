@@ -37,6 +37,7 @@ from typing import Any
 
 from spotrun.control.clock import Clock
 from spotrun.errors import NoCapacity, NotFound, ProviderError
+from spotrun.providers._files import read_json, write_json
 from spotrun.providers.base import (
     Capability,
     CapacityRequest,
@@ -52,14 +53,7 @@ from spotrun.providers.slurm._batch import environment, write_script
 from spotrun.providers.slurm._commands import JobInfo, PartitionInfo, Slurm
 from spotrun.providers.slurm._observe import forgotten, notice_of, seen
 from spotrun.providers.slurm._prices import PROVIDER, PartitionPrices
-from spotrun.providers.slurm._records import (
-    INSTANCE,
-    LOGS,
-    STATE,
-    instance_record,
-    read_json,
-    write_json,
-)
+from spotrun.providers.slurm._records import INSTANCE, LOGS, STATE, instance_record
 from spotrun.providers.slurm._states import phase_of
 
 _ID = re.compile(r"^slurm-([0-9]+)$")

@@ -19,10 +19,6 @@ share, as Slurm clusters' home folders are.
 
 from __future__ import annotations
 
-import json
-import os
-import threading
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,26 +27,6 @@ from spotrun.providers.base import Pool
 INSTANCE = "instance.json"
 STATE = "state.json"
 LOGS = "logs"
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Replace ``path`` with ``data`` in one step (a reader never sees half a record)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The record at ``path``, or None when it is missing or unreadable."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def mtime(path: Path) -> float | None:
