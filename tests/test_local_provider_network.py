@@ -33,12 +33,12 @@ from spotrun.providers.base import (
     CapacityRequest,
     InstancePhase,
     InstanceRef,
-    Pool,
     TerminationCause,
     Workload,
 )
 from spotrun.providers.local import LocalProvider, _procs
 from spotrun.providers.local._network import namespaces_work
+from test_local_provider_isolation import OneZoneMarket
 
 PAYLOAD = 256 * 1024  # bytes B sends A: far above what ARP and the like add to a counter
 
@@ -55,22 +55,6 @@ needs_netns = pytest.mark.skipif(
     reason="network namespaces need root, ip, nsenter, unshare and mount "
     "(or SPOTRUN_TEST_NO_NAMESPACES=1 is set)",
 )
-
-
-class OneZoneMarket:
-    notice_lead_real = 2.0
-
-    def pools(self, instance_type: str, spot: bool) -> list[Pool]:
-        return [Pool("local", "m5.large", "z1")]
-
-    def price(self, pool: Pool, spot: bool, t_real: float) -> float:
-        return 0.05
-
-    def capacity(self, pool: Pool, t_real: float) -> int:
-        return 8
-
-    def reclaim_at(self, pool: Pool, launched_at: float, seq: int) -> float | None:
-        return None
 
 
 # The instance's workload, standing in for the agent: reports what it sees, starts the
