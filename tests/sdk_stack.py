@@ -28,16 +28,17 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def sdk_stack(root: Path, bucket: str) -> Iterator[tuple[Server, str, Path]]:
-    """moto's S3 server with ``bucket`` in it and a spotrun server whose instances store
-    to it; yields (server, S3 endpoint URL, root) and stops both afterwards."""
+def s3_server(bucket: str) -> Iterator[str]:
+    """moto's S3 server with ``bucket`` in it, in this process's environment (so a spotrun
+    server started meanwhile, and every instance it launches, stores to it); yields its
+    URL, and puts the environment back and stops it afterwards."""
     from moto.server import ThreadedMotoServer
 
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
     moto.start()
     s3_url = f"http://127.0.0.1:{moto._port}"
     saved = dict(os.environ)
-    # the server (and so every instance it launches) reaches S3 at moto; moto takes any key
+    # moto takes any key
     os.environ.update(
         {
             "AWS_ENDPOINT_URL_S3": s3_url,
@@ -46,17 +47,27 @@ def sdk_stack(root: Path, bucket: str) -> Iterator[tuple[Server, str, Path]]:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     )
-    # AWS's algorithm images map to the built-ins, and spotrun/python:* to script mode,
-    # with no image mappings of the server's own
-    server = Server(root / "spotrun")
-    boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=bucket)
     try:
-        yield server, s3_url, root
+        boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=bucket)
+        yield s3_url
     finally:
-        stop_service(server.settings)
         os.environ.clear()
         os.environ.update(saved)
         moto.stop()
+
+
+@contextlib.contextmanager
+def sdk_stack(root: Path, bucket: str) -> Iterator[tuple[Server, str, Path]]:
+    """moto's S3 server with ``bucket`` in it and a spotrun server whose instances store
+    to it; yields (server, S3 endpoint URL, root) and stops both afterwards."""
+    with s3_server(bucket) as s3_url:
+        # AWS's algorithm images map to the built-ins, and spotrun/python:* to script mode,
+        # with no image mappings of the server's own
+        server = Server(root / "spotrun")
+        try:
+            yield server, s3_url, root
+        finally:
+            stop_service(server.settings)
 
 
 def sdk_session(

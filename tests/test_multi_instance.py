@@ -31,6 +31,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
+from events import wait_until  # noqa: E402
 from sagemaker_server import Server  # noqa: E402
 from spotrun.providers.local import _procs  # noqa: E402
 from test_algorithms_e2e import job_log, wait_done  # noqa: E402
@@ -82,16 +83,6 @@ def instances(server: Server, name: str) -> list[dict[str, Any]]:
     return found
 
 
-def wait_for(what: str, check: Any, timeout: float = 180.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def running(server: Server, name: str, generation: int) -> list[dict[str, Any]]:
     """The attempt's three instances once its rank 0 has trained an epoch in it."""
     mine = [i for i in instances(server, name) if i["Generation"] == generation]
@@ -135,19 +126,19 @@ def test_three_instance_ddp_job_survives_a_notice_and_a_hard_loss_exactly(
     submit(server, "ddp3-spot")
 
     # 1. a notice to rank 2's instance only
-    first = wait_for("attempt 1 training", lambda: running(server, "ddp3-spot", 1))
+    first = wait_until("attempt 1 training", lambda: running(server, "ddp3-spot", 1))
     assert sorted(i["Host"] for i in first) == ["algo-1", "algo-2", "algo-3"]
     out = server.cli("interrupt", "ddp3-spot", "--host", "algo-3", "--lead", "60")
     algo3 = next(i["Id"] for i in first if i["Host"] == "algo-3")
     assert f"notice served on {algo3};" in out, out
 
     # 2. a hard loss of rank 0's instance in the next attempt
-    second = wait_for("attempt 2 training", lambda: running(server, "ddp3-spot", 2))
+    second = wait_until("attempt 2 training", lambda: running(server, "ddp3-spot", 2))
     assert not leftovers(server, [i["Id"] for i in first])  # nothing of attempt 1 is left
     algo1 = next(i["Id"] for i in second if i["Host"] == "algo-1")
     lost_at = time.time()
     hard_kill(server, algo1)
-    third = wait_for("attempt 3 training", lambda: running(server, "ddp3-spot", 3))
+    third = wait_until("attempt 3 training", lambda: running(server, "ddp3-spot", 3))
     ended = {i["Id"]: i for i in instances(server, "ddp3-spot")}[algo1]
     assert ended["Cause"] == "lost", ended
     assert not leftovers(server, [i["Id"] for i in second])

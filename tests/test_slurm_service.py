@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -393,65 +392,50 @@ def test_the_sagemaker_sdk_runs_a_spot_job_on_slurm_through_a_preemption(
     """The SDK's ``Estimator(use_spot_instances=True)``, unchanged, against a server on
     Slurm, with its checkpoints and model in S3 (moto's server): preempted once by an
     ondemand job, it resumes in a new Slurm job from the checkpoint in the bucket."""
-    from moto.server import ThreadedMotoServer
     from sagemaker.estimator import Estimator
 
-    from sdk_stack import sdk_session
+    from sdk_stack import s3_server, sdk_session
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    s3_url = f"http://127.0.0.1:{port}"
     # the server, and so every agent its Slurm jobs start, reaches S3 at moto
-    for k, v in {
-        "AWS_ENDPOINT_URL_S3": s3_url,
-        "AWS_ACCESS_KEY_ID": "moto",
-        "AWS_SECRET_ACCESS_KEY": "moto",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(k, v)
-    boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=SDK_BUCKET)
-    home = start_server(tmp_path / "home", cluster, tmp_path / "code")
-    settings = load_settings(home)
-    try:
-        client = Client.for_settings(settings, start=False)
-        endpoint = SimpleNamespace(url=client.base, key=client.credentials)
-        session = sdk_session((endpoint, s3_url, tmp_path), SDK_BUCKET, monkeypatch)  # type: ignore[arg-type]
-        est = Estimator(
-            image_uri=IMAGE,
-            role="arn:aws:iam::123456789012:role/SpotrunSdk",
-            instance_count=1,
-            instance_type="ml.c5.xlarge",
-            use_spot_instances=True,
-            max_run=600,
-            max_wait=900,
-            checkpoint_s3_uri=f"s3://{SDK_BUCKET}/checkpoints",
-            output_path=f"s3://{SDK_BUCKET}/output",
-            hyperparameters={"steps": 40, "save-seconds": 0.5},
-            sagemaker_session=session,
-        )
-        est.fit(wait=False)
-        name = est.latest_training_job.name
-        wait_until("training", lambda: len(steps(stdout_lines(client, name), 1)) >= 10, 120)
-        preempt_all(cluster, tmp_path)
-        est.latest_training_job.wait(logs="None")
-        d = est.latest_training_job.describe()
-        assert (d["TrainingJobStatus"], d["EnableManagedSpotTraining"]) == ("Completed", True)
-        transitions = [t["Status"] for t in d["SecondaryStatusTransitions"]]
-        assert transitions.count("Interrupted") == 1, transitions
-        assert d["BillableTimeInSeconds"] <= d["TrainingTimeInSeconds"]
-        lines = stdout_lines(client, name)
-        first_run, second_run = steps(lines, 1), steps(lines, 2)
-        assert first_run + second_run == list(range(1, 41)), (first_run, second_run)
-        sp = client.describe(name)["Spotrun"]
-        assert [i["Provider"] for i in sp["Instances"]] == ["slurm", "slurm"], sp["Instances"]
-        # the checkpoints and the model are in the bucket
-        s3 = boto3.client("s3", endpoint_url=s3_url)
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=SDK_BUCKET)["Contents"]]
-        assert any(k.startswith("checkpoints/") for k in keys), keys
-        assert f"output/{name}/output/model.tar.gz" in keys, keys
-    finally:
-        stop_service(settings)
-        moto.stop()
+    with s3_server(SDK_BUCKET) as s3_url:
+        home = start_server(tmp_path / "home", cluster, tmp_path / "code")
+        settings = load_settings(home)
+        try:
+            client = Client.for_settings(settings, start=False)
+            endpoint = SimpleNamespace(url=client.base, key=client.credentials)
+            session = sdk_session((endpoint, s3_url, tmp_path), SDK_BUCKET, monkeypatch)  # type: ignore[arg-type]
+            est = Estimator(
+                image_uri=IMAGE,
+                role="arn:aws:iam::123456789012:role/SpotrunSdk",
+                instance_count=1,
+                instance_type="ml.c5.xlarge",
+                use_spot_instances=True,
+                max_run=600,
+                max_wait=900,
+                checkpoint_s3_uri=f"s3://{SDK_BUCKET}/checkpoints",
+                output_path=f"s3://{SDK_BUCKET}/output",
+                hyperparameters={"steps": 40, "save-seconds": 0.5},
+                sagemaker_session=session,
+            )
+            est.fit(wait=False)
+            name = est.latest_training_job.name
+            wait_until("training", lambda: len(steps(stdout_lines(client, name), 1)) >= 10, 120)
+            preempt_all(cluster, tmp_path)
+            est.latest_training_job.wait(logs="None")
+            d = est.latest_training_job.describe()
+            assert (d["TrainingJobStatus"], d["EnableManagedSpotTraining"]) == ("Completed", True)
+            transitions = [t["Status"] for t in d["SecondaryStatusTransitions"]]
+            assert transitions.count("Interrupted") == 1, transitions
+            assert d["BillableTimeInSeconds"] <= d["TrainingTimeInSeconds"]
+            lines = stdout_lines(client, name)
+            first_run, second_run = steps(lines, 1), steps(lines, 2)
+            assert first_run + second_run == list(range(1, 41)), (first_run, second_run)
+            sp = client.describe(name)["Spotrun"]
+            assert [i["Provider"] for i in sp["Instances"]] == ["slurm", "slurm"], sp["Instances"]
+            # the checkpoints and the model are in the bucket
+            bucket = boto3.client("s3", endpoint_url=s3_url)
+            keys = [o["Key"] for o in bucket.list_objects_v2(Bucket=SDK_BUCKET)["Contents"]]
+            assert any(k.startswith("checkpoints/") for k in keys), keys
+            assert f"output/{name}/output/model.tar.gz" in keys, keys
+        finally:
+            stop_service(settings)

@@ -22,8 +22,9 @@ never reached one.
 On an attempt of several instances the agents act as one job:
 
 * algo-1's agent publishes the address its rank 0 serves the rendezvous at (its
-  instance's ``SPOTRUN_INSTANCE_ADDRESS``, loopback by default, and a port), and every
-  other agent waits for it before it starts its training (``Rendezvous``);
+  instance's ``SPOTRUN_INSTANCE_ADDRESS``, loopback by default, and a port); every agent
+  stages its data, then waits until every host has and the address is there, so the
+  trainings start together (``Rendezvous``);
 * a notice for any instance reaches every agent (the server's answers say the attempt was
   noticed), and each passes it on to its training as if its own instance were reclaimed,
   so that the ranks of every host agree on one step to stop at.
@@ -31,9 +32,11 @@ On an attempt of several instances the agents act as one job:
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -42,7 +45,7 @@ from types import FrameType
 from typing import TextIO
 
 from spotrun.agent.channels import cache_channel, link_channel
-from spotrun.agent.config import AgentConfig, AgentConfigError, AttemptInfo
+from spotrun.agent.config import LOOPBACK_ADDRESS, AgentConfig, AgentConfigError, AttemptInfo
 from spotrun.agent.layout import NETNS_INTERFACE, NETWORK_INTERFACE, MlLayout, write_config
 from spotrun.agent.logs import LogPump
 from spotrun.agent.outcome import FAILURE_REASON_LIMIT, Ending, JobInputError, Outcome, classify
@@ -66,7 +69,6 @@ EXIT_UNDELIVERED = 4
 PIPE_DRAIN_SECONDS = 5.0
 #: the longest ``restored`` description reported
 RESTORED_LIMIT = 1024
-LOOPBACK = "127.0.0.1"
 #: torch.distributed's usual port: free on an instance with an address of its own
 RENDEZVOUS_PORT = 29500
 
@@ -74,12 +76,9 @@ RENDEZVOUS_PORT = 29500
 def interface_of(address: str) -> str:
     """The name of this machine's interface that holds ``address`` (loopback's for
     127.0.0.1, or when none is found: the ranks then stay on this machine)."""
-    if address == LOOPBACK:
+    if address == LOOPBACK_ADDRESS:
         return NETWORK_INTERFACE
-    import fcntl
-    import struct
-
-    siocgifaddr = 0x8915
+    siocgifaddr = 0x8915  # the ioctl that reads an interface's IPv4 address
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for _index, name in socket.if_nameindex():
             try:
@@ -133,7 +132,13 @@ class Agent:
         fields: dict[str, object] = {}
         if len(self.attempt.hosts) > 1 and self.attempt.leader:
             fields["address"] = self._rendezvous_address()  # first: the others wait for it
-        network = f"netns {self.cfg.address}" if self.cfg.netns is not None else "loopback"
+        network = (
+            f"netns {self.cfg.address}"
+            if self.cfg.netns is not None
+            else "loopback"
+            if self.cfg.address == LOOPBACK_ADDRESS
+            else f"host {self.cfg.address}"
+        )
         self.reporter.report(
             phase="downloading",
             isolation=self.cfg.isolation,

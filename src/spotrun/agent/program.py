@@ -160,21 +160,19 @@ def prepare_program(
     say: Callable[[str], None],
     *,
     stop_grace: float,
-    rendezvous: Rendezvous | None = None,
 ) -> Program:
     """Fetch the plan's code into ``code_dir`` and build its command line.
 
     ``JobInputError`` (the job's failure reason) when the code cannot be fetched or the
     entry point is not in it. ``say`` reports what the agent does not do (install a
     ``requirements.txt``, say) in the job's log. ``stop_grace`` is the attempt's: torchrun
-    gives its ranks that long to save before it kills them. ``rendezvous``: the hosts of a
-    multi-instance attempt, whose ranks torchrun joins into one group.
+    gives its ranks that long to save before it kills them. On several hosts, ``joined``
+    then points torchrun at the attempt's rendezvous.
     """
-    launch = _Launch(stop_grace, rendezvous)
     if isinstance(plan, ScriptRun):
-        return _script(plan, hyperparameters, code_dir, say, launch)
+        return _script(plan, hyperparameters, code_dir, say, stop_grace)
     if isinstance(plan, SdkScriptRun):
-        return _sdk_script(plan, hyperparameters, code_dir, say, launch)
+        return _sdk_script(plan, hyperparameters, code_dir, say, stop_grace)
     assert isinstance(plan, AlgorithmRun)
     module = plan.algorithm.module
     return Program(
@@ -188,20 +186,12 @@ def prepare_program(
     )
 
 
-@dataclass(frozen=True)
-class _Launch:
-    """How torchrun starts the ranks, where there are ranks."""
-
-    grace: float
-    rendezvous: Rendezvous | None
-
-
 def _script(
     plan: ScriptRun,
     hyperparameters: Mapping[str, str],
     code_dir: Path,
     say: Callable[[str], None],
-    launch: _Launch,
+    stop_grace: float,
 ) -> Program:
     if plan.mapped_by is None:
         fetch_code(plan.source, code_dir, "SourceDir")
@@ -214,7 +204,7 @@ def _script(
         args = hyperparameter_args(hyperparameters)
         return Program(
             # always Python, whatever the suffix: spotrun's script mode runs Python scripts
-            argv=_command((sys.executable, str(entry)), entry, args, plan.ranks, launch),
+            argv=_command((sys.executable, str(entry)), entry, args, plan.ranks, stop_grace),
             entry_point=plan.entry_point,
             module_dir=str(code_dir),
             module_name=module_name(plan.entry_point),
@@ -232,7 +222,7 @@ def _script(
     _mention_requirements(code_dir, say)
     args = toolkit_args(hyperparameters)
     return Program(
-        argv=_command(script_command(entry), entry, args, plan.ranks, launch),
+        argv=_command(script_command(entry), entry, args, plan.ranks, stop_grace),
         entry_point=plan.entry_point,
         module_dir=str(code_dir),
         module_name=module_name(plan.entry_point),
@@ -248,7 +238,7 @@ def _sdk_script(
     hyperparameters: Mapping[str, str],
     code_dir: Path,
     say: Callable[[str], None],
-    launch: _Launch,
+    stop_grace: float,
 ) -> Program:
     fetch_code(plan.submit_directory, code_dir, f"{SDK_SUBMIT_DIRECTORY} {plan.submit_directory!r}")
     entry = _entry_in(
@@ -260,7 +250,7 @@ def _sdk_script(
     _mention_requirements(code_dir, say)
     args = toolkit_args(hyperparameters)
     return Program(
-        argv=_command(script_command(entry), entry, args, plan.ranks, launch),
+        argv=_command(script_command(entry), entry, args, plan.ranks, stop_grace),
         entry_point=plan.program,
         module_dir=plan.submit_directory,
         module_name=module_name(plan.program),
@@ -331,13 +321,13 @@ def _meeting(rendezvous: Rendezvous) -> list[str]:
 
 
 def _command(
-    alone: Sequence[str], entry: Path, args: Sequence[str], ranks: int | None, launch: _Launch
+    alone: Sequence[str], entry: Path, args: Sequence[str], ranks: int | None, grace: float
 ) -> tuple[str, ...]:
     """The script's command line: ``alone`` + args, or torchrun's with ranks (the plan
     allows ranks for Python scripts only)."""
     if ranks is None:
         return (*alone, *args)
-    return torchrun_command(ranks, entry, args, launch.grace, launch.rendezvous)
+    return torchrun_command(ranks, entry, args, grace)
 
 
 def _mention_requirements(code_dir: Path, say: Callable[[str], None]) -> None:
