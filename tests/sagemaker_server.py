@@ -97,7 +97,7 @@ class Server:
 
     ``reclaim`` is the progress line after which the first spot job on ml.c5.xlarge is
     interrupted (None: nothing is reclaimed unasked). ``database``: where it keeps its
-    state (None: SQLite in the home).
+    state (None: SQLite in the home). ``market``: the market file's text.
     """
 
     def __init__(
@@ -106,13 +106,14 @@ class Server:
         images: dict[str, dict[str, Any]] | None = None,
         reclaim: re.Pattern[str] | None = SCRIPT_PROGRESS,
         database: str | None = None,
+        market: str = MARKET,
     ) -> None:
         self.root = root
         home = root / "home"
         code = root / "code"
         code.mkdir(parents=True)
         (code / "train.py").write_text(SCRIPT)
-        (root / "market.toml").write_text(MARKET)
+        (root / "market.toml").write_text(market)
         write_settings(
             home,
             market=str(root / "market.toml"),

@@ -560,7 +560,9 @@ class Keys:
         self.minted: list[tuple[str, int, tuple[str, ...]]] = []
         self.revoked: list[tuple[str, int]] = []
 
-    def mint(self, job: str, generation: int, hosts: Any) -> dict[str, tuple[str, str]]:
+    def mint(
+        self, job: str, generation: int, hosts: Any, *, joining: bool = False
+    ) -> dict[str, tuple[str, str]]:
         self.minted.append((job, generation, tuple(hosts)))
         return {h: (f"key-{generation}-{h}", f"secret-{generation}-{h}") for h in hosts}
 

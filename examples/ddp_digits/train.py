@@ -99,6 +99,7 @@ def main() -> int:
 def train(args: argparse.Namespace) -> int:
     """Train to the end (0) or to an interruption, checkpointed (75)."""
     rank, world = rank_and_world()
+    elastic = "SPOTRUN_ELASTIC_ROUND" in os.environ
     x_train, y_train, x_test, y_test = data(args.seed)
 
     torch.manual_seed(args.seed)  # the same initial weights on every rank
@@ -131,7 +132,9 @@ def train(args: argparse.Namespace) -> int:
         last = latest(ckpt)
         step = 0
         if last is not None:
-            step = restore(last.load(), model, opt, sched)["step"]
+            # an elastic job (spotrun run --count 2..4) may resume at another world size:
+            # then rank-wise generators cannot carry over exactly, and training goes on
+            step = restore(last.load(), model, opt, sched, same_world_size=not elastic)["step"]
             if rank == 0:
                 print(f"resumed from {last.path.name} at step {step}", flush=True)
         net.train()

@@ -168,6 +168,15 @@ class AttemptInfo:
     leader_address: str | None = None
     #: hosts of the attempt whose data is staged
     ready: int = 0
+    #: an elastic attempt's round (0: fixed size), its hosts in rank order, and whether it
+    #: may start (``AttemptAnswer``)
+    round: int = 0
+    members: tuple[str, ...] | None = None
+    round_ready: bool = False
+
+    @property
+    def elastic(self) -> bool:
+        return self.members is not None
 
     @property
     def leader(self) -> bool:
@@ -195,4 +204,7 @@ class AttemptInfo:
             notice=answer.notice,
             leader_address=answer.leader_address,
             ready=answer.ready,
+            round=answer.round,
+            members=None if answer.members is None else tuple(answer.members),
+            round_ready=answer.round_ready,
         )

@@ -128,21 +128,14 @@ class Agent:
     # -- the whole run --------------------------------------------------------------------
 
     def run(self) -> int:
-        spec = parse_spec(dict(self.attempt.request))
+        spec = self._spec()
         fields: dict[str, object] = {}
         if len(self.attempt.hosts) > 1 and self.attempt.leader:
             fields["address"] = self._rendezvous_address()  # first: the others wait for it
-        network = (
-            f"netns {self.cfg.address}"
-            if self.cfg.netns is not None
-            else "loopback"
-            if self.cfg.address == LOOPBACK_ADDRESS
-            else f"host {self.cfg.address}"
-        )
         self.reporter.report(
             phase="downloading",
             isolation=self.cfg.isolation,
-            network=network,
+            network=self._network(),
             download_started=time.time(),
             **fields,
         )
@@ -206,6 +199,17 @@ class Agent:
         )
         return EXIT_OK
 
+    def _spec(self) -> JobSpec:
+        return parse_spec(dict(self.attempt.request))
+
+    def _network(self) -> str:
+        """What network the training runs in, as Describe shows it."""
+        if self.cfg.netns is not None:
+            return f"netns {self.cfg.address}"
+        if self.cfg.address == LOOPBACK_ADDRESS:
+            return "loopback"
+        return f"host {self.cfg.address}"
+
     def _plan(self) -> RunPlan:
         """What the job runs: the plan admission decided and stored with the job."""
         stored = self.attempt.run_plan
@@ -241,7 +245,7 @@ class Agent:
             stop_grace=at.stop_grace,
         )
         self.reporter.report(download_ended=time.time())
-        if len(at.hosts) > 1:
+        if len(at.hosts) > 1 and not at.elastic:  # an elastic job meets round by round
             self.rendezvous = self._meet()
             program = joined(program, self.rendezvous)
         return program
@@ -346,6 +350,7 @@ class Agent:
                 self._on_stop(proc)
             if self._sigterm.is_set() and not (self.noticed or self.stop_requested):
                 self._on_notice(proc, None)
+            self._poll_round(proc)
             if self._kill_at is not None and time.monotonic() >= self._kill_at:
                 self._say("spotrun-agent: stop grace is over; sending SIGKILL")
                 proc.signal_group(signal.SIGKILL)
@@ -353,6 +358,9 @@ class Agent:
             exit_code = proc.wait(self.cfg.poll_seconds)
             if exit_code is not None:
                 return exit_code
+
+    def _poll_round(self, proc: TrainingProcess) -> None:
+        """A fixed-size attempt has no rounds (``ElasticAgent`` acts on a new one)."""
 
     def _on_notice(
         self, proc: TrainingProcess, notice: InstanceAction | None, other: bool = False
@@ -481,7 +489,12 @@ def run_agent(env: Mapping[str, str], echo: TextIO | None = None) -> int:
     except (ServiceError, AgentConfigError) as e:
         print(f"spotrun-agent: cannot start: {e}", file=sys.stderr)
         return EXIT_INTERNAL
-    agent = Agent(cfg, env, reporter, attempt, out)
+    if attempt.elastic:
+        from spotrun.agent.elastic import ElasticAgent  # it builds on this module
+
+        agent: Agent = ElasticAgent(cfg, env, reporter, attempt, out)
+    else:
+        agent = Agent(cfg, env, reporter, attempt, out)
     try:
         code = agent.run()
     except (StaleGeneration, Refused) as e:

@@ -128,6 +128,7 @@ class HttpReporter:
         self._desired = "run"
         self._live = True
         self._notice = False
+        self._round = 0
         self._fault: BaseException | None = None
         self._closing = False
         self._stopped = False
@@ -174,6 +175,7 @@ class HttpReporter:
         with self._cond:
             self._desired, self._live = info.desired, info.live
             self._notice = self._notice or info.notice
+            self._round = max(self._round, info.round)
             self._last_contact = time.monotonic()
         return info
 
@@ -258,6 +260,10 @@ class HttpReporter:
         another) got an interruption notice; never blocks."""
         return self._notice
 
+    def round(self) -> int:
+        """The newest round of an elastic attempt the server has named; never blocks."""
+        return self._round
+
     def fail(self, error: BaseException) -> None:
         with self._cond:
             if self._fault is None:
@@ -330,6 +336,7 @@ class HttpReporter:
                 self._acked = max(self._acked, batch.seq)
                 self._desired, self._live = ack.desired, ack.live
                 self._notice = self._notice or ack.notice
+                self._round = max(self._round, ack.round)
                 self._last_contact = time.monotonic()
                 self._cond.notify_all()
             self._ask_for_servers()

@@ -116,6 +116,9 @@ class HostFields(_Wire):
     address: Annotated[str, Field(max_length=64, pattern=ADDRESS_PATTERN)] | None = None
     #: the network the training runs in: ``netns <ip>`` (one of its own), or ``loopback``
     network: str | None = Field(default=None, max_length=64)
+    #: the round of an elastic attempt this host is ready for: its data staged, its part
+    #: of the round before stopped and its checkpoint flushed
+    round: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _no_null_for_what_always_has_a_value(self) -> HostFields:
@@ -167,6 +170,9 @@ class AckAnswer(_Wire):
     #: an instance of this attempt got an interruption notice (maybe another host's): the
     #: whole job checkpoints and stops, as one
     notice: bool = False
+    #: an elastic attempt's round (0: a fixed-size attempt); when it moves on, the hosts
+    #: checkpoint and regroup
+    round: int = 0
 
 
 class AttemptAnswer(_Wire):
@@ -190,6 +196,13 @@ class AttemptAnswer(_Wire):
     #: hosts of the attempt that have staged their data (``download_ended`` reported):
     #: on several hosts, none starts its training before all are ready
     ready: int = 0
+    #: an elastic attempt's round (0: a fixed-size attempt), the round's hosts in rank
+    #: order, and whether it may start: every member is ready for it and every host that
+    #: leaves it has flushed its checkpoint. ``leader_address`` is then the first member's,
+    #: published for this round.
+    round: int = 0
+    members: list[str] | None = None
+    round_ready: bool = False
 
 
 class ServersAnswer(_Wire):

@@ -182,6 +182,19 @@ def _attempt(api: AgentApi, scope: InstanceScope, ref: AttemptRef) -> AttemptAns
     hosts = api.keys.hosts(ref.job, ref.generation) or [ref.host]
     reported = api.store.hosts(ref.job, ref.generation)
     leader = next((h for h in reported if h.host == hosts[0]), None)
+    round_ready = False
+    if att.members is not None:
+        by_host = {h.host: h for h in reported}
+        leader = by_host.get(att.members[0]) if att.members else None
+        if leader is not None and leader.round != att.round:
+            leader = None  # its address is the one of an earlier round
+        round_ready = bool(att.members) and all(
+            (h := by_host.get(m)) is not None and h.round == att.round for m in att.members
+        )
+        round_ready = round_ready and all(
+            (h := by_host.get(d)) is None or h.phase == "done" or (h.round or 0) >= att.round
+            for d in att.draining
+        )
     return AttemptAnswer(
         job=job.name,
         arn=job.arn,
@@ -198,6 +211,9 @@ def _attempt(api: AgentApi, scope: InstanceScope, ref: AttemptRef) -> AttemptAns
         notice=att.notice_deadline is not None,
         leader_address=leader.address if leader is not None else None,
         ready=sum(1 for h in reported if h.download_ended is not None),
+        round=att.round,
+        members=None if att.members is None else list(att.members),
+        round_ready=round_ready,
     )
 
 
@@ -269,6 +285,7 @@ def _report(api: AgentApi, scope: InstanceScope, raw: bytes) -> AckAnswer:
         desired=_desired(ack.desired),
         live=ack.live,
         notice=ack.notice,
+        round=ack.round,
     )
 
 

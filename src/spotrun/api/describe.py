@@ -77,6 +77,12 @@ def spotrun_extras(store: Store, job: JobRecord) -> dict[str, Any]:
                 "CreatedAt": a.created_at,
                 "EndedAt": a.ended_at,
                 "NoticeDeadline": a.notice_deadline,
+                # an elastic attempt: its round now and the round's hosts, in rank order
+                "Elastic": (
+                    None
+                    if a.members is None
+                    else {"Round": a.round, "Members": list(a.members), "Size": len(a.members)}
+                ),
                 "Hosts": [
                     {
                         "Host": h.host,
@@ -84,6 +90,7 @@ def spotrun_extras(store: Store, job: JobRecord) -> dict[str, Any]:
                         # netns <ip> (an address of its own) or loopback (shared, ports apart)
                         "Network": h.network,
                         "Rendezvous": h.address,
+                        "Round": h.round,
                         "ExitCode": h.exit_code,
                         "Restored": h.restored,
                         "LastCheckpointSync": h.last_sync_at,

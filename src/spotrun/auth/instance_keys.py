@@ -97,15 +97,19 @@ class InstanceKeys:
         self._revocations = 0
         self._lock = threading.Lock()
 
-    def mint(self, job: str, generation: int, hosts: Sequence[str]) -> dict[str, tuple[str, str]]:
+    def mint(
+        self, job: str, generation: int, hosts: Sequence[str], *, joining: bool = False
+    ) -> dict[str, tuple[str, str]]:
         """One key per host of an attempt: host -> (key id, secret). The secrets are kept
-        nowhere; ``Conflict`` if the attempt's hosts already have keys."""
+        nowhere; ``Conflict`` if the attempt's hosts already have keys. ``joining``: hosts
+        an elastic attempt adds to the ones it has (each new name gets a key of its own)."""
         master = self._master_key()
+        first = len(self.tables.instance_keys(job, generation)) if joining else 0
         for _ in range(_DRAWS):
             made: dict[str, tuple[str, str]] = {}
             rows = []
             at = self._clock()
-            for ordinal, host in enumerate(hosts):
+            for ordinal, host in enumerate(hosts, first):
                 key_id = new_key_id(INSTANCE_KEY_PREFIX)
                 salt = secrets.token_hex(16)
                 secret = derive_secret(master, key_id, salt)
@@ -118,7 +122,7 @@ class InstanceKeys:
             try:
                 self.tables.add_instance_keys(rows)
             except Conflict:
-                if self.tables.instance_keys(job, generation):
+                if joining or self.tables.instance_keys(job, generation):
                     raise Conflict(f"{job}: attempt {generation} already has its keys") from None
                 continue  # an id clash (it never happens: 82 random bits); draw again
             return made

@@ -26,7 +26,7 @@ from spotrun.dburl import shown_url
 from spotrun.errors import ServiceError, SpecError, SpotrunError
 from spotrun.images import PROCESSES_ENV
 from spotrun.settings import Settings, load_settings, with_database, write_settings
-from spotrun.spec import lifecycle
+from spotrun.spec import MIN_COUNT_TAG, lifecycle
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 DEFAULT_MAX_RUN = 86_400  # seconds: SageMaker's default MaxRuntimeInSeconds
@@ -118,7 +118,7 @@ def build_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any
         "OutputDataConfig": {"S3OutputPath": output},
         "ResourceConfig": {
             "InstanceType": args.instance_type,
-            "InstanceCount": args.count,
+            "InstanceCount": args.count[1],
             "VolumeSizeInGB": 30,
         },
         "StoppingCondition": stopping,
@@ -135,7 +135,25 @@ def build_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any
         req["CheckpointConfig"] = {"S3Uri": _to_uri(ckpt), "LocalPath": "/opt/ml/checkpoints"}
     if args.retries:
         req["RetryStrategy"] = {"MaximumRetryAttempts": args.retries}
+    if args.count[0] != args.count[1]:
+        req["Tags"] = [{"Key": MIN_COUNT_TAG, "Value": str(args.count[0])}]
     return req
+
+
+def instance_counts(text: str) -> tuple[int, int]:
+    """``--count``: ``N`` instances, or an elastic range ``LOW..HIGH``."""
+    low, sep, high = text.partition("..")
+    try:
+        counts = (int(low), int(high if sep else low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a count: give N, or LOW..HIGH for an elastic job (2..4)"
+        ) from None
+    if not 1 <= counts[0] <= counts[1]:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give 1 <= LOW <= HIGH (an elastic job runs on LOW to HIGH instances)"
+        )
+    return counts
 
 
 def follow(client: Client, name: str, show_logs: bool = True) -> dict[str, Any]:
@@ -485,7 +503,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--source-dir", help="folder shipped with the script (default: its folder)")
     r.add_argument("--spot", action="store_true", help="use managed spot training")
     r.add_argument("--instance-type", default="ml.m5.xlarge")
-    r.add_argument("--count", type=int, default=1, help="instance count")
+    r.add_argument(
+        "--count",
+        type=instance_counts,
+        default=(1, 1),
+        metavar="N|LOW..HIGH",
+        help="instance count; LOW..HIGH makes the job elastic: it runs on what capacity "
+        "gives in that range, goes on with fewer after a loss and grows back",
+    )
     r.add_argument(
         "--processes-per-host",
         type=int,

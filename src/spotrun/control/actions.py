@@ -55,6 +55,25 @@ class RequestStop:
 
 
 @dataclass(frozen=True)
+class Regroup:
+    """Start a new round of an elastic attempt: ``members`` train together from the last
+    checkpoint, after ``draining`` (hosts that leave, still running) have flushed theirs."""
+
+    generation: int
+    round: int
+    members: tuple[str, ...]
+    draining: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Grow:
+    """Launch more hosts into a live elastic attempt (``plan.hosts``, new names); they
+    join it at its next round."""
+
+    plan: LaunchPlan
+
+
+@dataclass(frozen=True)
 class NoteNotice:
     """Remember that an attempt received an interruption notice (shown once)."""
 
@@ -92,6 +111,8 @@ Action = (
     | Event
     | UpdateJob
     | Launch
+    | Regroup
+    | Grow
     | RequestStop
     | NoteNotice
     | EndAttempt

@@ -37,8 +37,10 @@ from spotrun.control.actions import (
     CloseInstance,
     EndAttempt,
     Event,
+    Grow,
     Launch,
     NoteNotice,
+    Regroup,
     RequestStop,
     SetMessage,
     Terminate,
@@ -88,8 +90,10 @@ def agent_workload(
 class AgentCredentials(Protocol):
     """Instance credentials (``spotrun.auth.instance_keys.InstanceKeys``)."""
 
-    def mint(self, job: str, generation: int, hosts: Sequence[str]) -> dict[str, tuple[str, str]]:
-        """One (key id, secret) per host of an attempt."""
+    def mint(
+        self, job: str, generation: int, hosts: Sequence[str], *, joining: bool = False
+    ) -> dict[str, tuple[str, str]]:
+        """One (key id, secret) per host of an attempt (``joining``: added to its own)."""
         ...
 
     def revoke(self, job: str, generation: int) -> None:
@@ -229,7 +233,7 @@ class Controller:
         job = self._waiting.get(name)
         if job is None or self.agenda.seen(name) != mark:
             return False
-        step = still_waiting(job, self.provider.plan(self._request(job)), now, self._settings())
+        step = still_waiting(job, self._plan(job), now, self._settings())
         if step is None:
             return False
         self.agenda.stepped(name, mark, now, step.requeue_after)
@@ -266,10 +270,12 @@ class Controller:
         hosts = tuple(h for h in every_host if att and h.generation == att.generation)
         open_ = tuple(v for v in views.values() if v.record.terminated_at is None)
         current = tuple(v for v in views.values() if att and v.record.generation == att.generation)
-        plan = None
+        plan = grow_plan = None
         needs_capacity = att is None or not att.live
         if needs_capacity and job.status == TrainingJobStatus.IN_PROGRESS:
-            plan = self.provider.plan(self._request(job))
+            plan = self._plan(job)
+        elif att is not None and att.members is not None and att.state is AttemptState.RUNNING:
+            grow_plan = self._grow_plan(job, att, current)
         # bill what the provider already knows ended at its real end, not at `now`
         ended = {v.record.id: v.state.terminated_at for v in open_ if v.state is not None}
         billed = [
@@ -286,6 +292,7 @@ class Controller:
             attempt_instances=current,
             plan=plan,
             bill=self.bill(job, billed, now, every_host),
+            grow_plan=grow_plan,
         )
 
     def _settings(self) -> Observation:
@@ -302,17 +309,59 @@ class Controller:
             capacity_watched=isinstance(self.provider, CapacityWatch),
         )
 
-    def _request(self, job: JobRecord) -> CapacityRequest:
-        """The capacity the job's next attempt needs."""
+    def _request(self, job: JobRecord, count: int | None = None) -> CapacityRequest:
+        """The capacity the job's next attempt needs (``count`` instances, if given)."""
         spec = job.spec
         return CapacityRequest(
             job=job.name,
             generation=job.generation + 1,
             instance_type=spec.resources.instance_type,
-            count=spec.resources.instance_count,
+            count=spec.resources.instance_count if count is None else count,
             spot=spec.spot,
             workload=self.workload(job),
         )
+
+    def _plan(self, job: JobRecord) -> LaunchPlan:
+        """Where the job's next attempt goes now. An elastic job takes the most instances
+        that fit, down to its least; when even that does not fit, the plan for the least
+        says why, and when it may."""
+        resources = job.spec.resources
+        least = resources.min_instance_count
+        if least is None:
+            return self.provider.plan(self._request(job))
+        plan = None
+        for count in range(resources.instance_count, least - 1, -1):
+            plan = self.provider.plan(self._request(job, count))
+            if plan.feasible:
+                return plan
+        assert plan is not None
+        return plan
+
+    def _grow_plan(
+        self, job: JobRecord, att: AttemptRecord, current: Sequence[InstanceView]
+    ) -> LaunchPlan | None:
+        """Where more hosts of a running elastic attempt would go: as many as fit, up to
+        the job's most (a pool with room for all it would then run), under new names.
+        None while it has its most, or some are already on the way."""
+        assert att.members is not None
+        have = len(att.members)
+        most = job.spec.resources.instance_count
+        alive = [v for v in current if v.state is not None and v.state.phase != "terminated"]
+        if have >= most or any(
+            v.record.host not in att.members and v.record.host not in att.draining for v in alive
+        ):
+            return None
+        known = [int(h.rpartition("-")[2]) for h in (v.record.host for v in current)]
+        after = max([have, *known])
+        for more in range(most - have, 0, -1):
+            plan = self.provider.plan(
+                dataclasses.replace(self._request(job, have + more), generation=att.generation)
+            )
+            if plan.feasible:
+                hosts = tuple(f"algo-{after + i}" for i in range(1, more + 1))
+                request = dataclasses.replace(plan.request, count=more)
+                return dataclasses.replace(plan, hosts=hosts, request=request)
+        return None
 
     def bill(
         self,
@@ -366,6 +415,7 @@ class Controller:
         refs: list[InstanceRef] = []
         ended: list[int] = []
         launch: tuple[Launch, AttemptRecord] | None = None
+        grow: Grow | None = None
         with self.store.step(name, job.version, fence) as w:
             for a in actions:
                 if isinstance(a, Transition):
@@ -381,7 +431,13 @@ class Controller:
                 elif isinstance(a, UpdateJob):
                     w.update_job(now, a.fields)
                 elif isinstance(a, Launch):
-                    launch = (a, self._open_attempt(w, a, now))
+                    launch = (a, self._open_attempt(w, a, now, job.spec.resources.elastic))
+                elif isinstance(a, Grow):
+                    grow = a
+                elif isinstance(a, Regroup):
+                    w.update_attempt(
+                        a.generation, round=a.round, members=a.members, draining=a.draining
+                    )
                 elif isinstance(a, RequestStop):
                     w.update_attempt(a.generation, desired=DesiredState.STOP)
                 elif isinstance(a, NoteNotice):
@@ -404,6 +460,8 @@ class Controller:
             after = self._terminate(name, refs, now, fence, after)
         if launch is not None:
             after = self._launch(job, *launch, now, fence, after)
+        if grow is not None:
+            after = self._grow(job, grow, now, fence, after)
         return -1 if after.moved else after.version
 
     def _terminate(
@@ -430,7 +488,7 @@ class Controller:
             return Written(w.version, after.moved or w.moved)
 
     @staticmethod
-    def _open_attempt(w: StepWriter, a: Launch, now: float) -> AttemptRecord:
+    def _open_attempt(w: StepWriter, a: Launch, now: float, elastic: bool) -> AttemptRecord:
         plan = a.plan
         att = w.new_attempt(
             now, pool=str(plan.pool), spot=plan.request.spot, stop_grace=a.stop_grace
@@ -439,7 +497,28 @@ class Controller:
             raise SpotrunError(
                 f"{w.name}: planned generation {plan.request.generation}, got {att.generation}"
             )
+        if elastic:  # its first round: every host it launches with
+            att = w.update_attempt(att.generation, round=1, members=plan.hosts)
         return att
+
+    def _grow(
+        self, job: JobRecord, a: Grow, now: float, fence: Fence | None, after: Written
+    ) -> Written:
+        """Launch more hosts into a live elastic attempt, then record them; with no room
+        after all, say so and go on as it is."""
+        generation = a.plan.request.generation
+        try:
+            refs = self.provider.launch(self._with_credentials(a.plan, joining=True))
+        except NoCapacity as e:
+            with self.store.step(job.name, after.version, fence, strict=False) as w:
+                w.set_message(f"Elastic: no room to grow after all ({e})", now)
+                return Written(w.version, after.moved or w.moved)
+        states = [st for st in map(self.provider.describe, refs) if st is not None]
+        with self.store.step(job.name, after.version, fence, strict=False) as w:
+            for st in states:
+                w.add_instance(record_of(st))
+            w.event("grow", f"attempt {generation}: launched {', '.join(a.plan.hosts)}", now)
+            return Written(w.version, after.moved or w.moved)
 
     def _launch(
         self,
@@ -475,12 +554,13 @@ class Controller:
 
     # -- instance credentials -------------------------------------------------------------
 
-    def _with_credentials(self, plan: LaunchPlan) -> LaunchPlan:
-        """The plan with a credential for each host in its workload's environment."""
+    def _with_credentials(self, plan: LaunchPlan, joining: bool = False) -> LaunchPlan:
+        """The plan with a credential for each host in its workload's environment
+        (``joining``: hosts added to an elastic attempt that has its own already)."""
         if self.credentials is None:
             return plan
         request = plan.request
-        minted = self.credentials.mint(request.job, request.generation, plan.hosts)
+        minted = self.credentials.mint(request.job, request.generation, plan.hosts, joining=joining)
         host_env = {
             host: {KEY_ID_ENV: key_id, SECRET_ENV: secret}
             for host, (key_id, secret) in minted.items()
@@ -543,7 +623,8 @@ class Controller:
     ) -> list[str]:
         mine = [r for r in self.store.instances(job.name) if r.generation == att.generation]
         states = [self._describe(r) for r in mine]
-        whole = len(mine) == job.spec.resources.instance_count and all(
+        expected = job.spec.resources.instance_count if att.members is None else len(att.members)
+        whole = len(mine) >= expected and all(
             st is not None and st.phase == InstancePhase.RUNNING for st in states
         )
         if whole:

@@ -34,3 +34,6 @@ class Observation:
     #: whether the controller hears of capacity changes (``providers.CapacityWatch``): then
     #: a job waiting for capacity needs no poll, only its plan's ``retry_at`` and MaxWait
     capacity_watched: bool = False
+    #: where more hosts of a live elastic attempt would go now (only while it has fewer
+    #: than it may, and none on the way): new host names, their count in the request
+    grow_plan: LaunchPlan | None = None

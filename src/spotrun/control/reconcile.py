@@ -39,8 +39,10 @@ from spotrun.control.actions import (
     CloseInstance,
     EndAttempt,
     Event,
+    Grow,
     Launch,
     NoteNotice,
+    Regroup,
     RequestStop,
     SetMessage,
     Step,
@@ -168,6 +170,8 @@ def _running_due(
         deadlines.append(spec.stopping.max_runtime_seconds - seen.bill.training_seconds)
     if spec.spot and spec.stopping.max_wait_seconds is not None:
         deadlines.append(job.created_at + spec.stopping.max_wait_seconds - now)
+    if att.members is not None and len(att.members) < spec.resources.instance_count:
+        deadlines.append(WAITING_POLL)  # an elastic attempt below its most: room to grow?
     return max(min(deadlines), seen.poll) if deadlines else None
 
 
@@ -228,7 +232,8 @@ def _stopping(job: JobRecord, seen: Observation, now: float) -> list[Action]:
         started = job.stop_requested_at if job.stop_requested_at is not None else now
         # the attempt's own grace: the one its agents were told
         overdue = now - started >= att.stop_grace + UPLOAD_ALLOWANCE
-        if not (_all_done(job.spec, seen.hosts) or _all_gone(seen.attempt_instances) or overdue):
+        hosts, views, count = _members(job.spec, att, seen)
+        if not (_all_done(count, hosts) or _all_gone(views) or overdue):
             return acts
         acts += [_terminate(seen.attempt_instances), EndAttempt(att.generation, "stopped")]
     if any(v.record.terminated_at is None and _alive(v) for v in seen.open_instances):
@@ -256,14 +261,21 @@ def _running(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> li
     att = seen.attempt
     assert att is not None
     acts: list[Action] = []
-    cause = classify(spec, seen.hosts, seen.attempt_instances)
-    acts += _walk(job.secondary, seen.hosts, spec.resources.instance_count, cause)
-    acts += _isolation(job, seen.hosts)
-    notice = _notice(seen.attempt_instances)
+    if att.elastic and att.desired is not DesiredState.STOP:
+        regroup = _elastic(job, spec, seen)
+        if regroup:
+            return regroup
+    # an elastic attempt ends with the hosts of its round; ones that left it, or that wait
+    # to join, do not count
+    hosts, views, count = _members(spec, att, seen)
+    cause = classify(count, hosts, views)
+    acts += _walk(job.secondary, hosts, count, cause)
+    acts += _isolation(job, hosts)
+    notice = _notice(views)
     if notice is not None and att.notice_deadline is None:
         msg = f"Spot interruption notice: capacity reclaimed at {_clock(notice)}; checkpointing"
         acts += [NoteNotice(att.generation, notice), SetMessage(msg), Event("notice", msg)]
-    elif att.notice_deadline is None and (told := [h.host for h in seen.hosts if h.noticed]):
+    elif att.notice_deadline is None and (told := [h.host for h in hosts if h.noticed]):
         # a notice the provider does not show (a SIGTERM from the engine, say): the agent
         # says so. Noted all the same, so that every host of the attempt hears of it and the
         # job checkpoints as one; the reclaim is taken to come within the stop grace
@@ -272,14 +284,110 @@ def _running(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> li
         acts += [NoteNotice(att.generation, notice), SetMessage(msg), Event("notice", msg)]
     if cause is None:
         if notice is None and att.notice_deadline is None:  # the notice's message wins
-            acts += _sync_stall(job, seen.hosts)
+            acts += _sync_stall(job, hosts)
         return acts
     acts += _end_attempt(job, spec, seen, cause)
     return acts
 
 
+def _members(
+    spec: JobSpec, att: AttemptRecord, seen: Observation
+) -> tuple[tuple[HostRecord, ...], tuple[InstanceView, ...], int]:
+    """The hosts and instances an attempt's end depends on, and how many hosts it has:
+    all of them, or an elastic attempt's round."""
+    if att.members is None:
+        return seen.hosts, seen.attempt_instances, spec.resources.instance_count
+    keep = set(att.members)
+    return (
+        tuple(h for h in seen.hosts if h.host in keep),
+        tuple(v for v in seen.attempt_instances if v.record.host in keep),
+        len(att.members),
+    )
+
+
+# -- an elastic attempt -----------------------------------------------------------------
+
+
+def _elastic(job: JobRecord, spec: JobSpec, seen: Observation) -> list[Action]:
+    """What changes an elastic attempt's round, if anything does now.
+
+    * A member noticed or lost, with enough left (``min_instance_count``): the rest go on
+      as a new round, at once; one still running drains first (flushes its checkpoint).
+      With too few left, nothing here: the attempt ends as any other does.
+    * Hosts launched to grow it that have staged their data: a new round with them.
+    * Room for more (``seen.grow_plan``) and none on the way: launch them.
+    """
+    att = seen.attempt
+    assert att is not None and att.members is not None
+    least = spec.resources.min_instance_count or 1
+    hosts = {h.host: h for h in seen.hosts}
+    views = {v.record.host: v for v in seen.attempt_instances}
+
+    def leaving(host: str) -> bool:
+        h, v = hosts.get(host), views.get(host)
+        if h is not None and h.ending in (Ending.SUCCEEDED, Ending.FAILED):
+            return False  # it finished, or failed: the attempt's end, not a regroup
+        noticed = (h is not None and h.noticed) or (
+            v is not None and v.state is not None and v.state.notice is not None
+        )
+        return noticed or v is None or _gone(v)
+
+    out = [m for m in att.members if leaving(m)]
+    if out:
+        stay = tuple(m for m in att.members if m not in out)
+        if len(stay) < least:
+            return []  # the attempt ends, and the job resumes on new capacity
+        draining = tuple(m for m in out if m in views and not _gone(views[m]))
+        msg = (
+            f"Elastic: {', '.join(out)} {'was' if len(out) == 1 else 'were'} interrupted; "
+            f"training goes on with {len(stay)} instance{'s' if len(stay) > 1 else ''}"
+        )
+        return [
+            Regroup(att.generation, att.round + 1, stay, draining),
+            SetMessage(msg),
+            UpdateJob({"interruptions": job.interruptions + len(out)}),
+            Event("regroup", f"{msg} (world {len(att.members)} -> {len(stay)})"),
+        ]
+    gone_draining = [d for d in att.draining if d not in views or _gone(views[d])]
+    if gone_draining:  # it went before it could flush: nothing more to wait for
+        left = tuple(d for d in att.draining if d not in gone_draining)
+        return [Regroup(att.generation, att.round, att.members, left)]
+    joining = sorted(
+        (
+            host
+            for host, v in views.items()
+            if host not in att.members and host not in att.draining and not _gone(v)
+        ),
+        key=_host_index,
+    )
+    started = all(
+        (h := hosts.get(m)) is not None and h.round == att.round and h.phase is HostPhase.TRAINING
+        for m in att.members
+    )
+    ready = [j for j in joining if (h := hosts.get(j)) is not None and h.download_ended]
+    if ready and started:
+        members = (*att.members, *ready)
+        msg = f"Elastic: capacity is back; training goes on with {len(members)} instances"
+        return [
+            Regroup(att.generation, att.round + 1, members),
+            SetMessage(msg),
+            Event("regroup", f"{msg} (world {len(att.members)} -> {len(members)})"),
+        ]
+    plan = seen.grow_plan
+    if not joining and started and plan is not None and plan.feasible:
+        msg = f"Elastic: launching {', '.join(plan.hosts)} to grow the job: {plan.reason}"
+        return [Grow(plan), SetMessage(msg)]
+    return []
+
+
+def _host_index(host: str) -> int:
+    """algo-12 -> 12 (ranks follow the hosts' order of arrival)."""
+    tail = host.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else 0
+
+
 def classify(
-    spec: JobSpec, hosts: Sequence[HostRecord], instances: Sequence[InstanceView]
+    count: int, hosts: Sequence[HostRecord], instances: Sequence[InstanceView]
 ) -> str | None:
     """How the attempt ended, or None while it is still going.
 
@@ -295,7 +403,7 @@ def classify(
         or Ending.INTERRUPTED in endings
         or any(v.state is not None and v.state.notice is not None for v in instances)
     )
-    done = _all_done(spec, hosts)
+    done = _all_done(count, hosts)
     if done and all(e == Ending.SUCCEEDED for e in endings):
         return "completed"
     if Ending.FAILED in endings and not noticed:
@@ -471,10 +579,8 @@ def _billing(job: JobRecord, seen: Observation) -> list[Action]:
     return [] if current == fields else [UpdateJob(fields)]
 
 
-def _all_done(spec: JobSpec, hosts: Sequence[HostRecord]) -> bool:
-    return len(hosts) >= spec.resources.instance_count and all(
-        h.phase is HostPhase.DONE for h in hosts
-    )
+def _all_done(count: int, hosts: Sequence[HostRecord]) -> bool:
+    return len(hosts) >= count and all(h.phase is HostPhase.DONE for h in hosts)
 
 
 def _cause(v: InstanceView) -> TerminationCause | None:

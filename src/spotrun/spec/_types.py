@@ -21,6 +21,8 @@ from typing import Any
 DEFAULT_CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 DEFAULT_MAX_RUNTIME = 86_400
 DEFAULT_ROLE_ARN = "arn:aws:iam::000000000000:role/spotrun"
+#: the tag that makes a job elastic: its value is the fewest instances it runs on
+MIN_COUNT_TAG = "spotrun:min-instance-count"
 
 #: top-level members spotrun accepts without acting on them; they are echoed back unchanged
 ECHOED = (
@@ -83,8 +85,17 @@ class Channel:
 @dataclass(frozen=True)
 class ResourceConfig:
     instance_type: str
+    #: the instances an attempt asks for; for an elastic job, the most it grows to
     instance_count: int = 1
     volume_size_gb: int = 30
+    #: an elastic job's fewest instances (the ``spotrun:min-instance-count`` tag): it runs
+    #: on what capacity gives between this and ``instance_count``, shrinks when it loses
+    #: an instance and grows back when capacity returns. None: always ``instance_count``.
+    min_instance_count: int | None = None
+
+    @property
+    def elastic(self) -> bool:
+        return self.min_instance_count is not None
 
 
 @dataclass(frozen=True)

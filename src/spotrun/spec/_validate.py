@@ -26,6 +26,7 @@ from spotrun.spec._types import (
     DEFAULT_MAX_RUNTIME,
     DEFAULT_ROLE_ARN,
     ECHOED,
+    MIN_COUNT_TAG,
     AlgorithmSpecification,
     Channel,
     CheckpointConfig,
@@ -285,6 +286,7 @@ def parse_spec(req: Mapping[str, Any], *, strict: bool = False) -> JobSpec:
         f = "RetryStrategy.MaximumRetryAttempts"
         retries = _int(_need(rs, "MaximumRetryAttempts", f), f, 1, 30)
     _echoed(req)
+    resources = _elastic(req, resources, channels, checkpoint)
     spec = JobSpec(
         name=name,
         algorithm=algo,
@@ -303,6 +305,48 @@ def parse_spec(req: Mapping[str, Any], *, strict: bool = False) -> JobSpec:
     # keep a private copy in normal form (to_api deep-copies), so that
     # parse_spec(spec.to_api()) == spec and the caller's dict is not shared
     return dataclasses.replace(spec, request=spec.to_api())
+
+
+def _elastic(
+    req: Mapping[str, Any],
+    resources: ResourceConfig,
+    channels: tuple[Channel, ...],
+    checkpoint: CheckpointConfig | None,
+) -> ResourceConfig:
+    """The resources with an elastic job's fewest instances, from its tag (checked by
+    ``_echoed`` for shape first)."""
+    tags = req.get("Tags") or []
+    found = [(i, t) for i, t in enumerate(tags) if t.get("Key") == MIN_COUNT_TAG]
+    if not found:
+        return resources
+    i, tag = found[-1]
+    f = f"Tags[{i}].Value"
+    text = str(tag.get("Value", "")).strip()
+    count = resources.instance_count
+    if not text.isdigit() or not 1 <= int(text) <= count:
+        raise SpecError(
+            f,
+            f"{MIN_COUNT_TAG} is {text!r}; give a whole number from 1 to "
+            f"ResourceConfig.InstanceCount ({count}), the fewest instances the job runs on",
+        )
+    least = int(text)
+    if least == count:
+        return resources  # a range of one size: not elastic
+    if checkpoint is None:
+        raise SpecError(
+            f,
+            f"{MIN_COUNT_TAG} makes the job elastic, which resumes from checkpoints when "
+            "its instances change; give CheckpointConfig too",
+        )
+    sharded = [c.name for c in channels if c.data_distribution == "ShardedByS3Key"]
+    if sharded:
+        raise SpecError(
+            f,
+            f"{MIN_COUNT_TAG} makes the job elastic, and the channels {', '.join(sharded)} "
+            "are ShardedByS3Key, whose shards depend on the number of instances; use "
+            "FullyReplicated and shard by rank in the script",
+        )
+    return dataclasses.replace(resources, min_instance_count=least)
 
 
 def _spot_rules(stopping: StoppingCondition) -> None:

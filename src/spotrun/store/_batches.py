@@ -85,6 +85,8 @@ class BatchAck:
     news: bool = False  # applied, and bumped the job's signal (wake the controller)
     #: an instance of the attempt got an interruption notice: every host checkpoints
     notice: bool = False
+    #: an elastic attempt's round: a new one regroups the hosts
+    round: int = 0
 
 
 def apply_batch(store: Store, batch: ReportBatch) -> BatchAck:
@@ -153,9 +155,9 @@ def _apply(store: Store, batch: ReportBatch) -> BatchAck:
         # plain statements, not the ORM's unit of work: a log batch is the commonest
         # request a server answers
         att = s.execute(
-            select(AttemptRow.state, AttemptRow.desired, AttemptRow.notice_deadline).where(
-                AttemptRow.job == batch.job, AttemptRow.generation == batch.generation
-            )
+            select(
+                AttemptRow.state, AttemptRow.desired, AttemptRow.notice_deadline, AttemptRow.round
+            ).where(AttemptRow.job == batch.job, AttemptRow.generation == batch.generation)
         ).first()
         live = att is not None and att.state != AttemptState.ENDED.value
         return BatchAck(
@@ -165,6 +167,7 @@ def _apply(store: Store, batch: ReportBatch) -> BatchAck:
             live=live,
             news=applied and batch.news,
             notice=att is not None and att.notice_deadline is not None,
+            round=att.round if att is not None else 0,
         )
 
 
@@ -178,6 +181,7 @@ def _heartbeat(store: Store, batch: ReportBatch) -> BatchAck:
             AttemptRow.state,
             AttemptRow.desired,
             AttemptRow.notice_deadline,
+            AttemptRow.round,
         )
         .select_from(JobRow)
         .outerjoin(
@@ -194,8 +198,8 @@ def _heartbeat(store: Store, batch: ReportBatch) -> BatchAck:
     )
     with store._read() as s:
         found = s.execute(q).first()
-    current, seq, state, desired, notice = (
-        found if found is not None else (None, 0, None, None, None)
+    current, seq, state, desired, notice, round_ = (
+        found if found is not None else (None, 0, None, None, None, 0)
     )
     _check_generation(batch, current)
     live = state is not None and state != AttemptState.ENDED.value
@@ -205,6 +209,7 @@ def _heartbeat(store: Store, batch: ReportBatch) -> BatchAck:
         desired=desired if live and desired is not None else DesiredState.STOP.value,
         live=live,
         notice=notice is not None,
+        round=round_ or 0,
     )
 
 

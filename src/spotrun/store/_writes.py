@@ -42,7 +42,14 @@ def attempt_record(row: AttemptRow) -> AttemptRecord:
     values: dict[str, Any] = {n: getattr(row, n) for n in names}
     values["state"] = AttemptState(row.state)
     values["desired"] = DesiredState(row.desired)
+    values["members"] = None if row.members is None else split_hosts(row.members)
+    values["draining"] = split_hosts(row.draining or "")
     return AttemptRecord(**values)
+
+
+def split_hosts(text: str) -> tuple[str, ...]:
+    """Host names stored comma-separated."""
+    return tuple(h for h in text.split(",") if h)
 
 
 def job_row(s: Session, name: str) -> JobRow:
@@ -139,6 +146,9 @@ def update_attempt(s: Session, name: str, generation: int, fields: dict[str, Any
         fields = {**fields, "state": check_attempt(AttemptState(att.state), to)}
     if "desired" in fields:
         fields = {**fields, "desired": DesiredState(fields["desired"])}
+    for key in ("members", "draining"):
+        if key in fields and fields[key] is not None:
+            fields = {**fields, key: ",".join(fields[key])}
     for k, v in fields.items():
         setattr(att, k, v.value if isinstance(v, AttemptState | DesiredState) else v)
     s.flush()

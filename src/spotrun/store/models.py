@@ -114,6 +114,11 @@ class AttemptRow(Base):
     desired: Mapped[str] = mapped_column(String(8), default="run")
     stop_grace: Mapped[float] = mapped_column(Float, default=120.0)
     notice_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: an elastic job's round of hosts (0: a fixed-size attempt), its hosts in rank order
+    #: and the hosts leaving it that flush first (comma-separated host names)
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    members: Mapped[str | None] = mapped_column(Text, nullable=True)
+    draining: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class HostRow(Base):
@@ -147,6 +152,9 @@ class HostRow(Base):
     address: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: the network the host's training ran in (``netns <ip>``, or ``loopback``)
     network: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the round of an elastic attempt this host is ready for (staged, and stopped and
+    #: flushed in the round before)
+    round: Mapped[int | None] = mapped_column(Integer, nullable=True)
     #: the sequence number of the agent's last applied report batch: a batch at or below
     #: it is a retry of one already applied, and is acknowledged without applying it again
     report_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -130,10 +130,20 @@ class AttemptRecord:
     #: the earliest interruption deadline of the attempt's instances, once noticed (the one
     #: place it is kept; providers report it, the controller records it here)
     notice_deadline: float | None
+    #: an elastic attempt's round (0: an attempt of a fixed size, whose hosts never change)
+    round: int = 0
+    #: the round's hosts in rank order (None: a fixed-size attempt, all of its hosts)
+    members: tuple[str, ...] | None = None
+    #: hosts leaving the round that must flush their last checkpoint before it starts
+    draining: tuple[str, ...] = ()
 
     @property
     def live(self) -> bool:
         return self.state is not AttemptState.ENDED
+
+    @property
+    def elastic(self) -> bool:
+        return self.members is not None
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,8 @@ class HostRecord:
     address: str | None = None
     #: the network the host's training ran in: ``netns <ip>`` (its own), or ``loopback``
     network: str | None = None
+    #: the round of an elastic attempt this host is ready for
+    round: int | None = None
 
 
 @dataclass(frozen=True)
