@@ -222,6 +222,8 @@ class ElasticAgent(Agent):
         if not self.regrouping and self.reporter.round() > self.round:
             self.regrouping = True
             proc.signal_group(signal.SIGTERM)
+            # a rank stuck with a peer that vanished never gets to its checkpoint
+            self._kill_at = time.monotonic() + self.attempt.stop_grace
             self._say(
                 f"spotrun-agent: the elastic job regroups (round {self.reporter.round()}); "
                 "checkpointing this round's training"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -45,7 +45,8 @@ from spotrun.auth.instance_keys import Credential, InstanceKeys, InstanceScope
 from spotrun.auth.sigv4 import UNRECOGNIZED, AuthError, verify
 from spotrun.errors import IllegalTransition, NotFound, SpecError, StaleGeneration
 from spotrun.images import ImageRegistry, plan_run, plan_to_json
-from spotrun.store import JobRecord, ReportBatch, Store, apply_batch
+from spotrun.spec import HostPhase
+from spotrun.store import AttemptRecord, HostRecord, JobRecord, ReportBatch, Store, apply_batch
 
 log = logging.getLogger("spotrun.agent_api")
 
@@ -182,19 +183,11 @@ def _attempt(api: AgentApi, scope: InstanceScope, ref: AttemptRef) -> AttemptAns
     hosts = api.keys.hosts(ref.job, ref.generation) or [ref.host]
     reported = api.store.hosts(ref.job, ref.generation)
     leader = next((h for h in reported if h.host == hosts[0]), None)
-    round_ready = False
-    if att.members is not None:
-        by_host = {h.host: h for h in reported}
-        leader = by_host.get(att.members[0]) if att.members else None
+    if att.members:
+        # an elastic attempt: the leader is the round's first member, for this round
+        leader = next((h for h in reported if h.host == att.members[0]), None)
         if leader is not None and leader.round != att.round:
             leader = None  # its address is the one of an earlier round
-        round_ready = bool(att.members) and all(
-            (h := by_host.get(m)) is not None and h.round == att.round for m in att.members
-        )
-        round_ready = round_ready and all(
-            (h := by_host.get(d)) is None or h.phase == "done" or (h.round or 0) >= att.round
-            for d in att.draining
-        )
     return AttemptAnswer(
         job=job.name,
         arn=job.arn,
@@ -213,7 +206,23 @@ def _attempt(api: AgentApi, scope: InstanceScope, ref: AttemptRef) -> AttemptAns
         ready=sum(1 for h in reported if h.download_ended is not None),
         round=att.round,
         members=None if att.members is None else list(att.members),
-        round_ready=round_ready,
+        round_ready=round_ready(att, reported),
+    )
+
+
+def round_ready(att: AttemptRecord, reported: Sequence[HostRecord]) -> bool:
+    """Whether an elastic attempt's round may start: every member has said it is ready for
+    it, and every host leaving it has flushed its checkpoint (said so, or ended). False
+    for a fixed-size attempt, which has no rounds."""
+    if not att.members:
+        return False
+    by_host = {h.host: h for h in reported}
+    members_ready = all(
+        (h := by_host.get(m)) is not None and h.round == att.round for m in att.members
+    )
+    return members_ready and all(
+        (h := by_host.get(d)) is None or h.phase is HostPhase.DONE or (h.round or 0) >= att.round
+        for d in att.draining
     )
 
 
