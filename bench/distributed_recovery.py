@@ -129,9 +129,9 @@ class Home:
     """A spotrun server of its own in a temp home, on the local provider or on a Slurm
     cluster brought up for it."""
 
-    def __init__(self, root: Path, provider: str = "local") -> None:
+    def __init__(self, root: Path, provider: str = "local", market: str = MARKET) -> None:
         home = root / "home"
-        (root / "market.toml").write_text(MARKET)
+        (root / "market.toml").write_text(market)
         self.cluster: Any = None
         slurm: dict[str, object] = {}
         if provider == "slurm":
