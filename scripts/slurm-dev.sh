@@ -25,6 +25,7 @@
 #   SPOTRUN_SLURM_GRACE  the spot partition's GraceTime in seconds (default 10)
 #   SPOTRUN_SLURM_REQUEUE_DELAY  seconds a requeued job waits before it may start again
 #                        (default 5; Slurm's own default is 120)
+#   SPOTRUN_SLURM_NODES  how many slurmd nodes, n1 … nN (default 3, at most 8)
 #
 # Needs root: the daemons run as root (SlurmUser=root) and munged as the munge user.
 set -euo pipefail
@@ -34,7 +35,10 @@ case "$DIR" in /*) ;; *) DIR="$PWD/$DIR" ;; esac
 PORT=${SPOTRUN_SLURM_PORT:-16817}
 GRACE=${SPOTRUN_SLURM_GRACE:-10}
 REQUEUE_DELAY=${SPOTRUN_SLURM_REQUEUE_DELAY:-5}
-NODES=(n1 n2 n3)
+COUNT=${SPOTRUN_SLURM_NODES:-3}
+[[ "$COUNT" =~ ^[1-8]$ ]] || { echo "SPOTRUN_SLURM_NODES must be 1 to 8, not '$COUNT'" >&2; exit 2; }
+NODES=()
+for ((i = 1; i <= COUNT; i++)); do NODES+=("n$i"); done
 CONF="$DIR/slurm.conf"
 MUNGE_DIR="$DIR/munge"
 SOCKET="$MUNGE_DIR/munge.socket"

@@ -96,19 +96,21 @@ class SlurmCluster:
     Slurm command or a job submitter needs, ``run`` runs one such command.
     """
 
-    def __init__(self, grace: int = 10, requeue_delay: int = 5) -> None:
+    def __init__(self, grace: int = 10, requeue_delay: int = 5, nodes: int = len(NODES)) -> None:
         self.grace = grace
+        self.nodes = tuple(f"n{i}" for i in range(1, nodes + 1))
         # the state folder's parent must be one the munge user can enter: /tmp, not
         # pytest's own temporary folders (0700)
         self.root = Path(tempfile.mkdtemp(prefix="spotrun-slurm-", dir="/tmp"))
         self.root.chmod(0o755)
         self.conf = self.root / "slurm.conf"
-        self.port = _free_ports(1 + len(NODES))
+        self.port = _free_ports(1 + nodes)
         self._settings = {
             "SPOTRUN_SLURM_DIR": str(self.root),
             "SPOTRUN_SLURM_PORT": str(self.port),
             "SPOTRUN_SLURM_GRACE": str(grace),
             "SPOTRUN_SLURM_REQUEUE_DELAY": str(requeue_delay),
+            "SPOTRUN_SLURM_NODES": str(nodes),
         }
         started = time.monotonic()
         try:
