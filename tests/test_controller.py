@@ -674,3 +674,27 @@ def test_the_controller_reads_every_mark_only_when_their_digest_moved(
     reads.clear()
     rig.tick(n=int(rig.ctl.marks_every))  # and every marks_every they are read anyway
     assert len(reads) == 1
+
+
+def test_time_an_instance_waits_in_a_queue_is_not_billed(rig: Rig) -> None:
+    """A Slurm job waits in the queue before it runs: an instance waiting for capacity,
+    which costs nothing. Its billed segment starts when it began to run."""
+    rig.provider.queued = True
+    name = rig.submit()
+    rig.tick()
+    rig.tick(100, n=3)  # five minutes in the queue
+    job = rig.store.get_job(name)
+    assert job.training_seconds == 0 and job.cost == 0, job
+    (queued,) = rig.provider.list()
+    rig.provider.start(queued.ref)
+    started = rig.clock.now()
+    rig.tick()
+    rig.train(name)
+    rig.tick(100)
+    rig.finish(name)
+    job = rig.store.get_job(name)
+    (record,) = rig.store.instances(name)
+    assert record.launched_at == started and record.terminated_at is not None
+    ran = record.terminated_at - started
+    assert job.status == "Completed" and job.training_seconds == round(ran), (job, ran)
+    assert job.cost == pytest.approx(ran * SPOT / 3600, abs=1e-6)  # stored to 6 places

@@ -330,6 +330,11 @@ def test_a_new_provider_readopts_what_runs_and_what_waits(
         return phases == ["pending", "running"]
 
     wait_until("one host running and one waiting", one_runs_one_waits)
+    # billing starts when a job begins to run, not at its submission: the waiting one
+    # has no start yet
+    for st in filter(None, (p.describe(r) for r in refs)):
+        assert (st.started_at is not None) == (st.phase is InstancePhase.RUNNING), st
+        assert st.started_at is None or st.started_at >= st.launched_at - 1, st
     # a launcher killed between sbatch and writing the record leaves a job nobody knows:
     # the next provider finds it by its working directory and records it from its name
     lost = home / "slurm" / SlurmProvider.job_id(refs[1]) / "instance.json"

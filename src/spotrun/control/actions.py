@@ -105,6 +105,15 @@ class CloseInstance:
     cause: str
 
 
+@dataclass(frozen=True)
+class StartInstance:
+    """Record that an instance queued at launch began to run: its billed segment starts
+    there, not at the launch."""
+
+    instance_id: str
+    started_at: float
+
+
 Action = (
     Transition
     | SetMessage
@@ -118,6 +127,7 @@ Action = (
     | EndAttempt
     | Terminate
     | CloseInstance
+    | StartInstance
 )
 
 

@@ -43,6 +43,7 @@ from spotrun.control.actions import (
     Regroup,
     RequestStop,
     SetMessage,
+    StartInstance,
     Terminate,
     Transition,
     UpdateJob,
@@ -276,14 +277,10 @@ class Controller:
             plan = self._plan(job)
         elif att is not None and att.members is not None and att.state is AttemptState.RUNNING:
             grow_plan = self._grow_plan(job, att, current)
-        # bill what the provider already knows ended at its real end, not at `now`
-        ended = {v.record.id: v.state.terminated_at for v in open_ if v.state is not None}
-        billed = [
-            dataclasses.replace(r, terminated_at=ended[r.id])
-            if r.terminated_at is None and ended.get(r.id) is not None
-            else r
-            for r in records
-        ]
+        # bill what the provider already knows ended at its real end, not at `now`, and
+        # what it knows began later than its launch from then (a queued one: not yet)
+        states = {v.record.id: v.state for v in open_ if v.state is not None}
+        billed = [_billed(r, states.get(r.id)) for r in records]
         return dataclasses.replace(
             self._settings(),
             attempt=att,
@@ -451,6 +448,8 @@ class Controller:
                     refs += a.refs
                 elif isinstance(a, CloseInstance):
                     w.close_instance(a.instance_id, a.terminated_at, a.cause)
+                elif isinstance(a, StartInstance):
+                    w.start_instance(a.instance_id, a.started_at)
             after = Written(w.version)
         if any(isinstance(a, CloseInstance) for a in actions):
             self._capacity_changed()  # an instance gone is capacity given back
@@ -643,6 +642,20 @@ class Controller:
             self._terminate(job.name, refs, now, fence, Written(-1))
         self.agenda.poke(job.name)
         return [f"{job.name}: attempt {att.generation} never fully launched; ended"]
+
+
+def _billed(r: InstanceRecord, st: InstanceState | None) -> InstanceRecord:
+    """An open instance's segment as the provider sees it now: ended where it ended, begun
+    where it began to run, and nothing at all while it waits in a queue."""
+    if r.terminated_at is not None or st is None:
+        return r
+    if st.phase == InstancePhase.PENDING:
+        return dataclasses.replace(r, terminated_at=r.launched_at)
+    start = max(r.launched_at, st.started_at or r.launched_at)
+    end = st.terminated_at if st.terminated_at is not None else None
+    return dataclasses.replace(
+        r, launched_at=start, terminated_at=None if end is None else max(start, end)
+    )
 
 
 def record_of(st: InstanceState) -> InstanceRecord:

@@ -45,6 +45,7 @@ from spotrun.control.actions import (
     Regroup,
     RequestStop,
     SetMessage,
+    StartInstance,
     Step,
     Terminate,
     Transition,
@@ -93,6 +94,7 @@ def reconcile(job: JobRecord, seen: Observation, now: float) -> Step:
         return Step((), None)
     spec = job.spec
     acts: list[Action] = []
+    acts += _started_instances(seen.open_instances)
     acts += _close_finished_instances(seen.open_instances)
     acts += _billing(job, seen)
     if job.status == TrainingJobStatus.STOPPING:
@@ -555,6 +557,17 @@ def _place(job: JobRecord, seen: Observation) -> list[Action]:
 
 
 # -- small helpers ----------------------------------------------------------------------
+
+
+def _started_instances(views: Sequence[InstanceView]) -> list[Action]:
+    """Instances that were queued at launch and have begun to run since (billed from then)."""
+    return [
+        StartInstance(v.record.id, v.state.started_at)
+        for v in views
+        if v.state is not None
+        and v.state.started_at is not None
+        and v.state.started_at > v.record.launched_at
+    ]
 
 
 def _close_finished_instances(views: Sequence[InstanceView]) -> list[Action]:

@@ -135,6 +135,9 @@ class InstanceState:
     #: "netns <address>" (a network namespace of its own), "loopback" (the machine's
     #: 127.0.0.1, shared), or "host" (the machine's network, as a real node has)
     network: str = "host"
+    #: when it began to run, where that comes after ``launched_at`` (a job queued in
+    #: Slurm): billing starts here. None: at launch, or not yet (``phase`` PENDING).
+    started_at: float | None = None
 
 
 class Provider(Protocol):

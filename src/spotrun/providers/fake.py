@@ -41,6 +41,8 @@ class FakeProvider:
         self._ids = itertools.count(1)
         self._states: dict[str, InstanceState] = {}
         self.launched: list[LaunchPlan] = []
+        #: launches wait in a queue (PENDING) until ``start`` is called, as a Slurm job does
+        self.queued = False
 
     # -- the Provider protocol ----------------------------------------------------------
 
@@ -72,7 +74,7 @@ class FakeProvider:
                 host=host,
                 pool=plan.pool,
                 spot=plan.request.spot,
-                phase=InstancePhase.RUNNING,
+                phase=InstancePhase.PENDING if self.queued else InstancePhase.RUNNING,
                 launched_at=now,
             )
             refs.append(ref)
@@ -114,6 +116,15 @@ class FakeProvider:
     def reclaim(self, ref: InstanceRef) -> None:
         """Take the instance away now, with no (further) warning."""
         self._end(ref.id, TerminationCause.PREEMPTED, self.clock.now())
+
+    def start(self, ref: InstanceRef) -> None:
+        """A queued instance begins to run now (``queued``)."""
+        st = self._states[ref.id]
+        if st.phase == InstancePhase.PENDING:
+            now = self.clock.now()
+            self._states[ref.id] = dataclasses.replace(
+                st, phase=InstancePhase.RUNNING, started_at=now
+            )
 
     def exit(self, ref: InstanceRef) -> None:
         """The instance's workload finished and the instance shut itself down."""

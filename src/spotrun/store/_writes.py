@@ -169,6 +169,18 @@ def close_instance(s: Session, instance_id: str, at: float, cause: str) -> None:
         row.terminated_at, row.cause = at, cause
 
 
+def start_instance(s: Session, instance_id: str, at: float) -> None:
+    """Move an instance's billed segment's start to when it began to run (later only: a
+    queued instance costs nothing until then)."""
+    row = s.get(InstanceRow, instance_id)
+    if row is None:
+        raise NotFound(f"no instance {instance_id!r}")
+    if at > row.launched_at:
+        row.launched_at = at
+        if row.terminated_at is not None and row.terminated_at < at:
+            row.terminated_at = at
+
+
 def check_fence(s: Session, fence: Fence) -> None:
     """Raise ``Fenced`` unless ``fence`` still holds its lease.
 
@@ -227,6 +239,9 @@ class StepWriter:
 
     def close_instance(self, instance_id: str, at: float, cause: str) -> None:
         close_instance(self._s, instance_id, at, cause)
+
+    def start_instance(self, instance_id: str, at: float) -> None:
+        start_instance(self._s, instance_id, at)
 
     @property
     def status(self) -> TrainingJobStatus:

@@ -421,6 +421,7 @@ class SlurmProvider:
             cause=None if cause is None else TerminationCause(cause),
             notice=notice_of(instance, state, now=self.clock.now()),
             isolation="folder",
+            started_at=None if state.get("started_at") is None else float(state["started_at"]),
         )
 
     def _no_pool(self, request: CapacityRequest, reason: str) -> LaunchPlan:
