@@ -81,7 +81,7 @@ def test_an_elastic_job_cannot_shard_channels_by_key() -> None:
 def test_the_cli_reads_a_count_or_a_range() -> None:
     assert instance_counts("3") == (3, 3)
     assert instance_counts("2..4") == (2, 4)
-    for bad in ("4..2", "0..2", "two", "2..", "..3"):
+    for bad in ("two", "2..", "..3", "2...4"):
         with pytest.raises(argparse.ArgumentTypeError):
             instance_counts(bad)
 
@@ -96,6 +96,11 @@ def test_the_cli_sends_the_range_as_instance_count_and_tag(tmp_path: Any) -> Non
     assert req["ResourceConfig"]["InstanceCount"] == 4
     assert req["Tags"] == [{"Key": MIN_COUNT_TAG, "Value": "2"}]
     assert parse_spec(req).resources.min_instance_count == 2
+    # the values are the server's to check, which names the field
+    args = parser().parse_args(["run", str(script), "--spot", "--count", "4..2"])
+    with pytest.raises(SpecError) as e:
+        parse_spec(build_request(args, _settings(tmp_path)))
+    assert e.value.field == "Tags[0].Value"
 
 
 def _settings(tmp_path: Any) -> Any:

@@ -77,7 +77,10 @@ class TrainingProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_death_signal(),  # safe: spawned before any agent thread
+            # runs in the child between fork and exec, while the agent's threads (the
+            # reporter's, an elastic job's later rounds: the log pump's) may hold locks:
+            # it only calls a libc function loaded beforehand, and takes none of them
+            preexec_fn=_death_signal(),
         )
         self.pid = self._popen.pid  # also the process group id
 
