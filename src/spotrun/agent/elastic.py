@@ -33,7 +33,6 @@ import time
 
 from spotrun.agent.config import AttemptInfo
 from spotrun.agent.layout import write_config
-from spotrun.agent.logs import LogPump
 from spotrun.agent.main import (
     EXIT_OK,
     RENDEZVOUS_PORT,
@@ -43,7 +42,6 @@ from spotrun.agent.main import (
 from spotrun.agent.outcome import FAILURE_REASON_LIMIT, Ending, JobInputError
 from spotrun.agent.program import Program, Rendezvous, joined
 from spotrun.agent.runner import TrainingProcess
-from spotrun.agent.sync import CheckpointSyncer
 from spotrun.agent.training_env import training_environment
 from spotrun.errors import ServiceError
 from spotrun.spec import JobSpec
@@ -177,44 +175,20 @@ class ElasticAgent(Agent):
             self.interface,
         )
         env[ROUND_ENV] = str(info.round)
-        self.reporter.report(phase="training")
-        self.proc = TrainingProcess(program.argv, self.layout.code_dir, env, self.cfg.netns)
-        self.pump = LogPump(self.reporter, spec.algorithm.metric_definitions, echo=self.echo)
-        self.pump.attach(self.proc.stdout, self.proc.stderr)
         self._early_lines.append(
             f"spotrun-agent: round {info.round}: {host} is node {members.index(host)} of "
             f"{len(members)} ({', '.join(members)})"
         )
-        for line in self._early_lines:
-            self.pump.say(line)
-        self._early_lines.clear()
-        if mirror is not None:
-            self.syncer = CheckpointSyncer(
-                mirror,
-                self.reporter,
-                self.cfg.poll_seconds,
-                say=self.pump.say,
-                stall=self._stall_seconds(),
-            )
-            self.syncer.start()
-        exit_code = self._watch(self.proc)
+        proc = self._start_training(spec, program, env, mirror)
+        exit_code = self._watch(proc)
         finished = exit_code == 0 and self.layout.finished_file.exists()
         settled = finished or self.noticed or self.stop_requested or self.attempt_over
         if not (settled or self.regrouping):
             self._await_regroup()
-        self._wind_down(self.proc)
+        self._wind_down(proc)
         if self.regrouping and not (finished or self.noticed or self.stop_requested):
-            self.syncer = None
             return None  # flushed: on to the next round
-        outcome = self._classify(exit_code)
-        uploaded = self._finish(spec, outcome)
-        self.reporter.end(
-            outcome.ending,
-            exit_code=exit_code,
-            finished=outcome.finished,
-            failure_reason=outcome.failure_reason,
-            model_uploaded=uploaded,
-        )
+        self._end_here(spec, exit_code)
         return EXIT_OK
 
     def _poll_round(self, proc: TrainingProcess) -> None:

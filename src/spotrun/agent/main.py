@@ -167,14 +167,32 @@ class Agent:
             self.ranks,
             self.interface,
         )
-        self.reporter.report(phase="training")
         self._install_sigterm_handler()
-        # spawn before any thread of ours exists: the child runs Python between fork and exec
+        proc = self._start_training(spec, program, env, mirror)
+        exit_code = self._watch(proc)
+        if exit_code != 0 and not (self.noticed or self.stop_requested or self.attempt_over):
+            self._heard_of_notice()
+        self._wind_down(proc)
+        self._end_here(spec, exit_code)
+        return EXIT_OK
+
+    def _start_training(
+        self,
+        spec: JobSpec,
+        program: Program,
+        env: Mapping[str, str],
+        mirror: CheckpointMirror | None,
+    ) -> TrainingProcess:
+        """Start the training, its log pump (the agent's lines so far first) and the
+        checkpoint syncer."""
+        self.reporter.report(phase="training")
         self.proc = TrainingProcess(program.argv, self.layout.code_dir, env, self.cfg.netns)
         self.pump = LogPump(self.reporter, spec.algorithm.metric_definitions, echo=self.echo)
         self.pump.attach(self.proc.stdout, self.proc.stderr)
         for line in self._early_lines:
             self.pump.say(line)
+        self._early_lines.clear()
+        self.syncer = None
         if mirror is not None:
             self.syncer = CheckpointSyncer(
                 mirror,
@@ -184,10 +202,11 @@ class Agent:
                 stall=self._stall_seconds(),
             )
             self.syncer.start()
-        exit_code = self._watch(self.proc)
-        if exit_code != 0 and not (self.noticed or self.stop_requested or self.attempt_over):
-            self._heard_of_notice()
-        self._wind_down(self.proc)
+        return self.proc
+
+    def _end_here(self, spec: JobSpec, exit_code: int) -> None:
+        """Classify how the attempt ended on this host, upload what that calls for and
+        report the end."""
         outcome = self._classify(exit_code)
         uploaded = self._finish(spec, outcome)
         self.reporter.end(
@@ -197,7 +216,6 @@ class Agent:
             failure_reason=outcome.failure_reason,
             model_uploaded=uploaded,
         )
-        return EXIT_OK
 
     def _spec(self) -> JobSpec:
         return parse_spec(dict(self.attempt.request))
