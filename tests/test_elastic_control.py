@@ -16,6 +16,7 @@ from conftest import request
 from spotrun.api.agent import round_ready
 from spotrun.cli.main import build_request, instance_counts
 from spotrun.control.clock import VirtualClock
+from spotrun.control.reconcile import QUEUE_PATIENCE
 from spotrun.errors import SpecError
 from spotrun.spec import MIN_COUNT_TAG, AttemptState, DesiredState, HostPhase, parse_spec
 from spotrun.store import AttemptRecord, HostRecord, Store
@@ -273,3 +274,35 @@ def test_a_round_starts_once_its_members_are_ready_and_the_leaving_host_flushed(
     done = _host("algo-3", 1, HostPhase.DONE)  # it ended: its flush is behind it
     assert round_ready(att, [_host("algo-1", 2), _host("algo-2", 2), done])
     assert not round_ready(_att(members=None), [_host("algo-1", 2)])  # fixed size: no rounds
+
+
+def test_a_host_still_queued_is_left_out_of_the_first_round_and_joins_once_it_runs(
+    rig: Rig,
+) -> None:
+    """On a queue (Slurm), every launch is accepted and some wait: the first round starts
+    with the hosts that run once the others have waited QUEUE_PATIENCE, and a latecomer
+    joins at the round after it has staged."""
+    rig.provider.queued = True
+    name = rig.submit("el", ResourceConfig=ELASTIC, Tags=[{"Key": MIN_COUNT_TAG, "Value": "2"}])
+    rig.tick()
+    queued = {s.host: s.ref for s in rig.provider.list()}
+    assert sorted(queued) == ["algo-1", "algo-2", "algo-3", "algo-4"]
+    for host in ("algo-1", "algo-2", "algo-3"):
+        rig.provider.start(queued[host])
+        _ready(rig, name, host, 1)
+    rig.tick(2)
+    assert _attempt(rig, name).round == 1  # algo-4 has not waited long yet
+    rig.tick(QUEUE_PATIENCE)
+    att = _attempt(rig, name)
+    assert att.round == 2 and att.members == ("algo-1", "algo-2", "algo-3"), att
+    assert "algo-4 still waiting for capacity" in rig.store.get_job(name).status_message
+    assert rig.store.get_job(name).interruptions == 0
+    for host in ("algo-1", "algo-2", "algo-3"):
+        rig.agent(name, host, round=2)
+    rig.tick(5)
+    assert len(rig.provider.list()) == 4  # nothing more launched: algo-4 is on the way
+    rig.provider.start(queued["algo-4"])
+    _ready(rig, name, "algo-4", 3)
+    rig.tick()
+    att = _attempt(rig, name)
+    assert att.round == 3 and att.members == ("algo-1", "algo-2", "algo-3", "algo-4"), att

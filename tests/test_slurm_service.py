@@ -439,3 +439,61 @@ def test_the_sagemaker_sdk_runs_a_spot_job_on_slurm_through_a_preemption(
             assert f"output/{name}/output/model.tar.gz" in keys, keys
         finally:
             stop_service(settings)
+
+
+def test_an_elastic_ddp_job_on_slurm_starts_with_what_runs_and_grows_when_a_node_frees(
+    cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``spotrun run --count 2..3`` while an ondemand job holds one of the three nodes: all
+    three Slurm jobs are submitted, two run and one waits in the queue. The first round
+    starts without the waiting one (after the controller's QUEUE_PATIENCE), and once the
+    node frees, that host stages and joins: the ranks checkpoint at one step and go on as
+    three. The queued host is billed from when it began to run."""
+    monkeypatch.setenv("SPOTRUN_SLURM_NODE_ADDRESS", "loopback")
+    home = start_server(tmp_path / "home", cluster, tmp_path / "code")
+    settings = load_settings(home)
+    name = "slurm-elastic"
+    blocker = tmp_path / "hold.sh"
+    blocker.write_text("#!/bin/bash\nsleep 30\n")
+    blocker.chmod(0o755)
+    cluster.submit(
+        blocker, "--partition=ondemand", "--nodes=1", "--exclusive", "--output=/dev/null"
+    )
+    try:
+        client = Client.for_settings(settings, start=False)
+        out = spotrun(
+            home, "run", str(DDP_EXAMPLE), "--name", name, "--spot", "--count", "2..3",
+            "--instance-type", "ml.c5.xlarge", "--max-run", "10m", "--max-wait", "15m",
+            "--env", "OMP_NUM_THREADS=1", "--hp", "epochs=12", "--hp", "step-seconds=0.1",
+            "--detach",
+        )  # fmt: skip
+        assert name in out, out
+
+        def ended() -> dict[str, Any] | None:
+            d = client.describe(name)
+            return d if d["TrainingJobStatus"] != "InProgress" else None
+
+        d = wait_until("the job to end", ended, 400)
+        text = [ln["line"] for ln in stdout_lines(client, name)]
+        sp = d["Spotrun"]
+        events = [e["Message"] for e in sp["Events"]]
+        assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), events)
+        worlds = [int(m.group(1)) for ln in text if (m := re.match(r"training with (\d) rank", ln))]
+        assert worlds == [2, 3], (worlds, events)
+        saved = [int(m.group(1)) for ln in text if (m := re.search(r"saved at step (\d+)$", ln))]
+        resumed = [
+            int(m.group(1)) for ln in text if (m := re.match(r"resumed from \S+ at step (\d+)", ln))
+        ]
+        assert resumed == saved and len(saved) == 1 and saved[0] > 0, text  # the growth
+        assert any("algo-3 still waiting for capacity" in e for e in events), events
+        assert any("world 2 -> 3" in e for e in events), events
+        (attempt,) = sp["Attempts"]
+        assert attempt["Elastic"]["Members"] == ["algo-1", "algo-2", "algo-3"], attempt
+        instances = {i["Host"]: i for i in sp["Instances"]}
+        assert sorted(instances) == ["algo-1", "algo-2", "algo-3"], instances
+        # algo-3 waited in the queue about as long as the node was held: not billed
+        waited = instances["algo-3"]["LaunchedAt"] - instances["algo-1"]["LaunchedAt"]
+        assert waited > 10, instances
+        assert sp["Interruptions"] == 0, sp
+    finally:
+        stop_service(settings)

@@ -78,6 +78,9 @@ STOP_ENDS = {
 #: how often a job that waits for capacity is looked at when the provider cannot say when
 #: capacity may change (``Observation.capacity_watched``)
 WAITING_POLL = 2.0
+#: how long an elastic attempt's first round waits for a host whose instance is queued
+#: (a Slurm job still pending) before it starts without it; it joins once it runs
+QUEUE_PATIENCE = 10.0
 #: the status message of each running status, as SageMaker words it
 RUNNING_MESSAGES = {
     S.DOWNLOADING: "Preparing the instances for training: downloading input data",
@@ -172,8 +175,8 @@ def _running_due(
         deadlines.append(spec.stopping.max_runtime_seconds - seen.bill.training_seconds)
     if spec.spot and spec.stopping.max_wait_seconds is not None:
         deadlines.append(job.created_at + spec.stopping.max_wait_seconds - now)
-    if att.members is not None and len(att.members) < spec.resources.instance_count:
-        deadlines.append(WAITING_POLL)  # an elastic attempt below its most: room to grow?
+    if att.members is not None:
+        deadlines.append(WAITING_POLL)  # an elastic attempt: room to grow, hosts queued?
     return max(min(deadlines), seen.poll) if deadlines else None
 
 
@@ -264,7 +267,7 @@ def _running(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> li
     assert att is not None
     acts: list[Action] = []
     if att.elastic and att.desired is not DesiredState.STOP:
-        regroup = _elastic(job, spec, seen)
+        regroup = _elastic(job, spec, seen, now)
         if regroup:
             return regroup
     # an elastic attempt ends with the hosts of its round; ones that left it, or that wait
@@ -310,12 +313,14 @@ def _members(
 # -- an elastic attempt -----------------------------------------------------------------
 
 
-def _elastic(job: JobRecord, spec: JobSpec, seen: Observation) -> list[Action]:
+def _elastic(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> list[Action]:
     """What changes an elastic attempt's round, if anything does now.
 
     * A member noticed or lost, with enough left (``min_instance_count``): the rest go on
       as a new round, at once; one still running drains first (flushes its checkpoint).
       With too few left, nothing here: the attempt ends as any other does.
+    * Members still queued (``QUEUE_PATIENCE`` after their launch) while enough others run,
+      before the round has started: it starts without them, and they join once they run.
     * Hosts launched to grow it that have staged their data: a new round with them.
     * Room for more (``seen.grow_plan``) and none on the way: launch them.
     """
@@ -354,6 +359,29 @@ def _elastic(job: JobRecord, spec: JobSpec, seen: Observation) -> list[Action]:
     if gone_draining:  # it went before it could flush: nothing more to wait for
         left = tuple(d for d in att.draining if d not in gone_draining)
         return [Regroup(att.generation, att.round, att.members, left)]
+    started = all(
+        (h := hosts.get(m)) is not None and h.round == att.round and h.phase is HostPhase.TRAINING
+        for m in att.members
+    )
+    queued = [
+        m
+        for m in att.members
+        if (v := views.get(m)) is not None
+        and v.state is not None
+        and v.state.phase == InstancePhase.PENDING
+        and now - v.record.launched_at >= QUEUE_PATIENCE
+    ]
+    if queued and not started and len(att.members) - len(queued) >= least:
+        stay = tuple(m for m in att.members if m not in queued)
+        msg = (
+            f"Elastic: {', '.join(queued)} still waiting for capacity; training starts with "
+            f"{len(stay)} instances"
+        )
+        return [
+            Regroup(att.generation, att.round + 1, stay),
+            SetMessage(msg),
+            Event("regroup", msg),
+        ]
     joining = sorted(
         (
             host
@@ -361,10 +389,6 @@ def _elastic(job: JobRecord, spec: JobSpec, seen: Observation) -> list[Action]:
             if host not in att.members and host not in att.draining and not _gone(v)
         ),
         key=_host_index,
-    )
-    started = all(
-        (h := hosts.get(m)) is not None and h.round == att.round and h.phase is HostPhase.TRAINING
-        for m in att.members
     )
     ready = [j for j in joining if (h := hosts.get(j)) is not None and h.download_ended]
     if ready and started:
