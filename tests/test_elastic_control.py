@@ -17,7 +17,8 @@ from spotrun.api.agent import round_ready
 from spotrun.cli.main import build_request, instance_counts
 from spotrun.control.clock import VirtualClock
 from spotrun.control.reconcile import QUEUE_PATIENCE
-from spotrun.errors import SpecError
+from spotrun.errors import Conflict, NoCapacity, SpecError
+from spotrun.providers.fake import FakeProvider
 from spotrun.spec import MIN_COUNT_TAG, AttemptState, DesiredState, HostPhase, parse_spec
 from spotrun.store import AttemptRecord, HostRecord, Store
 from test_controller import POOL, Rig
@@ -49,6 +50,8 @@ def test_the_tag_makes_a_job_elastic_and_round_trips() -> None:
         ("0", {}, "from 1 to ResourceConfig.InstanceCount (4)"),
         ("5", {}, "from 1 to ResourceConfig.InstanceCount (4)"),
         ("two", {}, "'two'"),
+        ("²", {}, "'²'"),  # a digit to str.isdigit, not to int()
+        ("0002", {}, "from 1 to"),
         ("2", {"CheckpointConfig": None}, "give CheckpointConfig too"),
     ],
 )
@@ -306,3 +309,128 @@ def test_a_host_still_queued_is_left_out_of_the_first_round_and_joins_once_it_ru
     rig.tick()
     att = _attempt(rig, name)
     assert att.round == 3 and att.members == ("algo-1", "algo-2", "algo-3", "algo-4"), att
+
+
+# -- the edges a review found ---------------------------------------------------------------
+
+
+def test_a_training_that_finishes_while_a_host_joins_completes_the_job(rig: Rig) -> None:
+    """The members finish in the step a grown host joins the round: that host never trained
+    in it, and the job completes all the same (it is given back with the attempt)."""
+    name = _start(rig, capacity=3)
+    rig.provider.capacity[POOL] = 4
+    rig.tick(2)
+    by_host = {s.host: s.ref for s in rig.provider.live(name)}
+    assert "algo-4" in by_host
+    # staged, not yet training
+    rig.agent(name, "algo-4", phase="downloading", download_ended=rig.clock.now(), round=2)
+    rig.tick()
+    assert _attempt(rig, name).members == ("algo-1", "algo-2", "algo-3", "algo-4")
+    done = {"phase": "done", "exit_code": 0, "finished": True, "ending": "succeeded"}
+    rig.agent(name, "algo-1", **done, model_uploaded=True)
+    for host in ("algo-2", "algo-3"):
+        rig.agent(name, host, **done)
+    for host in ("algo-1", "algo-2", "algo-3"):
+        rig.provider.exit(by_host[host])
+    rig.tick(n=4)
+    job = rig.store.get_job(name)
+    assert job.status == "Completed", (rig.history(name), _attempt(rig, name))
+    assert rig.provider.live(name) == []
+
+
+def test_a_failure_beside_a_lost_instance_is_the_loss_not_a_user_error(rig: Rig) -> None:
+    """A machine that dies takes its peers' ranks down with it: their agents report a
+    failure, which is the loss's, and the job resumes without using a retry."""
+    name = rig.submit(
+        ResourceConfig={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 5}
+    )
+    rig.tick()
+    for host in ("algo-1", "algo-2"):
+        _ready(rig, name, host, 1)
+    rig.tick()
+    by_host = {s.host: s.ref for s in rig.provider.live(name)}
+    rig.provider.exit(by_host["algo-2"])  # gone with no end
+    rig.agent(name, "algo-1", phase="done", exit_code=1, ending="failed")
+    rig.tick()
+    job = rig.store.get_job(name)
+    assert job.interruptions == 1 and job.retries_used == 0 and job.status == "InProgress"
+
+
+def test_hosts_still_flushing_stay_on_the_list_when_another_leaves(rig: Rig) -> None:
+    name = _start(rig, capacity=4)
+    by_host = {s.host: s.ref for s in rig.provider.live(name)}
+    rig.provider.capacity[POOL] = 2
+    rig.provider.notify(by_host["algo-1"], lead=120)
+    rig.tick()
+    assert _attempt(rig, name).draining == ("algo-1",)
+    rig.provider.notify(by_host["algo-2"], lead=120)
+    rig.tick()
+    att = _attempt(rig, name)
+    assert att.members == ("algo-3", "algo-4") and att.draining == ("algo-1", "algo-2"), att
+
+
+class OnceFull(FakeProvider):
+    """Refuses the first launch that grows an attempt (after its keys were minted)."""
+
+    refused = False
+
+    def launch(self, plan: Any) -> Any:
+        if plan.hosts and plan.hosts[0] != "algo-1" and not self.refused:
+            self.refused = True
+            raise NoCapacity("taken meanwhile")
+        return super().launch(plan)
+
+
+class UniqueKeys:
+    """Keys as ``InstanceKeys`` mints them: one per (job, generation, host), ever."""
+
+    def __init__(self) -> None:
+        self.minted: set[tuple[str, int, str]] = set()
+
+    def mint(
+        self, job: str, generation: int, hosts: Any, *, joining: bool = False
+    ) -> dict[str, tuple[str, str]]:
+        if any((job, generation, h) in self.minted for h in hosts):
+            raise Conflict(f"{job}: attempt {generation} already has its keys")
+        self.minted |= {(job, generation, h) for h in hosts}
+        return {h: (f"key-{h}", f"secret-{h}") for h in hosts}
+
+    def revoke(self, job: str, generation: int) -> None:
+        pass
+
+
+def test_a_failed_growth_does_not_stop_the_next_one(store: Store, clock: VirtualClock) -> None:
+    """The keys of a growth whose launch failed stay minted: the next growth takes the
+    next free names instead of failing on every step."""
+    rig = Rig(store, clock)
+    rig.provider = OnceFull(clock, {POOL: 0.1578}, capacity=3)
+    rig.ctl.provider = rig.provider
+    rig.ctl.credentials = UniqueKeys()
+    name = _start(rig, capacity=3)
+    rig.provider.capacity[POOL] = 4
+    rig.tick(2)
+    assert rig.provider.refused
+    assert "could not grow after all" in rig.store.get_job(name).status_message
+    rig.tick(2, n=2)
+    hosts = sorted(s.host for s in rig.provider.live(name))
+    assert hosts == ["algo-1", "algo-2", "algo-3", "algo-5"], hosts
+
+
+def test_a_requeued_instance_that_ran_keeps_its_bill() -> None:
+    from spotrun.control.controller import _billed
+    from spotrun.providers import InstancePhase, InstanceRef, InstanceState
+    from spotrun.store import InstanceRecord
+
+    record = InstanceRecord(
+        id="i-1", provider="fake", job="el", generation=1, host="algo-1",
+        instance_type="g4dn.xlarge", zone="use1-az1", spot=True, launched_at=100.0,
+        terminated_at=None, cause=None,
+    )  # fmt: skip
+    state = InstanceState(
+        ref=InstanceRef("fake", "i-1"), job="el", generation=1, host="algo-1", pool=POOL,
+        spot=True, phase=InstancePhase.PENDING, launched_at=100.0,
+    )  # fmt: skip
+    assert _billed(record, state).terminated_at == 100.0  # queued, never ran: nothing
+    ran = dataclasses.replace(state, started_at=160.0)  # ran, then requeued
+    billed = _billed(record, ran)
+    assert billed.launched_at == 160.0 and billed.terminated_at is None

@@ -49,9 +49,10 @@ from spotrun.toolkit._notice import NoticeWatcher
 
 #: the variable that tells a script its run is elastic, and in which round it is
 ROUND_ENV = "SPOTRUN_ELASTIC_ROUND"
-#: how long a training that died on its own waits for a new round (a peer that vanished
-#: breaks the group before the controller has seen it go)
-REGROUP_WAIT = 30.0
+#: how long a training that died on its own waits for a new round before the exit counts
+#: as its failure: a peer that vanished breaks the group before the controller has seen it
+#: go (a few seconds on the local provider; a Slurm node failure takes SlurmdTimeout)
+REGROUP_WAIT = 60.0
 
 
 class _Released(Exception):
@@ -87,12 +88,22 @@ class ElasticAgent(Agent):
                 info = self._await_round(watcher)
             except _AttemptOver:
                 live = self.reporter.live()
-                self.reporter.end(Ending.STOPPED if live else Ending.INTERRUPTED)
+                if live and self.round > 0:
+                    # stopped between rounds: the last round's leader uploads what the
+                    # model folder holds, as a stop during training does
+                    self.stop_requested = True
+                    self._end_here(spec, 0)
+                else:
+                    self.reporter.end(Ending.STOPPED if live else Ending.INTERRUPTED)
                 return EXIT_OK
             except _Released:
                 self.reporter.end(Ending.INTERRUPTED)
                 return EXIT_OK
-            ending = self._train_round(spec, program, info)
+            try:
+                ending = self._train_round(spec, program, info)
+            except JobInputError as e:  # the checkpoint location became unusable, say
+                self.reporter.end(Ending.FAILED, failure_reason=str(e)[:FAILURE_REASON_LIMIT])
+                return EXIT_OK
             if ending is not None:
                 return ending
 

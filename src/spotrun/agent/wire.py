@@ -29,6 +29,12 @@ longer the job's current one gets 409 ``StaleGeneration``.
 * ``GET /v1/agent/servers`` -> ``ServersAnswer``: base URLs of the live servers, so an
   agent can fail over when the one it talks to goes away.
 
+An elastic attempt (``spotrun:min-instance-count``) trains in rounds: the attempt answer
+names the round, its members in rank order, and whether it may start (``round_ready``);
+each agent reports the round it is ready for (``HostFields.round``, with a fresh
+``address`` from the round's first member), and every ack carries the round, so an agent
+hears of a regroup with its next heartbeat (``spotrun.agent.elastic``).
+
 Errors are ``{"error": code, "message": text}``. The pydantic models here are the edge on
 both sides: the server validates what it receives with them, the agent what it is answered.
 """

@@ -53,7 +53,15 @@ from spotrun.control.billing import Bill, Exclusion, PriceModel, Segment, bill
 from spotrun.control.clock import Clock
 from spotrun.control.observation import InstanceView, Observation
 from spotrun.control.reconcile import reconcile, still_waiting
-from spotrun.errors import Fenced, IllegalTransition, NoCapacity, SpotrunError, StaleVersion
+from spotrun.errors import (
+    Conflict,
+    Fenced,
+    IllegalTransition,
+    NoCapacity,
+    ProviderError,
+    SpotrunError,
+    StaleVersion,
+)
 from spotrun.providers import (
     CapacityRequest,
     CapacityWatch,
@@ -275,7 +283,12 @@ class Controller:
         needs_capacity = att is None or not att.live
         if needs_capacity and job.status == TrainingJobStatus.IN_PROGRESS:
             plan = self._plan(job)
-        elif att is not None and att.members is not None and att.state is AttemptState.RUNNING:
+        elif (
+            att is not None
+            and att.members is not None
+            and att.state is AttemptState.RUNNING
+            and job.status == TrainingJobStatus.IN_PROGRESS
+        ):
             grow_plan = self._grow_plan(job, att, current)
         # bill what the provider already knows ended at its real end, not at `now`, and
         # what it knows began later than its launch from then (a queued one: not yet)
@@ -507,17 +520,30 @@ class Controller:
         after all, say so and go on as it is."""
         generation = a.plan.request.generation
         try:
-            refs = self.provider.launch(self._with_credentials(a.plan, joining=True))
-        except NoCapacity as e:
+            plan = self._joining_credentials(a.plan)
+            refs = self.provider.launch(plan)
+        except (ProviderError, Conflict) as e:
             with self.store.step(job.name, after.version, fence, strict=False) as w:
-                w.set_message(f"Elastic: no room to grow after all ({e})", now)
+                w.set_message(f"Elastic: could not grow after all ({e})", now)
                 return Written(w.version, after.moved or w.moved)
         states = [st for st in map(self.provider.describe, refs) if st is not None]
         with self.store.step(job.name, after.version, fence, strict=False) as w:
             for st in states:
                 w.add_instance(record_of(st))
-            w.event("grow", f"attempt {generation}: launched {', '.join(a.plan.hosts)}", now)
+            w.event("grow", f"attempt {generation}: launched {', '.join(plan.hosts)}", now)
             return Written(w.version, after.moved or w.moved)
+
+    def _joining_credentials(self, plan: LaunchPlan) -> LaunchPlan:
+        """``plan`` with credentials for hosts joining an attempt. A name whose key was
+        minted for a launch that then failed is taken: the next free names are used."""
+        for _ in range(8):
+            try:
+                return self._with_credentials(plan, joining=True)
+            except Conflict:
+                shift = len(plan.hosts)
+                hosts = tuple(f"algo-{int(h.rpartition('-')[2]) + shift}" for h in plan.hosts)
+                plan = dataclasses.replace(plan, hosts=hosts)
+        raise Conflict(f"no free host names to grow {plan.request.job} into")
 
     def _launch(
         self,
@@ -649,8 +675,8 @@ def _billed(r: InstanceRecord, st: InstanceState | None) -> InstanceRecord:
     where it began to run, and nothing at all while it waits in a queue."""
     if r.terminated_at is not None or st is None:
         return r
-    if st.phase == InstancePhase.PENDING:
-        return dataclasses.replace(r, terminated_at=r.launched_at)
+    if st.phase == InstancePhase.PENDING and st.started_at is None:
+        return dataclasses.replace(r, terminated_at=r.launched_at)  # never ran yet
     start = max(r.launched_at, st.started_at or r.launched_at)
     end = st.terminated_at if st.terminated_at is not None else None
     return dataclasses.replace(

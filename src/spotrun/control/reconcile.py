@@ -175,9 +175,25 @@ def _running_due(
         deadlines.append(spec.stopping.max_runtime_seconds - seen.bill.training_seconds)
     if spec.spot and spec.stopping.max_wait_seconds is not None:
         deadlines.append(job.created_at + spec.stopping.max_wait_seconds - now)
-    if att.members is not None:
-        deadlines.append(WAITING_POLL)  # an elastic attempt: room to grow, hosts queued?
+    if att.members is not None and _elastic_moving(spec, att, seen):
+        deadlines.append(WAITING_POLL)  # room to grow, hosts queued, joining or draining
     return max(min(deadlines), seen.poll) if deadlines else None
+
+
+def _elastic_moving(spec: JobSpec, att: AttemptRecord, seen: Observation) -> bool:
+    """Whether an elastic attempt may change without news: it has fewer hosts than it may
+    (room may come back), or some are queued, joining or draining."""
+    assert att.members is not None
+    return (
+        len(att.members) < spec.resources.instance_count
+        or bool(att.draining)
+        or any(
+            v.record.host not in att.members
+            or (v.state is not None and v.state.phase == InstancePhase.PENDING)
+            for v in seen.attempt_instances
+            if not _gone(v)
+        )
+    )
 
 
 def _stopping_due(
@@ -303,14 +319,23 @@ def _members(
     if att.members is None:
         return seen.hosts, seen.attempt_instances, spec.resources.instance_count
     keep = set(att.members)
+    reported = {h.host: h for h in seen.hosts}
+    if any(reported[m].ending == Ending.SUCCEEDED for m in keep if m in reported):
+        # the training finished: a host that joined the round and never trained in it
+        # has nothing to end with (it is given back with the attempt)
+        keep = {m for m in keep if m in reported and reported[m].phase in _TRAINED}
     return (
         tuple(h for h in seen.hosts if h.host in keep),
         tuple(v for v in seen.attempt_instances if v.record.host in keep),
-        len(att.members),
+        len(keep),
     )
 
 
 # -- an elastic attempt -----------------------------------------------------------------
+
+
+#: phases of a host that has trained (a joining host is still downloading)
+_TRAINED = frozenset({HostPhase.TRAINING, HostPhase.UPLOADING, HostPhase.DONE})
 
 
 def _elastic(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> list[Action]:
@@ -329,6 +354,9 @@ def _elastic(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> li
     least = spec.resources.min_instance_count or 1
     hosts = {h.host: h for h in seen.hosts}
     views = {v.record.host: v for v in seen.attempt_instances}
+    reports = [hosts[m] for m in att.members if m in hosts]
+    if any(h.ending == Ending.SUCCEEDED or h.phase is HostPhase.UPLOADING for h in reports):
+        return []  # the training is over: no more rounds
 
     def leaving(host: str) -> bool:
         h, v = hosts.get(host), views.get(host)
@@ -344,7 +372,10 @@ def _elastic(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> li
         stay = tuple(m for m in att.members if m not in out)
         if len(stay) < least:
             return []  # the attempt ends, and the job resumes on new capacity
-        draining = tuple(m for m in out if m in views and not _gone(views[m]))
+        # hosts still flushing for an earlier round stay on the list with the new ones
+        draining = tuple(
+            dict.fromkeys(m for m in (*att.draining, *out) if m in views and not _gone(views[m]))
+        )
         msg = (
             f"Elastic: {', '.join(out)} {'was' if len(out) == 1 else 'were'} interrupted; "
             f"training goes on with {len(stay)} instance{'s' if len(stay) > 1 else ''}"
@@ -390,7 +421,18 @@ def _elastic(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> li
         ),
         key=_host_index,
     )
-    ready = [j for j in joining if (h := hosts.get(j)) is not None and h.download_ended]
+    # a joining host that was noticed or ended (it could not stage) never joins; one that
+    # failed stops the growing: another launch would most likely fail the same way
+    ready = [
+        j
+        for j in joining
+        if (h := hosts.get(j)) is not None
+        and h.download_ended
+        and not h.noticed
+        and h.ending is None
+        and not _noticed(views[j])
+    ]
+    failed = any(h.ending == Ending.FAILED for h in seen.hosts if h.host not in att.members)
     if ready and started:
         members = (*att.members, *ready)
         msg = f"Elastic: capacity is back; training goes on with {len(members)} instances"
@@ -400,10 +442,14 @@ def _elastic(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> li
             Event("regroup", f"{msg} (world {len(att.members)} -> {len(members)})"),
         ]
     plan = seen.grow_plan
-    if not joining and started and plan is not None and plan.feasible:
+    if not joining and not failed and started and plan is not None and plan.feasible:
         msg = f"Elastic: launching {', '.join(plan.hosts)} to grow the job: {plan.reason}"
         return [Grow(plan), SetMessage(msg)]
     return []
+
+
+def _noticed(v: InstanceView) -> bool:
+    return v.state is not None and v.state.notice is not None
 
 
 def _host_index(host: str) -> int:
@@ -432,15 +478,18 @@ def classify(
     done = _all_done(count, hosts)
     if done and all(e == Ending.SUCCEEDED for e in endings):
         return "completed"
-    if Ending.FAILED in endings and not noticed:
+    # an instance gone without its agent's end (a machine died) takes its ranks' peers down
+    # with it: their failure is the loss's, not the script's
+    ended = {h.host for h in hosts if h.phase is HostPhase.DONE}
+    lost = any(_gone(v) and v.record.host not in ended for v in instances)
+    if Ending.FAILED in endings and not noticed and not lost:
         return "user_error"
     preempted = any(_cause(v) == TerminationCause.PREEMPTED for v in instances)
     if preempted or (noticed and (done or _all_gone(instances))):
         return "preempted"
     # an instance whose agent reported its end and then shut down is not lost: on several
     # hosts, the others may still be reporting theirs
-    ended = {h.host for h in hosts if h.phase is HostPhase.DONE}
-    if done or any(_gone(v) and v.record.host not in ended for v in instances):
+    if done or lost:
         # every agent ended without success, failure or notice (an attempt the controller
         # ended, an agent's own fault), or an instance vanished
         return "lost"

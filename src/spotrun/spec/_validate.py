@@ -323,7 +323,8 @@ def _elastic(
     f = f"Tags[{i}].Value"
     text = str(tag.get("Value", "")).strip()
     count = resources.instance_count
-    if not text.isdigit() or not 1 <= int(text) <= count:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+    if re.fullmatch(r"[0-9]{1,3}", text) is None or not 1 <= int(text) <= count:
         raise SpecError(
             f,
             f"{MIN_COUNT_TAG} is {text!r}; give a whole number from 1 to "
