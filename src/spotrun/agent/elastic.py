@@ -70,12 +70,7 @@ class ElasticAgent(Agent):
 
     def run(self) -> int:
         spec = self._spec()
-        self.reporter.report(
-            phase="downloading",
-            isolation=self.cfg.isolation,
-            network=self._network(),
-            download_started=time.time(),
-        )
+        self._report_start()
         try:
             program = self._prepare(spec)
         except JobInputError as e:

@@ -132,13 +132,7 @@ class Agent:
         fields: dict[str, object] = {}
         if len(self.attempt.hosts) > 1 and self.attempt.leader:
             fields["address"] = self._rendezvous_address()  # first: the others wait for it
-        self.reporter.report(
-            phase="downloading",
-            isolation=self.cfg.isolation,
-            network=self._network(),
-            download_started=time.time(),
-            **fields,
-        )
+        self._report_start(**fields)
         try:
             program = self._prepare(spec)
             mirror = self._restore(spec)
@@ -215,6 +209,16 @@ class Agent:
             finished=outcome.finished,
             failure_reason=outcome.failure_reason,
             model_uploaded=uploaded,
+        )
+
+    def _report_start(self, **fields: object) -> None:
+        """The host's first report: downloading, in what isolation and network."""
+        self.reporter.report(
+            phase="downloading",
+            isolation=self.cfg.isolation,
+            network=self._network(),
+            download_started=time.time(),
+            **fields,
         )
 
     def _spec(self) -> JobSpec:
