@@ -24,6 +24,7 @@ from spotrun.toolkit._checkpointer import (
     Checkpointer,
     SaveHandle,
 )
+from spotrun.toolkit._interval import young_interval
 from spotrun.toolkit._interrupt import EXIT_CHECKPOINTED, Interruption, finish
 from spotrun.toolkit._manifest import MANIFEST, FileEntry, Manifest, ManifestError, sha256_of
 from spotrun.toolkit._serializer import PickleSerializer, Serializer, TorchSerializer
@@ -49,4 +50,5 @@ __all__ = [
     "finish",
     "sha256_of",
     "snapshot",
+    "young_interval",
 ]
