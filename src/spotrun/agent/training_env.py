@@ -29,6 +29,7 @@ from spotrun.agent.layout import NETWORK_INTERFACE, MlLayout, input_data_config,
 from spotrun.agent.program import Program, Rendezvous, hyperparameter_args, python_path
 from spotrun.agent.wire import CREDENTIAL_ENV
 from spotrun.spec import JobSpec
+from spotrun.toolkit import MTBI_ENV
 
 __all__ = ["hyperparameter_args", "sm_value", "training_environment"]
 
@@ -146,6 +147,12 @@ def training_environment(
     }
     if checkpoint_dir is not None:
         platform["SPOTRUN_CHECKPOINT_DIR"] = str(checkpoint_dir)
+    # the pool's mean time between interruptions, which the server puts in the agent's
+    # environment: Checkpointer(interval="auto") needs it for Young's interval. Named here
+    # rather than left to the inherited environment so it survives a tidier PRIVATE list,
+    # and so the platform's value wins over a stale one in the job's Environment.
+    if base.get(MTBI_ENV):
+        platform[MTBI_ENV] = base[MTBI_ENV]
     if rendezvous is not None:
         platform.update(distributed_environment(rendezvous, ranks, interface))
     # the agent's own plumbing (its credential, where the server keeps its state and keys)

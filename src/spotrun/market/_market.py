@@ -189,6 +189,16 @@ class Market:
             return None
         return max(launched_at, deadline - self.notice_lead_real)
 
+    def mean_time_between_interruptions(self, pool: Pool) -> float | None:
+        """Mean real seconds a spot instance of the pool runs before it is reclaimed (the
+        mean length of an availability run); None if the pool never reclaims one or has no
+        spot. A training takes it as M in Young's checkpoint interval √(2·C·M)."""
+        if not self._has_spot(pool):
+            return None
+        mean = self._process(pool).mean_time_between_interruptions()
+        # market seconds pass time_scale times as fast as real ones
+        return None if mean is None else mean / self.time_scale
+
     def next_change(self, pool: Pool, t_real: float) -> float | None:
         """Real time of the pool's next spot availability change after ``t_real``."""
         start = self.to_market(t_real)

@@ -8,6 +8,9 @@ same questions give the same answers, run after run.
 
 An instance is reclaimed at the first moment from its launch on when availability is
 below 1. The script process is the exception: it reclaims by launch order, not by level.
+
+Each process also states its mean time between interruptions (the mean length of an
+availability run), which is what a training needs to choose its checkpoint interval.
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ class Process(Protocol):
         """Times in ``(after, before)`` when ``price`` changes."""
         ...
 
+    def mean_time_between_interruptions(self) -> float | None:
+        """Mean market seconds a spot instance runs before it is reclaimed; None when the
+        process never reclaims one (or never offers one)."""
+        ...
+
 
 class AlwaysProcess:
     """Capacity is always there and nothing is ever reclaimed."""
@@ -71,6 +79,9 @@ class AlwaysProcess:
 
     def price_changes(self, after: float, before: float) -> list[float]:
         return []
+
+    def mean_time_between_interruptions(self) -> float | None:
+        return None
 
 
 class TraceProcess:
@@ -103,6 +114,26 @@ class TraceProcess:
             t - self.offset
             for t, _ in self._prices.steps(after + self.offset, before + self.offset)
         ]
+
+    def mean_time_between_interruptions(self) -> float | None:
+        """Up time over the recording divided by the drops below 1 in it.
+
+        That is the mean length of an availability run when every run ends inside the
+        recording; a run still going when the recording ends adds its time but is not
+        counted as a run, since nobody saw it end (the usual estimate for cut-off runs).
+        A looping replay also drops where the recording wraps from up to down.
+        """
+        series = self._levels
+        ends = (*series.starts[1:], series.length)
+        up = sum(
+            max(0.0, end - start)
+            for start, end, level in zip(series.starts, ends, series.values, strict=True)
+            if level >= 1
+        )
+        drops = sum(1 for a, b in pairwise(series.values) if a >= 1 > b)
+        if series.loop and series.values[-1] >= 1 > series.values[0]:
+            drops += 1
+        return up / drops if drops else None
 
 
 class RateProcess:
@@ -160,6 +191,10 @@ class RateProcess:
 
     def price_changes(self, after: float, before: float) -> list[float]:
         return []
+
+    def mean_time_between_interruptions(self) -> float | None:
+        # with no capacity while "up" there is nothing to interrupt
+        return self.mean_uptime if self.capacity >= 1 else None
 
     def runs(self, until: float) -> list[tuple[float, float, bool]]:
         """``(start, end, up)`` for every run that starts before ``until``; for tests and
@@ -220,3 +255,10 @@ class ScriptProcess:
 
     def price_changes(self, after: float, before: float) -> list[float]:
         return []
+
+    def mean_time_between_interruptions(self) -> float | None:
+        """The mean of the scripted uptimes (launches past the script are never reclaimed,
+        so they do not count)."""
+        if not self.uptimes or self.capacity < 1:
+            return None
+        return sum(self.uptimes) / len(self.uptimes)

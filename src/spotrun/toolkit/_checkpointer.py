@@ -30,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from spotrun.toolkit._cadence import Cadence, Interval
 from spotrun.toolkit._interrupt import Interruption, finish
 from spotrun.toolkit._manifest import (
     MANIFEST,
@@ -107,6 +108,7 @@ class SaveHandle:
         self._error: BaseException | None = None
         self._reported = False
         self._owned = False  # a copy made by save_async, which may be reused once written
+        self._copy_seconds = 0.0  # the caller's share of this save's cost (interval="auto")
         self.superseded = False
 
     def done(self) -> bool:
@@ -147,6 +149,22 @@ class Checkpointer:
     background writer thread then commits it exactly as ``save`` does. ``flush()`` waits
     for every write and re-raises a writer error; ``close()`` (and a ``with`` block, and
     interpreter exit) flushes.
+
+    ``interval`` asks for periodic saves, which the training loop makes when ``due()``
+    says so: None (the default) for none, a number of seconds, or ``"auto"`` for Young's
+    optimum √(2·C·M), with C the measured time of this checkpointer's recent saves
+    (copy plus write, recomputed after each) and M the pool's mean time between
+    interruptions from ``$SPOTRUN_MTBI_SECONDS``, which the spotrun agent sets; without
+    it auto saves every 30 minutes and says so on stderr. ``clock`` (seconds, monotonic)
+    times the interval and the saves; tests pass a fake one. ::
+
+        ckpt = Checkpointer(interval="auto")
+        for step in range(start, total):
+            train_one_step()
+            if ckpt.due():                      # the interval is up, or an interruption
+                ckpt.save_async(capture(model, opt, position={"step": step + 1}), step + 1)
+            if ckpt.interrupted:
+                sys.exit(EXIT_CHECKPOINTED)     # save_async was synchronous just now
     """
 
     def __init__(
@@ -159,9 +177,14 @@ class Checkpointer:
         watch: bool = True,
         metadata_url: str | None = None,
         poll_interval: float = 1.0,
+        interval: Interval = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
+        self._clock = clock
+        # before the watcher starts, so a bad interval leaves no signal handler behind
+        self._cadence = Cadence(interval, clock(), os.environ)
         chosen = root if root is not None else os.environ.get("SPOTRUN_CHECKPOINT_DIR")
         self.root = Path(chosen or DEFAULT_ROOT)
         self.keep = keep
@@ -197,6 +220,28 @@ class Checkpointer:
     @property
     def interrupt_reason(self) -> str | None:
         return self._interruption.reason
+
+    # -- periodic saves -----------------------------------------------------------------
+
+    @property
+    def interval(self) -> float | None:
+        """Seconds between periodic saves as things stand (auto changes it after each
+        save); None when the checkpointer was made without an interval."""
+        return self._cadence.interval
+
+    @property
+    def save_cost(self) -> float:
+        """The measured seconds of one save (the mean of the last few), C of auto."""
+        return self._cadence.save_cost
+
+    def due(self) -> bool:
+        """Whether to save now: an interruption is pending, or ``interval`` seconds have
+        passed since the last save gave control back (or since this checkpointer was made).
+
+        A save, ``save_async`` included, restarts the interval when it returns, so a loop
+        that saves whenever ``due()`` is true saves once per interval.
+        """
+        return self.interrupted or self._cadence.due(self._clock())
 
     def on_interrupt(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once on interruption (in the signal handler or poller thread)."""
@@ -240,10 +285,22 @@ class Checkpointer:
 
     def save(self, state: Mapping[str, Any], step: int) -> Checkpoint:
         """Write ``state`` to ``state.bin`` of a new checkpoint and commit it."""
+        return self._timed(lambda: self._save(state, step))
+
+    def _save(self, state: Mapping[str, Any], step: int) -> Checkpoint:
         serializer = self.serializer or choose(state)
         return self._commit(
             step, lambda folder: serializer.dump(state, folder / STATE_FILE), serializer.name
         )
+
+    def _timed(self, commit: Callable[[], Checkpoint], copy_seconds: float = 0.0) -> Checkpoint:
+        """Run a synchronous save, then tell the cadence what it cost and restart it."""
+        start = self._clock()
+        checkpoint = commit()
+        end = self._clock()
+        self._cadence.measured(copy_seconds + end - start)
+        self._cadence.resumed(end)
+        return checkpoint
 
     def save_async(self, state: Mapping[str, Any], step: int, *, copy: bool = True) -> SaveHandle:
         """Snapshot ``state`` in memory and let the background writer commit it.
@@ -269,16 +326,19 @@ class Checkpointer:
         if not interrupted:
             # not on interruption: an old error must not stop the save that matters most
             self._raise_failures()
+        started = self._clock()
         with self._queue:
             spare, self._spare = self._spare, None
         private = snapshot(state, reuse=spare) if copy else state
         del spare
         handle = SaveHandle(step, private)
         handle._owned = copy
+        handle._copy_seconds = self._clock() - started
         if interrupted:
             self._drain(replace_pending=True)
             try:
-                handle._finish(self.save(private, step), None)
+                saved = self._timed(lambda: self._save(private, step), handle._copy_seconds)
+                handle._finish(saved, None)
             except BaseException as e:
                 handle._reported = True
                 handle._finish(None, e)
@@ -292,6 +352,8 @@ class Checkpointer:
             self._pending = handle
             self._start_writer()
             self._queue.notify_all()
+        # the training goes on now; the write's cost is measured when it is committed
+        self._cadence.resumed(self._clock())
         return handle
 
     def flush(self) -> None:
@@ -368,7 +430,11 @@ class Checkpointer:
             state = job._state
             assert state is not None
             try:
-                job._finish(self.save(state, job.step), None)
+                start = self._clock()
+                committed = self._save(state, job.step)
+                # copy plus write, but not the time the request waited for the writer
+                self._cadence.measured(job._copy_seconds + self._clock() - start)
+                job._finish(committed, None)
             except BaseException as e:  # kept for flush(); a thread has nowhere to raise
                 job._finish(None, e)
                 with self._queue:
@@ -383,7 +449,7 @@ class Checkpointer:
 
     def save_files(self, step: int, writer: Callable[[Path], None]) -> Checkpoint:
         """Let ``writer(folder)`` write any files into a new checkpoint, then commit it."""
-        return self._commit(step, writer, None)
+        return self._timed(lambda: self._commit(step, writer, None))
 
     def _commit(
         self, step: int, writer: Callable[[Path], None], serializer: str | None
