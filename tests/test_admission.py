@@ -72,6 +72,11 @@ CASES = [
         "ResourceConfig.InstanceType",
     ),
     (
+        "Tags",
+        [{"Key": "team", "Value": "ml"}, {"Key": "spotrun:pools", "Value": "ml.z9.huge"}],
+        "Tags[1].Value",
+    ),
+    (
         "InputDataConfig",
         [{"ChannelName": "../x", "DataSource": {"S3DataSource": {"S3Uri": "file:///tmp"}}}],
         "InputDataConfig[0].ChannelName",

@@ -236,6 +236,12 @@ def create_app(rt: Runtime) -> FastAPI:
         arn = rt.submit(req, account=c.account, region=c.region)
         return {"TrainingJobArn": arn}
 
+    @app.post("/v1/jobs:simulate")
+    def simulate(c: Signed, req: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        """A dry run: the job's expected cost, on-demand cost and finish time in the
+        current market, from the simulator; nothing is submitted."""
+        return rt.forecast(req)
+
     @app.get("/v1/jobs")
     def jobs(
         c: Signed,

@@ -115,6 +115,9 @@ def spotrun_extras(store: Store, job: JobRecord) -> dict[str, Any]:
         "CostUSD": round(job.cost, 6),
         "OnDemandCostUSD": round(job.on_demand_cost, 6),
         "SavingsPercent": round(savings, 1),
+        "SpotSeconds": job.spot_seconds,
+        "OnDemandSeconds": job.on_demand_seconds,
+        "Scheduling": scheduling(job),
         "StopReason": job.stop_reason,
         "Attempts": attempts,
         "Events": [
@@ -135,6 +138,21 @@ def spotrun_extras(store: Store, job: JobRecord) -> dict[str, Any]:
             }
             for r in store.instances(job.name)
         ],
+    }
+
+
+def scheduling(job: JobRecord) -> dict[str, Any]:
+    """The job's policy, its deadline and compute (as given, or the defaults they take),
+    and the pools it accepts."""
+    spec = job.spec
+    sched = spec.scheduling
+    deadline = sched.deadline_seconds or spec.stopping.max_wait_seconds
+    return {
+        "Policy": sched.policy,
+        "DeadlineInSeconds": deadline,
+        "DeadlineTime": None if deadline is None else job.created_at + deadline,
+        "ComputeInSeconds": sched.compute_seconds or spec.stopping.max_runtime_seconds,
+        "Pools": [str(p) for p in sched.pools],
     }
 
 

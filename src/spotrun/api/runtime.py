@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from spotrun.api.forecast import forecast
 from spotrun.api.metrics import ServerMetrics, Source
 from spotrun.api.presence import Presence
 from spotrun.auth.instance_keys import InstanceKeys
@@ -174,6 +175,18 @@ class Runtime:
         )
         self.wake()
         return arn
+
+    def forecast(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A job's expected cost and finish in the current market (``api.forecast``),
+        checked as a submission is and stored nowhere."""
+        spec, _plan = admit_plan(
+            request,
+            known_type=self.catalog.has_type,
+            known_types=self.catalog.types,
+            check_readable=check_readable,
+            images=load_images(self.settings.home),
+        )
+        return forecast(spec, self.market, self.clock.now())
 
     def job_of(self, account: str, name: str) -> JobRecord:
         """The named job if it belongs to ``account``; ``NotFound`` otherwise — another

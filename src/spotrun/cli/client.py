@@ -236,6 +236,11 @@ class Client:
     def submit(self, request: dict[str, Any]) -> str:
         return str(self._call("POST", "/v1/jobs", json=request)["TrainingJobArn"])
 
+    def forecast(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/jobs:simulate``: what the job would cost and when it would finish."""
+        result: dict[str, Any] = self._call("POST", "/v1/jobs:simulate", json=request)
+        return result
+
     def metrics(self, name: str) -> dict[str, list[dict[str, float]]]:
         result: dict[str, list[dict[str, float]]] = self._call("GET", f"/v1/jobs/{name}/metrics")[
             "metrics"

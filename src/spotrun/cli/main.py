@@ -15,6 +15,7 @@ from typing import Any
 from spotrun.api.logs import LOG_FORMAT_ENV, LOG_FORMATS, log_format
 from spotrun.cli import catalog as catalog_cli
 from spotrun.cli import render
+from spotrun.cli import simulate as simulate_cli
 from spotrun.cli.client import (
     Client,
     credentials,
@@ -26,7 +27,15 @@ from spotrun.dburl import shown_url
 from spotrun.errors import ServiceError, SpecError, SpotrunError
 from spotrun.images import PROCESSES_ENV
 from spotrun.settings import Settings, load_settings, with_database, write_settings
-from spotrun.spec import MIN_COUNT_TAG, lifecycle
+from spotrun.spec import (
+    COMPUTE_TAG,
+    DEADLINE_TAG,
+    MIN_COUNT_TAG,
+    POLICY_NAMES,
+    POLICY_TAG,
+    POOLS_TAG,
+    lifecycle,
+)
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 DEFAULT_MAX_RUN = 86_400  # seconds: SageMaker's default MaxRuntimeInSeconds
@@ -135,8 +144,20 @@ def build_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any
         req["CheckpointConfig"] = {"S3Uri": _to_uri(ckpt), "LocalPath": "/opt/ml/checkpoints"}
     if args.retries:
         req["RetryStrategy"] = {"MaximumRetryAttempts": args.retries}
+    tags: list[dict[str, str]] = []
     if args.count[0] != args.count[1]:
-        req["Tags"] = [{"Key": MIN_COUNT_TAG, "Value": str(args.count[0])}]
+        tags.append({"Key": MIN_COUNT_TAG, "Value": str(args.count[0])})
+    # spotrun's scheduling travels as tags, as through boto3; the server checks the values
+    for key, value in (
+        (POLICY_TAG, args.policy),
+        (DEADLINE_TAG, args.deadline),
+        (COMPUTE_TAG, args.compute),
+        (POOLS_TAG, " ".join(p.strip() for arg in args.pool for p in arg.split(",")) or None),
+    ):
+        if value is not None:
+            tags.append({"Key": key, "Value": value})
+    if tags:
+        req["Tags"] = tags
     return req
 
 
@@ -218,6 +239,10 @@ def _merge(transitions: list[tuple[float, str]], lines: list[tuple[float, str]])
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     req = build_request(args, settings)
     client = Client.for_settings(settings)
+    if args.dry_run:
+        forecast = client.forecast(req)
+        print(json.dumps(forecast, indent=2) if args.json else render.forecast(forecast))
+        return 0
     arn = client.submit(req)
     name = req["TrainingJobName"]
     print(f"[spotrun] submitted {name} ({arn})", flush=True)
@@ -529,6 +554,39 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", help="checkpoint URI (default: under $SPOTRUN_HOME)")
     r.add_argument("--output", help="S3OutputPath (default: under $SPOTRUN_HOME)")
     r.add_argument("--retries", type=int, default=0, help="RetryStrategy.MaximumRetryAttempts")
+    r.add_argument(
+        "--policy",
+        choices=POLICY_NAMES,
+        help="with --spot: how to meet the deadline (default spot-only, SageMaker's: wait "
+        "for spot up to the max wait); greedy, uniform-progress and spotrun fall back to "
+        "on-demand when the deadline demands it",
+    )
+    r.add_argument(
+        "--deadline",
+        metavar="DURATION",
+        help="with --policy: finish within this long of submission, e.g. 52h (default: "
+        "the max wait)",
+    )
+    r.add_argument(
+        "--compute",
+        metavar="DURATION",
+        help="with --policy: how long the job computes uninterrupted, e.g. 48h (default: "
+        "the max run)",
+    )
+    r.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="ml.TYPE[@ZONE]|@ZONE",
+        help="other capacity the job may fail over to (repeat, or separate with commas)",
+    )
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="submit nothing: print the expected cost, on-demand cost and finish time in "
+        "the current market, from the simulator",
+    )
+    r.add_argument("--json", action="store_true", help="with --dry-run: the forecast as JSON")
     r.add_argument("--detach", "-d", action="store_true", help="submit and return")
     r.set_defaults(fn=cmd_run)
 
@@ -649,6 +707,7 @@ def parser() -> argparse.ArgumentParser:
     lc.set_defaults(fn=cmd_lifecycle)
 
     catalog_cli.register(sub)
+    simulate_cli.add_parser(sub)
     return p
 
 

@@ -48,6 +48,47 @@ def price_note(source: str | None) -> str:
     )
 
 
+def policy_line(s: dict[str, Any]) -> str:
+    """``uniform-progress, deadline 52h 0m (12:00:00 UTC), compute 48h 0m, pools …``."""
+    if not s:
+        return "-"
+    parts = [str(s.get("Policy", "spot-only"))]
+    if s.get("DeadlineInSeconds"):
+        parts.append(f"deadline {duration(s['DeadlineInSeconds'])} ({clock(s['DeadlineTime'])})")
+    if s.get("ComputeInSeconds"):
+        parts.append(f"compute {duration(s['ComputeInSeconds'])}")
+    if s.get("Pools"):
+        parts.append("pools " + " ".join(s["Pools"]))
+    return ", ".join(parts)
+
+
+def forecast(f: dict[str, Any]) -> str:
+    """``spotrun run --dry-run``: what the simulator expects of the job now."""
+    lines = [
+        f"Forecast for     {f['TrainingJobName']} ({f['Policy']}, {f['Runs']} market sample"
+        f"{'s' if f['Runs'] != 1 else ''})",
+        f"Expected cost    ${f['ExpectedCostUSD']:.4f}",
+        f"On-demand cost   ${f['OnDemandCostUSD']:.4f}",
+        f"Savings          {f['SavingsPercent']:.1f}%",
+        f"Expected finish  {duration(f['ExpectedFinishSeconds'])} after submission"
+        f" ({clock(f['ExpectedFinishTime'])})",
+        "Deadline         "
+        + (
+            f"{duration(f['DeadlineInSeconds'])}, missed in {f['MissedPercent']:.0f}% of samples"
+            if f.get("DeadlineInSeconds")
+            else "-"
+        ),
+        f"Spot / on-demand {duration(f['SpotSeconds'])} / {duration(f['OnDemandSeconds'])}",
+    ]
+    if f.get("CheckpointIntervalSeconds"):
+        mtbi = duration(f["MeanTimeBetweenInterruptions"])
+        lines.append(
+            f"Checkpoint every {duration(f['CheckpointIntervalSeconds'])} "
+            f"(Young, mean time between interruptions {mtbi})"
+        )
+    return "\n".join(lines)
+
+
 def summary(d: dict[str, Any]) -> str:
     """The job page: status, money, attempts and transitions."""
     x = d.get("Spotrun", {})
@@ -78,6 +119,9 @@ def summary(d: dict[str, Any]) -> str:
         f"Cost             ${x.get('CostUSD', 0.0):.6f}",
         f"On-demand cost   ${x.get('OnDemandCostUSD', 0.0):.6f}",
         f"Prices           {price_note(x.get('PriceSource'))}",
+        f"Spot / on-demand {duration(x.get('SpotSeconds', 0))} / "
+        f"{duration(x.get('OnDemandSeconds', 0))}",
+        f"Policy           {policy_line(x.get('Scheduling') or {})}",
         f"Interruptions    {x.get('Interruptions', 0)}",
         f"Retries used     {x.get('RetriesUsed', 0)}",
         f"Model            {d['ModelArtifacts']['S3ModelArtifacts']}",

@@ -25,7 +25,7 @@ from spotrun.images import (
     SdkScriptRun,
     plan_run,
 )
-from spotrun.spec import JobSpec, parse_spec
+from spotrun.spec import POOLS_TAG, JobSpec, parse_spec
 
 #: suffixes of a single-object code archive (its entry point cannot be checked before)
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -71,6 +71,14 @@ def admit_plan(
             "ResourceConfig.InstanceType",
             f"{itype!r} is not in the instance catalog; known types include {sample}, …",
         )
+    for choice in spec.scheduling.pools:
+        if choice.instance_type is not None and not known_type(choice.instance_type):
+            tags = [t.get("Key") for t in spec.request.get("Tags") or []]
+            raise SpecError(
+                f"Tags[{len(tags) - 1 - tags[::-1].index(POOLS_TAG)}].Value",
+                f"{choice.instance_type!r} is not in the instance catalog; known types "
+                f"include {', '.join(f'ml.{t}' for t in sorted(known_types())[:8])}, …",
+            )
     plan = plan_run(spec, images if images is not None else ImageRegistry(), algorithms)
     check_plan(spec, plan, check_readable)
     for i, ch in enumerate(spec.channels):

@@ -58,6 +58,9 @@ class Bill:
     cost: float  # USD, all instances
     on_demand_cost: float  # USD the same instance-seconds would cost on demand
     savings_percent: float
+    #: the training seconds on spot and on on-demand capacity (per job, rounded)
+    spot_seconds: int = 0
+    on_demand_seconds: int = 0
 
 
 class PriceModel(Protocol):
@@ -82,7 +85,7 @@ def bill(
     excluded: dict[str, list[tuple[float, float]]] = {}
     for exclusion in exclusions:
         excluded.setdefault(exclusion.instance_id, []).append((exclusion.start, exclusion.end))
-    seconds = equivalent = cost = on_demand_cost = 0.0
+    seconds = equivalent = cost = on_demand_cost = spot_seconds = 0.0
     for segment in segments:
         end = now if segment.end is None else segment.end
         pieces = billed_pieces(segment.start, end, excluded.get(segment.instance_id, ()))
@@ -92,6 +95,7 @@ def bill(
         charged = sum(prices.cost(segment.pool, segment.spot, a, b) for a, b in pieces)
         on_demand = prices.on_demand_price(segment.pool.instance_type)
         seconds += ran
+        spot_seconds += ran if segment.spot else 0.0
         cost += charged
         on_demand_cost += ran * on_demand / 3600.0
         equivalent += charged / on_demand * 3600.0 if segment.spot else ran
@@ -100,12 +104,16 @@ def bill(
     training = max(1, math.floor(seconds / instance_count + 0.5))
     billable = max(1, math.ceil(equivalent / instance_count - _ROUNDING_SLACK))
     billable = min(billable, training)
+    # split the rounded training seconds so that the two parts always add up to it
+    on_spot = min(training, math.floor(spot_seconds / instance_count + 0.5))
     return Bill(
         training_seconds=training,
         billable_seconds=billable,
         cost=cost,
         on_demand_cost=on_demand_cost,
         savings_percent=savings_percent(training, billable),
+        spot_seconds=on_spot,
+        on_demand_seconds=training - on_spot,
     )
 
 

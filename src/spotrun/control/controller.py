@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from spotrun.agent.wire import ENDPOINTS_ENV, KEY_ID_ENV, SECRET_ENV
+from spotrun.control import scheduling
 from spotrun.control.actions import (
     Action,
     CloseInstance,
@@ -52,7 +53,9 @@ from spotrun.control.agenda import Agenda, Mark
 from spotrun.control.billing import Bill, Exclusion, PriceModel, Segment, bill
 from spotrun.control.clock import Clock
 from spotrun.control.observation import InstanceView, Observation
+from spotrun.control.policy import POLICIES
 from spotrun.control.reconcile import reconcile, still_waiting
+from spotrun.control.scheduling import History, is_scheduled
 from spotrun.errors import (
     Conflict,
     Fenced,
@@ -83,6 +86,7 @@ from spotrun.store import (
     StepWriter,
     Store,
 )
+from spotrun.toolkit import MTBI_ENV
 
 log = logging.getLogger("spotrun.controller")
 NO_BILL = Bill(0, 0, 0.0, 0.0, 0.0)
@@ -154,6 +158,8 @@ class Controller:
     _marks: dict[str, Mark] | None = None
     _digest: tuple[int, ...] = ()
     _next_marks: float = 0.0
+    #: each job's scheduling history as last observed (constant while it waits)
+    _history: dict[str, History] = field(default_factory=dict)
 
     # -- the loop body ------------------------------------------------------------------
 
@@ -176,6 +182,8 @@ class Controller:
         marks = self._job_marks(now)
         for gone in self._waiting.keys() - marks.keys():
             del self._waiting[gone]
+        for gone in self._history.keys() - marks.keys():
+            del self._history[gone]
         for name in self.agenda.due(marks, now):
             try:
                 if self._still_waiting(name, marks[name], now):
@@ -280,9 +288,20 @@ class Controller:
         open_ = tuple(v for v in views.values() if v.record.terminated_at is None)
         current = tuple(v for v in views.values() if att and v.record.generation == att.generation)
         plan = grow_plan = None
+        move: tuple[str | None, float | None, bool] = (None, None, False)
+        self._history[job.name] = scheduling.history(attempts, every_host, records, now)
         needs_capacity = att is None or not att.live
         if needs_capacity and job.status == TrainingJobStatus.IN_PROGRESS:
             plan = self._plan(job)
+        elif (
+            att is not None
+            and not att.spot
+            and att.state is AttemptState.RUNNING
+            and att.notice_deadline is None
+            and job.status == TrainingJobStatus.IN_PROGRESS
+            and is_scheduled(job.spec)
+        ):
+            move = self._policy_on_demand(job, now)
         elif (
             att is not None
             and att.members is not None
@@ -303,6 +322,9 @@ class Controller:
             plan=plan,
             bill=self.bill(job, billed, now, every_host),
             grow_plan=grow_plan,
+            move_to_spot=move[0],
+            policy_due=move[1],
+            policy_watch=move[2],
         )
 
     def _settings(self) -> Observation:
@@ -332,13 +354,25 @@ class Controller:
         )
 
     def _plan(self, job: JobRecord) -> LaunchPlan:
-        """Where the job's next attempt goes now. An elastic job takes the most instances
-        that fit, down to its least; when even that does not fit, the plan for the least
-        says why, and when it may."""
+        """Where the job's next attempt goes now. A job with a policy goes where its policy
+        says (``scheduling``). Else the provider's cheapest pool, avoiding the pools that
+        reclaimed the job lately while another has room. An elastic job takes the most
+        instances that fit, down to its least; when even that does not fit, the plan for
+        the least says why, and when it may."""
         resources = job.spec.resources
         least = resources.min_instance_count
+        hist = self._history_of(job)
+        now = self.clock.now()
+        if is_scheduled(job.spec):
+            return self._policy_plan(job, hist, now)
         if least is None:
-            return self.provider.plan(self._request(job))
+            request = self._request(job)
+            avoid = frozenset(p for p, until in hist.avoid.items() if until > now)
+            if avoid:
+                elsewhere = self.provider.plan(dataclasses.replace(request, avoid=avoid))
+                if elsewhere.feasible:
+                    return elsewhere
+            return self.provider.plan(request)
         plan = None
         for count in range(resources.instance_count, least - 1, -1):
             plan = self.provider.plan(self._request(job, count))
@@ -346,6 +380,47 @@ class Controller:
                 return plan
         assert plan is not None
         return plan
+
+    def _history_of(self, job: JobRecord) -> History:
+        hist = self._history.get(job.name)
+        if hist is None:
+            now = self.clock.now()
+            hist = scheduling.history(
+                self.store.attempts(job.name),
+                self.store.hosts(job.name),
+                self.store.instances(job.name),
+                now,
+            )
+            self._history[job.name] = hist
+        return hist
+
+    def _policy_plan(self, job: JobRecord, hist: History, now: float) -> LaunchPlan:
+        """Where the job's policy places its next attempt, or why it waits."""
+        base = self._request(job)
+        offers = scheduling.gather(self.provider, base, job.spec, hist.avoid, now, job.created_at)
+        seen = scheduling.situation(job, now, hist.done, hist.overhead, None, offers)
+        decision = POLICIES[job.spec.scheduling.policy](seen)
+        return scheduling.launch_plan(self.provider, base, job, decision, offers)
+
+    def _policy_on_demand(
+        self, job: JobRecord, now: float
+    ) -> tuple[str | None, float | None, bool]:
+        """For a job running on demand under a policy: whether to move to spot now (why),
+        when to ask the policy again, and whether to watch for spot coming back."""
+        hist = self._history_of(job)
+        base = self._request(job)
+        offers = scheduling.gather(self.provider, base, job.spec, hist.avoid, now, job.created_at)
+        seen = scheduling.situation(
+            job, now, hist.done_at(now), hist.overhead, hist.current, offers
+        )
+        decision = POLICIES[job.spec.scheduling.policy](seen)
+        due = None if decision.recheck_at is None else job.created_at + decision.recheck_at
+        # greedy stays on demand for good: nothing to watch for
+        watch = job.spec.scheduling.policy in ("uniform-progress", "spotrun")
+        chosen = decision.placement
+        if chosen is not None and chosen.spot and chosen.pool in offers.pools:
+            return f"policy {job.spec.scheduling.policy}: {decision.reason}", due, watch
+        return None, due, watch
 
     def _grow_plan(
         self, job: JobRecord, att: AttemptRecord, current: Sequence[InstanceView]
@@ -556,7 +631,7 @@ class Controller:
     ) -> Written:
         """Launch the instances of an attempt already recorded, then record them."""
         try:
-            refs = self.provider.launch(self._with_credentials(a.plan))
+            refs = self.provider.launch(self._with_credentials(self._with_mtbi(a.plan)))
         except NoCapacity as e:
             with self.store.step(job.name, after.version, fence, strict=False) as w:
                 w.update_attempt(
@@ -576,6 +651,21 @@ class Controller:
             if states:
                 w.update_job(now, {"isolation": states[0].isolation})
             return Written(w.version, after.moved or w.moved)
+
+    def _with_mtbi(self, plan: LaunchPlan) -> LaunchPlan:
+        """The plan with the pool's mean time between interruptions in the workload's
+        environment, where the market knows it: ``Checkpointer(interval="auto")`` takes
+        Young's interval from it."""
+        known = getattr(self.prices, "mean_time_between_interruptions", None)
+        if plan.pool is None or not plan.request.spot or known is None:
+            return plan
+        mtbi = known(plan.pool)
+        if mtbi is None:
+            return plan
+        request = plan.request
+        env = {**request.workload.env, MTBI_ENV: f"{mtbi:.0f}"}
+        workload = dataclasses.replace(request.workload, env=env)
+        return dataclasses.replace(plan, request=dataclasses.replace(request, workload=workload))
 
     # -- instance credentials -------------------------------------------------------------
 

@@ -177,6 +177,10 @@ def _running_due(
         deadlines.append(job.created_at + spec.stopping.max_wait_seconds - now)
     if att.members is not None and _elastic_moving(spec, att, seen):
         deadlines.append(WAITING_POLL)  # room to grow, hosts queued, joining or draining
+    if seen.policy_due is not None:
+        deadlines.append(seen.policy_due - now)  # the policy's answer may change then
+    if seen.policy_watch and att.notice_deadline is None:
+        deadlines.append(WAITING_POLL)  # on demand, watching for spot to come back
     return max(min(deadlines), seen.poll) if deadlines else None
 
 
@@ -303,6 +307,14 @@ def _running(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> li
         notice = now + att.stop_grace
         msg = f"Spot interruption notice on {', '.join(told)}; checkpointing"
         acts += [NoteNotice(att.generation, notice), SetMessage(msg), Event("notice", msg)]
+    if cause is None and seen.move_to_spot is not None and notice is None:
+        if att.notice_deadline is None and att.desired is not DesiredState.STOP:
+            # the policy moves the job to spot: its hosts checkpoint as on a notice, and
+            # the next attempt goes where the policy says
+            msg = f"Moving to spot capacity ({seen.move_to_spot}); checkpointing"
+            acts += [NoteNotice(att.generation, now + att.stop_grace), SetMessage(msg)]
+            acts.append(Event("policy", msg))
+        return acts
     if cause is None:
         if notice is None and att.notice_deadline is None:  # the notice's message wins
             acts += _sync_stall(job, hosts)
@@ -502,6 +514,12 @@ def _end_attempt(job: JobRecord, spec: JobSpec, seen: Observation, cause: str) -
     acts: list[Action] = [EndAttempt(att.generation, cause), _terminate(seen.attempt_instances)]
     if cause == "completed":
         return acts  # the job completes once the instances are gone (``_finish``)
+    if cause == "preempted" and not att.spot:
+        # on-demand capacity is never reclaimed: the policy moved the job to spot
+        return acts + [
+            Transition(S.INTERRUPTED, "Training job moved from on-demand to spot capacity"),
+            Event("moved", f"attempt {att.generation} ended: moving to spot capacity"),
+        ]
     if cause in ("preempted", "lost"):
         what = "spot capacity was reclaimed" if cause == "preempted" else "the instance was lost"
         return acts + [
@@ -660,6 +678,8 @@ def _billing(job: JobRecord, seen: Observation) -> list[Action]:
         "billable_seconds": b.billable_seconds,
         "cost": round(b.cost, 6),
         "on_demand_cost": round(b.on_demand_cost, 6),
+        "spot_seconds": b.spot_seconds,
+        "on_demand_seconds": b.on_demand_seconds,
     }
     current = {k: getattr(job, k) for k in fields}
     return [] if current == fields else [UpdateJob(fields)]

@@ -81,7 +81,10 @@ class CapacityRequest:
     count: int
     spot: bool
     workload: Workload
+    #: pools that interrupted the job a short while ago: not to be planned now
     avoid: frozenset[Pool] = frozenset()
+    #: only these zones (a job's accepted pools, or the one its policy chose); empty: any
+    zones: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,16 @@ class Provider(Protocol):
 
     def list(self) -> list[InstanceState]:
         """Every instance this provider launched and still knows about (for re-adoption)."""
+        ...
+
+
+@runtime_checkable
+class PoolCatalog(Protocol):
+    """A provider that can list its pools of an instance type (optional): a scheduling
+    policy then weighs each of them; without it, the provider's own pick stands for all."""
+
+    def pools(self, instance_type: str) -> list[Pool]:
+        """Every pool offering ``instance_type`` (``ml.*`` or EC2 name), spot or not."""
         ...
 
 

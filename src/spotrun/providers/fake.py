@@ -34,9 +34,18 @@ class FakeProvider:
     name = "fake"
     capabilities = frozenset({Capability.NOTICES, Capability.SURVIVES_SERVICE})
 
-    def __init__(self, clock: Clock, prices: Mapping[Pool, float], capacity: int = 100) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        prices: Mapping[Pool, float],
+        capacity: int = 100,
+        on_demand: Mapping[Pool, float] | None = None,
+    ) -> None:
         self.clock = clock
         self.prices = dict(prices)
+        #: on-demand prices per pool; with them, on-demand requests always find room (the
+        #: capacity the test controls is spot capacity). Without: one capacity for both.
+        self.on_demand = dict(on_demand) if on_demand is not None else None
         self.capacity = {p: capacity for p in prices}
         self._ids = itertools.count(1)
         self._states: dict[str, InstanceState] = {}
@@ -52,16 +61,23 @@ class FakeProvider:
             p
             for p in self.prices
             if p not in request.avoid
+            and (not request.zones or p.zone in request.zones)
             and p.instance_type == request.instance_type.removeprefix("ml.")
-            and self.capacity[p] >= request.count
+            and (self._unlimited(request.spot) or self.capacity[p] >= request.count)
         ]
         if not ok:
             return LaunchPlan(request, None, hosts, None, "no pool has capacity")
-        pool = min(ok, key=lambda p: (self.prices[p], p.zone))
-        return LaunchPlan(request, pool, hosts, self.prices[pool], f"{pool.zone} has capacity")
+        prices = self.prices if request.spot or self.on_demand is None else self.on_demand
+        pool = min(ok, key=lambda p: (prices[p], p.zone))
+        return LaunchPlan(request, pool, hosts, prices[pool], f"{pool.zone} has capacity")
+
+    def _unlimited(self, spot: bool) -> bool:
+        return not spot and self.on_demand is not None
 
     def launch(self, plan: LaunchPlan) -> list[InstanceRef]:
-        if plan.pool is None or self.capacity[plan.pool] < plan.request.count:
+        if plan.pool is None or (
+            not self._unlimited(plan.request.spot) and self.capacity[plan.pool] < plan.request.count
+        ):
             raise NoCapacity(f"no capacity for {plan.request.job}")
         now = self.clock.now()
         refs = []
@@ -100,6 +116,10 @@ class FakeProvider:
 
     def list(self) -> list[InstanceState]:
         return [s for s in (self.describe(InstanceRef(self.name, i)) for i in self._states) if s]
+
+    def pools(self, instance_type: str) -> builtins.list[Pool]:
+        """The pools of ``instance_type`` it was given prices for (``PoolCatalog``)."""
+        return [p for p in self.prices if p.instance_type == instance_type.removeprefix("ml.")]
 
     def capacity_mark(self) -> Hashable:
         """The capacity per pool: it changes only when the test (or simulator) sets it."""

@@ -1,5 +1,15 @@
 """Pure data: the job spec, its validation, and the lifecycle table. No I/O here."""
 
+from spotrun.spec._scheduling import (
+    COMPUTE_TAG,
+    DEADLINE_TAG,
+    POLICY_NAMES,
+    POLICY_TAG,
+    POOLS_TAG,
+    PoolChoice,
+    Scheduling,
+    parse_duration_text,
+)
 from spotrun.spec._types import (
     DEFAULT_CHECKPOINT_LOCAL_PATH,
     DEFAULT_ROLE_ARN,
@@ -37,12 +47,17 @@ from spotrun.spec.phases import (
 
 __all__ = [
     "ALLOWED",
+    "COMPUTE_TAG",
+    "DEADLINE_TAG",
     "DEFAULT_CHECKPOINT_LOCAL_PATH",
     "DEFAULT_ROLE_ARN",
     "ECHOED",
     "INITIAL_STATUS",
     "MIN_COUNT_TAG",
     "PHASE_RANK",
+    "POLICY_NAMES",
+    "POLICY_TAG",
+    "POOLS_TAG",
     "PRIMARY",
     "TERMINAL",
     "AlgorithmSpecification",
@@ -53,7 +68,9 @@ __all__ = [
     "HostPhase",
     "JobSpec",
     "MetricDefinition",
+    "PoolChoice",
     "ResourceConfig",
+    "Scheduling",
     "SecondaryStatus",
     "StoppingCondition",
     "TrainingJobStatus",
@@ -61,6 +78,7 @@ __all__ = [
     "check_phase",
     "check_transition",
     "is_terminal",
+    "parse_duration_text",
     "parse_spec",
     "validate_name",
 ]

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from spotrun.spec._scheduling import Scheduling
+
 DEFAULT_CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 DEFAULT_MAX_RUNTIME = 86_400
 DEFAULT_ROLE_ARN = "arn:aws:iam::000000000000:role/spotrun"
@@ -126,6 +128,8 @@ class JobSpec:
     checkpoint: CheckpointConfig | None = None
     max_retry_attempts: int = 0
     environment: Mapping[str, str] = field(default_factory=dict)
+    #: policy, deadline and pools (spotrun's tags; the defaults are SageMaker's behaviour)
+    scheduling: Scheduling = field(default_factory=Scheduling)
     #: the accepted request in CreateTrainingJob shape, members spotrun does not act on
     #: included; ``parse_spec`` sets it to ``to_api()``. Treat it as read-only.
     request: Mapping[str, Any] = field(default_factory=dict, repr=False)

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from spotrun.errors import SpecError
+from spotrun.spec._scheduling import scheduling_from_tags
 from spotrun.spec._types import (
     DEFAULT_CHECKPOINT_LOCAL_PATH,
     DEFAULT_MAX_RUNTIME,
@@ -287,6 +288,13 @@ def parse_spec(req: Mapping[str, Any], *, strict: bool = False) -> JobSpec:
         retries = _int(_need(rs, "MaximumRetryAttempts", f), f, 1, 30)
     _echoed(req)
     resources = _elastic(req, resources, channels, checkpoint)
+    scheduling = scheduling_from_tags(
+        req.get("Tags") or [],
+        spot=spot,
+        max_wait=stopping.max_wait_seconds,
+        max_runtime=stopping.max_runtime_seconds,
+        elastic=resources.elastic,
+    )
     spec = JobSpec(
         name=name,
         algorithm=algo,
@@ -300,6 +308,7 @@ def parse_spec(req: Mapping[str, Any], *, strict: bool = False) -> JobSpec:
         checkpoint=checkpoint,
         max_retry_attempts=retries,
         environment=env,
+        scheduling=scheduling,
         request=req,
     )
     # keep a private copy in normal form (to_api deep-copies), so that

@@ -235,6 +235,8 @@ class Store(LeaseStore):
                     billable_seconds=0,
                     cost=0.0,
                     on_demand_cost=0.0,
+                    spot_seconds=0,
+                    on_demand_seconds=0,
                     version=1,
                     run_plan=None if run_plan is None else json.dumps(run_plan, sort_keys=True),
                 )

@@ -88,6 +88,9 @@ class JobRow(Base):
     billable_seconds: Mapped[int] = mapped_column(Integer, default=0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     on_demand_cost: Mapped[float] = mapped_column(Float, default=0.0)
+    #: the training seconds spent on spot and on on-demand capacity (migration 0011)
+    spot_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    on_demand_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     version: Mapped[int] = mapped_column(Integer, default=1)
     #: what the job runs (``spotrun.images.plan_to_json``), decided once at admission;
     #: None for jobs admitted before plans were stored

@@ -97,6 +97,9 @@ class JobRecord:
     #: the stored run plan (``spotrun.images.plan_to_json``) as JSON text; None for jobs
     #: admitted before plans were stored
     run_plan_json: str | None = None
+    #: training seconds on spot and on on-demand capacity (per job, as training_seconds)
+    spot_seconds: int = 0
+    on_demand_seconds: int = 0
 
     @property
     def run_plan(self) -> dict[str, Any] | None:

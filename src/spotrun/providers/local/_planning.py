@@ -46,7 +46,11 @@ def plan(
     market: MarketView, request: CapacityRequest, now: float, cache: ChangeCache | None = None
 ) -> LaunchPlan:
     """The cheapest acceptable pool with room for the whole request at ``now``, or why none."""
-    offered = market.pools(request.instance_type, request.spot)
+    offered = [
+        p
+        for p in market.pools(request.instance_type, request.spot)
+        if not request.zones or p.zone in request.zones
+    ]
     allowed = [p for p in offered if p not in request.avoid]
     # the market models spot capacity; on-demand capacity is taken to be always there
     fits = [p for p in allowed if not request.spot or _room(market, p, request.count, now)]

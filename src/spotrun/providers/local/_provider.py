@@ -10,6 +10,7 @@ instances an earlier one launched, and deletes the networks of those that ended.
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import secrets
@@ -101,6 +102,10 @@ class LocalProvider:
         """The cheapest pool with room for the whole request right now (no side effects
         beyond a memo of when waiting requests next fit)."""
         return _planning.plan(self.market, request, self.clock.now(), self._changes)
+
+    def pools(self, instance_type: str) -> builtins.list[Pool]:
+        """Every zone of ``instance_type`` in the market's region (``PoolCatalog``)."""
+        return self.market.pools(instance_type, False)
 
     def capacity_mark(self) -> Hashable:
         """Constant: the market's capacity is a function of time alone, and a plan that

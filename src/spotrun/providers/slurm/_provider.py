@@ -130,6 +130,10 @@ class SlurmProvider:
             return self._no_pool(request, f"no capacity: Slurm: {exc}")
         if pool in request.avoid:
             return self._no_pool(request, f"no capacity: partition {partition} is avoided")
+        if request.zones and partition not in request.zones:
+            return self._no_pool(
+                request, f"no capacity: partition {partition} is not among {sorted(request.zones)}"
+            )
         if request.count > info.total_nodes:
             return self._no_pool(
                 request,
