@@ -405,8 +405,9 @@ class Controller:
     def _policy_on_demand(
         self, job: JobRecord, now: float
     ) -> tuple[str | None, float | None, bool]:
-        """For a job running on demand under a policy: whether to move to spot now (why),
-        when to ask the policy again, and whether to watch for spot coming back."""
+        """For a job running on demand under a policy: whether to leave on-demand capacity
+        now, for spot or to wait (why), when to ask the policy again, and whether to
+        watch for spot coming back."""
         hist = self._history_of(job)
         base = self._request(job)
         offers = scheduling.gather(self.provider, base, job.spec, hist.avoid, now, job.created_at)
@@ -418,8 +419,13 @@ class Controller:
         # greedy stays on demand for good: nothing to watch for
         watch = job.spec.scheduling.policy in ("uniform-progress", "spotrun")
         chosen = decision.placement
+        policy = job.spec.scheduling.policy
         if chosen is not None and chosen.spot and chosen.pool in offers.pools:
-            return f"policy {job.spec.scheduling.policy}: {decision.reason}", due, watch
+            return f"policy {policy}: to spot, {decision.reason}", due, watch
+        if chosen is None and seen.done < seen.compute:
+            # ahead enough to wait for spot: the on-demand instance stops (a job whose
+            # estimate says it is done but still runs is left to finish)
+            return f"policy {policy}: to wait for spot, {decision.reason}", due, watch
         return None, due, watch
 
     def _grow_plan(

@@ -37,8 +37,9 @@ class Observation:
     #: where more hosts of a live elastic attempt would go now (only while it has fewer
     #: than it may, and none on the way): new host names, their count in the request
     grow_plan: LaunchPlan | None = None
-    #: a live on-demand attempt its policy would rather move to spot now: why (the
-    #: attempt checkpoints as on a notice, and the next one goes where the policy says)
+    #: a live on-demand attempt its policy would rather end now, to move to spot or to
+    #: wait for it: why (the attempt checkpoints as on a notice, and the next one goes
+    #: where the policy says)
     move_to_spot: str | None = None
     #: when the policy's answer for a live attempt may change with no news (epoch s)
     policy_due: float | None = None

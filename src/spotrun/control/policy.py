@@ -282,9 +282,6 @@ def uniform_progress(s: Situation) -> Decision:
 RESERVE_RESTARTS = 20.0
 #: the share of the rest of the initial slack that spotrun may spend ahead of the line
 HEAD_START_SHARE = 0.1
-#: how far ahead of its allowance an on-demand job must be before it stops to wait, in
-#: restarts (stopping and starting again costs one)
-LEAD_RESTARTS = 2.0
 
 
 def _lead(s: Situation) -> float:
@@ -319,8 +316,8 @@ def spotrun(s: Situation) -> Decision:
       slack is needed to pay for going back to spot).
 
     Without spot, the job waits while it is ahead of its allowance and runs on demand
-    once it is not; on demand, it stops to wait again only ``LEAD_RESTARTS`` restarts
-    ahead, so as not to flap. The safety net is UP's: with the slack down to 2d plus the
+    once it is not; once on demand, it stays there until spot returns (stopping to wait
+    would pay a restart twice, and flap). The safety net is UP's: with the slack down to 2d plus the
     margin, on demand to the end. The parameters were tuned on the Can't Be Late traces
     (``bench/policies.py``); none looks at the future of a trace.
     """
@@ -341,13 +338,9 @@ def spotrun(s: Situation) -> Decision:
     rate = s.compute / s.deadline if s.deadline > 0 else 1.0
     waiting_until = _soonest(s.elapsed + max(0.0, lead) / rate, _at_slack(s, net))
     if s.current is not None and not s.current.spot:
-        want = LEAD_RESTARTS * d
-        if lead + _EPS >= want:
-            return Decision(None, waiting_until, "ahead of the slack line: waiting for spot")
-        at = s.elapsed + (want - lead) / (1.0 - rate) if rate < 1 else None
-        return Decision(
-            on_demand_choice(s), _before_done(s, at), "on demand until ahead of the slack line"
-        )
+        # on demand with no spot: go on. Stopping to wait costs a restart now and one to
+        # start again later, and the gap it would wait through may well outlast the lead
+        return Decision(on_demand_choice(s), None, "on demand until spot returns")
     if lead <= _EPS:
         return Decision(on_demand_choice(s), None, "behind the slack line: on demand")
     return Decision(None, waiting_until, "waiting for spot; ahead of the slack line")

@@ -311,7 +311,7 @@ def _running(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> li
         if att.notice_deadline is None and att.desired is not DesiredState.STOP:
             # the policy moves the job to spot: its hosts checkpoint as on a notice, and
             # the next attempt goes where the policy says
-            msg = f"Moving to spot capacity ({seen.move_to_spot}); checkpointing"
+            msg = f"Leaving on-demand capacity ({seen.move_to_spot}); checkpointing"
             acts += [NoteNotice(att.generation, now + att.stop_grace), SetMessage(msg)]
             acts.append(Event("policy", msg))
         return acts
@@ -515,10 +515,10 @@ def _end_attempt(job: JobRecord, spec: JobSpec, seen: Observation, cause: str) -
     if cause == "completed":
         return acts  # the job completes once the instances are gone (``_finish``)
     if cause == "preempted" and not att.spot:
-        # on-demand capacity is never reclaimed: the policy moved the job to spot
+        # on-demand capacity is never reclaimed: the policy moved the job off it
         return acts + [
-            Transition(S.INTERRUPTED, "Training job moved from on-demand to spot capacity"),
-            Event("moved", f"attempt {att.generation} ended: moving to spot capacity"),
+            Transition(S.INTERRUPTED, "Training job left on-demand capacity (its policy)"),
+            Event("moved", f"attempt {att.generation} ended: off on-demand capacity"),
         ]
     if cause in ("preempted", "lost"):
         what = "spot capacity was reclaimed" if cause == "preempted" else "the instance was lost"

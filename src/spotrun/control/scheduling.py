@@ -12,8 +12,8 @@ controller records what is decided.
   ones its ``spotrun:pools`` tag names. A pool whose spot instance was reclaimed from this
   job recently is avoided, with a backoff that doubles at each reclaim there
   (``avoided``); it is taken all the same when nothing else has room.
-* The **restart overhead** is what the job's own attempts took from launch to staged
-  data, or ``RESTART_OVERHEAD`` before it has any.
+* The **restart overhead** is the job's ``spotrun:restart-overhead`` tag, else what its
+  own attempts took from launch to staged data, else ``RESTART_OVERHEAD``.
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def situation(
         compute=float(sched.compute_seconds or spec.stopping.max_runtime_seconds),
         done=done,
         deadline=float(deadline if deadline is not None else spec.stopping.max_runtime_seconds),
-        restart_overhead=overhead,
+        restart_overhead=float(sched.restart_overhead_seconds or overhead),
         current=current,
         pools=offers.offers,
     )
@@ -249,11 +249,14 @@ def launch_plan(
             retry_at=min(retry) if retry else None,
         )
     pool = offers.pools[chosen.pool]
+    # a provider that lists its pools is told the zone; one that does not (Slurm: its
+    # spot and on-demand partitions differ) picks the on-demand one itself
+    pinned = chosen.spot or isinstance(provider, PoolCatalog)
     request = dataclasses.replace(
         base,
         instance_type=f"ml.{pool.instance_type}",
         spot=chosen.spot,
-        zones=frozenset({pool.zone}),
+        zones=frozenset({pool.zone}) if pinned else frozenset(),
         avoid=frozenset(),
     )
     plan = provider.plan(request)

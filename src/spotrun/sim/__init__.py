@@ -6,6 +6,10 @@ service's own policies (``spotrun.control.policy``) and billing
 recorded traces and sums them up per policy (``Report``); ``predict`` is one job's
 outlook, for a dry run before it is submitted. A zone is anything with an
 ``Availability``: a recorded trace, or two functions over the live market.
+
+``simulate_controlled`` plays a ``Scenario`` through the service's own controller, store
+and a simulated agent instead (slow: to check the fast engine against the service). It is
+imported on first use, as the controller and its store take a second to import.
 """
 
 from spotrun.sim._availability import Availability, FunctionAvailability, TraceAvailability
@@ -31,6 +35,14 @@ from spotrun.sim._run import (
     simulate_run,
 )
 
+
+def simulate_controlled(scenario: Scenario) -> RunResult:
+    """``scenario`` played through the real controller (``spotrun.sim._controlled``)."""
+    from spotrun.sim._controlled import simulate_controlled as run
+
+    return run(scenario)
+
+
 __all__ = [
     "AVOID_AFTER_PREEMPTION",
     "DEFAULT_CHECKPOINT_COST",
@@ -48,6 +60,7 @@ __all__ = [
     "merge",
     "predict",
     "simulate",
+    "simulate_controlled",
     "simulate_run",
     "starts",
     "summarize",

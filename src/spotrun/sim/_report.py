@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from spotrun.control.policy import POLICIES
@@ -125,10 +125,15 @@ def simulate(
     starts_every: float,
     failover: bool = False,
     checkpoint_cost: float = DEFAULT_CHECKPOINT_COST,
+    engine: str = "fast",
 ) -> Report:
-    """Run every policy from every start over the traces (see the module's docstring)."""
+    """Run every policy from every start over the traces (see the module's docstring).
+
+    ``engine`` is ``fast`` (``simulate_run``) or ``controller`` (``simulate_controlled``:
+    the service's own controller, some thousand times slower)."""
     if not traces:
         raise ValueError("give at least one trace")
+    run_one = _engine(engine)
     zones = [Zone(t.source.stem, TraceAvailability.from_trace(t)) for t in traces]
     if failover:
         groups = [(tuple(zones), min(t.length for t in traces))]
@@ -140,7 +145,7 @@ def simulate(
     for group, length in groups:
         for offset in starts(length, deadline, starts_every):
             for name in policies:
-                run = simulate_run(
+                run = run_one(
                     Scenario(
                         compute,
                         deadline,
@@ -163,6 +168,17 @@ def simulate(
         simulated_seconds=simulated,
         cpu_seconds=cpu,
     )
+
+
+def _engine(name: str) -> Callable[[Scenario], RunResult]:
+    if name == "fast":
+        return simulate_run
+    if name == "controller":
+        # imported here: the controller and its store take a second to import
+        from spotrun.sim._controlled import simulate_controlled
+
+        return simulate_controlled
+    raise ValueError(f"unknown simulation engine {name!r}; allowed: fast, controller")
 
 
 def summarize(runs: Iterable[RunResult]) -> PolicySummary:

@@ -155,6 +155,11 @@ def simulate_run(scenario: Scenario) -> RunResult:
             if current is not None:
                 starts += 1
                 began, ready = t, t + d
+            # when the answer next changes depends on where the job now is: ask again in
+            # the new state, as the service's controller does once the attempt runs
+            again = policy(Situation(t, compute, done, deadline, d, current, tuple(offers)))
+            if again.placement == current:
+                decision = again
         # the next event: a zone flips, the policy's answer may change, the work ends
         nxt = min(stop_at, min(due))
         if decision.recheck_at is not None and t < decision.recheck_at < nxt:

@@ -3,6 +3,7 @@
 from spotrun.spec._scheduling import (
     COMPUTE_TAG,
     DEADLINE_TAG,
+    OVERHEAD_TAG,
     POLICY_NAMES,
     POLICY_TAG,
     POOLS_TAG,
@@ -54,6 +55,7 @@ __all__ = [
     "ECHOED",
     "INITIAL_STATUS",
     "MIN_COUNT_TAG",
+    "OVERHEAD_TAG",
     "PHASE_RANK",
     "POLICY_NAMES",
     "POLICY_TAG",

@@ -10,6 +10,8 @@ travel as tags, which both pass on unchanged (the CLI sends the same tags):
                        seconds); default: MaxWaitTimeInSeconds
 ``spotrun:compute``    how long the job computes when nothing interrupts it; default:
                        MaxRuntimeInSeconds (an upper bound, so the policy errs early)
+``spotrun:restart-``   how long an attempt takes from launch to training (``3m``);
+``overhead``           default: what the job's own attempts took, 10 s before the first
 ``spotrun:pools``      other capacity it may run on, separated by spaces (a tag value
                        may not hold commas): ``ml.c5.2xlarge`` (any zone),
                        ``ml.c5.xlarge@use1-az2``, ``@use1-az2`` (its own type, that zone)
@@ -29,6 +31,7 @@ POLICY_TAG = "spotrun:policy"
 DEADLINE_TAG = "spotrun:deadline"
 COMPUTE_TAG = "spotrun:compute"
 POOLS_TAG = "spotrun:pools"
+OVERHEAD_TAG = "spotrun:restart-overhead"
 #: the policies a job may name (``spotrun.control.policy.POLICIES`` implements them)
 POLICY_NAMES = ("spot-only", "greedy", "uniform-progress", "spotrun")
 DEFAULT_POLICY = "spot-only"
@@ -61,6 +64,8 @@ class Scheduling:
     compute_seconds: int | None = None
     #: capacity besides the job's own instance type in any zone (empty: only that)
     pools: tuple[PoolChoice, ...] = ()
+    #: seconds from an attempt's launch to its training (None: measured)
+    restart_overhead_seconds: int | None = None
 
     @property
     def default(self) -> bool:
@@ -91,7 +96,7 @@ def scheduling_from_tags(
     found: dict[str, tuple[int, str]] = {}
     for i, t in enumerate(tags):
         key = t.get("Key")
-        if key in (POLICY_TAG, DEADLINE_TAG, COMPUTE_TAG, POOLS_TAG):
+        if key in (POLICY_TAG, DEADLINE_TAG, COMPUTE_TAG, POOLS_TAG, OVERHEAD_TAG):
             found[str(key)] = (i, str(t.get("Value", "")).strip())
     if not found:
         return Scheduling()
@@ -144,7 +149,8 @@ def scheduling_from_tags(
                 f"{POOLS_TAG} cannot be combined with an elastic job "
                 "(spotrun:min-instance-count); use a fixed instance count",
             )
-    return Scheduling(policy, deadline, compute, pools)
+    overhead = _duration_tag(found, OVERHEAD_TAG)
+    return Scheduling(policy, deadline, compute, pools, overhead)
 
 
 def _duration_tag(found: Mapping[str, tuple[int, str]], key: str) -> int | None:
