@@ -54,13 +54,14 @@ def forecast(spec: JobSpec, market: Market, now: float) -> dict[str, Any]:
     sched = spec.scheduling
     deadline = float(sched.deadline_seconds or spec.stopping.max_wait_seconds or 0)
     compute = float(sched.compute_seconds or spec.stopping.max_runtime_seconds)
+    overhead = float(sched.restart_overhead_seconds or RESTART_OVERHEAD)
     on_demand = market.on_demand_price(spec.resources.instance_type)
     spot_prices = [p for p in (market.spot_price(pool, now) for pool in pools) if p is not None]
     run = simulate_run(
         Scenario(
             compute=compute,
-            deadline=deadline if spec.spot else compute + RESTART_OVERHEAD,
-            restart_overhead=RESTART_OVERHEAD,
+            deadline=deadline if spec.spot else compute + overhead,
+            restart_overhead=overhead,
             zones=tuple(zone(p) for p in pools),
             spot_price=min(spot_prices) if spot_prices else on_demand,
             on_demand_price=on_demand,

@@ -31,6 +31,7 @@ from spotrun.spec import (
     COMPUTE_TAG,
     DEADLINE_TAG,
     MIN_COUNT_TAG,
+    OVERHEAD_TAG,
     POLICY_NAMES,
     POLICY_TAG,
     POOLS_TAG,
@@ -152,6 +153,7 @@ def build_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any
         (POLICY_TAG, args.policy),
         (DEADLINE_TAG, args.deadline),
         (COMPUTE_TAG, args.compute),
+        (OVERHEAD_TAG, args.restart_overhead),
         (POOLS_TAG, " ".join(p.strip() for arg in args.pool for p in arg.split(",")) or None),
     ):
         if value is not None:
@@ -572,6 +574,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="with --policy: how long the job computes uninterrupted, e.g. 48h (default: "
         "the max run)",
+    )
+    r.add_argument(
+        "--restart-overhead",
+        metavar="DURATION",
+        help="with --policy: how long an attempt takes from launch to training, e.g. 3m "
+        "(default: measured from the job's own attempts)",
     )
     r.add_argument(
         "--pool",
