@@ -50,7 +50,7 @@ from spotrun.control.controller import Controller
 from spotrun.control.reconcile import WAITING_POLL, reconcile
 from spotrun.providers import InstanceRef, Pool, Workload
 from spotrun.providers.fake import FakeProvider
-from spotrun.sim._run import Piece, RunResult, Scenario
+from spotrun.sim._run import ConstantPrices, Piece, RunResult, Scenario
 from spotrun.spec import AttemptState, DesiredState, SecondaryStatus, is_terminal, parse_spec
 from spotrun.store import Store
 
@@ -69,19 +69,6 @@ _IDLE = 86_400.0
 _MAX_EVENTS = 200_000
 #: two clocks' ways to the same instant may differ by this much (epoch seconds in floats)
 _EPS = 1e-6
-
-
-class _FlatPrices:
-    """The controller's ``PriceModel`` at the scenario's fixed prices (USD/hour)."""
-
-    def __init__(self, spot: float, on_demand: float) -> None:
-        self._spot, self._on_demand = spot, on_demand
-
-    def cost(self, pool: Pool, spot: bool, start: float, end: float) -> float:
-        return (self._spot if spot else self._on_demand) * max(0.0, end - start) / 3600.0
-
-    def on_demand_price(self, instance_type: str) -> float:
-        return self._on_demand
 
 
 @dataclasses.dataclass
@@ -299,7 +286,7 @@ def _play(sc: Scenario, store: Store) -> RunResult:
     ctl = Controller(
         store,
         provider,
-        _FlatPrices(sc.spot_price, sc.on_demand_price),
+        ConstantPrices(sc.spot_price, sc.on_demand_price),
         clock,
         workload=lambda job: Workload(("true",)),
         stop_grace=_STOP_GRACE,

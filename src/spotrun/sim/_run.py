@@ -102,8 +102,8 @@ class RunResult:
     pieces: tuple[Piece, ...]
 
 
-class _ConstantPrices:
-    """The billing code's ``PriceModel`` at fixed prices."""
+class ConstantPrices:
+    """The billing code's ``PriceModel`` at fixed prices (USD/hour), for both engines."""
 
     def __init__(self, spot: float, on_demand: float) -> None:
         self._spot, self._on_demand = spot, on_demand
@@ -232,7 +232,7 @@ def _result(
         segments,
         instance_count=1,
         now=t,
-        prices=_ConstantPrices(sc.spot_price, sc.on_demand_price),
+        prices=ConstantPrices(sc.spot_price, sc.on_demand_price),
     )
     return RunResult(
         policy=sc.policy,
