@@ -302,7 +302,7 @@ INVALID: list[Case] = [
     ("policy-with-elastic",
      {"ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 4},
       "Tags": [{"Key": "spotrun:min-instance-count", "Value": "2"},
-               {"Key": "spotrun:policy", "Value": "spotrun"}]}, "Tags[1].Value"),
+               {"Key": "spotrun:deadline", "Value": "1h"}]}, "Tags[1].Key"),
     ("vpc-security-groups-too-many",
      {"VpcConfig": {"SecurityGroupIds": [f"sg-{i}" for i in range(6)], "Subnets": ["subnet-1"]}},
      "VpcConfig.SecurityGroupIds"),

@@ -108,18 +108,22 @@ def test_uniform_progress_runs_on_demand_when_behind_and_moves_back_to_spot(
     rig = Rig(store, clock)
     rig.provider.capacity[A] = 0
     start = clock.now()
-    name = rig.submit({"spotrun:policy": "uniform-progress", "spotrun:compute": "10h"})
+    tags = {"spotrun:policy": "uniform-progress", "spotrun:compute": "10h"}
+    name = rig.submit({**tags, "spotrun:restart-overhead": "30m"})
     rig.step()
     # idle and behind the expected-progress line at once: on demand now
     (inst,) = rig.live(name)
     assert not inst.spot
     rig.stage(name)
+    # hysteresis: on demand until progress reaches the line 2d ahead, ep(t + 1 h), which
+    # at 10/14 of the pace happens at 2.5 h; spot back at 2 h changes nothing before that
     rig.run_to(start + 2 * HOUR)
-    assert rig.live(name)[0].ref == inst.ref  # no spot: it stays
+    assert rig.live(name)[0].ref == inst.ref
     rig.provider.capacity[A] = 10
-    # ahead of the line (2 h done at 2 h, the line at 10/14 of that): back to spot, via a
-    # checkpoint as on a notice
-    rig.step(5)
+    rig.run_to(start + 2.4 * HOUR)
+    assert store.attempts(name)[-1].notice_deadline is None
+    rig.run_to(start + 2.55 * HOUR)
+    # then back to spot, via a checkpoint as on a notice
     att = store.attempts(name)[-1]
     assert att.notice_deadline is not None, store.get_job(name).status_message
     gen = store.get_job(name).generation
@@ -197,3 +201,67 @@ def test_the_backoff_doubles_with_each_reclaim_and_ends() -> None:
     assert avoided([_reclaimed(A, 1000.0, 1)], now=1061.0) == {}
     on_demand = _reclaimed(A, 1000.0, 1)
     assert avoided([on_demand.__class__(**{**on_demand.__dict__, "spot": False})], 1000.0) == {}
+
+
+def test_a_job_past_its_compute_estimate_is_still_resumed(
+    store: Store, clock: VirtualClock
+) -> None:
+    rig = Rig(store, clock)
+    start = clock.now()
+    name = rig.submit({"spotrun:policy": "greedy", "spotrun:compute": "1h"})
+    rig.step()
+    (first,) = rig.live(name)
+    rig.stage(name)
+    rig.run_to(start + 1.5 * HOUR)  # longer than its estimate, and not done
+    rig.provider.reclaim(first.ref)
+    rig.run_to(clock.now() + 30, every=2)
+    (second,) = rig.live(name)
+    assert second.spot and second.ref != first.ref
+    assert store.get_job(name).secondary is not S.MAX_WAIT_EXCEEDED
+
+
+def test_a_job_whose_pools_do_not_exist_waits_and_ends_at_max_wait(
+    store: Store, clock: VirtualClock
+) -> None:
+    rig = Rig(store, clock)
+    start = clock.now()
+    name = rig.submit({"spotrun:policy": "spotrun", "spotrun:pools": "@use1-az9"})
+    rig.step()
+    job = store.get_job(name)
+    assert rig.live(name) == [] and "no pool offers" in job.status_message, job.status_message
+    rig.run_to(start + 14 * HOUR + 60, every=1800)
+    assert store.get_job(name).secondary == S.MAX_WAIT_EXCEEDED
+
+
+def test_an_on_demand_job_without_a_policy_still_counts_its_interruption(
+    store: Store, clock: VirtualClock
+) -> None:
+    rig = Rig(store, clock)
+    req = request(
+        "od-job",
+        EnableManagedSpotTraining=False,
+        StoppingCondition={"MaxRuntimeInSeconds": 3600},
+    )
+    spec = parse_spec(req)
+    store.create_job(spec.name, "arn:od-job", spec.to_api(), clock.now())
+    rig.step()
+    (inst,) = rig.live("od-job")
+    assert not inst.spot
+    rig.stage("od-job")
+    gen = store.get_job("od-job").generation
+    store.report(
+        "od-job", gen, "algo-1", clock.now(), phase="done", exit_code=75, noticed=True,
+        ending="interrupted",
+    )  # fmt: skip
+    rig.provider.exit(inst.ref)
+    for _ in range(3):
+        rig.step(2)
+    job = store.get_job("od-job")
+    assert job.interruptions == 1
+    assert not any(e.kind == "moved" for e in store.events("od-job"))
+
+
+def test_one_reclaim_of_several_instances_counts_once() -> None:
+    both = [_reclaimed(A, 1000.0, 1), _reclaimed(A, 1000.4, 1)]
+    both[1] = both[1].__class__(**{**both[1].__dict__, "id": "i-other", "host": "algo-2"})
+    assert avoided(both, now=1000.5) == {A: 1060.4}

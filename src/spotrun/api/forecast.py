@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from spotrun.control.scheduling import RESTART_OVERHEAD
+from spotrun.errors import SpecError
 from spotrun.market import Market
 from spotrun.providers import Pool
 from spotrun.sim import DEFAULT_CHECKPOINT_COST, FunctionAvailability, Scenario, Zone, simulate_run
@@ -41,6 +42,12 @@ def forecast(spec: JobSpec, market: Market, now: float) -> dict[str, Any]:
     """Expected cost, on-demand cost and finish time of ``spec`` submitted at ``now``."""
     count = spec.resources.instance_count
     pools = accepted_pools(spec, market)
+    if not pools:
+        raise SpecError(
+            "Tags",
+            f"no pool of the market offers {spec.resources.instance_type} where the job "
+            f"accepts ({' '.join(str(p) for p in spec.scheduling.pools) or 'any zone'})",
+        )
 
     def zone(pool: Pool) -> Zone:
         return Zone(
@@ -75,7 +82,7 @@ def forecast(spec: JobSpec, market: Market, now: float) -> dict[str, Any]:
     cost, od_cost = run.cost * count, run.on_demand_cost * count
     return {
         "TrainingJobName": spec.name,
-        "Policy": sched.policy,
+        "Policy": sched.policy if spec.spot else "on-demand",
         "Runs": 1,
         "ExpectedCostUSD": round(cost, 6),
         "OnDemandCostUSD": round(od_cost, 6),

@@ -105,7 +105,12 @@ def bill(
     billable = max(1, math.ceil(equivalent / instance_count - _ROUNDING_SLACK))
     billable = min(billable, training)
     # split the rounded training seconds so that the two parts always add up to it
-    on_spot = min(training, math.floor(spot_seconds / instance_count + 0.5))
+    if spot_seconds >= seconds:
+        on_spot = training  # all of it on spot: the rounding never shows on demand
+    elif spot_seconds <= 0:
+        on_spot = 0
+    else:
+        on_spot = min(training, math.floor(spot_seconds / instance_count + 0.5))
     return Bill(
         training_seconds=training,
         billable_seconds=billable,

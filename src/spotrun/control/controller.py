@@ -160,6 +160,8 @@ class Controller:
     _next_marks: float = 0.0
     #: each job's scheduling history as last observed (constant while it waits)
     _history: dict[str, History] = field(default_factory=dict)
+    #: jobs running on demand whose policy may move them back to spot
+    _on_demand: set[str] = field(default_factory=set)
 
     # -- the loop body ------------------------------------------------------------------
 
@@ -184,6 +186,7 @@ class Controller:
             del self._waiting[gone]
         for gone in self._history.keys() - marks.keys():
             del self._history[gone]
+        self._on_demand &= marks.keys()
         for name in self.agenda.due(marks, now):
             try:
                 if self._still_waiting(name, marks[name], now):
@@ -242,6 +245,8 @@ class Controller:
     def _capacity_changed(self) -> None:
         for name in self._waiting:
             self.agenda.poke(name)
+        for name in self._on_demand:  # a policy may take a job back to spot
+            self.agenda.poke(name)
 
     def _still_waiting(self, name: str, mark: Mark, now: float) -> bool:
         """For a job that found no capacity and whose row has not changed since: plan it
@@ -289,6 +294,7 @@ class Controller:
         current = tuple(v for v in views.values() if att and v.record.generation == att.generation)
         plan = grow_plan = None
         move: tuple[str | None, float | None, bool] = (None, None, False)
+        self._on_demand.discard(job.name)
         self._history[job.name] = scheduling.history(attempts, every_host, records, now)
         needs_capacity = att is None or not att.live
         if needs_capacity and job.status == TrainingJobStatus.IN_PROGRESS:
@@ -398,6 +404,9 @@ class Controller:
         """Where the job's policy places its next attempt, or why it waits."""
         base = self._request(job)
         offers = scheduling.gather(self.provider, base, job.spec, hist.avoid, now, job.created_at)
+        if not offers.offers:  # no pool the job accepts exists: it waits, until MaxWait
+            why = f"no pool offers {job.spec.resources.instance_type} where the job accepts"
+            return LaunchPlan(base, None, (), None, f"{offers.spot_reason}; {why}")
         seen = scheduling.situation(job, now, hist.done, hist.overhead, None, offers)
         decision = POLICIES[job.spec.scheduling.policy](seen)
         return scheduling.launch_plan(self.provider, base, job, decision, offers)
@@ -409,20 +418,36 @@ class Controller:
         now, for spot or to wait (why), when to ask the policy again, and whether to
         watch for spot coming back."""
         hist = self._history_of(job)
+        spec = job.spec
+        if hist.done_at(now) >= (
+            spec.scheduling.compute_seconds or spec.stopping.max_runtime_seconds
+        ):
+            return None, None, False  # past its estimate: let it finish where it is
         base = self._request(job)
-        offers = scheduling.gather(self.provider, base, job.spec, hist.avoid, now, job.created_at)
+        offers = scheduling.gather(self.provider, base, spec, hist.avoid, now, job.created_at)
+        if not offers.offers:
+            return None, None, False
         seen = scheduling.situation(
             job, now, hist.done_at(now), hist.overhead, hist.current, offers
         )
-        decision = POLICIES[job.spec.scheduling.policy](seen)
-        due = None if decision.recheck_at is None else job.created_at + decision.recheck_at
-        # greedy stays on demand for good: nothing to watch for
-        watch = job.spec.scheduling.policy in ("uniform-progress", "spotrun")
+        policy = spec.scheduling.policy
+        decision = POLICIES[policy](seen)
+        # greedy stays on demand for good: nothing to watch for. The others look again
+        # when their answer may change, when the provider expects spot back, and when a
+        # provider that tells of capacity changes reports one (``_capacity_changed``), or
+        # else every few seconds
+        watch = policy in ("uniform-progress", "spotrun")
+        dues = [job.created_at + decision.recheck_at] if decision.recheck_at is not None else []
+        if watch and offers.spot_retry_at is not None:
+            dues.append(offers.spot_retry_at)
+        due = min(dues) if dues else None
+        if watch:
+            self._on_demand.add(job.name)
+        watch = watch and not isinstance(self.provider, CapacityWatch)
         chosen = decision.placement
-        policy = job.spec.scheduling.policy
         if chosen is not None and chosen.spot and chosen.pool in offers.pools:
             return f"policy {policy}: to spot, {decision.reason}", due, watch
-        if chosen is None and seen.done < seen.compute:
+        if chosen is None:
             # ahead enough to wait for spot: the on-demand instance stops (a job whose
             # estimate says it is done but still runs is left to finish)
             return f"policy {policy}: to wait for spot, {decision.reason}", due, watch

@@ -52,6 +52,7 @@ from spotrun.control.actions import (
     UpdateJob,
 )
 from spotrun.control.observation import InstanceView, Observation
+from spotrun.control.scheduling import is_scheduled
 from spotrun.providers import InstancePhase, LaunchPlan, TerminationCause
 from spotrun.spec import (
     PHASE_RANK,
@@ -307,6 +308,16 @@ def _running(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> li
         notice = now + att.stop_grace
         msg = f"Spot interruption notice on {', '.join(told)}; checkpointing"
         acts += [NoteNotice(att.generation, notice), SetMessage(msg), Event("notice", msg)]
+    if (
+        cause is None
+        and not att.spot
+        and att.notice_deadline is not None
+        and now >= att.notice_deadline
+        and is_scheduled(spec)
+    ):
+        # the policy's notice is out and the training still runs: on-demand capacity is
+        # never reclaimed, so end it here as the market would end a spot instance
+        return acts + [_terminate(views)]
     if cause is None and seen.move_to_spot is not None and notice is None:
         if att.notice_deadline is None and att.desired is not DesiredState.STOP:
             # the policy moves the job to spot: its hosts checkpoint as on a notice, and
@@ -514,7 +525,7 @@ def _end_attempt(job: JobRecord, spec: JobSpec, seen: Observation, cause: str) -
     acts: list[Action] = [EndAttempt(att.generation, cause), _terminate(seen.attempt_instances)]
     if cause == "completed":
         return acts  # the job completes once the instances are gone (``_finish``)
-    if cause == "preempted" and not att.spot:
+    if cause == "preempted" and not att.spot and is_scheduled(spec):
         # on-demand capacity is never reclaimed: the policy moved the job off it
         return acts + [
             Transition(S.INTERRUPTED, "Training job left on-demand capacity (its policy)"),

@@ -39,7 +39,7 @@ BACKOFF_MAX = 3600.0
 
 def is_scheduled(spec: JobSpec) -> bool:
     """Whether a policy places the job (else the provider's cheapest pool, as SageMaker)."""
-    return spec.spot and not spec.scheduling.default
+    return spec.spot and not spec.scheduling.default and not spec.resources.elastic
 
 
 def progress(attempts: Sequence[AttemptRecord], hosts: Sequence[HostRecord], now: float) -> float:
@@ -73,14 +73,16 @@ def restart_overhead(attempts: Sequence[AttemptRecord], hosts: Sequence[HostReco
 def avoided(records: Sequence[InstanceRecord], now: float) -> dict[Pool, float]:
     """Pools to avoid, and until when: a reclaim there ``BACKOFF`` ago, doubled for each
     earlier one."""
-    reclaims: dict[Pool, list[float]] = {}
+    # one reclaim per attempt and pool, however many of its instances went
+    reclaims: dict[Pool, dict[int, float]] = {}
     for r in records:
         if r.spot and r.cause == "preempted" and r.terminated_at is not None:
             pool = Pool(r.provider, r.instance_type, r.zone)
-            reclaims.setdefault(pool, []).append(r.terminated_at)
+            seen = reclaims.setdefault(pool, {})
+            seen[r.generation] = max(seen.get(r.generation, 0.0), r.terminated_at)
     out: dict[Pool, float] = {}
     for pool, times in reclaims.items():
-        until = max(times) + min(BACKOFF * 2 ** (len(set(times)) - 1), BACKOFF_MAX)
+        until = max(times.values()) + min(BACKOFF * 2 ** (len(times) - 1), BACKOFF_MAX)
         if until > now:
             out[pool] = until
     return out
@@ -175,12 +177,13 @@ def gather(
                 else dataclasses.replace(request, zones=frozenset({pool.zone}))
             )
             spot = provider.plan(ask)
-            where = spot.pool or pool
             if spot.retry_at is not None:
                 retry.append(spot.retry_at)
             if not spot.feasible:
                 reasons.append(spot.reason)
             od = provider.plan(dataclasses.replace(ask, spot=False))
+            # a provider that cannot list its pools names one only in a feasible plan
+            where = spot.pool or pool or od.pool
             if where is None or str(where) in pools:
                 continue
             pools[str(where)] = where
@@ -214,12 +217,18 @@ def situation(
     spec = job.spec
     sched = spec.scheduling
     deadline = sched.deadline_seconds or spec.stopping.max_wait_seconds
+    compute = float(sched.compute_seconds or spec.stopping.max_runtime_seconds)
+    restart = float(sched.restart_overhead_seconds or overhead)
+    if done >= compute:
+        # the estimate was short: the job is not done until it says so, and needs at
+        # least another start's worth of time
+        compute = done + max(restart, RESTART_OVERHEAD)
     return Situation(
         elapsed=now - job.created_at,
-        compute=float(sched.compute_seconds or spec.stopping.max_runtime_seconds),
+        compute=compute,
         done=done,
         deadline=float(deadline if deadline is not None else spec.stopping.max_runtime_seconds),
-        restart_overhead=float(sched.restart_overhead_seconds or overhead),
+        restart_overhead=restart,
         current=current,
         pools=offers.offers,
     )

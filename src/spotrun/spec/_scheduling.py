@@ -107,6 +107,13 @@ def scheduling_from_tags(
             "spotrun's scheduling tags choose between spot and on-demand capacity; they need "
             "EnableManagedSpotTraining: true",
         )
+    if elastic:
+        i = min(i for i, _ in found.values())
+        raise SpecError(
+            f"Tags[{i}].Key",
+            "spotrun's scheduling tags cannot be combined with an elastic job "
+            "(spotrun:min-instance-count); use a fixed instance count",
+        )
     policy = DEFAULT_POLICY
     if POLICY_TAG in found:
         i, policy = found[POLICY_TAG]
@@ -114,12 +121,6 @@ def scheduling_from_tags(
             raise SpecError(
                 f"Tags[{i}].Value",
                 f"{POLICY_TAG} is {policy!r}; allowed: {', '.join(POLICY_NAMES)}",
-            )
-        if elastic and policy != DEFAULT_POLICY:
-            raise SpecError(
-                f"Tags[{i}].Value",
-                f"{POLICY_TAG} {policy!r} cannot be combined with an elastic job "
-                "(spotrun:min-instance-count); use a fixed instance count",
             )
     deadline = _duration_tag(found, DEADLINE_TAG)
     limit = max_wait if max_wait is not None else None
@@ -143,12 +144,6 @@ def scheduling_from_tags(
     if POOLS_TAG in found:
         i, text = found[POOLS_TAG]
         pools = _pools(text, f"Tags[{i}].Value")
-        if elastic:
-            raise SpecError(
-                f"Tags[{i}].Value",
-                f"{POOLS_TAG} cannot be combined with an elastic job "
-                "(spotrun:min-instance-count); use a fixed instance count",
-            )
     overhead = _duration_tag(found, OVERHEAD_TAG)
     return Scheduling(policy, deadline, compute, pools, overhead)
 
