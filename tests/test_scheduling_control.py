@@ -265,3 +265,19 @@ def test_one_reclaim_of_several_instances_counts_once() -> None:
     both = [_reclaimed(A, 1000.0, 1), _reclaimed(A, 1000.4, 1)]
     both[1] = both[1].__class__(**{**both[1].__dict__, "id": "i-other", "host": "algo-2"})
     assert avoided(both, now=1000.5) == {A: 1060.4}
+
+
+def test_the_capacity_a_job_accepts() -> None:
+    from spotrun.spec import PoolChoice, Scheduling
+
+    own = "ml.g4dn.xlarge"
+    assert Scheduling().accepted(own) == (PoolChoice(own),)
+    both = Scheduling(pools=(PoolChoice("ml.g5.xlarge"), PoolChoice(None, "use1-az2")))
+    assert both.accepted(own) == (
+        PoolChoice(own),
+        PoolChoice("ml.g5.xlarge"),
+        PoolChoice(own, "use1-az2"),
+    )
+    # zones only: the job's own type there, and nowhere else
+    zones = Scheduling(pools=(PoolChoice(None, "use1-az2"), PoolChoice(None, "use1-az3")))
+    assert zones.accepted(own) == (PoolChoice(own, "use1-az2"), PoolChoice(own, "use1-az3"))

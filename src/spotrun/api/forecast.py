@@ -23,17 +23,11 @@ from spotrun.toolkit import young_interval
 
 def accepted_pools(spec: JobSpec, market: Market) -> list[Pool]:
     """The pools the job may run in: its type in every zone, and its tag's pools."""
-    sched = spec.scheduling
-    wanted: list[tuple[str, str | None]] = [(spec.resources.instance_type, None)]
-    for choice in sched.pools:
-        wanted.append((choice.instance_type or spec.resources.instance_type, choice.zone))
-    if sched.pools and all(c.instance_type is None for c in sched.pools):
-        wanted = wanted[1:]
     out: list[Pool] = []
-    for kind, zone in wanted:
+    for choice in spec.scheduling.accepted(spec.resources.instance_type):
         # every zone: one without spot is simply never available
-        for pool in market.pools(kind, False):
-            if (zone is None or pool.zone == zone) and pool not in out:
+        for pool in market.pools(str(choice.instance_type), False):
+            if choice.zone in (None, pool.zone) and pool not in out:
                 out.append(pool)
     return out
 

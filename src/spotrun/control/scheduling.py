@@ -153,12 +153,10 @@ def gather(
     created_at: float,
 ) -> Offers:
     """Ask the provider, pool by pool, what each offers the job now."""
-    wanted: list[tuple[str, frozenset[str]]] = [(spec.resources.instance_type, frozenset())]
-    for choice in spec.scheduling.pools:
-        kind = choice.instance_type or spec.resources.instance_type
-        wanted.append((kind, frozenset({choice.zone}) if choice.zone else frozenset()))
-    if spec.scheduling.pools and all(c.instance_type is None for c in spec.scheduling.pools):
-        wanted = wanted[1:]  # only zones were named: the job's type, in those zones only
+    wanted = [
+        (str(c.instance_type), frozenset({c.zone}) if c.zone else frozenset())
+        for c in spec.scheduling.accepted(spec.resources.instance_type)
+    ]
     offers: list[PoolOffer] = []
     pools: dict[str, Pool] = {}
     retry: list[float] = []

@@ -71,6 +71,15 @@ class Scheduling:
     def default(self) -> bool:
         return self == Scheduling()
 
+    def accepted(self, own_type: str) -> tuple[PoolChoice, ...]:
+        """Every kind of capacity the job may run on, each with its instance type: its
+        own type in any zone, then the tag's pools; when the tag names zones only, its
+        own type in those zones only."""
+        named = tuple(PoolChoice(c.instance_type or own_type, c.zone) for c in self.pools)
+        if self.pools and all(c.instance_type is None for c in self.pools):
+            return named
+        return tuple(dict.fromkeys((PoolChoice(own_type), *named)))
+
 
 def parse_duration_text(text: str) -> int | None:
     """Whole seconds from ``3600``, ``52h``, ``1h30m``, ``90s``; None if it is not one."""
