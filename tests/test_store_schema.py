@@ -14,7 +14,7 @@ from alembic.migration import MigrationContext
 from conftest import request
 from spotrun.store import Store
 from spotrun.store._store import _MIGRATIONS
-from spotrun.store.models import Base
+from spotrun.store.models import VERSION_TABLE, Base
 
 #: the revision before the one that made the schema portable (log numbers, text columns)
 BEFORE_PORTABLE = "0006"
@@ -22,7 +22,8 @@ BEFORE_PORTABLE = "0006"
 
 def _diff(store: Store) -> list[object]:
     with store.engine.connect() as conn:
-        return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        return list(compare_metadata(context, Base.metadata))
 
 
 def test_migrated_schema_matches_the_models(store: Store) -> None:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from spotrun.api import agent, awsjson, cwlogs, sagemaker
+from spotrun.api import agent, awsjson, cwlogs, sagemaker, tuning
 from spotrun.api.awsjson import parse_json
 from spotrun.api.describe import describe
 from spotrun.api.metrics import mount as mount_metrics
@@ -36,7 +36,7 @@ from spotrun.errors import Conflict, InvalidState, NotFound, SpecError
 from spotrun.images import BakedScript, ImageEntry, ScriptMode
 from spotrun.settings import add_image, load_images, remove_image
 from spotrun.spec import TrainingJobStatus
-from spotrun.store import JobRecord
+from spotrun.store import JobRecord, TuningRecord
 
 #: the largest request body accepted (a CreateTrainingJob is a few kB)
 MAX_BODY = 8 * 1024 * 1024
@@ -282,6 +282,73 @@ def create_app(rt: Runtime) -> FastAPI:
         lead = req.lead_seconds if req is not None else None
         host = req.host if req is not None else None
         return rt.request_interrupt(own(c, name).name, lead, host)
+
+    # -- tuning jobs ------------------------------------------------------------------
+
+    def own_tuning(c: Caller, name: str) -> TuningRecord:
+        rec = store.get_tuning(name)
+        if rec.account != c.account:
+            raise NotFound(f"no tuning job named {name!r}")
+        return rec
+
+    @app.post("/v1/tuning-jobs", status_code=201)
+    def create_tuning(c: Signed, req: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        """Submit a tuning job: a CreateHyperParameterTuningJob request (RoleArn optional)."""
+        arn = rt.submit_tuning(req, account=c.account, region=c.region)
+        return {"HyperParameterTuningJobArn": arn}
+
+    @app.get("/v1/tuning-jobs")
+    def tuning_jobs(
+        c: Signed,
+        status: Annotated[str | None, Query(max_length=16)] = None,
+        name_contains: Annotated[str | None, Query(max_length=63)] = None,
+        sort_by: Annotated[str, Query(max_length=16)] = "CreationTime",
+        sort_order: Annotated[str, Query(max_length=16)] = "Ascending",
+        limit: Annotated[int, Query(ge=1, le=100)] = 100,
+        next_token: Annotated[str | None, Query(max_length=8192)] = None,
+    ) -> dict[str, Any]:
+        """The caller's tuning jobs (ListHyperParameterTuningJobs' filters)."""
+        params: dict[str, Any] = {
+            "StatusEquals": status,
+            "NameContains": name_contains,
+            "SortBy": sort_by,
+            "SortOrder": sort_order,
+            "MaxResults": limit,
+            "NextToken": next_token,
+        }
+        return tuning.list_tuning_jobs(rt, c, {k: v for k, v in params.items() if v is not None})
+
+    @app.get("/v1/tuning-jobs/{name}")
+    def get_tuning(c: Signed, name: str) -> dict[str, Any]:
+        """DescribeHyperParameterTuningJob's answer plus every trial's interruptions and
+        cost, and the totals, under ``Spotrun``."""
+        return tuning.describe_tuning(store, own_tuning(c, name), now=rt.clock.now())
+
+    @app.get("/v1/tuning-jobs/{name}/training-jobs")
+    def tuning_trials(
+        c: Signed,
+        name: str,
+        status: Annotated[str | None, Query(max_length=16)] = None,
+        sort_by: Annotated[str, Query(max_length=32)] = "Name",
+        sort_order: Annotated[str, Query(max_length=16)] = "Ascending",
+        limit: Annotated[int, Query(ge=1, le=100)] = 100,
+        next_token: Annotated[str | None, Query(max_length=8192)] = None,
+    ) -> dict[str, Any]:
+        """ListTrainingJobsForHyperParameterTuningJob."""
+        params: dict[str, Any] = {
+            "StatusEquals": status,
+            "SortBy": sort_by,
+            "SortOrder": sort_order,
+            "MaxResults": limit,
+            "NextToken": next_token,
+        }
+        rec = own_tuning(c, name)
+        return tuning.list_trials(store, rec, {k: v for k, v in params.items() if v is not None})
+
+    @app.post("/v1/tuning-jobs/{name}/stop")
+    def stop_tuning(c: Signed, name: str) -> dict[str, Any]:
+        rt.request_tuning_stop(own_tuning(c, name).name)
+        return {}
 
     @app.get("/v1/jobs/{name}/transitions")
     def transitions(c: Signed, name: str) -> dict[str, Any]:

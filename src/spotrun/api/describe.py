@@ -38,6 +38,10 @@ def describe(
             ],
         }
     )
+    if job.tuning_job is not None:
+        # the tuning job that launched it: in the same account and region as the job
+        prefix = job.arn.rsplit(":", 1)[0]
+        out["TuningJobArn"] = f"{prefix}:hyper-parameter-tuning-job/{job.tuning_job}"
     if job.failure_reason:
         out["FailureReason"] = job.failure_reason
     if job.training_start is not None:

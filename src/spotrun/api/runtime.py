@@ -38,9 +38,16 @@ from spotrun.providers.base import InstancePhase, InstanceRef, InstanceState
 from spotrun.providers.local import LocalProvider
 from spotrun.providers.slurm import PartitionPrices, SlurmProvider
 from spotrun.settings import Settings, load_images
-from spotrun.spec import TrainingJobStatus
+from spotrun.spec import JobSpec, TrainingJobStatus
+from spotrun.spec._tuning import child_request, parse_tuning
 from spotrun.storage import check_readable
-from spotrun.store import DEFAULT_ACCOUNT_ID, Fence, JobRecord, ServerRecord, Store
+from spotrun.store import DEFAULT_ACCOUNT_ID, Fence, JobRecord, ServerRecord, Store, TuningRecord
+from spotrun.tuning.admission import (
+    check_objective,
+    definition_field,
+    sample_hyperparameters,
+)
+from spotrun.tuning.service import Tuner, region_of
 
 log = logging.getLogger("spotrun.service")
 DEFAULT_REGION = "us-east-1"
@@ -139,6 +146,7 @@ class Runtime:
             )
         )
         self.controller.on_pass = self.metrics.observe_pass
+        self.tuner = Tuner(self.store, self.clock, launch=self._launch_trial, wake=self.wake)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -152,6 +160,8 @@ class Runtime:
         account: str = DEFAULT_ACCOUNT_ID,
         region: str = DEFAULT_REGION,
         strict: bool = False,
+        tuning: TuningRecord | None = None,
+        trial: int | None = None,
     ) -> str:
         """Admit a job (all checks first, nothing written on failure) and store it.
 
@@ -159,22 +169,89 @@ class Runtime:
         may leave it out. The stored request keeps every member the caller sent, so
         Describe echoes what it accepted.
         """
-        spec, plan = admit_plan(
+        # images are read at each submission: `spotrun images add` needs no restart
+        spec, plan = self._admit(request, strict=strict)
+        arn = f"arn:aws:sagemaker:{region}:{account}:training-job/{spec.name}"
+        stored = spec.to_api()  # every accepted member, with the defaults filled in
+        self.store.create_job(
+            spec.name,
+            arn,
+            stored,
+            self.clock.now(),
+            account,
+            run_plan=plan_to_json(plan),
+            tuning_job=None if tuning is None else tuning.name,
+            trial=trial,
+        )
+        self.wake()
+        return arn
+
+    def _admit(self, request: dict[str, Any], strict: bool = False) -> tuple[JobSpec, Any]:
+        return admit_plan(
             request,
             known_type=self.catalog.has_type,
             known_types=self.catalog.types,
             check_readable=check_readable,
-            # read at each submission: `spotrun images add` needs no restart
             images=load_images(self.settings.home),
             strict=strict,
         )
-        arn = f"arn:aws:sagemaker:{region}:{account}:training-job/{spec.name}"
-        stored = spec.to_api()  # every accepted member, with the defaults filled in
-        self.store.create_job(
-            spec.name, arn, stored, self.clock.now(), account, run_plan=plan_to_json(plan)
-        )
+
+    def submit_tuning(
+        self,
+        request: dict[str, Any],
+        account: str = DEFAULT_ACCOUNT_ID,
+        region: str = DEFAULT_REGION,
+        strict: bool = False,
+    ) -> str:
+        """Admit a hyperparameter tuning job and store it; the tuner launches its trials.
+
+        Its training job definition is admitted once here, as a sample trial (each range
+        at its low end), so a definition no trial could run is refused now, naming its
+        field, with nothing written."""
+        spec = parse_tuning(request, strict=strict)
+        sample = child_request(spec, f"{spec.name}-001-00000000", sample_hyperparameters(spec))
+        try:
+            trial, _plan = self._admit(sample, strict=strict)
+        except SpecError as e:
+            raise SpecError(definition_field(request, e.field), e.problem) from None
+        check_objective(spec, trial)
+        if spec.warm_start is not None:
+            for i, parent in enumerate(spec.warm_start.parents):
+                try:
+                    found = self.store.get_tuning(parent)
+                except NotFound:
+                    found = None
+                if found is None or found.account != account:
+                    raise SpecError(
+                        "WarmStartConfig.ParentHyperParameterTuningJobs"
+                        f"[{i}].HyperParameterTuningJobName",
+                        f"no tuning job named {parent!r} exists",
+                    )
+                if found.status in ("InProgress", "Stopping"):
+                    raise SpecError(
+                        "WarmStartConfig.ParentHyperParameterTuningJobs"
+                        f"[{i}].HyperParameterTuningJobName",
+                        f"{parent} is {found.status}; a parent must have ended",
+                    )
+        arn = f"arn:aws:sagemaker:{region}:{account}:hyper-parameter-tuning-job/{spec.name}"
+        self.store.create_tuning(spec.name, arn, dict(spec.request), self.clock.now(), account)
         self.wake()
         return arn
+
+    def request_tuning_stop(self, name: str) -> None:
+        """StopHyperParameterTuningJob: the tuning job is Stopping at once; the tuner
+        stops every running trial, then makes it Stopped."""
+        self.store.request_tuning_stop(name, self.clock.now())
+        self.wake()
+
+    def _launch_trial(self, request: dict[str, Any], tuning: TuningRecord, trial: int) -> None:
+        self.submit(
+            request,
+            account=tuning.account,
+            region=region_of(tuning.arn),
+            tuning=tuning,
+            trial=trial,
+        )
 
     def forecast(self, request: dict[str, Any]) -> dict[str, Any]:
         """A job's expected cost and finish in the current market (``api.forecast``),
@@ -358,6 +435,7 @@ class Runtime:
                         self.controller.adopt(fence)  # we just took over: see what runs
                         self._adopted = fence
                     wait = self.controller.step(fence)
+                    wait = min(wait, self.tuner.step())
                 except Fenced as e:
                     log.warning("controller stopped: %s", e)
                     self.lease.lost()

@@ -1,6 +1,7 @@
 """SageMaker's training-job operations over the AWS JSON 1.1 protocol.
 
-CreateTrainingJob, DescribeTrainingJob, ListTrainingJobs and StopTrainingJob, answered the
+CreateTrainingJob, DescribeTrainingJob, ListTrainingJobs and StopTrainingJob (and, from
+``api.tuning``, the hyperparameter tuning operations), answered the
 way AWS answers them, quirks included: an unknown job, or stopping a job that is no longer
 InProgress, is a ``ValidationException``; a taken name is ``ResourceInUse``. Every
 operation sees only the caller's account: another account's job reads as unknown.
@@ -15,6 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from spotrun.api import tuning
 from spotrun.api.awsjson import (
     AwsError,
     Operation,
@@ -84,6 +86,7 @@ def operations(rt: Runtime) -> Service:
         "DescribeTrainingJob": describe_op,
         "ListTrainingJobs": list_op,
         "StopTrainingJob": stop,
+        **tuning.operations(rt),
     }
     return Service("SageMaker", "sagemaker", ops)
 

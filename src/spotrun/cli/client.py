@@ -307,3 +307,32 @@ class Client:
             "GET", f"/v1/jobs/{name}/logs", params={"after": after, "wait": wait}
         )
         return result
+
+    # -- hyperparameter tuning jobs ------------------------------------------------------
+
+    def submit_tuning(self, request: dict[str, Any]) -> str:
+        """``POST /v1/tuning-jobs``: a CreateHyperParameterTuningJob request; its ARN."""
+        answer = self._call("POST", "/v1/tuning-jobs", json=request)
+        return str(answer["HyperParameterTuningJobArn"])
+
+    def describe_tuning(self, name: str) -> dict[str, Any]:
+        """DescribeHyperParameterTuningJob's answer, with every trial's interruptions and
+        cost and the totals under ``Spotrun``."""
+        result: dict[str, Any] = self._call("GET", f"/v1/tuning-jobs/{name}")
+        return result
+
+    def tuning_jobs(self, **filters: str) -> list[dict[str, Any]]:
+        """Every tuning job of the caller's account (all pages): HyperParameterTuningJob
+        summaries."""
+        out: list[dict[str, Any]] = []
+        params: dict[str, Any] = {**filters, "limit": 100}
+        while True:
+            page = self._call("GET", "/v1/tuning-jobs", params=params)
+            out += page["HyperParameterTuningJobSummaries"]
+            if "NextToken" not in page:
+                return out
+            params["next_token"] = page["NextToken"]
+
+    def stop_tuning(self, name: str) -> None:
+        """Stop a tuning job: it stops its running trials, then is Stopped."""
+        self._call("POST", f"/v1/tuning-jobs/{name}/stop")

@@ -16,6 +16,7 @@ from spotrun.api.logs import LOG_FORMAT_ENV, LOG_FORMATS, log_format
 from spotrun.cli import catalog as catalog_cli
 from spotrun.cli import render
 from spotrun.cli import simulate as simulate_cli
+from spotrun.cli import tune as tune_cli
 from spotrun.cli.client import (
     Client,
     credentials,
@@ -515,14 +516,9 @@ def cmd_lifecycle(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spotrun", description="Managed spot training.")
-    p.add_argument("--home", help="state folder (default $SPOTRUN_HOME or ~/.spotrun)")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    r = sub.add_parser("run", help="submit a training script and follow it")
-    r.add_argument("script", help="the entry point (a Python script)")
-    r.add_argument("--name", help="job name (default: <script>-<time>)")
+def add_job_arguments(r: argparse.ArgumentParser) -> None:
+    """The flags that define a training job, after the script and ``--name`` (``run``'s,
+    and ``tune``'s for its trials; ``build_request`` reads them)."""
     r.add_argument("--source-dir", help="folder shipped with the script (default: its folder)")
     r.add_argument("--spot", action="store_true", help="use managed spot training")
     r.add_argument("--instance-type", default="ml.m5.xlarge")
@@ -588,6 +584,17 @@ def parser() -> argparse.ArgumentParser:
         metavar="ml.TYPE[@ZONE]|@ZONE",
         help="other capacity the job may fail over to (repeat, or separate with commas)",
     )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spotrun", description="Managed spot training.")
+    p.add_argument("--home", help="state folder (default $SPOTRUN_HOME or ~/.spotrun)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="submit a training script and follow it")
+    r.add_argument("script", help="the entry point (a Python script)")
+    r.add_argument("--name", help="job name (default: <script>-<time>)")
+    add_job_arguments(r)
     r.add_argument(
         "--dry-run",
         action="store_true",
@@ -716,6 +723,7 @@ def parser() -> argparse.ArgumentParser:
 
     catalog_cli.register(sub)
     simulate_cli.add_parser(sub)
+    tune_cli.add_parser(sub)
     return p
 
 

@@ -9,6 +9,7 @@ checks run before anything is written, so a rejected job leaves nothing behind.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from spotrun.images import (
     SdkScriptRun,
     plan_run,
 )
-from spotrun.spec import POOLS_TAG, JobSpec, parse_spec
+from spotrun.spec import POOLS_TAG, JobSpec, MetricDefinition, parse_spec
 
 #: suffixes of a single-object code archive (its entry point cannot be checked before)
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -61,7 +62,10 @@ def admit_plan(
 
     ``images`` is the service's image registry (``Settings.images``); without it only the
     built-in defaults map images. The spec is returned as parsed: the mapping is not
-    written into it, so the stored request echoes the user's TrainingImage unchanged.
+    written into it, so the stored request echoes the user's TrainingImage unchanged. One
+    addition, SageMaker's: a job that runs a built-in algorithm (by AlgorithmName or by an
+    image mapped to one) and names no MetricDefinitions gets the algorithm's own
+    (``BuiltinAlgorithm.metrics``); a job's own definitions are kept exactly.
     """
     spec = parse_spec(request, strict=strict)  # strict: SageMaker's required members
     itype = spec.resources.instance_type
@@ -81,6 +85,7 @@ def admit_plan(
             )
     plan = plan_run(spec, images if images is not None else ImageRegistry(), algorithms)
     check_plan(spec, plan, check_readable)
+    spec = with_builtin_metrics(spec, plan)
     for i, ch in enumerate(spec.channels):
         try:
             check_readable(ch.uri)
@@ -106,6 +111,18 @@ def check_plan(spec: JobSpec, plan: RunPlan, check_readable: Callable[[str], Non
             ) from None
     elif isinstance(plan, AlgorithmRun):
         _check_algorithm(spec, plan)
+
+
+def with_builtin_metrics(spec: JobSpec, plan: RunPlan) -> JobSpec:
+    """``spec`` with its built-in algorithm's MetricDefinitions when it names none (its
+    stored request, and so Describe's echo, included); otherwise ``spec`` itself."""
+    if not isinstance(plan, AlgorithmRun) or spec.algorithm.metric_definitions:
+        return spec
+    if not plan.algorithm.metrics:
+        return spec
+    defined = tuple(MetricDefinition(name, regex) for name, regex in plan.algorithm.metrics)
+    filled = replace(spec, algorithm=replace(spec.algorithm, metric_definitions=defined))
+    return replace(filled, request=filled.to_api())
 
 
 def _local_folder(source: str) -> Path | None:

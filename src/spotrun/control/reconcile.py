@@ -71,8 +71,11 @@ S = SecondaryStatus
 UPLOAD_ALLOWANCE = 120.0
 #: the running part of the lifecycle, in order; agents' phases map onto it (PHASE_RANK)
 CHAIN = (S.STARTING, S.DOWNLOADING, S.TRAINING, S.UPLOADING)
+#: the stop reason of a tuning job's trial that its pruner stopped early
+EARLY_STOP = "early-stopped"
 STOP_ENDS = {
     "user": S.STOPPED,
+    EARLY_STOP: S.STOPPED,
     "max_runtime": S.MAX_RUNTIME_EXCEEDED,
     "max_wait": S.MAX_WAIT_EXCEEDED,
 }
@@ -218,7 +221,8 @@ def _stopping_due(
 
 def _stop_reason(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> str | None:
     if job.stop_requested_at is not None:
-        return "user"
+        # a stop asked for by a tuning job's pruner keeps its reason; any other is the user's
+        return job.stop_reason if job.stop_reason == EARLY_STOP else "user"
     if _max_wait_reached(job, spec, now):
         return "max_wait"
     if seen.bill.training_seconds >= spec.stopping.max_runtime_seconds:
@@ -235,6 +239,7 @@ STOP_MESSAGES = {
     "user": "Stopping the training job on request",
     "max_runtime": "Stopping: MaxRuntimeInSeconds reached; the model will still be uploaded",
     "max_wait": "Stopping: MaxWaitTimeInSeconds reached",
+    EARLY_STOP: "Stopping early: the tuning job's objective for this trial trails the others'",
 }
 
 

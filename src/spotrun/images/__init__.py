@@ -69,6 +69,7 @@ from spotrun.images._algorithms import (
     BUILTIN_ALGORITHMS,
     NO_CHECKPOINT_MAX_WAIT,
     BuiltinAlgorithm,
+    builtin_metric_names,
     find_algorithm,
 )
 from spotrun.images._aws import ALGORITHM_REPOSITORIES, aws_algorithm_image
@@ -124,6 +125,7 @@ __all__ = [
     "ScriptRun",
     "SdkScriptRun",
     "aws_algorithm_image",
+    "builtin_metric_names",
     "config_entry_origin",
     "decode_hyperparameter",
     "find_algorithm",

@@ -4,16 +4,82 @@ algorithm) runs, and whether it can resume from a checkpoint.
 The algorithms themselves live under ``spotrun.algorithms``; each has one entry here.
 Everything that consults the table (admission, the agent, the 60-minute rule) goes
 through ``find_algorithm``.
+
+Like SageMaker's built-ins, each publishes its own metrics: ``BuiltinAlgorithm.metrics``,
+(Name, Regex) pairs over the lines the algorithm really prints, in SageMaker's names
+(``validation:merror``, ``train:accuracy``, ``test:msd``, …). Admission gives a job of a
+built-in these as its ``MetricDefinitions`` when it names none, so Describe shows them
+and hyperparameter tuning can name them as objectives (``builtin_metric_names``).
+
+The regexes are anchored at the line's start so that searching a line takes time linear
+in its length. SageMaker's own (``.*\\[[0-9]+\\].*validation-merror:(…).*``) take time
+that grows with the cube of the length on a long line full of ``[1]`` (minutes for 20,000
+characters), and the agent drops a regex that overruns its time budget. xgboost's accept
+both a real tab and the ``#011`` SageMaker's CloudWatch logs show in its place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 #: SageMaker's limit on MaxWaitTimeInSeconds for spot jobs of algorithms without checkpoints
 NO_CHECKPOINT_MAX_WAIT = 3600
+
+#: a metric value as the regexes capture it (SageMaker's float pattern)
+FLOAT = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+
+#: XGBoost's evaluation metrics (``eval_metric``) that print under their plain name: every
+#: one the library has but those that always print a parameter (``tweedie-nloglik@1.5``)
+#: and the survival ones. SageMaker's container adds ``accuracy``, ``f1`` and ``mse``,
+#: which the library itself (and so spotrun's xgboost) does not know.
+XGBOOST_EVAL_METRICS = (
+    "rmse",
+    "rmsle",
+    "mae",
+    "mape",
+    "mphe",
+    "logloss",
+    "error",
+    "merror",
+    "mlogloss",
+    "auc",
+    "aucpr",
+    "pre",
+    "ndcg",
+    "map",
+    "poisson-nloglik",
+    "gamma-nloglik",
+    "gamma-deviance",
+    "cox-nloglik",
+)
+
+
+def _xgboost_metrics() -> tuple[tuple[str, str], ...]:
+    """``train:<m>`` and ``validation:<m>`` over ``[i]\\ttrain-<m>:<v>\\tvalidation-<m>:<v>``
+    (the tab shown as ``#011`` in SageMaker's logs)."""
+    return tuple(
+        (f"{channel}:{metric}", rf"^\[[0-9]+\].*?(?:\t|#011){channel}-{metric}:{FLOAT}")
+        for channel in ("train", "validation")
+        for metric in XGBOOST_EVAL_METRICS
+    )
+
+
+def _quality_metrics(
+    channels: tuple[str, ...], metrics: tuple[tuple[str, str], ...], per_epoch: bool = True
+) -> tuple[tuple[str, str], ...]:
+    """``<channel>:<name>`` over ``#quality_metric: host=algo-1, epoch=3, <channel> <name>
+    <kind>=<v>`` (``epoch=`` left out when not ``per_epoch``); ``metrics`` are (name, kind)."""
+    epoch = "epoch=[0-9]+, " if per_epoch else ""
+    return tuple(
+        (
+            f"{channel}:{name}",
+            rf"^#quality_metric: host=\S+, {epoch}{channel} {name} <{kind}>={FLOAT}",
+        )
+        for channel in channels
+        for name, kind in metrics
+    )
 
 
 @dataclass(frozen=True)
@@ -32,6 +98,10 @@ class BuiltinAlgorithm:
     #: of an algorithm that does not are held to MaxWaitTimeInSeconds <= 3600
     supports_checkpoints: bool
     summary: str = ""
+    #: the metrics it prints, as (Name, Regex) MetricDefinitions; not stored with a job's
+    #: plan (admission copies them into the job's spec, which is what the agent reads), so
+    #: left out of equality: a plan read back from the store equals the one admitted
+    metrics: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
 
 _ALGORITHMS = (
@@ -40,24 +110,40 @@ _ALGORITHMS = (
         "spotrun.algorithms.xgboost",
         supports_checkpoints=True,
         summary="gradient-boosted trees (XGBoost), checkpointed every round",
+        metrics=_xgboost_metrics(),
     ),
     BuiltinAlgorithm(
         "linear-learner",
         "spotrun.algorithms.linear_learner",
         supports_checkpoints=True,
         summary="linear/logistic regression by SGD (scikit-learn), checkpointed every epoch",
+        metrics=_quality_metrics(
+            ("train", "validation"),
+            (
+                ("objective_loss", "loss"),
+                ("binary_classification_accuracy", "score"),
+                ("multiclass_accuracy", "score"),
+                ("mse", "loss"),
+                ("rmse", "loss"),
+                ("absolute_loss", "loss"),
+            ),
+        ),
     ),
     BuiltinAlgorithm(
         "image-classification",
         "spotrun.algorithms.image_classification",
         supports_checkpoints=True,
         summary="a small CNN image classifier (PyTorch), checkpointed every epoch",
+        metrics=_quality_metrics(
+            ("train", "validation"), (("accuracy", "score"), ("cross_entropy", "loss"))
+        ),
     ),
     BuiltinAlgorithm(
         "kmeans",
         "spotrun.algorithms.kmeans",
         supports_checkpoints=False,
         summary="k-means clustering (scikit-learn); no checkpoints",
+        metrics=_quality_metrics(("train", "test"), (("msd", "loss"),), per_epoch=False),
     ),
 )
 
@@ -80,6 +166,15 @@ def find_algorithm(
 ) -> BuiltinAlgorithm | None:
     """The built-in algorithm named ``name`` (or by its ARN), if this spotrun has it."""
     return table.get(algorithm_key(name))
+
+
+def builtin_metric_names(
+    algorithm_name: str, table: Mapping[str, BuiltinAlgorithm] = BUILTIN_ALGORITHMS
+) -> tuple[str, ...] | None:
+    """The names of the metrics the built-in ``algorithm_name`` (or its ARN) publishes, in
+    the order of its MetricDefinitions; None when it is not a built-in of this spotrun."""
+    found = find_algorithm(algorithm_name, table)
+    return None if found is None else tuple(name for name, _regex in found.metrics)
 
 
 def known_algorithms(table: Mapping[str, BuiltinAlgorithm] = BUILTIN_ALGORITHMS) -> str:

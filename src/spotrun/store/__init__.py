@@ -8,6 +8,7 @@ report batch, exactly once) and ``StepWriter`` (a reconcile step, fenced).
 from spotrun.store._batches import BatchAck, ReportBatch, apply_batch
 from spotrun.store._keys import AccessKeyRecord, AccountRecord, InstanceKeyRecord, KeyTables
 from spotrun.store._store import HOST_FIELDS, Store
+from spotrun.store._tuning import TuningRecord
 from spotrun.store._writes import StepWriter
 from spotrun.store.records import (
     DEFAULT_ACCOUNT_ID,
@@ -50,5 +51,6 @@ __all__ = [
     "StepWriter",
     "Store",
     "TransitionRecord",
+    "TuningRecord",
     "apply_batch",
 ]

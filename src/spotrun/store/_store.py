@@ -29,7 +29,19 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import BigInteger, Engine, and_, cast, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    and_,
+    cast,
+    func,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -47,8 +59,10 @@ from spotrun.spec import (
 from spotrun.store import _writes
 from spotrun.store._engine import READ_ONLY, make_engine
 from spotrun.store._lease import LeaseStore
+from spotrun.store._tuning import TuningStore
 from spotrun.store._writes import StepWriter, attempt_record
 from spotrun.store.models import (
+    VERSION_TABLE,
     AttemptRow,
     EventRow,
     HostRow,
@@ -130,12 +144,30 @@ _MARKS_DIGEST = select(
 ).where(_ACTIVE)
 
 
+def _move_version_table(conn: Connection) -> None:
+    """Databases migrated before tuning jobs kept spotrun's revision in Alembic's default
+    table, which Optuna claims for its own: move it to ``VERSION_TABLE`` once."""
+    tables = set(inspect(conn).get_table_names())
+    if "alembic_version" not in tables or VERSION_TABLE in tables:
+        return
+    rows = list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    # spotrun's revisions are numbered 0001, 0002, …; Optuna's look like v3.2.0.a
+    if not rows or not all(isinstance(r, str) and r.isdigit() for r in rows):
+        return
+    conn.execute(
+        text(f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+    )
+    for rev in rows:
+        conn.execute(text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:v)"), {"v": rev})
+    conn.execute(text("DROP TABLE alembic_version"))
+
+
 def default_url(home: Path) -> str:
     """The database of a home that names none: SQLite in the home."""
     return f"sqlite:///{home.resolve() / 'spotrun.db'}"
 
 
-class Store(LeaseStore):
+class Store(LeaseStore, TuningStore):
     """Typed access to the database; thread-safe, one per process."""
 
     def __init__(self, url: str) -> None:
@@ -168,6 +200,7 @@ class Store(LeaseStore):
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
         with self.engine.begin() as conn:
+            _move_version_table(conn)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
@@ -207,10 +240,13 @@ class Store(LeaseStore):
         at: float,
         account: str = DEFAULT_ACCOUNT_ID,
         run_plan: dict[str, Any] | None = None,
+        tuning_job: str | None = None,
+        trial: int | None = None,
     ) -> JobRecord:
         """Insert a job in its initial status; ``Conflict`` if the name is taken.
 
         ``run_plan`` is what admission decided the job runs; the agents execute it.
+        ``tuning_job`` and ``trial`` name the tuning job and trial it runs, if any.
         """
         taken = Conflict(f"a training job named {name!r} already exists")
         try:
@@ -239,6 +275,8 @@ class Store(LeaseStore):
                     on_demand_seconds=0,
                     version=1,
                     run_plan=None if run_plan is None else json.dumps(run_plan, sort_keys=True),
+                    tuning_job=tuning_job,
+                    trial=trial,
                 )
                 s.add(row)
                 s.add(
@@ -271,6 +309,17 @@ class Store(LeaseStore):
             if active_only:
                 q = q.where(JobRow.status.in_(ACTIVE))
             return [_job(r) for r in s.scalars(q)]
+
+    def tuning_trials(self, tuning: str) -> list[JobRecord]:
+        """The jobs a tuning job launched, in trial order."""
+        with self._read() as s:
+            q = select(JobRow).where(JobRow.tuning_job == tuning).order_by(JobRow.trial)
+            return [_job(r) for r in s.scalars(q)]
+
+    def writing(self) -> AbstractContextManager[object]:
+        """Hold this process's turn at SQLite's write lock (a no-op on PostgreSQL): for a
+        writer beside the store, such as an Optuna study in the same database."""
+        return self._writers
 
     def query_jobs(self, q: JobQuery) -> list[JobRecord]:
         """One page of an account's jobs, filtered and sorted in SQL.

@@ -1,5 +1,6 @@
 """The tables. One state table per lifecycle layer: jobs, attempts, hosts (per-instance agent
 reports) and instances; append-only history in transitions, events, log_lines and metrics;
+tuning jobs, whose trials are jobs;
 accounts and their access keys (``spotrun.auth.keys``; only hashes of secrets are kept),
 the instance credentials agents sign their reports with (``spotrun.auth.instance_keys``),
 the servers sharing the database and the controller lease one of them holds.
@@ -32,6 +33,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+#: where Alembic keeps spotrun's schema revision. Not Alembic's default ``alembic_version``:
+#: Optuna, whose studies live in the same database (``spotrun.tuning``), keeps its own
+#: schema's revision there.
+VERSION_TABLE = "spotrun_alembic_version"
+
 
 class Base(DeclarativeBase):
     pass
@@ -54,6 +60,8 @@ Text = CleanText
 #: a job's name; PostgreSQL compares it byte by byte (collation "C") as SQLite does, so
 #: listings sort and page alike on both, whatever the database's own collation
 JobName = String(63).with_variant(String(63, collation="C"), "postgresql")
+#: a tuning job's name (AWS allows 32 characters), collated as job names are
+TuningName = String(32).with_variant(String(32, collation="C"), "postgresql")
 #: the key of a table that grows with every line or point any job writes: 64 bits on
 #: PostgreSQL; on SQLite an INTEGER primary key is the 64-bit row id already
 RowId = BigInteger().with_variant(Integer(), "sqlite")
@@ -98,6 +106,30 @@ class JobRow(Base):
     #: bumped by every agent report: the cheap change marker a controller polls (reports do
     #: not change ``version``, which only the lifecycle's writers bump)
     signal: Mapped[int] = mapped_column(Integer, default=0)
+    #: the tuning job that launched this job as one of its trials, and the trial's number
+    #: in its Optuna study (migration 0012); None for a job submitted on its own
+    tuning_job: Mapped[str | None] = mapped_column(TuningName, nullable=True, index=True)
+    trial: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class TuningJobRow(Base):
+    """The tuning layer: a hyperparameter tuning job (its trials are jobs; their search
+    lives in the Optuna study of the same name, in this same database)."""
+
+    __tablename__ = "tuning_jobs"
+    name: Mapped[str] = mapped_column(TuningName, primary_key=True)
+    arn: Mapped[str] = mapped_column(String(256))
+    account: Mapped[str] = mapped_column(String(64), index=True)
+    spec: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    last_modified: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stop_requested_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: why the search ended before its trials were used up (TuningJobCompletionDetails)
+    completion: Mapped[str | None] = mapped_column(Text, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class AttemptRow(Base):

@@ -100,6 +100,10 @@ class JobRecord:
     #: training seconds on spot and on on-demand capacity (per job, as training_seconds)
     spot_seconds: int = 0
     on_demand_seconds: int = 0
+    #: the tuning job that launched this job as a trial, and the trial's number in its
+    #: study (None: a job submitted on its own)
+    tuning_job: str | None = None
+    trial: int | None = None
 
     @property
     def run_plan(self) -> dict[str, Any] | None:
