@@ -75,3 +75,34 @@ def test_every_migration_goes_down_and_up_again(empty_store: Store) -> None:
     _alembic(store, "downgrade", "base")
     _alembic(store, "upgrade", "head")
     assert _diff(store) == []
+
+
+def test_a_database_from_before_tuning_moves_its_revision_out_of_optunas_table(
+    empty_store: Store,
+) -> None:
+    from sqlalchemy import text
+
+    from spotrun.tuning.study import open_storage
+
+    store = empty_store
+    store.migrate()
+    store.create_job("j", "arn:j", request("j"), 0.0)
+    _alembic(store, "downgrade", "0011")
+    # what a database migrated before 0012 looks like: spotrun's revision in Alembic's
+    # default table, which Optuna claims
+    with store.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(text("INSERT INTO alembic_version VALUES ('0011')"))
+        conn.execute(text(f"DROP TABLE {VERSION_TABLE}"))
+    store.migrate()
+    with store.engine.connect() as conn:
+        assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == "0012"
+    assert store.get_job("j").name == "j"  # nothing lost on the way
+    assert _diff(store) == []
+    # Optuna now makes its own tables, revision included, beside spotrun's
+    open_storage(store.url)
+    store.migrate()  # and spotrun's next start leaves Optuna's revision alone
+    with store.engine.connect() as conn:
+        optuna_rev = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        assert optuna_rev is not None and not str(optuna_rev).isdigit()
+        assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == "0012"

@@ -325,3 +325,154 @@ def _trials(server: Server, name: str) -> list[dict[str, Any]]:
     except Exception:  # the server is being restarted
         return []
     return out
+
+
+def test_hyperband_stops_trailing_trials_early(server: Server, digits: dict[str, Path]) -> None:
+    sm = server.client()
+    name = "digits-hyperband"
+    rounds = 60
+    sm.create_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name,
+        HyperParameterTuningJobConfig={
+            "Strategy": "Hyperband",
+            "StrategyConfig": {
+                "HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": rounds}
+            },
+            "ResourceLimits": {"MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 1},
+            "HyperParameterTuningJobObjective": {
+                "Type": "Minimize",
+                "MetricName": "validation:merror",
+            },
+            "ParameterRanges": {
+                "ContinuousParameterRanges": [
+                    {
+                        "Name": "eta",
+                        "MinValue": "0.001",
+                        "MaxValue": "0.5",
+                        "ScalingType": "Logarithmic",
+                    }
+                ],
+                "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "1", "MaxValue": "6"}],
+            },
+            "RandomSeed": 3,
+        },
+        TrainingJobDefinition=definition(server, digits, num_round=str(rounds)),
+    )
+    d = wait_tuning(server, name)
+    assert d["HyperParameterTuningJobStatus"] == "Completed", d.get("FailureReason")
+    trials = rest(server).describe_tuning(name)["Spotrun"]["Trials"]
+    early = [t for t in trials if t["StoppedEarly"]]
+    full = [t for t in trials if t["TrainingJobStatus"] == "Completed"]
+    assert early and full, trials
+    assert d["TrainingJobStatusCounters"]["Stopped"] == len(early)
+
+    def rounds_trained(job: str) -> int:
+        return len({int(m.group(1)) for ln in log_lines(server, job) if (m := ROUND.match(ln))})
+
+    for t in full:
+        assert rounds_trained(t["TrainingJobName"]) == rounds
+    for t in early:
+        # stopped at a rung of Hyperband's: fewer rounds, the last one checkpointed
+        assert rounds_trained(t["TrainingJobName"]) < rounds
+        job = sm.describe_training_job(TrainingJobName=t["TrainingJobName"])
+        assert job["TrainingJobStatus"] == "Stopped"
+    study = optuna.load_study(study_name=name, storage=open_storage(server.settings.store_url))
+    states = sorted(t.state.name for t in study.trials)
+    assert states.count("PRUNED") == len(early) and states.count("COMPLETE") == len(full)
+
+
+def test_the_api_answers_as_aws_does(server: Server, digits: dict[str, Path]) -> None:
+    sm = server.client()
+    config: dict[str, Any] = {
+        "Strategy": "Random",
+        "ResourceLimits": {"MaxNumberOfTrainingJobs": 1, "MaxParallelTrainingJobs": 1},
+        "HyperParameterTuningJobObjective": {"Type": "Minimize", "MetricName": "validation:merror"},
+        "ParameterRanges": {
+            "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "2", "MaxValue": "3"}]
+        },
+    }
+    errors = botocore.exceptions.ClientError
+    with pytest.raises(errors) as e:
+        sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="no-such-tuning")
+    assert e.value.response["Error"]["Code"] == "ResourceNotFound"
+    with pytest.raises(errors) as e:
+        sm.list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName="nope")
+    assert e.value.response["Error"]["Code"] == "ResourceNotFound"
+    # an objective the built-in does not report, refused naming the member; nothing made
+    bad = {
+        **config,
+        "HyperParameterTuningJobObjective": {"Type": "Minimize", "MetricName": "validation:f1"},
+    }
+    with pytest.raises(errors) as e:
+        sm.create_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName="api-bad",
+            HyperParameterTuningJobConfig=bad,
+            TrainingJobDefinition=definition(server, digits),
+        )
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    assert "HyperParameterTuningJobObjective.MetricName" in str(e.value)
+    assert "validation:merror" in str(e.value)  # what the built-in does report
+    # a definition error names the definition's member
+    wrong = definition(server, digits)
+    wrong["HyperParameterTuningResourceConfig"]["InstanceType"] = "ml.nosuch.xlarge"
+    with pytest.raises(errors) as e:
+        sm.create_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName="api-bad",
+            HyperParameterTuningJobConfig=config,
+            TrainingJobDefinition=wrong,
+        )
+    assert "TrainingJobDefinition.HyperParameterTuningResourceConfig.InstanceType" in str(e.value)
+    with pytest.raises(errors):
+        sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="api-bad")
+
+    for n in ("api-a", "api-b"):
+        sm.create_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=n,
+            HyperParameterTuningJobConfig=config,
+            TrainingJobDefinition=definition(server, digits),
+        )
+    with pytest.raises(errors) as e:
+        sm.create_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName="api-a",
+            HyperParameterTuningJobConfig=config,
+            TrainingJobDefinition=definition(server, digits),
+        )
+    assert e.value.response["Error"]["Code"] == "ResourceInUse"
+    # Stop: Stopping at once, then Stopped once its trial has stopped; a second stop refused
+    sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName="api-b")
+    assert sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="api-b")[
+        "HyperParameterTuningJobStatus"
+    ] in ("Stopping", "Stopped")
+    with pytest.raises(errors) as e:
+        sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName="api-b")
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    stopped = wait_tuning(server, "api-b")
+    assert stopped["HyperParameterTuningJobStatus"] == "Stopped"
+    assert stopped["TrainingJobStatusCounters"]["InProgress"] == 0
+    # listings: filters, sort orders and pages, through boto3's paginator
+    pages = sm.get_paginator("list_hyper_parameter_tuning_jobs").paginate(
+        NameContains="api-", SortBy="Name", SortOrder="Descending", PaginationConfig={"PageSize": 1}
+    )
+    names = [
+        s["HyperParameterTuningJobName"]
+        for p in pages
+        for s in p["HyperParameterTuningJobSummaries"]
+    ]
+    assert names == ["api-b", "api-a"]
+    summary = sm.list_hyper_parameter_tuning_jobs(StatusEquals="Stopped", NameContains="api-")[
+        "HyperParameterTuningJobSummaries"
+    ]
+    assert [s["HyperParameterTuningJobName"] for s in summary] == ["api-b"]
+    assert summary[0]["Strategy"] == "Random"
+    assert summary[0]["ResourceLimits"]["MaxParallelTrainingJobs"] == 1
+    with pytest.raises(errors) as e:
+        sm.list_hyper_parameter_tuning_jobs(NextToken="garbage")
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    # another account sees none of it
+    other = server.rest().create_key("other-account", "tuning isolation")
+    sm2 = server.client(key=(other["accessKeyId"], other["secretAccessKey"]))
+    with pytest.raises(errors) as e:
+        sm2.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="api-a")
+    assert e.value.response["Error"]["Code"] == "ResourceNotFound"
+    assert sm2.list_hyper_parameter_tuning_jobs()["HyperParameterTuningJobSummaries"] == []
+    wait_tuning(server, "api-a")

@@ -327,10 +327,15 @@ class Tuner:
     ) -> None:
         value = final_objective(self.store, spec, job)
         # the last points may have come after the last look
-        if value is not None:
-            self._report_all(
-                search, t, objective_points(self.store, job.name, spec.objective.metric)
-            )
+        points = objective_points(self.store, job.name, spec.objective.metric)
+        self._report_all(search, t, points)
+        if points and not isinstance(search.study.pruner, optuna.pruners.NopPruner):
+            # let the pruner see the whole curve before the trial ends: Hyperband keeps a
+            # trial's value at each rung it passed only when it judges it, and a trial too
+            # quick for any look must still count at its rungs against the trials after it
+            with self.store.writing():
+                frozen = search.storage.get_trial(search.trial_id(t.number))
+                search.study.pruner.prune(search.study, frozen)
         if job.status is TrainingJobStatus.STOPPED and _pruned(search, t.number):
             self._tell(search, t.number, TrialState.PRUNED)
         elif job.status is TrainingJobStatus.COMPLETED and value is not None:
