@@ -104,3 +104,8 @@ def test_hyperparameter_tuner_fit_best_job_and_analytics(
     assert job["EnableManagedSpotTraining"] is True
     assert job["CheckpointConfig"]["S3Uri"].rstrip("/").endswith(f"/{best}")
     assert job["TuningJobArn"] == d["HyperParameterTuningJobArn"]
+    # a tuner attached to the finished tuning job reads it back as the SDK wrote it
+    attached = HyperparameterTuner.attach(name, sagemaker_session=session)
+    assert attached.best_training_job() == best
+    assert attached.objective_metric_name == "validation:error"
+    assert set(attached.hyperparameter_ranges()) >= {"eta", "max_depth"}

@@ -251,7 +251,8 @@ def test_a_new_tuner_on_the_same_database_finishes_the_search(h: Harness) -> Non
         assert hps(job)["depth"] == str(trial.params["depth"])
 
 
-def test_grid_runs_exactly_the_grid(h: Harness) -> None:
+@pytest.mark.parametrize("seed", [None, 5])
+def test_grid_runs_exactly_the_grid(h: Harness, seed: int | None) -> None:
     req = tuning_request(
         Strategy="Grid",
         ResourceLimits={"MaxParallelTrainingJobs": 3},
@@ -260,8 +261,12 @@ def test_grid_runs_exactly_the_grid(h: Harness) -> None:
             "IntegerParameterRanges": [{"Name": "depth", "MinValue": "2", "MaxValue": "4"}],
         },
     )
+    req["HyperParameterTuningJobConfig"].pop("RandomSeed")
+    if seed is not None:
+        req["HyperParameterTuningJobConfig"]["RandomSeed"] = seed
     h.create(req)
     for _ in range(10):
+        h.tuner = h.new_tuner()  # a restarted server for every trial
         h.step()
         for job in h.running():
             h.report(job.name, 0.1)
@@ -423,3 +428,34 @@ def test_warm_start_seeds_the_study_with_the_parents_trials(h: Harness) -> None:
     # the child's own trials are numbered after the copies, and named from 001
     assert sorted(j.name.split("-")[1] for j in h.jobs("child")) == ["001", "002"]
     assert len(h.jobs("child")) == 2
+
+
+def test_a_trial_recorded_without_its_parameters_gets_them_drawn(h: Harness) -> None:
+    rec = h.create(tuning_request())
+    spec = parse_tuning(rec.request)
+    study = optuna.create_study(
+        study_name="tune-1", storage=open_storage(h.store.url), direction="minimize"
+    )
+    bare = study.ask()  # a pass killed inside ``ask``: the trial, none of its parameters
+    bare.suggest_float("lr", 0.001, 0.1, log=True)  # … or some of them
+    h.tuner = h.new_tuner()
+    h.step()
+    made = {j.trial: j for j in h.jobs()}
+    job = made[bare.number]
+    assert hps(job)["lr"] == repr(bare.params["lr"])
+    assert 2 <= int(hps(job)["depth"]) <= 6
+    assert set(space.distributions(spec.ranges)) <= set(study.trials[bare.number].params)
+
+
+def test_a_seeded_search_draws_new_points_after_every_restart(h: Harness) -> None:
+    h.create(
+        tuning_request(ResourceLimits={"MaxNumberOfTrainingJobs": 6, "MaxParallelTrainingJobs": 1})
+    )
+    for _ in range(6):
+        h.tuner = h.new_tuner()  # every trial asked for by a freshly started server
+        h.step()
+        for job in h.running():
+            h.report(job.name, 0.5)
+            h.end(job.name)
+    points = [(hps(j)["lr"], hps(j)["depth"]) for j in h.jobs()]
+    assert len(points) == 6 and len(set(points)) == 6, points

@@ -39,14 +39,15 @@ from spotrun.providers.local import LocalProvider
 from spotrun.providers.slurm import PartitionPrices, SlurmProvider
 from spotrun.settings import Settings, load_images
 from spotrun.spec import JobSpec, TrainingJobStatus
-from spotrun.spec._tuning import child_request, parse_tuning
+from spotrun.spec._tuning import (
+    child_request,
+    parse_tuning,
+    sample_hyperparameters,
+    trial_field,
+)
 from spotrun.storage import check_readable
 from spotrun.store import DEFAULT_ACCOUNT_ID, Fence, JobRecord, ServerRecord, Store, TuningRecord
-from spotrun.tuning.admission import (
-    check_objective,
-    definition_field,
-    sample_hyperparameters,
-)
+from spotrun.tuning.admission import check_objective, stored_request
 from spotrun.tuning.service import Tuner, region_of
 
 log = logging.getLogger("spotrun.service")
@@ -213,8 +214,8 @@ class Runtime:
         try:
             trial, _plan = self._admit(sample, strict=strict)
         except SpecError as e:
-            raise SpecError(definition_field(request, e.field), e.problem) from None
-        check_objective(spec, trial)
+            raise SpecError(trial_field(request, e.field), e.problem) from None
+        check_objective(spec, request, trial)
         if spec.warm_start is not None:
             for i, parent in enumerate(spec.warm_start.parents):
                 try:
@@ -234,7 +235,8 @@ class Runtime:
                         f"{parent} is {found.status}; a parent must have ended",
                     )
         arn = f"arn:aws:sagemaker:{region}:{account}:hyper-parameter-tuning-job/{spec.name}"
-        self.store.create_tuning(spec.name, arn, dict(spec.request), self.clock.now(), account)
+        stored = stored_request(spec, trial)
+        self.store.create_tuning(spec.name, arn, stored, self.clock.now(), account)
         self.wake()
         return arn
 

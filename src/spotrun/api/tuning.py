@@ -118,9 +118,13 @@ def operations(rt: Runtime) -> dict[str, Operation]:
 
 
 def objective_status(job: JobRecord, value: float | None) -> str:
-    if value is not None and ended(job):
-        return "Succeeded"
-    return "Pending" if not ended(job) else "Failed"
+    """Pending while the job runs; Succeeded if it ended (completed, or stopped) with a
+    value; Failed if it failed or ended without one."""
+    if not ended(job):
+        return "Pending"
+    if value is None or job.status is TrainingJobStatus.FAILED:
+        return "Failed"
+    return "Succeeded"
 
 
 def trial_summary(

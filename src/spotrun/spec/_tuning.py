@@ -363,8 +363,7 @@ def parse_tuning(req: Mapping[str, Any], *, strict: bool = False) -> TuningSpec:
         definition=copy.deepcopy(dict(defn)),
         tags=tags,
     )
-    sample = {r.name: _sample(r) for r in ranges}
-    trial = child_request(spec, f"{name}-001-00000000", sample)
+    trial = child_request(spec, f"{name}-001-00000000", sample_hyperparameters(spec))
     try:
         job = parse_spec(trial, strict=strict)
     except SpecError as e:
@@ -382,6 +381,25 @@ def _tuning_name(v: Any, field: str = "HyperParameterTuningJobName") -> str:
         f"use 1-{MAX_TUNING_NAME} letters, digits and hyphens, starting and ending with a "
         "letter or digit",
     )
+
+
+def sample_hyperparameters(spec: TuningSpec) -> dict[str, str]:
+    """One point of the search space, every range at its low end (or first category): the
+    trial a definition is checked as."""
+    return {r.name: _sample(r) for r in spec.ranges}
+
+
+def trial_field(req: Mapping[str, Any], field: str) -> str:
+    """Where, in an accepted tuning request, the member behind a trial's ``field`` is."""
+    defn, dpath = _the_definition(req)
+    return _definition_field(field, dpath, _definition_shape(defn, dpath))
+
+
+def objective_field(req: Mapping[str, Any]) -> str:
+    """The path of the objective's MetricName in an accepted tuning request."""
+    defn, dpath = _the_definition(req)
+    _objective_value, path = _objective(req[_CONFIG], defn, dpath)
+    return path + ".MetricName"
 
 
 def _the_definition(req: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:

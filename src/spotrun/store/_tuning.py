@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from spotrun.errors import Conflict, InvalidState, NotFound
-from spotrun.store.models import JobRow, TuningJobRow
+from spotrun.store.models import TuningJobRow
 
 #: tuning job statuses (AWS's HyperParameterTuningJobStatus, less the deletion ones)
 IN_PROGRESS, STOPPING, STOPPED, COMPLETED, FAILED = (
@@ -128,7 +128,6 @@ class TuningStore:
         status: str,
         at: float,
         failure_reason: str | None = None,
-        completion: str | None = None,
     ) -> TuningRecord:
         """Move a tuning job along its state table (``TUNING_TRANSITIONS``); a terminal
         status records when it ended."""
@@ -145,8 +144,6 @@ class TuningStore:
                 row.ended_at = at
             if failure_reason is not None:
                 row.failure_reason = failure_reason
-            if completion is not None:
-                row.completion = completion
             return _tuning(row)
 
     def request_tuning_stop(self: _HasTx, name: str, at: float) -> TuningRecord:
@@ -185,15 +182,3 @@ class TuningStore:
                 .where(TuningJobRow.name == name, TuningJobRow.failure_reason.is_(None))
                 .values(failure_reason=reason, last_modified=at)
             )
-
-    def touch_tuning(self: _HasTx, name: str, at: float) -> None:
-        with self._tx() as s:
-            s.execute(
-                update(TuningJobRow).where(TuningJobRow.name == name).values(last_modified=at)
-            )
-
-    def trial_names(self: _HasTx, tuning: str) -> dict[int, str]:
-        """The jobs a tuning job launched: trial number -> job name."""
-        with self._read() as s:
-            q = select(JobRow.trial, JobRow.name).where(JobRow.tuning_job == tuning)
-            return {int(t): n for t, n in s.execute(q) if t is not None}

@@ -1,32 +1,27 @@
 """The checks a tuning job gets at submission beyond its request's shape.
 
-``spec.parse_tuning`` checks the request; here the tuning service checks that the
-objective can be measured (a built-in algorithm prints the metric it names) and maps
-the errors of a sample trial's admission back to the member of the definition they
-come from.
+``spec.parse_tuning`` checks the request, its definition included; here the tuning
+service checks, once admission has said what a trial runs, that the trial reports the
+objective (a built-in algorithm, named or behind its image, reports its own metrics).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
 from spotrun.errors import SpecError
 from spotrun.spec import JobSpec
-from spotrun.spec._tuning import (
-    CategoricalRange,
-    ContinuousRange,
-    IntegerRange,
-    TuningSpec,
-)
+from spotrun.spec._tuning import OBJECTIVE_HYPERPARAMETER, TuningSpec, objective_field
 
-OBJECTIVE_FIELD = "HyperParameterTuningJobConfig.HyperParameterTuningJobObjective.MetricName"
+RANGE_KINDS = ("IntegerParameterRanges", "ContinuousParameterRanges", "CategoricalParameterRanges")
 
 
-def check_objective(spec: TuningSpec, trial: JobSpec) -> None:
+def check_objective(spec: TuningSpec, request: Mapping[str, Any], trial: JobSpec) -> None:
     """The objective must be a metric the trial reports: one of its MetricDefinitions, or,
-    for a built-in algorithm (by name or behind its image) without them, one of the
-    algorithm's own (admission gave ``trial`` those)."""
+    for a built-in algorithm without them, one of the algorithm's own (admission gave
+    ``trial`` those)."""
     names = [m.name for m in trial.algorithm.metric_definitions]
     if spec.objective.metric in names:
         return
@@ -38,40 +33,32 @@ def check_objective(spec: TuningSpec, trial: JobSpec) -> None:
             "AlgorithmSpecification.MetricDefinitions with a metric of that name (a Name and "
             "a Regex over the training's log)"
         )
-    raise SpecError(OBJECTIVE_FIELD, f"{spec.objective.metric!r} cannot be measured; {problem}")
+    raise SpecError(
+        objective_field(request), f"{spec.objective.metric!r} cannot be measured; {problem}"
+    )
 
 
-def sample_hyperparameters(spec: TuningSpec) -> dict[str, str]:
-    """One point of the search space (every range at its low end), for checking the
-    definition as a trial."""
-    out: dict[str, str] = {}
-    for r in spec.ranges:
-        if isinstance(r, CategoricalRange):
-            out[r.name] = r.values[0]
-        elif isinstance(r, IntegerRange):
-            out[r.name] = str(r.low)
-        elif isinstance(r, ContinuousRange):
-            out[r.name] = repr(r.low)
+def stored_request(spec: TuningSpec, trial: JobSpec) -> dict[str, Any]:
+    """The request as the tuning job keeps and describes it, filled in as AWS fills it: the
+    definition's MetricDefinitions (a built-in algorithm's own when none were given), the
+    objective as the static hyperparameter ``_tuning_objective_metric``, and every kind of
+    parameter range listed (empty when none). The SageMaker SDK's
+    ``HyperparameterTuner.attach`` reads all of them."""
+    out: dict[str, Any] = copy.deepcopy(dict(spec.request))
+    if "TrainingJobDefinition" in out:
+        definition = out["TrainingJobDefinition"]
+    else:
+        definition = out["TrainingJobDefinitions"][0]
+    algorithm = definition.setdefault("AlgorithmSpecification", {})
+    if not algorithm.get("MetricDefinitions") and trial.algorithm.metric_definitions:
+        algorithm["MetricDefinitions"] = [
+            {"Name": m.name, "Regex": m.regex} for m in trial.algorithm.metric_definitions
+        ]
+    static = definition.setdefault("StaticHyperParameters", {})
+    static[OBJECTIVE_HYPERPARAMETER] = spec.objective.metric
+    for holder in (out["HyperParameterTuningJobConfig"], definition):
+        ranges = holder.get("ParameterRanges") or holder.get("HyperParameterRanges")
+        if isinstance(ranges, dict):
+            for kind in RANGE_KINDS:
+                ranges.setdefault(kind, [])
     return out
-
-
-def definition_field(request: Mapping[str, Any], field: str) -> str:
-    """A trial's field as the member of the tuning request it comes from."""
-    base = (
-        "TrainingJobDefinition"
-        if "TrainingJobDefinition" in request
-        else ("TrainingJobDefinitions[0]")
-    )
-    definition = (
-        request.get("TrainingJobDefinition") or ((request.get("TrainingJobDefinitions") or [{}])[0])
-    )
-    head, _, rest = field.partition(".")
-    if head == "HyperParameters":
-        head = "StaticHyperParameters"
-    elif (
-        head == "ResourceConfig"
-        and isinstance(definition, Mapping)
-        and "HyperParameterTuningResourceConfig" in definition
-    ):
-        head = "HyperParameterTuningResourceConfig"
-    return f"{base}.{head}" + (f".{rest}" if rest else "")

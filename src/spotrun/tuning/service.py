@@ -36,7 +36,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
@@ -44,7 +44,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from spotrun.control.clock import Clock
 from spotrun.control.reconcile import EARLY_STOP
-from spotrun.errors import Conflict, InvalidState, NotFound, SpotrunError
+from spotrun.errors import Conflict, InvalidState, NotFound, SpecError, SpotrunError
 from spotrun.spec import TrainingJobStatus
 from spotrun.spec._tuning import TuningSpec, child_request, parse_tuning
 from spotrun.store import JobRecord, Store, TuningRecord
@@ -65,6 +65,9 @@ PRUNED_ATTR = "spotrun:stopped-early"
 CONVERGENCE_TOLERANCE = 0.001
 CONVERGENCE_WINDOW = 5
 
+#: the most training jobs one tuning job launches (AWS's quota)
+MAX_TRIALS = 500
+
 Launch = Callable[[dict[str, Any], TuningRecord, int], None]
 
 
@@ -80,10 +83,12 @@ ENDED = (TrainingJobStatus.COMPLETED, TrainingJobStatus.FAILED, TrainingJobStatu
 
 
 def ended(job: JobRecord) -> bool:
+    """Whether a trial's job has ended (its status no longer changes)."""
     return job.status in ENDED
 
 
 def region_of(arn: str) -> str:
+    """The region an ARN names."""
     return arn.split(":")[3]
 
 
@@ -98,7 +103,8 @@ def trial_limit(spec: TuningSpec) -> float:
     if spec.strategy == "Grid":
         size = space.grid_size(spec.ranges)
         return float(min(size, spec.max_jobs) if spec.max_jobs is not None else size)
-    return float(spec.max_jobs) if spec.max_jobs is not None else math.inf
+    # AWS's quota on a tuning job's training jobs, when only time or a criterion ends it
+    return float(spec.max_jobs) if spec.max_jobs is not None else float(MAX_TRIALS)
 
 
 def tuned(spec: TuningSpec, job: JobRecord) -> dict[str, str]:
@@ -140,6 +146,7 @@ def completion_details(completion: str | None) -> dict[str, Any] | None:
 
 
 def completion_reason(completion: str | None) -> str | None:
+    """Why the search ended early, from the stored form (None: it did not)."""
     if not completion:
         return None
     reason = json.loads(completion).get("Reason")
@@ -159,37 +166,38 @@ class Tuner:
         self._searches: dict[str, Search] = {}
         self._storage: Any = None
 
-    def _search(self, rec: TuningRecord, spec: TuningSpec) -> Search:
+    def _search(self, rec: TuningRecord) -> Search:
+        """The tuning job's study, opened once per process (its spec parsed with it)."""
         search = self._searches.get(rec.name)
         if search is None:
-            if self._storage is None:
-                self._storage = open_storage(self.store.url)
-            limit = trial_limit(spec)
-            n = int(limit) if math.isfinite(limit) else 100
+            spec = parse_tuning(rec.request)
             with self.store.writing():
-                search = open_search(self._storage, spec, n)
+                if self._storage is None:
+                    self._storage = open_storage(self.store.url)
+                search = open_search(self._storage, spec, int(trial_limit(spec)))
             self._searches[rec.name] = search
         return search
 
     def step(self) -> float:
         """One pass over every active tuning job; the seconds until the next is due."""
         wait = math.inf
-        for rec in self.store.list_tunings(active_only=True):
+        active = self.store.list_tunings(active_only=True)
+        for rec in active:
             try:
                 wait = min(wait, self.reconcile(rec))
             except Exception:  # one tuning job's trouble must not stop the others
                 log.exception("tuning job %s: pass failed", rec.name)
                 wait = min(wait, POLL_SECONDS)
-        for name in list(self._searches):
-            if name not in {r.name for r in self.store.list_tunings(active_only=True)}:
-                del self._searches[name]
+        names = {r.name for r in active}
+        for name in [n for n in self._searches if n not in names]:
+            del self._searches[name]
         return wait
 
     # -- one tuning job -------------------------------------------------------------------
 
     def reconcile(self, rec: TuningRecord) -> float:
-        spec = parse_tuning(rec.request)
-        search = self._search(rec, spec)
+        search = self._search(rec)
+        spec = search.spec
         with self.store.writing():
             if rec.status == IN_PROGRESS:
                 self._warm_start(rec, spec, search)
@@ -204,7 +212,8 @@ class Tuner:
                 if winding_down:
                     self._tell(search, number, TrialState.FAIL)
                     continue
-                made = self._start(rec, spec, search, number, t.params, number - warm + 1)
+                params = self._complete_params(search, spec, number, t.params)
+                made = self._start(rec, spec, search, number, params, number - warm + 1)
                 if made is None:
                     return POLL_SECONDS
                 jobs[number] = made
@@ -246,9 +255,19 @@ class Tuner:
 
         # 5. new trials
         distributions = space.distributions(spec.ranges)
+        next_number = len(fresh)  # Optuna numbers trials 0, 1, … in the order asked
         while running < spec.max_parallel and launched < trial_limit(spec):
             with self.store.writing():
+                if spec.random_seed is not None and spec.strategy != "Grid":
+                    # a sampler seeded once would draw the same points again after every
+                    # restart: each trial's draws follow from the seed and its number (the
+                    # grid sampler needs no reseeding: it never repeats a point)
+                    search.study.sampler = space.sampler(
+                        replace(spec, random_seed=spec.random_seed + next_number),
+                        int(trial_limit(spec)),
+                    )
                 trial = search.study.ask(distributions)
+            next_number = trial.number + 1
             started = self._start(
                 rec, spec, search, trial.number, trial.params, trial.number - warm + 1
             )
@@ -276,7 +295,7 @@ class Tuner:
             self.launch(request, rec, number)
         except Conflict:
             pass  # made by a pass that died before it could see it
-        except SpotrunError as e:
+        except SpecError as e:
             # the definition was checked when the tuning job was created; a job refused
             # now (its data gone, say) would be refused for every trial: stop searching
             self._tell(search, number, TrialState.FAIL)
@@ -286,6 +305,11 @@ class Tuner:
             )
             self.store.set_tuning_failure(rec.name, reason[:1024], self.clock.now())
             log.warning("tuning job %s: %s", rec.name, reason)
+            return None
+        except SpotrunError as e:
+            # the outside world (storage, say) failed for now: the trial stays asked for,
+            # without a job, and the next pass makes its job
+            log.warning("tuning job %s: trial %d not launched yet: %s", rec.name, ordinal, e)
             return None
         log.info("%s: %s", rec.name, f"trial {ordinal}: {name} launched")
         try:
@@ -297,6 +321,25 @@ class Tuner:
             self._tell(search, number, TrialState.FAIL)
             return None
         return job
+
+    def _complete_params(
+        self, search: Search, spec: TuningSpec, number: int, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A trial's parameters, drawing those a pass that died inside ``ask`` left out
+        (Optuna records a trial, then its parameters one by one)."""
+        distributions = space.distributions(spec.ranges)
+        if set(distributions) <= set(params):
+            return dict(params)
+        trial = optuna.Trial(search.study, search.trial_id(number))
+        with self.store.writing():
+            for name, d in distributions.items():
+                if isinstance(d, optuna.distributions.IntDistribution):
+                    trial.suggest_int(name, d.low, d.high, log=d.log)
+                elif isinstance(d, optuna.distributions.FloatDistribution):
+                    trial.suggest_float(name, d.low, d.high, log=d.log)
+                elif isinstance(d, optuna.distributions.CategoricalDistribution):
+                    trial.suggest_categorical(name, list(d.choices))
+        return dict(trial.params)
 
     def _report(
         self, rec: TuningRecord, spec: TuningSpec, search: Search, t: FrozenTrial, job: JobRecord
@@ -486,4 +529,5 @@ class Tuner:
 
 
 def _pruned(search: Search, number: int) -> bool:
+    """Whether the pruner stopped trial ``number``'s job."""
     return PRUNED_ATTR in search.storage.get_trial(search.trial_id(number)).user_attrs

@@ -23,6 +23,7 @@ A range with ``low == high`` is valid and always yields that one value.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -256,7 +257,11 @@ def sampler(spec: TuningSpec, n_trials: int) -> BaseSampler:
     if spec.strategy == "Random":
         return RandomSampler(seed=seed)
     if spec.strategy == "Grid":
-        return _AskAndTellGridSampler(grid(spec.ranges), seed=seed)
+        # the grid sampler numbers the grid's points in an order shuffled by its seed and
+        # records each trial's number: every server process must shuffle alike, so an
+        # unseeded search takes a seed from its name
+        grid_seed = seed if seed is not None else zlib.crc32(spec.name.encode())
+        return _AskAndTellGridSampler(grid(spec.ranges), seed=grid_seed)
     raise ValueError(f"unknown tuning strategy {spec.strategy!r}")
 
 

@@ -36,7 +36,15 @@ def open_storage(store_url: str) -> RDBStorage:
         # spotrun's own writers hold SQLite's write lock at times: wait, as they do
         kwargs = {"connect_args": {"timeout": 60}}
     else:
-        kwargs = {"pool_pre_ping": True}
+        # as spotrun's own engine: a paused server must not keep the study's row locks
+        kwargs = {
+            "pool_pre_ping": True,
+            "connect_args": {
+                "connect_timeout": 10,
+                "application_name": "spotrun-optuna",
+                "options": "-c idle_in_transaction_session_timeout=4000",
+            },
+        }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # heartbeat and experimental-feature notices
         return RDBStorage(url, engine_kwargs=kwargs)
