@@ -253,17 +253,8 @@ def create_app(rt: Runtime) -> FastAPI:
         next_token: Annotated[str | None, Query(max_length=8192)] = None,
     ) -> dict[str, Any]:
         """The caller's jobs, one page at a time (same filters as ListTrainingJobs)."""
-        params: dict[str, Any] = {
-            "StatusEquals": status,
-            "NameContains": name_contains,
-            "SortBy": sort_by,
-            "SortOrder": sort_order,
-            "MaxResults": limit,
-            "NextToken": next_token,
-        }
-        return sagemaker.list_training_jobs(
-            rt, c, {k: v for k, v in params.items() if v is not None}
-        )
+        params = _listing(status, name_contains, sort_by, sort_order, limit, next_token)
+        return sagemaker.list_training_jobs(rt, c, params)
 
     @app.get("/v1/jobs/{name}")
     def get(c: Signed, name: str) -> dict[str, Any]:
@@ -308,15 +299,8 @@ def create_app(rt: Runtime) -> FastAPI:
         next_token: Annotated[str | None, Query(max_length=8192)] = None,
     ) -> dict[str, Any]:
         """The caller's tuning jobs (ListHyperParameterTuningJobs' filters)."""
-        params: dict[str, Any] = {
-            "StatusEquals": status,
-            "NameContains": name_contains,
-            "SortBy": sort_by,
-            "SortOrder": sort_order,
-            "MaxResults": limit,
-            "NextToken": next_token,
-        }
-        return tuning.list_tuning_jobs(rt, c, {k: v for k, v in params.items() if v is not None})
+        params = _listing(status, name_contains, sort_by, sort_order, limit, next_token)
+        return tuning.list_tuning_jobs(rt, c, params)
 
     @app.get("/v1/tuning-jobs/{name}")
     def get_tuning(c: Signed, name: str) -> dict[str, Any]:
@@ -335,15 +319,8 @@ def create_app(rt: Runtime) -> FastAPI:
         next_token: Annotated[str | None, Query(max_length=8192)] = None,
     ) -> dict[str, Any]:
         """ListTrainingJobsForHyperParameterTuningJob."""
-        params: dict[str, Any] = {
-            "StatusEquals": status,
-            "SortBy": sort_by,
-            "SortOrder": sort_order,
-            "MaxResults": limit,
-            "NextToken": next_token,
-        }
-        rec = own_tuning(c, name)
-        return tuning.list_trials(store, rec, {k: v for k, v in params.items() if v is not None})
+        params = _listing(status, None, sort_by, sort_order, limit, next_token)
+        return tuning.list_trials(store, own_tuning(c, name), params)
 
     @app.post("/v1/tuning-jobs/{name}/stop")
     def stop_tuning(c: Signed, name: str) -> dict[str, Any]:
@@ -486,6 +463,26 @@ def create_app(rt: Runtime) -> FastAPI:
         return {}
 
     return app
+
+
+def _listing(
+    status: str | None,
+    name_contains: str | None,
+    sort_by: str,
+    sort_order: str,
+    limit: int,
+    next_token: str | None,
+) -> dict[str, Any]:
+    """A REST listing's query as the SageMaker List operation's parameters."""
+    params: dict[str, Any] = {
+        "StatusEquals": status,
+        "NameContains": name_contains,
+        "SortBy": sort_by,
+        "SortOrder": sort_order,
+        "MaxResults": limit,
+        "NextToken": next_token,
+    }
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def _safe(text: str) -> str:

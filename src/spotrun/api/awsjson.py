@@ -228,6 +228,15 @@ def opt_enum(params: Mapping[str, Any], name: str, allowed: tuple[str, ...]) -> 
     return str(v)
 
 
+#: the time filters of the SageMaker List operations
+TIME_FILTERS = (
+    "CreationTimeAfter",
+    "CreationTimeBefore",
+    "LastModifiedTimeAfter",
+    "LastModifiedTimeBefore",
+)
+
+
 def opt_time(params: Mapping[str, Any], name: str) -> float | None:
     """A timestamp as botocore sends it (epoch seconds), or an ISO-8601 string."""
     v = params.get(name)

@@ -18,6 +18,7 @@ from typing import Any
 
 from spotrun.api import tuning
 from spotrun.api.awsjson import (
+    TIME_FILTERS,
     AwsError,
     Operation,
     Service,
@@ -101,15 +102,7 @@ def list_training_jobs(rt: Runtime, caller: Caller, params: Mapping[str, Any]) -
     warm_pool = opt_enum(params, "WarmPoolStatusEquals", WARM_POOL_STATUSES)
     plan = opt_str(params, "TrainingPlanArnEquals", 2048)
     token = opt_str(params, "NextToken", 8192)
-    times = {
-        k: opt_time(params, k)
-        for k in (
-            "CreationTimeAfter",
-            "CreationTimeBefore",
-            "LastModifiedTimeAfter",
-            "LastModifiedTimeBefore",
-        )
-    }
+    times = {k: opt_time(params, k) for k in TIME_FILTERS}
     filters: dict[str, Any] = {
         "SortBy": sort_by,
         "SortOrder": order,

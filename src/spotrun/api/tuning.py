@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from spotrun.api.awsjson import (
+    TIME_FILTERS,
     AwsError,
     Operation,
     opt_enum,
@@ -314,15 +315,7 @@ def list_tuning_jobs(rt: Runtime, caller: Caller, params: Mapping[str, Any]) -> 
     contains = opt_str(params, "NameContains", 63)
     status = opt_enum(params, "StatusEquals", TUNING_STATUSES)
     token = opt_str(params, "NextToken", 8192)
-    times = {
-        k: opt_time(params, k)
-        for k in (
-            "CreationTimeAfter",
-            "CreationTimeBefore",
-            "LastModifiedTimeAfter",
-            "LastModifiedTimeBefore",
-        )
-    }
+    times = {k: opt_time(params, k) for k in TIME_FILTERS}
     recs = rt.store.list_tunings(account=caller.account)
     picked = [
         r
