@@ -66,6 +66,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
     srv.cli("server", "stop")
 
 
+@pytest.mark.slow  # a minute frozen by design; CI covers the agent's buffer and replay in
+# test_agent_reporter.py and a server SIGKILLed under running jobs in test_e2e_service.py
 def test_no_line_is_lost_or_repeated_across_a_kill_and_a_minute_frozen(
     server: Server, tmp_path: Path
 ) -> None:

@@ -78,6 +78,8 @@ def finished(server: Server, name: str, timeout: float = 120) -> dict[str, Any]:
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # 40 s; CI covers the policies in test_policies.py, the controller's part
+# in test_scheduling_control.py and whole runs in test_simulate_controlled.py
 def test_uniform_progress_meets_the_deadline_that_spot_only_misses(server: Server) -> None:
     sm = server.client()
     sm.create_training_job(**request(server, "waits-for-spot", "spot-only"))
