@@ -459,3 +459,78 @@ def test_a_seeded_search_draws_new_points_after_every_restart(h: Harness) -> Non
             h.end(job.name)
     points = [(hps(j)["lr"], hps(j)["depth"]) for j in h.jobs()]
     assert len(points) == 6 and len(set(points)) == 6, points
+
+
+def test_a_deposed_leader_launches_nothing(h: Harness) -> None:
+    h.create(tuning_request())
+    leading = [False]
+    h.tuner = Tuner(
+        h.store, h.clock, launch=h._launch, wake=lambda: None, leading=lambda: leading[0]
+    )
+    h.step()
+    assert h.jobs() == []
+    leading[0] = True
+    h.step()
+    assert len(h.jobs()) == 2
+
+
+def test_warm_start_parents_must_share_the_objective_and_for_identical_data_the_data(
+    h: Harness,
+) -> None:
+    from spotrun.errors import SpecError
+    from spotrun.tuning.admission import check_parents
+
+    h.create(
+        tuning_request(
+            "parent", ResourceLimits={"MaxNumberOfTrainingJobs": 1, "MaxParallelTrainingJobs": 1}
+        )
+    )
+    h.step()
+    (job,) = h.jobs("parent")
+    h.report(job.name, 0.5)
+    h.end(job.name)
+    h.step()
+
+    def child(**changes: Any) -> Any:
+        req = tuning_request("child")
+        req["WarmStartConfig"] = {
+            "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "parent"}],
+            "WarmStartType": changes.pop("kind", "IdenticalDataAndAlgorithm"),
+        }
+        for path, value in changes.items():
+            *head, last = path.split(".")
+            node = req
+            for key in head:
+                node = node[key]
+            node[last] = value
+        return parse_tuning(req)
+
+    field = "WarmStartConfig.ParentHyperParameterTuningJobs[0].HyperParameterTuningJobName"
+    check_parents(child(), "000000000000", h.store.get_tuning)  # the same: accepted
+    with pytest.raises(SpecError) as e:
+        check_parents(child(), "111111111111", h.store.get_tuning)  # another account's
+    assert e.value.field == field
+    maximize = {"Type": "Maximize", "MetricName": "validation:loss"}
+    with pytest.raises(SpecError) as e:
+        check_parents(
+            child(**{"HyperParameterTuningJobConfig.HyperParameterTuningJobObjective": maximize}),
+            "000000000000",
+            h.store.get_tuning,
+        )
+    assert e.value.field == field and "same objective" in e.value.problem
+    other_data = [
+        {"ChannelName": "train", "DataSource": {"S3DataSource": {"S3Uri": "file:///other"}}}
+    ]
+    with pytest.raises(SpecError) as e:
+        check_parents(
+            child(**{"TrainingJobDefinition.InputDataConfig": other_data}),
+            "000000000000",
+            h.store.get_tuning,
+        )
+    assert e.value.field == "WarmStartConfig.WarmStartType" and "input data" in e.value.problem
+    # TransferLearning may change the data
+    check_parents(
+        child(kind="TransferLearning", **{"TrainingJobDefinition.InputDataConfig": other_data}),
+        "000000000000",
+        h.store.get_tuning,
+    )

@@ -47,7 +47,7 @@ from spotrun.spec._tuning import (
 )
 from spotrun.storage import check_readable
 from spotrun.store import DEFAULT_ACCOUNT_ID, Fence, JobRecord, ServerRecord, Store, TuningRecord
-from spotrun.tuning.admission import check_objective, stored_request
+from spotrun.tuning.admission import check_objective, check_parents, stored_request
 from spotrun.tuning.service import Tuner, region_of
 
 log = logging.getLogger("spotrun.service")
@@ -147,7 +147,13 @@ class Runtime:
             )
         )
         self.controller.on_pass = self.metrics.observe_pass
-        self.tuner = Tuner(self.store, self.clock, launch=self._launch_trial, wake=self.wake)
+        self.tuner = Tuner(
+            self.store,
+            self.clock,
+            launch=self._launch_trial,
+            wake=self.wake,
+            leading=lambda: self.lease.fence is not None,
+        )
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -216,24 +222,7 @@ class Runtime:
         except SpecError as e:
             raise SpecError(trial_field(request, e.field), e.problem) from None
         check_objective(spec, request, trial)
-        if spec.warm_start is not None:
-            for i, parent in enumerate(spec.warm_start.parents):
-                try:
-                    found = self.store.get_tuning(parent)
-                except NotFound:
-                    found = None
-                if found is None or found.account != account:
-                    raise SpecError(
-                        "WarmStartConfig.ParentHyperParameterTuningJobs"
-                        f"[{i}].HyperParameterTuningJobName",
-                        f"no tuning job named {parent!r} exists",
-                    )
-                if found.status in ("InProgress", "Stopping"):
-                    raise SpecError(
-                        "WarmStartConfig.ParentHyperParameterTuningJobs"
-                        f"[{i}].HyperParameterTuningJobName",
-                        f"{parent} is {found.status}; a parent must have ended",
-                    )
+        check_parents(spec, account, self.store.get_tuning)
         arn = f"arn:aws:sagemaker:{region}:{account}:hyper-parameter-tuning-job/{spec.name}"
         stored = stored_request(spec, trial)
         self.store.create_tuning(spec.name, arn, stored, self.clock.now(), account)

@@ -8,12 +8,18 @@ objective (a built-in algorithm, named or behind its image, reports its own metr
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from spotrun.errors import SpecError
+from spotrun.errors import NotFound, SpecError
 from spotrun.spec import JobSpec
-from spotrun.spec._tuning import OBJECTIVE_HYPERPARAMETER, TuningSpec, objective_field
+from spotrun.spec._tuning import (
+    OBJECTIVE_HYPERPARAMETER,
+    TuningSpec,
+    objective_field,
+    parse_tuning,
+)
+from spotrun.store import TuningRecord
 
 RANGE_KINDS = ("IntegerParameterRanges", "ContinuousParameterRanges", "CategoricalParameterRanges")
 
@@ -62,3 +68,53 @@ def stored_request(spec: TuningSpec, trial: JobSpec) -> dict[str, Any]:
             for kind in RANGE_KINDS:
                 ranges.setdefault(kind, [])
     return out
+
+
+def check_parents(spec: TuningSpec, account: str, find: Callable[[str], TuningRecord]) -> None:
+    """A warm start's parents: tuning jobs of the same account that have ended, with the
+    same objective (their values seed this search as its own); for
+    IdenticalDataAndAlgorithm, the same algorithm or image and the same input data."""
+    if spec.warm_start is None:
+        return
+    for i, name in enumerate(spec.warm_start.parents):
+        field = f"WarmStartConfig.ParentHyperParameterTuningJobs[{i}].HyperParameterTuningJobName"
+        try:
+            parent = find(name)
+        except NotFound:
+            parent = None
+        if parent is None or parent.account != account:
+            raise SpecError(field, f"no tuning job named {name!r} exists")
+        if parent.status in ("InProgress", "Stopping"):
+            raise SpecError(field, f"{name} is {parent.status}; a parent must have ended")
+        theirs = parse_tuning(parent.request)
+        if theirs.objective != spec.objective:
+            raise SpecError(
+                field,
+                f"{name} {theirs.objective.type.lower()}s {theirs.objective.metric!r}, this "
+                f"tuning job {spec.objective.type.lower()}s {spec.objective.metric!r}; a "
+                "warm start needs the same objective",
+            )
+        if spec.warm_start.type == "IdenticalDataAndAlgorithm":
+            for what, mine, other in (
+                ("algorithm", _runs(spec), _runs(theirs)),
+                ("input data", _data(spec), _data(theirs)),
+            ):
+                if mine != other:
+                    raise SpecError(
+                        "WarmStartConfig.WarmStartType",
+                        f"is IdenticalDataAndAlgorithm, but {name} used another {what} "
+                        f"({other} against {mine}); use TransferLearning",
+                    )
+
+
+def _runs(spec: TuningSpec) -> tuple[object, object]:
+    a = spec.definition.get("AlgorithmSpecification") or {}
+    return (a.get("TrainingImage"), a.get("AlgorithmName"))
+
+
+def _data(spec: TuningSpec) -> list[tuple[object, object]]:
+    out = []
+    for ch in spec.definition.get("InputDataConfig") or []:
+        source = (ch.get("DataSource") or {}).get("S3DataSource") or {}
+        out.append((ch.get("ChannelName"), source.get("S3Uri")))
+    return sorted(out, key=str)

@@ -157,9 +157,17 @@ class Tuner:
     """Runs every active tuning job's pass; one per leading server."""
 
     def __init__(
-        self, store: Store, clock: Clock, launch: Launch, wake: Callable[[], None]
+        self,
+        store: Store,
+        clock: Clock,
+        launch: Launch,
+        wake: Callable[[], None],
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.store = store
+        #: whether this server still holds the controller lease: a deposed leader asks
+        #: Optuna for no trial and launches none (its successor does)
+        self.leading = leading
         self.clock = clock
         self.launch = launch
         self.wake = wake
@@ -208,7 +216,7 @@ class Tuner:
 
         # 1. trials Optuna has running without a job yet
         for number, t in sorted(trials.items()):
-            if t.state is TrialState.RUNNING and number not in jobs:
+            if t.state is TrialState.RUNNING and number not in jobs and self.leading():
                 if winding_down:
                     self._tell(search, number, TrialState.FAIL)
                     continue
@@ -256,7 +264,7 @@ class Tuner:
         # 5. new trials
         distributions = space.distributions(spec.ranges)
         next_number = len(fresh)  # Optuna numbers trials 0, 1, … in the order asked
-        while running < spec.max_parallel and launched < trial_limit(spec):
+        while running < spec.max_parallel and launched < trial_limit(spec) and self.leading():
             with self.store.writing():
                 if spec.random_seed is not None and spec.strategy != "Grid":
                     # a sampler seeded once would draw the same points again after every
