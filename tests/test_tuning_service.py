@@ -179,7 +179,9 @@ def test_launches_up_to_the_parallel_limit_and_completes_with_the_best(h: Harnes
 
 
 def test_trials_sorted_by_objective_and_filtered(h: Harness) -> None:
-    h.create(tuning_request())
+    req = tuning_request()
+    req["TrainingJobDefinition"]["DefinitionName"] = "loss-search"
+    h.create(req)
     h.step()
     a, b = h.jobs()
     h.report(a.name, 0.7)
@@ -190,6 +192,9 @@ def test_trials_sorted_by_objective_and_filtered(h: Harness) -> None:
     listed = list_trials(h.store, rec, {"SortBy": "FinalObjectiveMetricValue"})
     names = [s["TrainingJobName"] for s in listed["TrainingJobSummaries"]]
     assert names[0] == a.name and b.name in names  # the job without a value comes last
+    assert {s["TrainingJobDefinitionName"] for s in listed["TrainingJobSummaries"]} == {
+        "loss-search"
+    }
     failed = list_trials(h.store, rec, {"StatusEquals": "Failed"})["TrainingJobSummaries"]
     assert [s["TrainingJobName"] for s in failed] == [b.name]
     assert failed[0]["ObjectiveStatus"] == "Failed"

@@ -142,6 +142,9 @@ def trial_summary(
         "TunedHyperParameters": tuned(spec, job),
         "ObjectiveStatus": objective_status(job, value),
     }
+    definition_name = spec.definition.get("DefinitionName")
+    if isinstance(definition_name, str):
+        out["TrainingJobDefinitionName"] = definition_name
     if job.training_start is not None:
         out["TrainingStartTime"] = job.training_start
     if job.training_end is not None:
