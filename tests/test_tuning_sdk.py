@@ -108,4 +108,6 @@ def test_hyperparameter_tuner_fit_best_job_and_analytics(
     attached = HyperparameterTuner.attach(name, sagemaker_session=session)
     assert attached.best_training_job() == best
     assert attached.objective_metric_name == "validation:error"
-    assert set(attached.hyperparameter_ranges()) >= {"eta", "max_depth"}
+    ranges = attached.hyperparameter_ranges()
+    tuned = {r["Name"] for kind in ranges.values() for r in kind}
+    assert tuned == {"eta", "max_depth"}

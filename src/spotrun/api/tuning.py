@@ -34,7 +34,7 @@ from spotrun.control.billing import savings_percent
 from spotrun.control.reconcile import EARLY_STOP
 from spotrun.errors import Conflict, NotFound
 from spotrun.spec import TrainingJobStatus
-from spotrun.spec._tuning import TuningSpec, parse_tuning
+from spotrun.spec._tuning import TuningSpec, child_request, parse_tuning
 from spotrun.store import JobRecord, Store, TuningRecord
 from spotrun.tuning.service import (
     completion_details,
@@ -212,6 +212,13 @@ def describe_tuning(
     summaries = [trial_summary(store, rec, spec, j) for j in jobs]
     status_counters, objective_counters = counters(jobs, summaries)
     out: dict[str, Any] = {k: v for k, v in rec.request.items() if k not in NOT_ECHOED}
+    definition = out.get("TrainingJobDefinition")
+    if isinstance(definition, dict) and "ResourceConfig" not in definition:
+        # the trials' resources as a ResourceConfig too, which the SDK's
+        # HyperparameterTuner.attach reads whichever form was given
+        resources = child_request(spec, "x", {}).get("ResourceConfig")
+        if resources is not None:
+            out["TrainingJobDefinition"] = {**definition, "ResourceConfig": resources}
     end = rec.ended_at
     out.update(
         {
