@@ -277,10 +277,7 @@ def create_app(rt: Runtime) -> FastAPI:
     # -- tuning jobs ------------------------------------------------------------------
 
     def own_tuning(c: Caller, name: str) -> TuningRecord:
-        rec = store.get_tuning(name)
-        if rec.account != c.account:
-            raise NotFound(f"no tuning job named {name!r}")
-        return rec
+        return rt.tuning_of(c.account, name)
 
     @app.post("/v1/tuning-jobs", status_code=201)
     def create_tuning(c: Signed, req: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008

@@ -264,6 +264,14 @@ class Runtime:
             raise NotFound(f"no training job named {name!r}")
         return job
 
+    def tuning_of(self, account: str, name: str) -> TuningRecord:
+        """The named tuning job if it belongs to ``account``; ``NotFound`` otherwise, as
+        ``job_of`` answers for training jobs."""
+        rec = self.store.get_tuning(name)
+        if rec.account != account:
+            raise NotFound(f"no tuning job named {name!r}")
+        return rec
+
     def request_stop(self, name: str) -> None:
         """StopTrainingJob: only an InProgress job can be stopped (AWS's rule).
 

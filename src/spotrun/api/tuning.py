@@ -66,12 +66,9 @@ def own_tuning(rt: Runtime, caller: Caller, name: object) -> TuningRecord:
     if not isinstance(name, str) or not name:
         raise validation("HyperParameterTuningJobName: is required and must be a string")
     try:
-        rec = rt.store.get_tuning(name)
+        return rt.tuning_of(caller.account, name)
     except NotFound:
         raise _missing(name) from None
-    if rec.account != caller.account:
-        raise _missing(name)
-    return rec
 
 
 def operations(rt: Runtime) -> dict[str, Operation]:
