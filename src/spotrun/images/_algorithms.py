@@ -83,6 +83,21 @@ def _quality_metrics(
 
 
 @dataclass(frozen=True)
+class HyperparameterField:
+    """One hyperparameter a built-in reads, for forms and help: its SageMaker name, its
+    default as the string a job would send (None: required, no default) and what it
+    does."""
+
+    name: str
+    default: str | None
+    help: str = ""
+
+
+def _fields(*rows: tuple[str, str | None, str]) -> tuple[HyperparameterField, ...]:
+    return tuple(HyperparameterField(*row) for row in rows)
+
+
+@dataclass(frozen=True)
 class BuiltinAlgorithm:
     """One built-in algorithm.
 
@@ -102,6 +117,9 @@ class BuiltinAlgorithm:
     #: plan (admission copies them into the job's spec, which is what the agent reads), so
     #: left out of equality: a plan read back from the store equals the one admitted
     metrics: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+    #: the hyperparameters it reads, in the order a form shows them (the console's create
+    #: form offers one field each, filled with the default); left out of equality as above
+    hyperparameters: tuple[HyperparameterField, ...] = field(default=(), compare=False, repr=False)
 
 
 _ALGORITHMS = (
@@ -111,6 +129,15 @@ _ALGORITHMS = (
         supports_checkpoints=True,
         summary="gradient-boosted trees (XGBoost), checkpointed every round",
         metrics=_xgboost_metrics(),
+        hyperparameters=_fields(
+            ("num_round", None, "boosting rounds"),
+            ("objective", "reg:squarederror", "learning task, e.g. multi:softmax"),
+            ("num_class", "", "classes, for multi:* objectives"),
+            ("eta", "0.3", "step size shrinkage"),
+            ("max_depth", "6", "maximum tree depth"),
+            ("subsample", "1", "fraction of rows per tree"),
+            ("eval_metric", "", "metrics printed each round, e.g. merror"),
+        ),
     ),
     BuiltinAlgorithm(
         "linear-learner",
@@ -128,6 +155,16 @@ _ALGORITHMS = (
                 ("absolute_loss", "loss"),
             ),
         ),
+        hyperparameters=_fields(
+            ("predictor_type", None, "binary_classifier, multiclass_classifier or regressor"),
+            ("num_classes", "", "classes, for multiclass_classifier"),
+            ("feature_dim", "auto", "features per record"),
+            ("epochs", "15", "passes over the data"),
+            ("mini_batch_size", "1000", "records per batch"),
+            ("learning_rate", "auto", "SGD step size"),
+            ("wd", "0.0001", "L2 regularization"),
+            ("l1", "0", "L1 regularization"),
+        ),
     ),
     BuiltinAlgorithm(
         "image-classification",
@@ -137,6 +174,18 @@ _ALGORITHMS = (
         metrics=_quality_metrics(
             ("train", "validation"), (("accuracy", "score"), ("cross_entropy", "loss"))
         ),
+        hyperparameters=_fields(
+            ("num_classes", None, "number of output classes"),
+            ("num_training_samples", "", "images in the training channel"),
+            ("image_shape", "", "channels,height,width (default: the images' own)"),
+            ("epochs", "30", "passes over the training data"),
+            ("learning_rate", "0.1", "initial learning rate"),
+            ("mini_batch_size", "32", "images per batch"),
+            ("optimizer", "sgd", "sgd, nag or adam"),
+            ("momentum", "0.9", "momentum for sgd and nag"),
+            ("weight_decay", "0.0001", "L2 regularization"),
+            ("checkpoint_frequency", "1", "epochs between checkpoints"),
+        ),
     ),
     BuiltinAlgorithm(
         "kmeans",
@@ -144,6 +193,13 @@ _ALGORITHMS = (
         supports_checkpoints=False,
         summary="k-means clustering (scikit-learn); no checkpoints",
         metrics=_quality_metrics(("train", "test"), (("msd", "loss"),), per_epoch=False),
+        hyperparameters=_fields(
+            ("k", None, "number of clusters"),
+            ("feature_dim", None, "features per record"),
+            ("mini_batch_size", "", "records per batch (default: all)"),
+            ("epochs", "1", "passes over the data"),
+            ("init_method", "random", "random or kmeans++"),
+        ),
     ),
 )
 
