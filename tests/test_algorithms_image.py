@@ -562,3 +562,131 @@ def test_image_classification_spot_job_resumes_through_an_interruption(
     accuracy = float((predicted == yv).mean())
     print(f"digits held-out accuracy after the spot job {accuracy:.4f}")
     assert accuracy >= 0.95, accuracy
+
+
+# -- SageMaker's image format: .lst files -------------------------------------------------
+
+
+def write_lst(
+    root: Path, channel: str, images: Array, labels: Array, start: int = 0
+) -> dict[str, Path]:
+    """``root/<channel>/digits/img_N.png`` and ``root/<channel>_lst/<channel>.lst``, whose
+    lines give the labels as im2rec writes them (``3.000000``) in reverse index order."""
+    from PIL import Image
+
+    folder = root / channel / "digits"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        Image.fromarray(pixels).save(folder / f"img_{i:04d}.png")
+        lines.append(f"{start + len(images) - i}\t{float(label):.6f}\tdigits/img_{i:04d}.png")
+    (root / f"{channel}_lst").mkdir(parents=True, exist_ok=True)
+    (root / f"{channel}_lst" / f"{channel}.lst").write_text("\n".join(lines) + "\n")
+    return {channel: root / channel, f"{channel}_lst": root / f"{channel}_lst"}
+
+
+def test_lst_files_name_the_images_and_their_labels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    gray = rng.integers(0, 256, size=(4, 6, 5)).astype(np.uint8)
+    channels = write_lst(tmp_path, "train", gray, np.array([2, 0, 1, 2]))
+    types = {name: "application/x-image" for name in channels}
+    found = load(make_env(tmp_path, {}, channels, types), num_classes=3)
+    # in the order the .lst lists them, whatever their index
+    assert found.labels.tolist() == [2, 0, 1, 2] and found.classes is None
+    assert found.shape == (1, 6, 5)
+    assert torch.equal(found.images[:, 0], torch.from_numpy(gray.astype(np.float32)))
+    # image_shape converts and resizes, as for folders
+    resized = load(make_env(tmp_path, {}, channels), num_classes=3, image_shape=(3, 8, 8))
+    assert resized.shape == (3, 8, 8)
+
+
+def test_lst_data_trains(
+    tmp_path: Path, no_finish: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x, y, xv, yv = digits_split(800, seed=3)
+    pixels, pixels_v = (x * 15).astype(np.uint8), (xv[:300] * 15).astype(np.uint8)
+    channels = write_lst(tmp_path, "train", pixels, y)
+    channels |= write_lst(tmp_path, "validation", pixels_v, yv[:300], start=5000)
+    hps = {"num_classes": "10", "epochs": "4", "image_shape": "1,8,8", "seed": "1"}
+    types = {name: "application/x-image" for name in channels}
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        assert ic.train(make_env(tmp_path, hps, channels, types), ckpt) == 0
+    lines = metric_lines(capsys.readouterr().out)
+    accuracy = float(
+        next(line for line in lines if "epoch=3, validation accuracy" in line).split("=")[-1]
+    )
+    print(f"digits from .lst files: held-out accuracy after 4 epochs {accuracy:.4f}")
+    assert accuracy >= 0.9, accuracy
+
+
+def _lst_line(line: str) -> Callable[[Path], object]:
+    """Replace the .lst file's second line with ``line``."""
+
+    def spoil(root: Path) -> None:
+        lst = root / "train_lst" / "train.lst"
+        lines = lst.read_text().splitlines()
+        lines[1] = line
+        lst.write_text("\n".join(lines) + "\n")
+
+    return spoil
+
+
+#: case -> (what spoils good .lst data under the root folder, the error expected)
+BAD_LST: dict[str, tuple[Callable[[Path], object], str]] = {
+    "missing image": (
+        _lst_line("7\t1.000000\tdigits/gone.png"),
+        "train_lst channel: train.lst line 2: image digits/gone.png is not in the train channel",
+    ),
+    "bad label": (
+        _lst_line("7\tcat\tdigits/img_0001.png"),
+        "line 2: the label 'cat' is not a number",
+    ),
+    "label too big": (
+        _lst_line("7\t10.000000\tdigits/img_0001.png"),
+        r"line 2: the label 10.000000 is not an integer 0..9 \(num_classes\)",
+    ),
+    "fractional label": (_lst_line("7\t2.5\tdigits/img_0001.png"), "line 2: the label 2.5 is not"),
+    "malformed": (_lst_line("7\tdigits/img_0001.png"), "line 2: expected index<TAB>label<TAB>"),
+    "multi-label": (
+        _lst_line("7\t1\t2\tdigits/img_0001.png"),
+        r"line 2: 2 labels; one label per image is supported \(multi_label is not\)",
+    ),
+    "index": (_lst_line("seven\t1\tdigits/img_0001.png"), "line 2: the image index 'seven'"),
+    "duplicate index": (
+        _lst_line("3\t1\tdigits/img_0001.png"),
+        r"line 2: image index 3 is used already \(train.lst line 1\)",
+    ),
+    "outside": (_lst_line("7\t1\t../secret.png"), "line 2: ../secret.png is outside the train"),
+    "broken image": (
+        lambda r: (r / "train" / "digits" / "img_0000.png").write_bytes(b"no png"),
+        r"digits/img_0000.png \(train_lst channel: train.lst line 1\) is not a readable image",
+    ),
+    "no lst": (
+        lambda r: (r / "train_lst" / "train.lst").rename(r / "train_lst" / "train.txt"),
+        "the train_lst channel holds no .lst file",
+    ),
+    "empty lst": (
+        lambda r: (r / "train_lst" / "train.lst").write_text("\n"),
+        "the train_lst channel's .lst files list no images",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LST))
+def test_bad_lst_names_the_file_the_line_and_the_problem(tmp_path: Path, case: str) -> None:
+    channels = write_lst(
+        tmp_path, "train", np.zeros((3, 8, 8), dtype=np.uint8), np.array([0, 1, 2])
+    )
+    spoil, message = BAD_LST[case]
+    spoil(tmp_path)
+    with pytest.raises(AlgorithmError, match=message):
+        ic_data.load_channel(make_env(tmp_path, {}, channels), "train", 10, None)
+
+
+def test_an_lst_channel_needs_its_image_channel(tmp_path: Path) -> None:
+    channels = write_lst(tmp_path, "validation", np.zeros((1, 8, 8), np.uint8), np.array([0]))
+    del channels["validation"]
+    with pytest.raises(AlgorithmError, match="validation_lst channel needs the validation"):
+        ic_data.load_channel(
+            make_env(tmp_path, {}, channels), "validation", 10, None, required=False
+        )

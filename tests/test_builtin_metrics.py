@@ -112,7 +112,7 @@ def test_every_builtins_definitions_are_valid_metric_definitions(name: str) -> N
     assert names and len(names) == len(set(names))
     assert len(names) <= 40  # AWS's limit per job
     for metric, regex in algo.metrics:
-        assert re.fullmatch(r"(train|validation|test):[a-z_-]+", metric), metric
+        assert re.fullmatch(r"(train|validation|test):[A-Za-z0-9_-]+", metric), metric
         assert 1 <= len(metric) <= 255 and 1 <= len(regex) <= 500  # AWS's limits
         assert re.compile(regex).groups == 1, regex
     # what the validation of a CreateTrainingJob accepts, unchanged

@@ -382,15 +382,18 @@ def test_awss_images_run_the_builtin_or_are_refused_naming_the_algorithm(tmp_pat
     plan = plan_run(parse_spec(_request(TrainingImage=KMEANS_EAST)), reg)
     assert isinstance(plan, AlgorithmRun) and plan.algorithm == find_algorithm("kmeans")
     assert plan.mapped_by is not None and plan.mapped_by.pattern == KMEANS_EAST
-    image = "811284229777.dkr.ecr.us-east-1.amazonaws.com/semantic-segmentation:1"
+    image = "811284229777.dkr.ecr.us-east-1.amazonaws.com/blazingtext:1"
     with pytest.raises(SpecError) as e:
         plan_run(parse_spec(_request(TrainingImage=image)), reg)
     assert e.value.field == "AlgorithmSpecification.TrainingImage"
     assert e.value.problem.startswith(
-        f"{image!r} is AWS's image of SageMaker's built-in algorithm 'semantic-segmentation', "
+        f"{image!r} is AWS's image of SageMaker's built-in algorithm 'blazingtext', "
         "which spotrun does not have"
     )
-    assert "image-classification, kmeans, linear-learner, xgboost" in e.value.problem
+    assert (
+        "image-classification, kmeans, linear-learner, object-detection, "
+        "semantic-segmentation, xgboost" in e.value.problem
+    )
     assert f'{tmp_path / CONFIG_FILE}, e.g. [images."{image}"]' in e.value.problem
 
 

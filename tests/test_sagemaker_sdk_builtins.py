@@ -36,7 +36,14 @@ os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 BUCKET = "spotrun-sdk-builtins"
 ROLE = "arn:aws:iam::123456789012:role/SpotrunSdk"
 #: the built-ins spotrun has, as the SDK names them
-SPOTRUN_BUILTINS = ("xgboost", "linear-learner", "kmeans", "image-classification")
+SPOTRUN_BUILTINS = (
+    "xgboost",
+    "linear-learner",
+    "kmeans",
+    "image-classification",
+    "object-detection",
+    "semantic-segmentation",
+)
 #: SageMaker's other built-in algorithms, as the SDK names them: spotrun does not have them
 MISSING = (
     "blazingtext",
@@ -46,11 +53,9 @@ MISSING = (
     "knn",
     "lda",
     "ntm",
-    "object-detection",
     "object2vec",
     "pca",
     "randomcutforest",
-    "semantic-segmentation",
     "seq2seq",
 )
 
@@ -101,7 +106,16 @@ def _plan(image: str, **hyperparameters: str) -> Any:
     return plan_run(spec, ImageRegistry())
 
 
-@pytest.mark.parametrize("algorithm", ["linear-learner", "kmeans", "image-classification"])
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        "linear-learner",
+        "kmeans",
+        "image-classification",
+        "object-detection",
+        "semantic-segmentation",
+    ],
+)
 def test_every_regions_image_runs_the_builtin_of_that_name(algorithm: str) -> None:
     from sagemaker import image_uris
 
@@ -151,7 +165,10 @@ def test_images_of_algorithms_spotrun_lacks_are_refused_naming_them(algorithm: s
         assert e.value.field == "AlgorithmSpecification.TrainingImage"
         problem = e.value.problem
         assert f"AWS's image of SageMaker's built-in algorithm {algorithm!r}" in problem, problem
-        assert "image-classification, kmeans, linear-learner, xgboost" in problem, problem
+        assert (
+            "image-classification, kmeans, linear-learner, object-detection, "
+            "semantic-segmentation, xgboost" in problem
+        ), problem
         assert "not mapped" not in problem
 
 
@@ -462,3 +479,69 @@ def test_image_classification_says_what_it_reads_when_given_recordio(
     reason = str(e.value)
     assert "application/x-recordio is not supported" in reason, reason
     assert ".npz files or folders of .png/.jpg images" in reason, reason
+
+
+def test_object_detection_image_trains_through_a_spot_interruption(
+    stack: tuple[Server, str, Path], session: Any
+) -> None:
+    """AWS's object-detection image, SageMaker's four image channels (images and one JSON
+    annotation per image), spot with a checkpoint URI: ``spotrun interrupt`` reclaims the
+    instance after the first epoch and the next attempt resumes from the checkpoint."""
+    pytest.importorskip("torch")
+    import importlib.util
+    import sys
+    import time
+
+    from sagemaker import image_uris
+    from sagemaker.inputs import TrainingInput
+
+    server, _, root = stack
+    example = Path(__file__).resolve().parents[1] / "examples" / "vision_digits" / "make_data.py"
+    # the example is a script, not a package: import it by its path
+    spec = importlib.util.spec_from_file_location("vision_digits_make_data", example)
+    assert spec is not None and spec.loader is not None
+    make_data = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = make_data
+    spec.loader.exec_module(make_data)
+    make_data.make_data(root / "od", train=96, validation=24, seed=3, kind="detection")
+    channels = {}
+    for channel in ("train", "validation", "train_annotation", "validation_annotation"):
+        folder = root / "od" / "detection" / channel
+        uri = session.upload_data(str(folder), bucket=BUCKET, key_prefix=f"data/od/{channel}")
+        channels[channel] = TrainingInput(uri, content_type="application/x-image")
+    image = image_uris.retrieve("object-detection", "us-east-1")
+    epochs = 12  # ~0.5 s each at image_shape 32: seconds of training after the reclaim
+    hps: dict[str, Any] = {"num_classes": 10, "num_training_samples": 96, "epochs": epochs}
+    hps |= {"image_shape": 32, "mini_batch_size": 16, "optimizer": "adam", "learning_rate": 0.003}
+    est = _estimator(session, image, "sdk-od", hps)
+    est.fit(channels, wait=False)
+    job = est.latest_training_job.name
+    try:
+        deadline = time.monotonic() + 120
+        while "epoch=0, train smooth_l1" not in _log(server, est):
+            d = server.client().describe_training_job(TrainingJobName=job)
+            assert d["TrainingJobStatus"] == "InProgress", d.get("FailureReason")
+            assert time.monotonic() < deadline, _log(server, est)[-2000:]
+            time.sleep(0.2)
+        server.cli("interrupt", job, "--lead", "2")
+        # the SDK's own wait polls every few seconds; describe more often
+        sm = server.client()
+        while sm.describe_training_job(TrainingJobName=job)["TrainingJobStatus"] in (
+            "InProgress",
+            "Stopping",
+        ):
+            assert time.monotonic() < deadline + 120, _log(server, est)[-2000:]
+            time.sleep(0.25)
+    finally:  # never leave the job running
+        now = server.client().describe_training_job(TrainingJobName=job)
+        if now["TrainingJobStatus"] == "InProgress":
+            server.cli("stop", job)
+    d = _described(server, est)
+    assert d["AlgorithmSpecification"]["TrainingImage"] == image
+    statuses = [t["Status"] for t in d["SecondaryStatusTransitions"]]
+    assert "Interrupted" in statuses and statuses[-1] == "Completed", statuses
+    log = _log(server, est)
+    assert re.search(r"^resumed from epoch \d+ batch \d+", log, re.MULTILINE), log[-2000:]
+    assert f"epoch={epochs - 1}, validation mAP <score>=" in log, log[-2000:]
+    final = {m["MetricName"]: m["Value"] for m in d.get("FinalMetricDataList", [])}
+    assert "validation:mAP" in final, final

@@ -61,13 +61,23 @@ def load_channel(
     get two different labels.
     """
     folder = env.channel(channel, required)
+    listing = env.channel(f"{channel}_lst", required=False)
     if folder is None:
+        if listing is not None:
+            raise AlgorithmError(
+                f"the {channel}_lst channel needs the {channel} channel, which holds the "
+                "images its .lst files name"
+            )
         return None
     kind = env.content_type(channel)
     if kind in REFUSED_TYPES:
         raise AlgorithmError(
             f"{channel} channel: ContentType {kind} is not supported; "
             "use .npz files or folders of .png/.jpg images"
+        )
+    if listing is not None:
+        return _checked(
+            read_lst(folder, listing, channel, num_classes, image_shape), channel, image_shape
         )
     files = data_files(folder)
     arrays = [f for f in files if f.suffix.lower() == ".npz"]
@@ -82,6 +92,10 @@ def load_channel(
         raise AlgorithmError(
             f"the {channel} channel holds no .npz files and no <class>/*.png|jpg images"
         )
+    return _checked(found, channel, image_shape)
+
+
+def _checked(found: ImageSet, channel: str, image_shape: tuple[int, int, int] | None) -> ImageSet:
     if image_shape is not None and found.shape != image_shape:
         raise AlgorithmError(
             f"{channel} channel: images are {shape_text(found.shape)} (channels,height,width),"
@@ -187,12 +201,7 @@ def read_folders(
 ) -> ImageSet:
     """Images under ``<channel>/<class>/`` with Pillow, converted to grayscale (1 channel)
     or RGB (3) and resized to ``image_shape`` when one is given."""
-    try:
-        from PIL import Image
-    except ImportError:  # only image folders need Pillow; npz data does not
-        raise AlgorithmError(
-            f"{channel} channel: reading image folders needs Pillow (pip install pillow)"
-        ) from None
+    Image = _pillow(channel)
     for path in files:
         if len(path.relative_to(folder).parts) != 2:
             raise AlgorithmError(
@@ -213,11 +222,31 @@ def read_folders(
             f"image_shape {shape_text(image_shape)}: image folders give 1 (grayscale) "
             "or 3 (RGB) channels"
         )
+    names = [f"{channel} channel: {p.relative_to(folder)}" for p in files]
+    pixels = read_pictures(Image, files, names, image_shape, mode)
+    labels = np.array([index[p.parent.name] for p in files], dtype=np.int64)
+    named = classes
+    if named is None and not all(n.isdigit() for n in index):
+        named = tuple(sorted(index, key=index.__getitem__))
+    return ImageSet(torch.from_numpy(pixels), torch.from_numpy(labels), named)
+
+
+def read_pictures(
+    image: Any,
+    files: Sequence[Path],
+    names: Sequence[str],
+    image_shape: tuple[int, int, int] | None,
+    mode: str | None,
+) -> Array:
+    """The images ``files`` as one float32 N x C x H x W array, in ``mode`` (None:
+    grayscale or RGB as the first image is) and resized to ``image_shape`` when one is
+    given. ``names`` say where each file is in error messages; ``image`` is Pillow's
+    ``Image`` module."""
     size = (image_shape[2], image_shape[1]) if image_shape else None  # Pillow: (w, h)
     images: list[Array] = []
-    for path in files:
+    for path, name in zip(files, names, strict=True):
         try:
-            with Image.open(path) as picture:
+            with image.open(path) as picture:
                 if mode is None:
                     gray = picture.mode in ("1", "L", "LA", "I", "I;16", "F")
                     mode = "L" if gray else "RGB"
@@ -226,25 +255,122 @@ def read_folders(
                     size = converted.size
                 elif converted.size != size and image_shape is None:
                     raise AlgorithmError(
-                        f"{channel} channel: {path.relative_to(folder)} is "
-                        f"{converted.size[0]}x{converted.size[1]}, unlike the first image "
-                        f"({size[0]}x{size[1]}); set image_shape to resize them all"
+                        f"{name} is {converted.size[0]}x{converted.size[1]}, unlike the first "
+                        f"image ({size[0]}x{size[1]}); set image_shape to resize them all"
                     )
                 elif converted.size != size:
-                    converted = converted.resize(size, Image.Resampling.BILINEAR)
+                    converted = converted.resize(size, image.Resampling.BILINEAR)
                 pixels = np.asarray(converted, dtype=np.float32)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        except (OSError, ValueError, SyntaxError, image.DecompressionBombError) as e:
             # Pillow raises SyntaxError for some broken files, and DecompressionBombError
             # for images far beyond its pixel limit
-            raise AlgorithmError(
-                f"{channel} channel: {path.relative_to(folder)} is not a readable image: {e}"
-            ) from None
+            raise AlgorithmError(f"{name} is not a readable image: {e}") from None
         images.append(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
-    labels = np.array([index[p.parent.name] for p in files], dtype=np.int64)
-    named = classes
-    if named is None and not all(n.isdigit() for n in index):
-        named = tuple(sorted(index, key=index.__getitem__))
-    return ImageSet(torch.from_numpy(np.stack(images)), torch.from_numpy(labels), named)
+    return np.stack(images)
+
+
+def _pillow(channel: str) -> Any:
+    """Pillow's ``Image`` module, or an ``AlgorithmError`` saying it is missing."""
+    try:
+        from PIL import Image
+    except ImportError:  # only image files need Pillow; npz data does not
+        raise AlgorithmError(
+            f"{channel} channel: reading image folders needs Pillow (pip install pillow)"
+        ) from None
+    return Image
+
+
+def read_lst(
+    folder: Path,
+    listing: Path,
+    channel: str,
+    num_classes: int,
+    image_shape: tuple[int, int, int] | None,
+) -> ImageSet:
+    """SageMaker's "image format": the ``.lst`` files of channel ``<channel>_lst`` (in
+    name order), each line ``index<TAB>label<TAB>path``, the path relative to the
+    ``channel`` folder; the images in the order the lines list them."""
+    lst_channel = f"{channel}_lst"
+    lists = [p for p in data_files(listing) if p.suffix.lower() == ".lst"]
+    if not lists:
+        raise AlgorithmError(
+            f"the {lst_channel} channel holds no .lst file (lines index<TAB>label<TAB>path)"
+        )
+    Image = _pillow(channel)
+    mode = {1: "L", 3: "RGB"}.get(image_shape[0]) if image_shape else None
+    if image_shape is not None and mode is None:
+        raise AlgorithmError(
+            f"image_shape {shape_text(image_shape)}: .lst images give 1 (grayscale) "
+            "or 3 (RGB) channels"
+        )
+    root = folder.resolve()
+    files: list[Path] = []
+    names: list[str] = []
+    labels: list[int] = []
+    indexes: dict[str, str] = {}
+    for lst in lists:
+        try:
+            text = lst.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise AlgorithmError(
+                f"{lst_channel} channel: {lst.name} is not readable text: {e}"
+            ) from None
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{lst_channel} channel: {lst.name} line {number}"
+            index, label, relative = _lst_fields(line, where, num_classes)
+            if index in indexes:
+                raise AlgorithmError(
+                    f"{where}: image index {index} is used already ({indexes[index]})"
+                )
+            indexes[index] = f"{lst.name} line {number}"
+            path = (folder / relative).resolve()
+            if not path.is_relative_to(root):
+                raise AlgorithmError(f"{where}: {relative} is outside the {channel} channel")
+            if not path.is_file():
+                raise AlgorithmError(f"{where}: image {relative} is not in the {channel} channel")
+            files.append(path)
+            names.append(f"{channel} channel: {relative} ({where})")
+            labels.append(label)
+    if not files:
+        raise AlgorithmError(f"the {lst_channel} channel's .lst files list no images")
+    pixels = read_pictures(Image, files, names, image_shape, mode)
+    return ImageSet(torch.from_numpy(pixels), torch.tensor(labels, dtype=torch.int64))
+
+
+def _lst_fields(line: str, where: str, num_classes: int) -> tuple[str, int, str]:
+    """(index, label, relative path) of one ``.lst`` line."""
+    fields = line.split("\t")
+    if len(fields) == 1:  # written with spaces, as the documentation's example shows it
+        fields = line.split(None, 2)
+    fields = [f.strip() for f in fields]
+    if len(fields) > 3:
+        raise AlgorithmError(
+            f"{where}: {len(fields) - 2} labels; one label per image is supported "
+            "(multi_label is not)"
+        )
+    if len(fields) != 3 or not all(fields):
+        raise AlgorithmError(
+            f"{where}: expected index<TAB>label<TAB>relative/path, got {line.strip()!r}"
+        )
+    index, label, relative = fields
+    try:
+        number = float(index)
+        whole = number.is_integer()
+    except ValueError:
+        whole = False
+    if not whole:
+        raise AlgorithmError(f"{where}: the image index {index!r} is not a whole number")
+    try:
+        value = float(label)  # im2rec writes labels as floats, e.g. 3.000000
+    except ValueError:
+        raise AlgorithmError(f"{where}: the label {label!r} is not a number") from None
+    if not (value.is_integer() and 0 <= value < num_classes):
+        raise AlgorithmError(
+            f"{where}: the label {label} is not an integer 0..{num_classes - 1} (num_classes)"
+        )
+    return str(int(number)), int(value), relative
 
 
 def _class_index(

@@ -20,6 +20,13 @@ with arrays ``images`` ((N,H,W), (N,H,W,C) or (N,C,H,W); when it is ambiguous,
 folders named by integers are those labels; otherwise the names, sorted, are classes
 0, 1, ... and the validation channel uses the training channel's names.
 
+SageMaker's own "image format" works too: beside ``train`` (and ``validation``), a
+channel ``train_lst`` (``validation_lst``) with ``.lst`` files, one line per image,
+``index<TAB>label<TAB>relative/path.jpg`` (the label may be written ``3.000000``, as
+MXNet's im2rec does; the path is relative to the image channel's folder). The images are
+read in the order listed and resized to ``image_shape``; errors name the ``.lst`` file
+and its line.
+
 The network standardises each channel with the training set's mean and deviation (kept
 in the model), then three 3x3 conv blocks (BatchNorm, ReLU), two max-pools and a linear
 layer; images need a height and width of at least 4. Mini-batches follow a permutation

@@ -605,7 +605,7 @@ def add_parser(subparsers: Any) -> None:
         "--algorithm",
         metavar="NAME",
         help="a built-in algorithm instead of a script (xgboost, linear-learner, "
-        "image-classification, kmeans)",
+        "image-classification, object-detection, semantic-segmentation, kmeans)",
     )
     s.add_argument(
         "--name",

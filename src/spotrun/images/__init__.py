@@ -49,14 +49,16 @@ runs spotrun's built-in ``xgboost``, as the image does on SageMaker.
 AWS's images of SageMaker's other built-in algorithms (``image_uris.retrieve("kmeans",
 region)``: ``<account>.dkr.ecr.<region>.<domain>/kmeans:1``, any tag or digest) run
 spotrun's built-in of the same name (``linear-learner``, ``kmeans``,
-``image-classification``, and ``xgboost`` for the first XGBoost image, ``…/xgboost:1``);
-the image of an algorithm spotrun does not have (``object-detection``, ``blazingtext``,
-…) is refused naming it and the built-ins spotrun has. An image counts as AWS's only in
-AWS's algorithm registry of its region (``_aws``: the accounts the SDK uses); the user's
-own entries still come first.
+``image-classification``, ``object-detection``, ``semantic-segmentation``, and ``xgboost``
+for the first XGBoost image, ``…/xgboost:1``); the image of an algorithm spotrun does not
+have (``blazingtext``, ``pca``, …) is refused naming it and the built-ins spotrun has. An
+image counts as AWS's only in AWS's algorithm registry of its region (``_aws``: the
+accounts the SDK uses); the user's own entries still come first. ``spotrun images list``
+shows them as ``<account>.dkr.ecr.<region>.amazonaws.com/<algorithm>:*`` rows.
 
 ``AlgorithmName`` resolves through the built-in algorithm table (``BUILTIN_ALGORITHMS``:
-xgboost, linear-learner, image-classification, kmeans): name -> module to run and
+xgboost, linear-learner, image-classification, object-detection, semantic-segmentation,
+kmeans): name -> module to run and
 whether it supports checkpoints. Spot jobs of one that does not are held to
 MaxWaitTimeInSeconds <= 3600 however they name it.
 
