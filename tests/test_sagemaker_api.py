@@ -23,6 +23,7 @@ from conftest import ENGINES
 from invalid_requests import INVALID, VALID
 from sagemaker_server import Server, server_database
 from spotrun.cli.client import Client, service_info, stop_service
+from spotrun.images._algorithms import BUILTIN_ALGORITHMS
 
 
 @pytest.fixture(scope="module", params=ENGINES)
@@ -278,6 +279,10 @@ def test_image_registry_from_the_cli(server: Server) -> None:
     mine = [r for r in listed if r["pattern"] == "team/trainer:*"]
     assert mine and mine[0]["source"] == "config" and mine[0]["entry_point"] == "train.py"
     assert any(r["source"] == "default" and r["kind"] == "script-mode" for r in listed)
+    # AWS's images of every built-in spotrun has are listed, each with what it runs
+    aws = {r["algorithm"]: r["pattern"] for r in listed if r["source"] == "aws"}
+    assert set(aws) == set(BUILTIN_ALGORITHMS), aws
+    assert aws["object-detection"].endswith("/object-detection:*")
     sm.create_training_job(**req)  # no restart needed
     sm.stop_training_job(TrainingJobName="bt-registry")
     stopped = json.loads(server.cli("jobs", "--status", "Stopped", "--json"))

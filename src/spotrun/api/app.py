@@ -34,6 +34,8 @@ from spotrun.api.security import REST_SERVICE, Caller, authenticate
 from spotrun.auth.sigv4 import AuthError
 from spotrun.errors import Conflict, InvalidState, NotFound, SpecError
 from spotrun.images import BakedScript, ImageEntry, ScriptMode
+from spotrun.images._algorithms import BUILTIN_ALGORITHMS
+from spotrun.images._registry import aws_algorithm_defaults
 from spotrun.settings import add_image, load_images, remove_image
 from spotrun.spec import TrainingJobStatus
 from spotrun.store import JobRecord, TuningRecord
@@ -391,11 +393,13 @@ def create_app(rt: Runtime) -> FastAPI:
 
     @app.get("/v1/images")
     def images(c: Signed) -> dict[str, Any]:
-        """The image registry: the server's config entries, then the built-in defaults."""
+        """The image registry: the server's config entries, the built-in defaults, then
+        AWS's images of the built-in algorithms spotrun has."""
         reg = load_images(rt.settings.home)
         return {
             "images": [_image_json(e, "config") for e in reg.entries]
             + [_image_json(e, "default") for e in reg.defaults]
+            + [_image_json(e, "aws") for e in aws_algorithm_defaults(BUILTIN_ALGORITHMS)]
         }
 
     @app.post("/v1/images", status_code=201)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spotrun.images._aws import aws_algorithm_image
+from spotrun.images._aws import ALGORITHM_REPOSITORIES, aws_algorithm_image
 
 #: the characters that make a pattern a glob (``fnmatch`` syntax; ``*`` also crosses ``/``)
 GLOB_CHARS = frozenset("*?[")
@@ -114,6 +115,21 @@ def aws_algorithm_entry(image: str) -> ImageEntry | None:
         image,
         AlgorithmRef(found.algorithm, aws_image=True),
         f"AWS's image of SageMaker's built-in algorithm {found.algorithm} ({found.region})",
+    )
+
+
+def aws_algorithm_defaults(builtins: Iterable[str]) -> tuple[ImageEntry, ...]:
+    """For listings: one row per built-in that AWS publishes an image of, its pattern a
+    display form of every region's image (matching is ``aws_algorithm_entry``'s, by
+    registry account and region, which no glob can say)."""
+    return tuple(
+        ImageEntry(
+            f"<account>.dkr.ecr.<region>.amazonaws.com/{name}:*",
+            AlgorithmRef(name, aws_image=True),
+            "AWS's images of SageMaker's built-in algorithm, in AWS's registry of any region",
+        )
+        for name in ALGORITHM_REPOSITORIES
+        if name in builtins
     )
 
 
