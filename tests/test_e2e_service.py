@@ -601,7 +601,21 @@ def runs(
         server.drop(url)
 
 
+@pytest.mark.engines("sqlite")
 def test_undisturbed_and_crashed_runs_agree(runs: Callable[[str], Run]) -> None:
+    _undisturbed_and_crashed_runs_agree(runs)
+
+
+# `make test-slow`, not CI (40 s): the same runs with the store on PostgreSQL. CI covers the
+# server on PostgreSQL through SIGKILLs in test_store_database.py and the SageMaker API's
+# spot job through an interruption on both engines in test_sagemaker_api.py
+@pytest.mark.slow
+@pytest.mark.engines("postgresql")
+def test_undisturbed_and_crashed_runs_agree_on_postgresql(runs: Callable[[str], Run]) -> None:
+    _undisturbed_and_crashed_runs_agree(runs)
+
+
+def _undisturbed_and_crashed_runs_agree(runs: Callable[[str], Run]) -> None:
     scenarios: dict[str, str | None] = {
         "calm": None,
         "crash-training": "training",  # SIGKILL while training

@@ -482,6 +482,10 @@ CI_SCALE = Scale(kills=6, steps=120, step_seconds=0.4)
 FULL_SCALE = Scale(kills=20, steps=240, step_seconds=1.0)
 
 
+# `make test-slow`, not CI (70 s): CI covers a leader's takeover and fencing in
+# test_a_frozen_leader_is_taken_over_by_expiry_and_fenced_off, and a server SIGKILLed
+# while jobs run in test_e2e_service.py and test_crash_safety.py
+@pytest.mark.slow
 def test_leader_killed_while_jobs_run(tmp_path: Path, postgres: str) -> None:
     os.environ.pop("SPOTRUN_ENDPOINT", None)
     run(tmp_path, postgres, CI_SCALE)

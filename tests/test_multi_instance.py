@@ -118,6 +118,11 @@ def hard_kill(server: Server, instance_id: str) -> None:
     _procs.kill(tree)
 
 
+# `make test-slow`, not CI (45 s): CI covers multi-instance DDP through interruptions in
+# test_slurm_service.py (two nodes, two preemptions), test_toolkit_ddp.py (two ranks
+# interrupted four ways, identical tensors) and test_sagemaker_sdk.py (torchrun on two
+# instances)
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_three_instance_ddp_job_survives_a_notice_and_a_hard_loss_exactly(
     server: Server,

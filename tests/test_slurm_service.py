@@ -123,6 +123,10 @@ def start_server(home: Path, cluster: SlurmCluster, code: Path) -> Path:
     return home
 
 
+# `make test-slow`, not CI (26 s): CI covers Slurm preemptions end to end in
+# test_a_two_node_ddp_job_on_slurm_completes_through_two_preemptions (the same two
+# preemptions, on two nodes) and the SDK's spot job on Slurm through one
+@pytest.mark.slow
 def test_a_spot_job_on_slurm_completes_through_two_preemptions(
     cluster: SlurmCluster, tmp_path: Path
 ) -> None:

@@ -201,6 +201,10 @@ def _transient(e: Exception) -> bool:
     ) or isinstance(e, botocore.exceptions.EndpointConnectionError)
 
 
+# `make test-slow`, not CI (60 s): CI covers spot trials through reclaims end to end in
+# test_hyperband_stops_trailing_trials_early, the SDK's tuner in test_tuning_sdk.py, and a
+# tuner that restarts mid-search (orphaned and half-drawn trials) in test_tuning_service.py
+@pytest.mark.slow
 def test_bayesian_search_on_spot_survives_reclaims_and_two_server_kills(
     server: Server, digits: dict[str, Path]
 ) -> None:
