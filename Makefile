@@ -76,6 +76,7 @@ check: $(STAMP)
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/mypy
+	$(BIN)/python scripts/vendor_console.py --check
 
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests examples bench

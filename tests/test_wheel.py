@@ -29,6 +29,8 @@ import zipfile
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
+
 REPO = Path(__file__).resolve().parents[1]
 WHEELHOUSE = Path(sys.prefix) / "wheelhouse"
 JOB = "wheel-job"
@@ -216,6 +218,7 @@ def test_wheel_installed_alone_runs_a_spot_job_through_an_interruption(tmp_path:
     assert {"spotrun", "fastapi", "sqlalchemy"} <= names, names
     # Optuna (tuning jobs) brings numpy; nothing else of the ML stack comes with the server
     assert {"optuna", "numpy"} <= names, names
+    assert "jinja2" in names, names  # the console's pages
     assert not names & {"torch", "scikit-learn", "xgboost-cpu", "pytest", "boto3"}, names
 
     (work / "train.py").write_text(SCRIPT)
@@ -243,6 +246,16 @@ def test_wheel_installed_alone_runs_a_spot_job_through_an_interruption(tmp_path:
                 job.kill()
                 job.wait()
         described: dict[str, Any] = json.loads(run([spotrun, "describe", JOB, "--json"], env, work))
+        # the console's templates and vendored scripts are in the wheel, and a link logs in
+        printed = re.search(r"(http://\S+/console/login/\S+)", run([spotrun, "console"], env, work))
+        assert printed is not None
+        link = printed[1]
+        with httpx.Client(follow_redirects=True) as browser:
+            page = browser.get(link)
+            assert page.status_code == 200 and JOB in page.text, page.text[:300]
+            base = link.split("/console/")[0]
+            for script in ("vendor/htmx.min.js", "vendor/chart.umd.min.js", "console.js"):
+                assert browser.get(f"{base}/console/static/{script}").status_code == 200
     finally:
         # instances outlive their server (it re-adopts them when it starts again): a job
         # left running by a failure is stopped first

@@ -4,7 +4,8 @@ under ``/v1`` (OpenAPI at ``/openapi.json``), both behind Signature Version 4.
 The REST API is what the CLI and the console use. Requests are signed like AWS requests
 with the signing name ``spotrun`` (the CLI does it with the key in
 ``$SPOTRUN_HOME/credentials.json`` or ``SPOTRUN_ACCESS_KEY_ID``/``SPOTRUN_SECRET_ACCESS_KEY``).
-Only ``/v1/health`` and ``/metrics`` (``spotrun.api.metrics``) answer without a signature.
+Only ``/v1/health`` and ``/metrics`` (``spotrun.api.metrics``) answer without a signature;
+the web console under ``/console`` (``spotrun.console``) has its own login and session.
 Every job route sees only the caller's account; another account's job is "not found".
 
 The instance API under ``/v1/agent`` (``spotrun.api.agent``) is for agents only: signed
@@ -32,6 +33,8 @@ from spotrun.api.metrics import mount as mount_metrics
 from spotrun.api.runtime import Runtime
 from spotrun.api.security import REST_SERVICE, Caller, authenticate
 from spotrun.auth.sigv4 import AuthError
+from spotrun.console import mount as mount_console
+from spotrun.console.session import LINK_SECONDS
 from spotrun.errors import Conflict, InvalidState, NotFound, SpecError
 from spotrun.images import BakedScript, ImageEntry, ScriptMode
 from spotrun.images._algorithms import BUILTIN_ALGORITHMS
@@ -203,6 +206,7 @@ def create_app(rt: Runtime) -> FastAPI:
         ),
     )
     mount_metrics(app, rt.metrics)
+    mount_console(app, rt)
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
@@ -427,6 +431,14 @@ def create_app(rt: Runtime) -> FastAPI:
         if not remove_image(rt.settings.home, pattern):
             raise NotFound(f"no image mapping {pattern!r} in the server's config")
         return {}
+
+    @app.post("/v1/console/links", status_code=201)
+    def console_link(c: Signed, request: Request) -> dict[str, Any]:
+        """A one-time link that logs a browser into the console as the signing key, valid
+        for ten minutes (``spotrun console`` prints it)."""
+        token = rt.keys.new_console_link(c.access_key_id, LINK_SECONDS)
+        base = str(request.base_url).rstrip("/")
+        return {"url": f"{base}/console/login/{token}", "expiresInSeconds": LINK_SECONDS}
 
     @app.get("/v1/keys")
     def keys(c: Signed) -> dict[str, Any]:

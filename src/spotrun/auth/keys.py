@@ -44,7 +44,7 @@ from spotrun.auth.credentials import (
     read_credentials,
     write_credentials,
 )
-from spotrun.errors import Conflict, SpecError, SpotrunError
+from spotrun.errors import Conflict, NotFound, SpecError, SpotrunError
 from spotrun.store import AccessKeyRecord, AccountRecord, KeyTables, Store
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ _ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+=,-]{0,63}")
 _MAX_DESCRIPTION = 256
 #: how often a freshly drawn id may clash before giving up (it never should: 82 bits)
 _DRAWS = 5
+#: what a console link token looks like (``secrets.token_urlsafe(32)``: 43 characters)
+_LINK_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 #: an account, as the store keeps it
 Account = AccountRecord
@@ -195,6 +197,31 @@ class KeyRing:
             self._touched[key_id] = at
         self.tables.touch_access_key(key_id, at)
 
+    # -- the console ------------------------------------------------------------------
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose (``console-session``), derived from the master
+        key: every server of a home signs and checks alike, and nothing new is stored."""
+        return hmac.new(self._master_key(), f"spotrun:{purpose}".encode(), "sha256").digest()
+
+    def new_console_link(self, key_id: str, ttl_seconds: float) -> str:
+        """A one-time login token for an active key, valid ``ttl_seconds``; only its
+        SHA-256 is stored."""
+        if self.lookup(key_id) is None:
+            raise NotFound(f"no active access key {key_id!r}")
+        token = secrets.token_urlsafe(32)
+        now = self._clock()
+        self.tables.add_console_link(_sha256(token), key_id, now, now + ttl_seconds)
+        return token
+
+    def redeem_console_link(self, token: str) -> str | None:
+        """The access key a one-time token logs in as, once; None when the token is
+        unknown, used or expired, or its key has been revoked since."""
+        if not _LINK_TOKEN.fullmatch(token):
+            return None
+        key_id = self.tables.redeem_console_link(_sha256(token), self._clock())
+        return key_id if key_id is not None and self.lookup(key_id) is not None else None
+
     def _forget(self, key_id: str) -> None:
         """Delete a key that was never handed out."""
         self.tables.delete_access_key(key_id)
@@ -252,6 +279,10 @@ def derive_secret(master: bytes, key_id: str, salt: str) -> str:
     """A key's secret: ``HMAC-SHA256(master key, key id + salt)``, 40 URL-safe characters."""
     digest = hmac.new(master, (key_id + salt).encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii")[:SECRET_LENGTH]
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def secret_sha256(secret: str) -> str:

@@ -272,6 +272,10 @@ class Client:
     def remove_image(self, pattern: str) -> None:
         self._call("DELETE", "/v1/images", params={"pattern": pattern})
 
+    def console_link(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/v1/console/links")
+        return result
+
     def create_key(self, account: str | None, description: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "POST", "/v1/keys", json={"account": account, "description": description}

@@ -434,6 +434,16 @@ def _url(info: dict[str, Any]) -> str:
     return f"http://{info['host']}:{info['port']}"
 
 
+def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
+    client = Client.for_settings(settings)
+    link = client.console_link()
+    minutes = int(link["expiresInSeconds"]) // 60
+    print(f"Open the console (this link logs in once, within {minutes} minutes):")
+    print(f"  {link['url']}")
+    print(f"Later logins: {client.base}/console/login with an access key.")
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     client = Client.for_settings(settings)
     if args.action == "create":
@@ -716,6 +726,9 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--description", help="a note on what the key is for (create)")
     k.add_argument("--json", action="store_true", help="machine-readable list")
     k.set_defaults(fn=cmd_keys)
+
+    co = sub.add_parser("console", help="print a one-time link that logs into the web console")
+    co.set_defaults(fn=cmd_console)
 
     lc = sub.add_parser("lifecycle", help="print the job lifecycle table")
     lc.add_argument("--dot", action="store_true", help="as a Graphviz graph")

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from spotrun.errors import Conflict, NotFound
 from spotrun.store._store import Store
-from spotrun.store.models import AccessKeyRow, AccountRow, InstanceKeyRow
+from spotrun.store.models import AccessKeyRow, AccountRow, ConsoleLinkRow, InstanceKeyRow
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,34 @@ class KeyTables:
             if key is None:
                 raise NotFound(f"no access key {key_id!r}")
             return _account(s.get_one(AccountRow, key.account))
+
+    # -- console links --------------------------------------------------------------------
+
+    def add_console_link(self, token_sha256: str, key_id: str, at: float, expires: float) -> None:
+        """Record a one-time login link for ``key_id``."""
+        with self.store._tx() as s:
+            s.add(
+                ConsoleLinkRow(
+                    token_sha256=token_sha256, key_id=key_id, created_at=at, expires_at=expires
+                )
+            )
+
+    def redeem_console_link(self, token_sha256: str, at: float) -> str | None:
+        """Use a link once: the access key it logs in as, or None when it is unknown,
+        expired or used. Checking and marking it used is one statement, so two servers
+        redeeming the same link at once cannot both succeed."""
+        with self.store._tx() as s:
+            key_id = s.scalars(
+                update(ConsoleLinkRow)
+                .where(
+                    ConsoleLinkRow.token_sha256 == token_sha256,
+                    ConsoleLinkRow.used_at.is_(None),
+                    ConsoleLinkRow.expires_at > at,
+                )
+                .values(used_at=at)
+                .returning(ConsoleLinkRow.key_id)
+            ).first()
+            return key_id
 
     # -- access keys ----------------------------------------------------------------------
 

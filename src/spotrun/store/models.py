@@ -295,6 +295,18 @@ class AccessKeyRow(Base):
     last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class ConsoleLinkRow(Base):
+    """A one-time console login link (``spotrun console``): only its token's SHA-256 is
+    kept, with the access key it logs in as."""
+
+    __tablename__ = "console_links"
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("access_keys.key_id"))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
 class InstanceKeyRow(Base):
     """The credential of one host of one attempt: the agent there signs its reports with
     it. Like an access key, only a salt and the secret's SHA-256 are kept."""
