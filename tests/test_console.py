@@ -306,7 +306,7 @@ def test_pages_need_a_login_and_a_wrong_secret_gets_none(server: Server) -> None
     c = httpx.Client(base_url=server.url)
     r = c.get("/console/jobs")
     assert r.status_code == 303 and r.headers["location"] == "/console/login?next=/console/jobs"
-    partial = c.get("/console/jobs/table", headers={"HX-Request": "true"})
+    partial = c.get("/console/jobs-table", headers={"HX-Request": "true"})
     assert partial.status_code == 401 and partial.headers["HX-Redirect"].startswith(
         "/console/login"
     )
@@ -372,8 +372,16 @@ def test_one_time_links_work_once_and_a_revoked_key_ends_its_sessions(server: Se
     link = server.cli("console", key=key)
     url = re.search(r"(http://\S+/console/login/(\S+))", link)
     assert url is not None, link
+    # opening the link (a preview would too) only asks whom to log in as
+    for _ in range(2):
+        ask = httpx.get(url[1])
+        assert ask.status_code == 200 and "logs you in as account" in ask.text
+        assert "spotrun_console" not in ask.cookies
     c = httpx.Client()
-    first = c.get(url[1])
+    ask = c.get(url[1])
+    token = re.search(r'name="token" value="([^"]+)"', ask.text)
+    assert token is not None
+    first = c.post(url[1], data={"token": token[1]})
     assert first.status_code == 303 and first.headers["location"] == "/console/jobs"
     assert first.cookies.get("spotrun_console")
     cookie_header = first.headers["set-cookie"]
@@ -381,9 +389,16 @@ def test_one_time_links_work_once_and_a_revoked_key_ends_its_sessions(server: Se
     assert "Path=/console" in cookie_header
     logged_in = httpx.Client(base_url=server.url, cookies=first.cookies)
     assert logged_in.get("/console/jobs").status_code == 200
-    again = httpx.Client().get(url[1])
+    again = httpx.get(url[1])
     assert again.status_code == 403 and "cannot be used" in again.text
-    garbage = httpx.Client().get(url[1].rsplit("/", 1)[0] + "/" + "A" * 43)
+    used = c.post(url[1], data={"token": token[1]})
+    assert used.status_code == 403 and "spotrun_console" not in used.cookies
+    # a POST from another site (no pre-login cookie of this one) logs nobody in
+    fresh = re.search(r"(http://\S+/console/login/\S+)", server.cli("console", key=key))
+    assert fresh is not None
+    forged = httpx.post(fresh[1], data={"token": token[1]})
+    assert forged.status_code == 403 and "spotrun_console" not in forged.cookies
+    garbage = httpx.get(url[1].rsplit("/", 1)[0] + "/" + "A" * 43)
     assert garbage.status_code == 403
     server.cli("keys", "revoke", key[0])
     after = logged_in.get("/console/jobs")
@@ -392,7 +407,7 @@ def test_one_time_links_work_once_and_a_revoked_key_ends_its_sessions(server: Se
 
 def test_console_responses_carry_the_security_headers(server: Server) -> None:
     c = _login(server)
-    for path in ("/console/jobs", "/console/jobs/new", "/console/login", "/console/tuning"):
+    for path in ("/console/jobs", "/console/create", "/console/login", "/console/tuning"):
         r = c.get(path)
         assert r.status_code == 200, path
         csp = r.headers["content-security-policy"]
@@ -415,3 +430,56 @@ def test_the_vendored_libraries_are_the_registrys_files_and_are_served(server: S
         assert lib["integrity"].startswith("sha512-") and (VENDOR / f"{lib['as']}.LICENSE").exists()
         r = httpx.get(f"{server.url}/console/static/vendor/{lib['as']}")
         assert r.status_code == 200 and r.content == local
+
+
+def test_odd_input_is_refused_not_a_server_error(server: Server) -> None:
+    c = _login(server)
+    form = httpx.Client(base_url=server.url)
+    page = form.get("/console/login")
+    token = re.search(r'name="token" value="([^"]+)"', page.text)
+    assert token is not None
+    for data in (
+        {"token": "é", "access_key_id": "x", "secret_access_key": "y"},
+        {"token": token[1], "access_key_id": server.key[0], "secret_access_key": "é"},
+    ):
+        r = form.post("/console/login", data=data)
+        assert r.status_code in (401, 403), (data, r.status_code)
+    crowded = form.post("/console/login", data={f"f{i}": "x" for i in range(25)})
+    assert crowded.status_code == 400 and "too many fields" in crowded.text
+    assert c.post("/console/logout", data={"csrf": "é"}).status_code == 403
+    assert (
+        c.post("/console/logout", headers={"X-CSRF-Token": "é".encode("latin-1")}).status_code
+        == 403
+    )
+    assert c.get("/console/create/channel?index=²").status_code == 400
+    assert c.get("/console/create/channel?index=99").status_code == 400
+    assert c.get("/console/jobs/x/logs?after=99999999999999999999").status_code == 404
+
+
+def test_jobs_named_like_the_consoles_own_pages_open(server: Server) -> None:
+    for name in ("new", "table", "create"):
+        request = server.request(name, instance_type="ml.c5.2xlarge", steps="1")
+        server.client().create_training_job(**request)
+    c = _login(server)
+    for name in ("new", "table", "create"):
+        page = c.get(f"/console/jobs/{name}")
+        assert page.status_code == 200 and f"<h1>{name}</h1>" in page.text, name
+
+
+def test_a_containers_hyperparameters_are_its_own(server: Server) -> None:
+    c = _login(server)
+    fields = dict(_pairs(name="container-hps", algorithm_source="container"))
+    fields |= {
+        "image": "spotrun-test-image",
+        "hyperparameters_text": "steps=3\nmode=",
+        "instance_type": "ml.c5.2xlarge",
+        "output_path": (server.root / "out").as_uri(),
+        "channel-0-uri": (server.root / "code").as_uri(),
+        "channel-2-uri": (server.root / "code").as_uri(),
+    }
+    created = c.post("/console/jobs", data={**fields, "csrf": _csrf(c)})
+    assert created.status_code == 303, created.text[-2000:]
+    d = server.client().describe_training_job(TrainingJobName="container-hps")
+    # object detection's fields (hidden, still posted) are not sent to the container
+    assert d["HyperParameters"] == {"steps": "3", "mode": ""}
+    assert d["AlgorithmSpecification"]["TrainingImage"] == "spotrun-test-image"

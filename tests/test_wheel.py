@@ -251,7 +251,10 @@ def test_wheel_installed_alone_runs_a_spot_job_through_an_interruption(tmp_path:
         assert printed is not None
         link = printed[1]
         with httpx.Client(follow_redirects=True) as browser:
-            page = browser.get(link)
+            ask = browser.get(link)
+            token = re.search(r'name="token" value="([^"]+)"', ask.text)
+            assert token is not None, ask.text[:300]
+            page = browser.post(link, data={"token": token[1]})
             assert page.status_code == 200 and JOB in page.text, page.text[:300]
             base = link.split("/console/")[0]
             for script in ("vendor/htmx.min.js", "vendor/chart.umd.min.js", "console.js"):

@@ -437,8 +437,11 @@ def create_app(rt: Runtime) -> FastAPI:
         """A one-time link that logs a browser into the console as the signing key, valid
         for ten minutes (``spotrun console`` prints it)."""
         token = rt.keys.new_console_link(c.access_key_id, LINK_SECONDS)
+        path = f"/console/login/{token}"
+        # the CLI joins the path to the address it reached the server at; this server's
+        # own idea of its address may be an internal one behind a proxy
         base = str(request.base_url).rstrip("/")
-        return {"url": f"{base}/console/login/{token}", "expiresInSeconds": LINK_SECONDS}
+        return {"path": path, "url": base + path, "expiresInSeconds": LINK_SECONDS}
 
     @app.get("/v1/keys")
     def keys(c: Signed) -> dict[str, Any]:

@@ -288,6 +288,14 @@ class Runtime:
                 return
             time.sleep(0.02)
 
+    @property
+    def notice_lead(self) -> float:
+        """Real seconds between a reclaim's notice and the reclaim, on this server's
+        capacity: a Slurm partition's GraceTime, or the market's lead."""
+        if isinstance(self.provider, SlurmProvider):
+            return float(self.provider.notice_lead)
+        return float(self.market.notice_lead_real)
+
     def request_interrupt(
         self, name: str, lead_seconds: float | None = None, host: str | None = None
     ) -> dict[str, Any]:
@@ -302,12 +310,7 @@ class Runtime:
         real market, one reclaim interrupts the whole job.
         """
         # a market's own lead may be longer than an injected notice may give
-        lead_of = (
-            self.provider.notice_lead
-            if isinstance(self.provider, SlurmProvider)  # the partition's GraceTime
-            else self.market.notice_lead_real
-        )
-        default = min(lead_of, MAX_INJECTED_LEAD)
+        default = min(self.notice_lead, MAX_INJECTED_LEAD)
         lead = default if lead_seconds is None else lead_seconds
         if not 0 <= lead <= MAX_INJECTED_LEAD:
             raise SpecError(

@@ -214,6 +214,16 @@ class KeyRing:
         self.tables.add_console_link(_sha256(token), key_id, now, now + ttl_seconds)
         return token
 
+    def console_link_account(self, token: str) -> Account | None:
+        """The account a one-time token would log in as, leaving the token unused (the
+        page that asks "log in as …?" reads it); None when it cannot be used."""
+        if not _LINK_TOKEN.fullmatch(token):
+            return None
+        key_id = self.tables.console_link_key(_sha256(token), self._clock())
+        if key_id is None or self.lookup(key_id) is None:
+            return None
+        return self.account_of(key_id)
+
     def redeem_console_link(self, token: str) -> str | None:
         """The access key a one-time token logs in as, once; None when the token is
         unknown, used or expired, or its key has been revoked since."""

@@ -439,7 +439,7 @@ def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
     link = client.console_link()
     minutes = int(link["expiresInSeconds"]) // 60
     print(f"Open the console (this link logs in once, within {minutes} minutes):")
-    print(f"  {link['url']}")
+    print(f"  {client.base}{link['path']}")
     print(f"Later logins: {client.base}/console/login with an access key.")
     return 0
 

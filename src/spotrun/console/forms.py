@@ -62,6 +62,8 @@ class TrainingJobForm:
     instance_count: str = "1"
     volume_size: str = "50"
     hyperparameters: dict[str, str] = field(default_factory=dict)
+    #: a container's hyperparameters, KEY=VALUE lines (a built-in's have a field each)
+    hyperparameters_text: str = ""
     channels: list[Channel] = field(default_factory=list)
     checkpoint_uri: str = ""
     checkpoint_local_path: str = ""
@@ -143,6 +145,7 @@ def read_form(pairs: Iterable[tuple[str, str]]) -> TrainingJobForm:
         instance_count=values.get("instance_count", "").strip(),
         volume_size=values.get("volume_size", "").strip(),
         hyperparameters=hps,
+        hyperparameters_text=values.get("hyperparameters_text", ""),
         channels=[channels[i] for i in sorted(channels)],
         checkpoint_uri=values.get("checkpoint_uri", "").strip(),
         checkpoint_local_path=values.get("checkpoint_local_path", "").strip(),
@@ -192,6 +195,8 @@ class Built:
 
     request: dict[str, Any]
     channel_blocks: tuple[int, ...]
+    #: the hyperparameters came from the container's KEY=VALUE text, not per-field inputs
+    container: bool = False
 
 
 def build_request(form: TrainingJobForm) -> Built:
@@ -226,7 +231,13 @@ def build_request(form: TrainingJobForm) -> Built:
     }
     if form.role:
         request["RoleArn"] = form.role
-    hps = {k: v for k, v in form.hyperparameters.items() if v != ""}
+    container = form.algorithm_source == CONTAINER
+    if container:
+        # a container's own names; the built-in's fields (hidden, still posted) do not apply
+        hps = dict(_pairs(form.hyperparameters_text, "hyperparameters_text", "hyperparameter"))
+    else:
+        # an emptied field means "the algorithm's default": it is not sent
+        hps = {k: v for k, v in form.hyperparameters.items() if v != ""}
     if hps:
         request["HyperParameters"] = hps
     channels, blocks = [], []
@@ -269,7 +280,7 @@ def build_request(form: TrainingJobForm) -> Built:
         request["RetryStrategy"] = {
             "MaximumRetryAttempts": _whole(form.retries, "retries", "the retry attempts")
         }
-    return Built(request, tuple(blocks))
+    return Built(request, tuple(blocks), container)
 
 
 #: an admission error's dotted path (its start) -> the form field it is shown beside
@@ -311,6 +322,8 @@ def field_of(path: str, built: Built | None) -> str:
         if rest.startswith("ContentType"):
             return f"channel-{block}-content_type"
         return f"channel-{block}-uri"
+    if path.startswith("HyperParameters") and built is not None and built.container:
+        return "hyperparameters_text"
     if path.startswith("HyperParameters."):
         return f"hp-{path.split('.', 1)[1]}"
     for prefix, name in _FIELDS:

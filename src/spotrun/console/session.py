@@ -68,7 +68,9 @@ class SessionSigner:
         return self._mac("csrf", session.nonce)
 
     def csrf_ok(self, session: Session, token: str | None) -> bool:
-        return token is not None and hmac.compare_digest(token, self.csrf(session))
+        # bytes: compare_digest refuses a str with characters beyond ASCII
+        expected = self.csrf(session).encode()
+        return token is not None and hmac.compare_digest(token.encode("utf-8", "replace"), expected)
 
     def login_token(self, nonce: str) -> str:
         """The token a login form carries beside its pre-login cookie (double submit), so

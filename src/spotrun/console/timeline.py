@@ -3,9 +3,10 @@ each attempt, with its waiting, running, notice and resumed spans.
 
 Pure: it reads what DescribeTrainingJob (with ``Spotrun``) returns and the time ``now``
 (for spans still open), and gives seconds since the job's creation, which is what the
-detail page's chart draws. A notice's start is not recorded, only its deadline: the span
-is drawn from ``deadline - notice_lead`` (the market's lead, or the lead an "Interrupt
-now" asked for, which the interrupt event names), clipped to the instance's launch.
+detail page's chart draws. A market's notice is recorded by its deadline only: its span is
+drawn from ``deadline - notice_lead`` (the provider's lead); an "Interrupt now" records
+when it served the notice (its event), which is then the span's start. Either way it
+starts no earlier than the instance's launch.
 """
 
 from __future__ import annotations
@@ -66,34 +67,50 @@ def timeline(job: dict[str, Any], now: float, notice_lead: float) -> list[Row]:
     rows.append(Row("job", tuple(status_spans)))
 
     extras = job.get("Spotrun", {})
-    leads = [float(m[1]) for e in extras.get("Events", []) if (m := _LEAD.search(e["Message"]))]
+    # "Interrupt now" records when it served the notice; a market's own notice is drawn
+    # its lead before the deadline
+    asked = [
+        float(e["Time"])
+        for e in extras.get("Events", [])
+        if e.get("Kind") == "interrupt" and _LEAD.search(e.get("Message", ""))
+    ]
     attempts = {a["Generation"]: a for a in extras.get("Attempts", [])}
     interrupted_before = False
     for generation in sorted(attempts):
         attempt = attempts[generation]
+        created = float(attempt["CreatedAt"])
+        deadline = attempt.get("NoticeDeadline")
+        notice_start: float | None = None
+        if deadline is not None:
+            served = [t for t in asked if created <= t <= float(deadline)]
+            notice_start = served[-1] if served else float(deadline) - notice_lead
         instances = [i for i in extras.get("Instances", []) if i["Generation"] == generation]
         restored = {h["Host"]: h.get("Restored") for h in attempt.get("Hosts", [])}
+        if not instances:
+            # an attempt that never got capacity: it only waited
+            cause = attempt.get("Cause") or "waiting"
+            wait = Span(rel(created), rel(attempt.get("EndedAt")), "waiting", cause)
+            rows.append(Row(f"attempt {generation} · no instance", (wait,)))
         for instance in sorted(instances, key=lambda i: str(i["Host"])):
             spans = []
             launched = instance.get("LaunchedAt")
-            if launched is not None and launched > attempt["CreatedAt"]:
-                spans.append(Span(rel(attempt["CreatedAt"]), rel(launched), "waiting", "waiting"))
-            start = launched if launched is not None else attempt["CreatedAt"]
+            if launched is not None and launched > created:
+                spans.append(Span(rel(created), rel(launched), "waiting", "waiting"))
+            start = float(launched if launched is not None else created)
             stop = instance.get("TerminatedAt") or attempt.get("EndedAt")
-            deadline = attempt.get("NoticeDeadline")
             run_end = stop
-            if deadline is not None:
-                lead = leads.pop(0) if leads else notice_lead
-                notice_start = max(float(start), float(deadline) - lead)
+            notice: Span | None = None
+            if notice_start is not None and deadline is not None:
+                begin = max(start, notice_start)
                 notice_end = float(stop) if stop is not None else max(float(deadline), now)
-                run_end = notice_start
-                notice = Span(rel(notice_start), rel(notice_end), "notice", "notice")
+                run_end = begin
+                notice = Span(rel(begin), rel(max(begin, notice_end)), "notice", "notice")
             kind = "resumed" if interrupted_before else "running"
             label = "resumed" if interrupted_before else "running"
             if interrupted_before and restored.get(instance["Host"]):
                 label = "resumed from checkpoint"
             spans.append(Span(rel(start), rel(run_end), kind, label))
-            if deadline is not None:
+            if notice is not None:
                 spans.append(notice)
             if attempt.get("Cause") in _INTERRUPTING and stop is not None:
                 spans.append(Span(rel(stop), rel(stop), "interrupted", "interrupted"))

@@ -11,8 +11,10 @@ same ``Runtime`` calls as the API, so the console can do nothing the API refuses
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -37,6 +39,7 @@ from spotrun.console.timeline import chart_data, timeline
 from spotrun.control.billing import savings_percent
 from spotrun.errors import Conflict, InvalidState, NotFound, SpecError
 from spotrun.spec import TrainingJobStatus
+from spotrun.spec._tuning import parse_tuning
 from spotrun.store import JobRecord, TuningRecord
 
 STATIC = Path(__file__).parent / "static"
@@ -122,8 +125,7 @@ def mount(app: FastAPI, rt: Runtime) -> None:
 
     async def posted(request: Request, who: Viewer) -> list[tuple[str, str]]:
         """The form's pairs, once its CSRF token checks out (else 403)."""
-        body = (await request.body()).decode("utf-8", "replace")
-        pairs = parse_qsl(body, keep_blank_values=True, max_num_fields=500)
+        pairs = _pairs(await request.body(), 500)
         token = request.headers.get("x-csrf-token") or dict(pairs).get("csrf")
         if not signer_().csrf_ok(who.session, token):
             raise _CsrfRefused
@@ -136,6 +138,12 @@ def mount(app: FastAPI, rt: Runtime) -> None:
             # htmx follows HX-Redirect with a full page load
             return Response(status_code=401, headers={"HX-Redirect": target, **SECURITY_HEADERS})
         return RedirectResponse(target, 303, headers=SECURITY_HEADERS)
+
+    @app.exception_handler(_TooManyFields)
+    async def _too_many(_: Request, __: _TooManyFields) -> Response:
+        return page(
+            "error.html", 400, title="Request refused", message="The form has too many fields."
+        )
 
     @app.exception_handler(_CsrfRefused)
     async def _csrf(_: Request, __: _CsrfRefused) -> Response:
@@ -190,30 +198,54 @@ def mount(app: FastAPI, rt: Runtime) -> None:
 
     @app.post("/console/login", include_in_schema=False)
     async def login(request: Request) -> Response:
-        body = (await request.body()).decode("utf-8", "replace")
-        values = dict(parse_qsl(body, keep_blank_values=True, max_num_fields=20))
+        values = dict(_pairs(await request.body(), 20))
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         token = values.get("token", "")
-        if not nonce or not secrets.compare_digest(token, signer_().login_token(nonce)):
+        if not nonce or not _same(token, signer_().login_token(nonce)):
             return login_page(request, "The login form expired: please log in again.", 403)
         key_id = values.get("access_key_id", "").strip()
         secret = values.get("secret_access_key", "").strip()
         expected = await anyio.to_thread.run_sync(rt.keys.lookup, key_id)
-        if expected is None or not secrets.compare_digest(expected, secret):
+        if expected is None or not _same(expected, secret):
             return login_page(request, "The access key ID or secret access key is wrong.", 401)
         return logged_in(key_id, values.get("next", ""))
 
+    def link_refused(request: Request) -> HTMLResponse:
+        return login_page(
+            request,
+            "This login link cannot be used: it was used already, it expired "
+            f"(links last {LINK_SECONDS // 60} minutes), or its key was revoked. "
+            "Run `spotrun console` for a new one.",
+            403,
+        )
+
+    # A link only shows whom it logs in as; the login itself is a POST from that page. So
+    # a link preview (chat, mail) does not use it up, a link sent by someone else does not
+    # log a browser into their account unasked, and the session cookie is set on a
+    # same-site request (SameSite=Strict would drop it on a redirect from another site).
     @app.get("/console/login/{token}", include_in_schema=False)
     def login_link(request: Request, token: str) -> Response:
-        key_id = rt.keys.redeem_console_link(token)
+        account = rt.keys.console_link_account(token)
+        if account is None:
+            return link_refused(request)
+        nonce = secrets.token_urlsafe(16)
+        response = page(
+            "login_link.html", account=account.name, login_token=signer_().login_token(nonce)
+        )
+        response.set_cookie(
+            LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict", path="/console"
+        )
+        return response
+
+    @app.post("/console/login/{token}", include_in_schema=False)
+    async def login_by_link(request: Request, token: str) -> Response:
+        values = dict(_pairs(await request.body(), 20))
+        nonce = request.cookies.get(LOGIN_COOKIE, "")
+        if not nonce or not _same(values.get("token", ""), signer_().login_token(nonce)):
+            return login_page(request, "The login form expired: please log in again.", 403)
+        key_id = await anyio.to_thread.run_sync(rt.keys.redeem_console_link, token)
         if key_id is None:
-            return login_page(
-                request,
-                "This login link cannot be used: it was used already, it expired "
-                f"(links last {LINK_SECONDS // 60} minutes), or its key was revoked. "
-                "Run `spotrun console` for a new one.",
-                403,
-            )
+            return link_refused(request)
         return logged_in(key_id, "/console/jobs")
 
     @app.post("/console/logout", include_in_schema=False)
@@ -228,6 +260,7 @@ def mount(app: FastAPI, rt: Runtime) -> None:
 
     def job_rows(who: Viewer, params: dict[str, str]) -> dict[str, Any]:
         status = params.get("status", "")
+        status = status if status in STATUSES else ""
         query = params.get("q", "").strip().lower()
         sort = params.get("sort", "created")
         order = params.get("order", "desc")
@@ -261,7 +294,7 @@ def mount(app: FastAPI, rt: Runtime) -> None:
         listing = job_rows(who, dict(request.query_params))
         return page("jobs.html", who=who, nav="jobs", **listing)
 
-    @app.get("/console/jobs/table", include_in_schema=False)
+    @app.get("/console/jobs-table", include_in_schema=False)
     def jobs_table(request: Request) -> Response:
         who = viewer(request)
         return page("_jobs_table.html", who=who, **job_rows(who, dict(request.query_params)))
@@ -283,7 +316,7 @@ def mount(app: FastAPI, rt: Runtime) -> None:
             next_channel=max((c.index for c in form.channels), default=-1) + 1,
         )
 
-    @app.get("/console/jobs/new", include_in_schema=False)
+    @app.get("/console/create", include_in_schema=False)
     def new_job(request: Request) -> Response:
         who = viewer(request)
         algorithm = request.query_params.get("algorithm", "object-detection")
@@ -291,17 +324,17 @@ def mount(app: FastAPI, rt: Runtime) -> None:
             algorithm = "object-detection"
         return form_page(who, forms.blank_form(algorithm), {})
 
-    @app.get("/console/jobs/new/hyperparameters", include_in_schema=False)
+    @app.get("/console/create/hyperparameters", include_in_schema=False)
     def hyperparameter_fields(request: Request) -> Response:
         who = viewer(request)
         form = forms.blank_form(request.query_params.get("algorithm", ""))
         return page("_hyperparameters.html", who=who, form=form, errors={})
 
-    @app.get("/console/jobs/new/channel", include_in_schema=False)
+    @app.get("/console/create/channel", include_in_schema=False)
     def channel_block(request: Request) -> Response:
         who = viewer(request)
         index = request.query_params.get("index", "0")
-        if not index.isdigit() or int(index) >= forms.MAX_CHANNELS:
+        if not _NUMBER.fullmatch(index) or int(index) >= forms.MAX_CHANNELS:
             return page(
                 "_error_line.html",
                 400,
@@ -355,8 +388,7 @@ def mount(app: FastAPI, rt: Runtime) -> None:
             "extras": extras,
             "training": training,
             "billable": billable,
-            "savings": round(savings_percent(training, billable)),
-            "savings_exact": extras.get("SavingsPercent", 0.0),
+            "savings": whole_percent(savings_percent(training, billable)),
             "checkpoint": checkpoint,
             "active": job.status in (TrainingJobStatus.IN_PROGRESS, TrainingJobStatus.STOPPING),
             "can_stop": job.status is TrainingJobStatus.IN_PROGRESS,
@@ -394,7 +426,7 @@ def mount(app: FastAPI, rt: Runtime) -> None:
             if math.isfinite(value):
                 series.setdefault(metric, []).append([round(t - job.created_at, 3), value])
         body = {
-            "timeline": chart_data(timeline(d, now, rt.market.notice_lead_real)),
+            "timeline": chart_data(timeline(d, now, rt.notice_lead)),
             "metrics": series,
             "active": job.status in (TrainingJobStatus.IN_PROGRESS, TrainingJobStatus.STOPPING),
         }
@@ -407,7 +439,8 @@ def mount(app: FastAPI, rt: Runtime) -> None:
         if job is None:
             return not_found(f"There is no training job named {name!r} in your account.")
         after_text = request.query_params.get("after", "0")
-        after = int(after_text) if after_text.isdigit() else 0
+        # a log id fits 63 bits; anything else reads from the start
+        after = int(after_text) if _NUMBER.fullmatch(after_text) else 0
         lines = rt.store.logs(job.name, after, LOG_PAGE)
         active = job.status in (TrainingJobStatus.IN_PROGRESS, TrainingJobStatus.STOPPING)
         return page(
@@ -476,7 +509,7 @@ def mount(app: FastAPI, rt: Runtime) -> None:
             "tuning.html", who=who, nav="tuning", **tuning_rows(who, dict(request.query_params))
         )
 
-    @app.get("/console/tuning/table", include_in_schema=False)
+    @app.get("/console/tuning-table", include_in_schema=False)
     def tuning_table(request: Request) -> Response:
         who = viewer(request)
         return page("_tuning_table.html", who=who, **tuning_rows(who, dict(request.query_params)))
@@ -484,8 +517,9 @@ def mount(app: FastAPI, rt: Runtime) -> None:
     def tuning_view(rec: TuningRecord) -> dict[str, Any]:
         d = describe_tuning(rt.store, rec, now=rt.clock.now())
         trials = rt.store.tuning_trials(rec.name)
-        objective = d["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
-        metric = objective["MetricName"]
+        # the objective may sit in the config or in the training job definition
+        objective = parse_tuning(rec.request).objective
+        metric = objective.metric
         rows = []
         for job in trials:
             values = [v for m, v, _t in rt.store.metrics(job.name) if m == metric]
@@ -503,9 +537,11 @@ def mount(app: FastAPI, rt: Runtime) -> None:
                     "cost": job.cost,
                     "ended": job.training_end,
                     "stopped_early": job.stop_reason == "early-stopped",
+                    # the API's best trial is among those that completed with the metric
+                    "succeeded": job.status is TrainingJobStatus.COMPLETED and bool(values),
                 }
             )
-        return {"tuning": d, "trials": rows, "metric": metric, "objective_type": objective["Type"]}
+        return {"tuning": d, "trials": rows, "metric": metric, "objective_type": objective.type}
 
     @app.get("/console/tuning/{name}", include_in_schema=False)
     def tuning_detail(request: Request, name: str) -> Response:
@@ -537,7 +573,7 @@ def mount(app: FastAPI, rt: Runtime) -> None:
                 "value": t["objective"],
             }
             for t in view["trials"]
-            if t["ended"] is not None and t["objective"] is not None
+            if t["ended"] is not None and t["succeeded"]
         ]
         points.sort(key=lambda p: p["time"])
         body = {
@@ -551,6 +587,33 @@ def mount(app: FastAPI, rt: Runtime) -> None:
 
 class _CsrfRefused(Exception):
     pass
+
+
+class _TooManyFields(Exception):
+    pass
+
+
+#: a non-negative number as a query parameter may give it (ASCII digits, fits 63 bits)
+_NUMBER = re.compile(r"[0-9]{1,18}")
+
+
+def _same(a: str, b: str) -> bool:
+    """A constant-time comparison of two texts, whatever characters they hold."""
+    return hmac.compare_digest(a.encode("utf-8", "replace"), b.encode("utf-8", "replace"))
+
+
+def _pairs(body: bytes, limit: int) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(
+            body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=limit
+        )
+    except ValueError:
+        raise _TooManyFields from None
+
+
+def whole_percent(value: float) -> int:
+    """A percentage as the savings panel shows it: rounded half up (62.5 -> 63)."""
+    return math.floor(value + 0.5)
 
 
 def _safe_next(target: str) -> str:
@@ -581,7 +644,7 @@ def _job_row(job: JobRecord, now: float) -> dict[str, Any]:
         "secondary": str(job.secondary),
         "spot": job.spec.spot,
         "interruptions": job.interruptions,
-        "savings": round(savings_percent(job.training_seconds, job.billable_seconds)),
+        "savings": whole_percent(savings_percent(job.training_seconds, job.billable_seconds)),
         "duration": duration,
         "elapsed": max(0.0, elapsed),
         "created": job.created_at,

@@ -113,6 +113,14 @@ class KeyTables:
                 )
             )
 
+    def console_link_key(self, token_sha256: str, at: float) -> str | None:
+        """The access key of an unused, unexpired link, without using it up."""
+        with self.store._read() as s:
+            row = s.get(ConsoleLinkRow, token_sha256)
+            if row is None or row.used_at is not None or row.expires_at <= at:
+                return None
+            return row.key_id
+
     def redeem_console_link(self, token_sha256: str, at: float) -> str | None:
         """Use a link once: the access key it logs in as, or None when it is unknown,
         expired or used. Checking and marking it used is one statement, so two servers
