@@ -155,8 +155,11 @@ def mount(app: FastAPI, rt: Runtime) -> None:
             "and try again.",
         )
 
-    def not_found(what: str) -> HTMLResponse:
-        return page("error.html", 404, title="Not found", message=what)
+    @app.exception_handler(_Missing)
+    async def _missing(_: Request, e: _Missing) -> Response:
+        if e.as_json:
+            return JSONResponse({"error": e.message}, 404, headers=SECURITY_HEADERS)
+        return page("error.html", 404, title="Not found", message=e.message)
 
     # -- logging in ---------------------------------------------------------------------
 
@@ -371,11 +374,14 @@ def mount(app: FastAPI, rt: Runtime) -> None:
             return form_page(who, form, {"name": str(e)}, 409)
         return RedirectResponse(f"/console/jobs/{quote(form.name)}", 303, headers=SECURITY_HEADERS)
 
-    def own_job(who: Viewer, name: str) -> JobRecord | None:
+    def own_job(who: Viewer, name: str, as_json: bool = False) -> JobRecord:
+        """The viewer's job; another account's is missing, as in the API."""
         try:
             return rt.job_of(who.account, name)
         except NotFound:
-            return None
+            raise _Missing(
+                f"There is no training job named {name!r} in your account.", as_json
+            ) from None
 
     def job_view(who: Viewer, job: JobRecord) -> dict[str, Any]:
         d = describe(rt.store, job.name, price_source=rt.catalog.source.label)
@@ -400,25 +406,19 @@ def mount(app: FastAPI, rt: Runtime) -> None:
     def job_detail(request: Request, name: str) -> Response:
         who = viewer(request)
         job = own_job(who, name)
-        if job is None:
-            return not_found(f"There is no training job named {name!r} in your account.")
         return page("job.html", who=who, nav="jobs", **job_view(who, job))
 
     @app.get("/console/jobs/{name}/summary", include_in_schema=False)
     def job_summary(request: Request, name: str) -> Response:
         who = viewer(request)
         job = own_job(who, name)
-        if job is None:
-            return not_found(f"There is no training job named {name!r} in your account.")
         part = "_job_history.html" if request.query_params.get("part") == "history" else None
         return page(part or "_job_summary.html", who=who, **job_view(who, job))
 
     @app.get("/console/jobs/{name}/data", include_in_schema=False)
     def job_data(request: Request, name: str) -> Response:
         who = viewer(request)
-        job = own_job(who, name)
-        if job is None:
-            return JSONResponse({"error": "not found"}, 404, headers=SECURITY_HEADERS)
+        job = own_job(who, name, as_json=True)
         d = describe(rt.store, job.name)
         now = rt.clock.now()
         series: dict[str, list[list[float]]] = {}
@@ -436,8 +436,6 @@ def mount(app: FastAPI, rt: Runtime) -> None:
     def job_logs(request: Request, name: str) -> Response:
         who = viewer(request)
         job = own_job(who, name)
-        if job is None:
-            return not_found(f"There is no training job named {name!r} in your account.")
         after_text = request.query_params.get("after", "0")
         # a log id fits 63 bits; anything else reads from the start
         after = int(after_text) if _NUMBER.fullmatch(after_text) else 0
@@ -457,8 +455,6 @@ def mount(app: FastAPI, rt: Runtime) -> None:
         who = viewer(request)
         await posted(request, who)
         job = own_job(who, name)
-        if job is None:
-            return not_found(f"There is no training job named {name!r} in your account.")
         message = ""
         try:
             await anyio.to_thread.run_sync(rt.request_stop, job.name)
@@ -471,8 +467,6 @@ def mount(app: FastAPI, rt: Runtime) -> None:
         who = viewer(request)
         await posted(request, who)
         job = own_job(who, name)
-        if job is None:
-            return not_found(f"There is no training job named {name!r} in your account.")
         try:
             answer = await anyio.to_thread.run_sync(rt.request_interrupt, job.name)
         except (InvalidState, SpecError) as e:
@@ -486,11 +480,13 @@ def mount(app: FastAPI, rt: Runtime) -> None:
 
     # -- tuning jobs --------------------------------------------------------------------
 
-    def own_tuning(who: Viewer, name: str) -> TuningRecord | None:
+    def own_tuning(who: Viewer, name: str, as_json: bool = False) -> TuningRecord:
         try:
             return rt.tuning_of(who.account, name)
         except NotFound:
-            return None
+            raise _Missing(
+                f"There is no tuning job named {name!r} in your account.", as_json
+            ) from None
 
     def tuning_rows(who: Viewer, params: dict[str, str]) -> dict[str, Any]:
         query = params.get("q", "").strip().lower()
@@ -547,24 +543,18 @@ def mount(app: FastAPI, rt: Runtime) -> None:
     def tuning_detail(request: Request, name: str) -> Response:
         who = viewer(request)
         rec = own_tuning(who, name)
-        if rec is None:
-            return not_found(f"There is no tuning job named {name!r} in your account.")
         return page("tuning_job.html", who=who, nav="tuning", **tuning_view(rec))
 
     @app.get("/console/tuning/{name}/summary", include_in_schema=False)
     def tuning_summary(request: Request, name: str) -> Response:
         who = viewer(request)
         rec = own_tuning(who, name)
-        if rec is None:
-            return not_found(f"There is no tuning job named {name!r} in your account.")
         return page("_tuning_summary.html", who=who, **tuning_view(rec))
 
     @app.get("/console/tuning/{name}/data", include_in_schema=False)
     def tuning_data(request: Request, name: str) -> Response:
         who = viewer(request)
-        rec = own_tuning(who, name)
-        if rec is None:
-            return JSONResponse({"error": "not found"}, 404, headers=SECURITY_HEADERS)
+        rec = own_tuning(who, name, as_json=True)
         view = tuning_view(rec)
         points = [
             {
@@ -591,6 +581,15 @@ class _CsrfRefused(Exception):
 
 class _TooManyFields(Exception):
     pass
+
+
+class _Missing(Exception):
+    """No such job in the viewer's account: a 404 page (or JSON, for the charts' data)."""
+
+    def __init__(self, message: str, as_json: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.as_json = as_json
 
 
 #: a non-negative number as a query parameter may give it (ASCII digits, fits 63 bits)
