@@ -472,6 +472,7 @@ def test_a_containers_hyperparameters_are_its_own(server: Server) -> None:
     fields |= {
         "image": "spotrun-test-image",
         "hyperparameters_text": "steps=3\nmode=",
+        "metrics_text": "train:loss=loss=([0-9.]+)",
         "instance_type": "ml.c5.2xlarge",
         "output_path": (server.root / "out").as_uri(),
         "channel-0-uri": (server.root / "code").as_uri(),
@@ -483,3 +484,6 @@ def test_a_containers_hyperparameters_are_its_own(server: Server) -> None:
     # object detection's fields (hidden, still posted) are not sent to the container
     assert d["HyperParameters"] == {"steps": "3", "mode": ""}
     assert d["AlgorithmSpecification"]["TrainingImage"] == "spotrun-test-image"
+    assert d["AlgorithmSpecification"]["MetricDefinitions"] == [
+        {"Name": "train:loss", "Regex": "loss=([0-9.]+)"}
+    ]

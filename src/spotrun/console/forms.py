@@ -64,6 +64,8 @@ class TrainingJobForm:
     hyperparameters: dict[str, str] = field(default_factory=dict)
     #: a container's hyperparameters, KEY=VALUE lines (a built-in's have a field each)
     hyperparameters_text: str = ""
+    #: a container's metrics, NAME=REGEX lines (a built-in publishes its own)
+    metrics_text: str = ""
     channels: list[Channel] = field(default_factory=list)
     checkpoint_uri: str = ""
     checkpoint_local_path: str = ""
@@ -146,6 +148,7 @@ def read_form(pairs: Iterable[tuple[str, str]]) -> TrainingJobForm:
         volume_size=values.get("volume_size", "").strip(),
         hyperparameters=hps,
         hyperparameters_text=values.get("hyperparameters_text", ""),
+        metrics_text=values.get("metrics_text", ""),
         channels=[channels[i] for i in sorted(channels)],
         checkpoint_uri=values.get("checkpoint_uri", "").strip(),
         checkpoint_local_path=values.get("checkpoint_local_path", "").strip(),
@@ -212,6 +215,9 @@ def build_request(form: TrainingJobForm) -> Built:
         if not form.image:
             raise FormError("image", "give the training image's URI")
         algorithm["TrainingImage"] = form.image
+        metrics = _pairs(form.metrics_text, "metrics_text", "metric")
+        if metrics:
+            algorithm["MetricDefinitions"] = [{"Name": n, "Regex": r} for n, r in metrics]
     else:
         raise FormError("algorithm_source", f"must be {BUILTIN} or {CONTAINER}")
     request: dict[str, Any] = {
@@ -289,6 +295,7 @@ _FIELDS: tuple[tuple[str, str], ...] = (
     ("AlgorithmSpecification.AlgorithmName", "algorithm"),
     ("AlgorithmSpecification.TrainingImage", "image"),
     ("AlgorithmSpecification.TrainingInputMode", "input_mode"),
+    ("AlgorithmSpecification.MetricDefinitions", "metrics_text"),
     ("AlgorithmSpecification", "algorithm"),
     ("RoleArn", "role"),
     ("ResourceConfig.InstanceType", "instance_type"),
