@@ -9,17 +9,12 @@ dozen of them, trained at image_shape 32 or 64 so the whole file stays quick on 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -28,6 +23,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 pytest.importorskip("PIL")
 
+import algorithm_helpers  # noqa: E402
+from algorithm_helpers import (  # noqa: E402
+    load_make_data,
+    metric_lines,
+    no_finish,
+    same_tensors,
+    sigterm_then_resume,
+    torch_threads,
+)
 from sagemaker_server import Server  # noqa: E402
 from spotrun.algorithms import _detection as det  # noqa: E402
 from spotrun.algorithms import object_detection as od  # noqa: E402
@@ -39,41 +43,17 @@ from test_algorithms_e2e import (  # noqa: E402
     finished_through_an_interruption,
     server,
 )
-from training_runs import make_env, train_with_stops  # noqa: E402
+from training_runs import make_env  # noqa: E402
 
-__all__ = ["server"]  # the module-scoped server fixture of the algorithm e2e tests
+#: the module-scoped server fixture of the algorithm e2e tests, and the built-ins' fixtures
+__all__ = ["no_finish", "server", "torch_threads"]
 
 pytestmark = pytest.mark.torch
 
-MAKE_DATA = Path(__file__).resolve().parents[1] / "examples" / "vision_digits" / "make_data.py"
 CHANNELS = ("train", "validation", "train_annotation", "validation_annotation")
 
 
-def _make_data() -> ModuleType:
-    # the example is a folder of scripts, not a package: import the file by its path
-    spec = importlib.util.spec_from_file_location("vision_digits_make_data", MAKE_DATA)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-make_data = _make_data()
-
-
-@pytest.fixture(autouse=True)
-def torch_threads() -> Iterator[None]:
-    # train() sets torch's thread count for the process; later tests get theirs back
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def no_finish(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("SPOTRUN_FINISHED_FILE", raising=False)
-    yield
+make_data = load_make_data()
 
 
 def scenes(root: Path, train: int, validation: int, seed: int = 1) -> dict[str, Path]:
@@ -355,22 +335,9 @@ HPS = {"num_classes": "10", "image_shape": "32", "epochs": "3", "mini_batch_size
 HPS |= {"optimizer": "adam", "learning_rate": "0.003", "seed": "5"}
 
 
-def run(
-    root: Path, hps: dict[str, str], channels: dict[str, Path], stops: list[tuple[int, int]]
-) -> tuple[list[int], dict[str, Any]]:
-    """Train to the end, sent SIGTERM after each (epoch, batches done) in ``stops``; the
-    exit codes and the final state dict read back from the model folder."""
-    codes = train_with_stops(od.train, make_env(root, hps, channels), root / "ckpt", stops)
-    state = torch.load(root / "model" / od.MODEL_FILE, weights_only=True)
-    return codes, state
-
-
-def same_tensors(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def metric_lines(out: str) -> list[str]:
-    return [line for line in out.splitlines() if line.startswith("#quality_metric")]
+#: train to the end, sent SIGTERM after each (epoch, batches done) in ``stops``: the exit
+#: codes and the final state dict read back from the model folder
+run = partial(algorithm_helpers.run, od.train, od.MODEL_FILE)
 
 
 def test_resume_is_exact(
@@ -445,35 +412,16 @@ def test_sigterm_to_a_real_process_then_resume(
     hps = {**HPS, "epochs": "2", "seed": "8"}
     codes, straight = run(tmp_path / "straight", hps, small, [])
     assert codes == [0]
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "hyperparameters.json").write_text(json.dumps(hps))
-    env = {
-        **os.environ,
-        "SM_INPUT_CONFIG_DIR": str(config),
-        **{f"SM_CHANNEL_{c.upper()}": str(p) for c, p in small.items()},
-        "SM_MODEL_DIR": str(tmp_path / "model"),
-        "SM_OUTPUT_DIR": str(tmp_path / "output"),
-        "SM_NUM_CPUS": "2",  # as in make_env: the same thread count as the run above
-        "SPOTRUN_CHECKPOINT_DIR": str(tmp_path / "ckpt"),
-    }
-    env.pop("SPOTRUN_FINISHED_FILE", None)
-    env.pop("OMP_NUM_THREADS", None)
-    command = [sys.executable, "-m", "spotrun.algorithms.object_detection"]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if "epoch=0, train smooth_l1" in line:
-            proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == EXIT_CHECKPOINTED, lines
-    assert any(line.startswith("interrupted at epoch ") for line in lines), lines
-    assert not (tmp_path / "model" / od.MODEL_FILE).exists()
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert second.returncode == 0, second.stderr
-    assert "resumed from epoch " in second.stdout
-    resumed = torch.load(tmp_path / "model" / od.MODEL_FILE, weights_only=True)
+    resumed = sigterm_then_resume(
+        tmp_path,
+        "spotrun.algorithms.object_detection",
+        hps,
+        small,
+        "epoch=0, train smooth_l1",
+        od.MODEL_FILE,
+        timeout=120,
+        unset=("OMP_NUM_THREADS",),
+    )
     assert same_tensors(straight, resumed)
 
 

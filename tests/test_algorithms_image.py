@@ -6,12 +6,11 @@ instance mid-training."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,14 @@ pytest.importorskip("sklearn")
 
 from sklearn.datasets import load_digits  # noqa: E402
 
+import algorithm_helpers  # noqa: E402
+from algorithm_helpers import (  # noqa: E402
+    metric_lines,
+    no_finish,
+    same_tensors,
+    sigterm_then_resume,
+    torch_threads,
+)
 from sagemaker_server import Server  # noqa: E402
 from spotrun.algorithms import _images as ic_data  # noqa: E402
 from spotrun.algorithms import image_classification as ic  # noqa: E402
@@ -34,27 +41,14 @@ from test_algorithms_e2e import (  # noqa: E402
     finished_through_an_interruption,
     server,
 )
-from training_runs import make_env, train_with_stops  # noqa: E402
+from training_runs import make_env  # noqa: E402
 
-__all__ = ["server"]  # the module-scoped server fixture of the algorithm e2e tests
+#: the module-scoped server fixture of the algorithm e2e tests, and the built-ins' fixtures
+__all__ = ["no_finish", "server", "torch_threads"]
 
 pytestmark = pytest.mark.torch
 
 Array = npt.NDArray[Any]
-
-
-@pytest.fixture(autouse=True)
-def torch_threads() -> Iterator[None]:
-    # train() sets torch's thread count for the process; later tests get theirs back
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def no_finish(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("SPOTRUN_FINISHED_FILE", raising=False)
-    yield
 
 
 def write_npz(folder: Path, images: Array, labels: Array, name: str = "part.npz") -> Path:
@@ -404,22 +398,9 @@ def test_num_training_samples_mismatch_is_reported(
 # -- training and exact resume ------------------------------------------------------------
 
 
-def run(
-    root: Path, hps: dict[str, str], channels: dict[str, Path], stops: list[tuple[int, int]]
-) -> tuple[list[int], dict[str, Any]]:
-    """Train to the end, sent SIGTERM after each (epoch, batches done) in ``stops``; the
-    exit codes and the final state dict read back from the model folder."""
-    codes = train_with_stops(ic.train, make_env(root, hps, channels), root / "ckpt", stops)
-    state = torch.load(root / "model" / ic.MODEL_FILE, weights_only=True)
-    return codes, state
-
-
-def same_tensors(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def metric_lines(out: str) -> list[str]:
-    return [line for line in out.splitlines() if line.startswith("#quality_metric")]
+#: train to the end, sent SIGTERM after each (epoch, batches done) in ``stops``: the exit
+#: codes and the final state dict read back from the model folder
+run = partial(algorithm_helpers.run, ic.train, ic.MODEL_FILE)
 
 
 @pytest.mark.parametrize(
@@ -489,35 +470,14 @@ def test_sigterm_to_a_real_process_then_resume(
     hps = {"num_classes": "10", "epochs": "3", "mini_batch_size": "32", "seed": "8"}
     codes, straight = run(tmp_path / "straight", hps, digits, [])
     assert codes == [0]
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "hyperparameters.json").write_text(json.dumps(hps))
-    env = {
-        **os.environ,
-        "SM_INPUT_CONFIG_DIR": str(config),
-        "SM_CHANNEL_TRAIN": str(digits["train"]),
-        "SM_CHANNEL_VALIDATION": str(digits["validation"]),
-        "SM_MODEL_DIR": str(tmp_path / "model"),
-        "SM_OUTPUT_DIR": str(tmp_path / "output"),
-        "SM_NUM_CPUS": "2",  # as in make_env: the same thread count as the run above
-        "SPOTRUN_CHECKPOINT_DIR": str(tmp_path / "ckpt"),
-    }
-    env.pop("SPOTRUN_FINISHED_FILE", None)
-    command = [sys.executable, "-m", "spotrun.algorithms.image_classification"]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if "epoch=0, validation accuracy" in line:
-            proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == EXIT_CHECKPOINTED, lines
-    assert any(line.startswith("interrupted at epoch ") for line in lines), lines
-    assert not (tmp_path / "model" / ic.MODEL_FILE).exists()
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-    assert second.returncode == 0, second.stderr
-    assert "resumed from epoch " in second.stdout
-    resumed = torch.load(tmp_path / "model" / ic.MODEL_FILE, weights_only=True)
+    resumed = sigterm_then_resume(
+        tmp_path,
+        "spotrun.algorithms.image_classification",
+        hps,
+        digits,
+        "epoch=0, validation accuracy",
+        ic.MODEL_FILE,
+    )
     assert same_tensors(straight, resumed)
 
 

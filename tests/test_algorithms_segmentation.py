@@ -12,12 +12,9 @@ The data are tiny scenes made here (32x32 canvases with one or two of scikit-lea
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,14 @@ pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
+import algorithm_helpers  # noqa: E402
+from algorithm_helpers import (  # noqa: E402
+    metric_lines,
+    no_finish,
+    same_tensors,
+    sigterm_then_resume,
+    torch_threads,
+)
 from sagemaker_server import Server  # noqa: E402
 from spotrun.algorithms import _segmentation as seg_data  # noqa: E402
 from spotrun.algorithms import semantic_segmentation as ss  # noqa: E402
@@ -43,29 +48,15 @@ from test_algorithms_e2e import (  # noqa: E402
     finished_through_an_interruption,
     server,
 )
-from test_algorithms_image import metric_lines, same_tensors  # noqa: E402
-from training_runs import make_env, train_with_stops  # noqa: E402
+from training_runs import make_env  # noqa: E402
 
-__all__ = ["server"]  # the module-scoped server fixture of the algorithm e2e tests
+#: the module-scoped server fixture of the algorithm e2e tests, and the built-ins' fixtures
+__all__ = ["no_finish", "server", "torch_threads"]
 
 pytestmark = pytest.mark.torch
 
 Array = npt.NDArray[Any]
 CHANNELS = ("train", "train_annotation", "validation", "validation_annotation")
-
-
-@pytest.fixture(autouse=True)
-def torch_threads() -> Iterator[None]:
-    # train() sets torch's thread count for the process; later tests get theirs back
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def no_finish(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("SPOTRUN_FINISHED_FILE", raising=False)
-    yield
 
 
 def scenes(count: int, seed: int, side: int = 32) -> tuple[Array, Array]:
@@ -349,12 +340,9 @@ def test_scores_count_classes_present_in_truth_or_prediction() -> None:
 # -- training and exact resume ------------------------------------------------------------
 
 
-def run(
-    root: Path, hps: dict[str, str], channels: dict[str, Path], stops: list[tuple[int, int]]
-) -> tuple[list[int], dict[str, Any]]:
-    codes = train_with_stops(ss.train, make_env(root, hps, channels), root / "ckpt", stops)
-    state = torch.load(root / "model" / ss.MODEL_FILE, weights_only=True)
-    return codes, state
+#: train to the end, sent SIGTERM after each (epoch, batches done) in ``stops``: the exit
+#: codes and the final state dict read back from the model folder
+run = partial(algorithm_helpers.run, ss.train, ss.MODEL_FILE)
 
 
 @pytest.mark.parametrize(
@@ -434,34 +422,14 @@ def test_sigterm_to_a_real_process_then_resume(
     hps |= {"optimizer": "adam", "learning_rate": "0.01"}
     codes, straight = run(tmp_path / "straight", hps, tiny, [])
     assert codes == [0]
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "hyperparameters.json").write_text(json.dumps(hps))
-    env = {
-        **os.environ,
-        "SM_INPUT_CONFIG_DIR": str(config),
-        "SM_MODEL_DIR": str(tmp_path / "model"),
-        "SM_OUTPUT_DIR": str(tmp_path / "output"),
-        "SM_NUM_CPUS": "2",  # as in make_env: the same thread count as the run above
-        "SPOTRUN_CHECKPOINT_DIR": str(tmp_path / "ckpt"),
-    }
-    env |= {f"SM_CHANNEL_{name.upper()}": str(path) for name, path in tiny.items()}
-    env.pop("SPOTRUN_FINISHED_FILE", None)
-    command = [sys.executable, "-m", "spotrun.algorithms.semantic_segmentation"]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if "epoch=0, validation mIOU" in line:
-            proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == EXIT_CHECKPOINTED, lines
-    assert any(line.startswith("interrupted at epoch ") for line in lines), lines
-    assert not (tmp_path / "model" / ss.MODEL_FILE).exists()
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-    assert second.returncode == 0, second.stderr
-    assert "resumed from epoch " in second.stdout
-    resumed = torch.load(tmp_path / "model" / ss.MODEL_FILE, weights_only=True)
+    resumed = sigterm_then_resume(
+        tmp_path,
+        "spotrun.algorithms.semantic_segmentation",
+        hps,
+        tiny,
+        "epoch=0, validation mIOU",
+        ss.MODEL_FILE,
+    )
     assert same_tensors(straight, resumed)
 
 

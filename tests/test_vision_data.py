@@ -5,12 +5,10 @@ the folders are SageMaker's object-detection and semantic-segmentation layouts."
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -19,20 +17,9 @@ import pytest
 pytest.importorskip("sklearn")
 Image = pytest.importorskip("PIL.Image")
 
-MAKE_DATA = Path(__file__).resolve().parents[1] / "examples" / "vision_digits" / "make_data.py"
+from algorithm_helpers import MAKE_DATA, load_make_data  # noqa: E402
 
-
-def _load() -> ModuleType:
-    # the example is a folder of scripts, not a package: import the file by its path
-    spec = importlib.util.spec_from_file_location("vision_digits_make_data", MAKE_DATA)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-make_data = _load()
+make_data = load_make_data()
 
 
 @pytest.fixture(scope="module")

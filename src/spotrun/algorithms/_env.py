@@ -162,6 +162,38 @@ def positive(parse: Callable[[str], T]) -> Callable[[str], T]:
     return check
 
 
+def non_negative(text: str) -> float:
+    """A float >= 0."""
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A float in [0, 1)."""
+    value = float(text)
+    if not 0 <= value < 1:
+        raise ValueError("must be at least 0 and below 1")
+    return value
+
+
+def closed_unit(text: str) -> float:
+    """A float in [0, 1]."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError("must be from 0 to 1")
+    return value
+
+
+def epoch_list(text: str) -> tuple[int, ...]:
+    """Increasing epoch numbers such as ``10,20`` (SageMaker's ``lr_scheduler_step``)."""
+    steps = tuple(positive(int)(p.strip()) for p in text.split(",") if p.strip())
+    if list(steps) != sorted(set(steps)):
+        raise ValueError("expected increasing epoch numbers such as 10,20")
+    return steps
+
+
 def data_files(folder: Path) -> list[Path]:
     """Every regular file under ``folder`` in a stable order, hidden ones left out (the
     same data must give the same model, whatever order the file system lists it in)."""
@@ -193,6 +225,17 @@ def read_csv(folder: Path, channel: str) -> npt.NDArray[np.float64]:
     if len(widths) > 1:
         raise AlgorithmError(f"{channel} channel: files have different column counts {widths}")
     return np.concatenate(blocks)
+
+
+def warn_sample_count(declared: int | None, count: int) -> None:
+    """SageMaker's ``num_training_samples`` steers nothing here, where the train channel's
+    images are counted: a different value only earns a warning."""
+    if declared not in (None, count):
+        print(
+            f"warning: num_training_samples={declared} but the train "
+            f"channel holds {count} images; training uses the images found",
+            flush=True,
+        )
 
 
 def run_main(body: Callable[[AlgorithmEnv], int]) -> None:

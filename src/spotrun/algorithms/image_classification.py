@@ -49,7 +49,6 @@ dict) and ``image-classification-model.json`` (image_shape, num_classes, class n
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -60,16 +59,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spotrun.algorithms import _torch_training as _training
 from spotrun.algorithms._env import (
     AlgorithmEnv,
     AlgorithmError,
     Hyperparameters,
+    epoch_list,
+    fraction,
+    non_negative,
     positive,
     run_checkpointed,
+    warn_sample_count,
 )
 from spotrun.algorithms._images import MIN_SIDE, ImageSet, load_channel
-from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer
-from spotrun.toolkit.torch import capture, restore
+
+# epoch_order lived here first: kept importable from this module
+from spotrun.algorithms._torch_training import epoch_order as epoch_order
+from spotrun.toolkit import Checkpointer
 
 MODEL_FILE = "image-classification-model.pt"
 JSON_FILE = "image-classification-model.json"
@@ -112,20 +118,6 @@ class Settings:
     seed: int
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise ValueError("must be at least 0 and below 1")
-    return value
-
-
 def parse_image_shape(text: str) -> tuple[int, int, int]:
     """``"channels,height,width"`` as SageMaker writes it, e.g. ``"3,224,224"``."""
     parts = [p.strip() for p in text.split(",")]
@@ -135,13 +127,6 @@ def parse_image_shape(text: str) -> tuple[int, int, int]:
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ValueError(f"height and width must be at least {MIN_SIDE}")
     return c, h, w
-
-
-def _epoch_list(text: str) -> tuple[int, ...]:
-    steps = tuple(positive(int)(p.strip()) for p in text.split(",") if p.strip())
-    if list(steps) != sorted(set(steps)):
-        raise ValueError("expected increasing epoch numbers such as 10,20")
-    return steps
 
 
 def read_settings(values: Mapping[str, str]) -> Settings:
@@ -154,11 +139,11 @@ def read_settings(values: Mapping[str, str]) -> Settings:
         mini_batch_size=hps.get("mini_batch_size", positive(int), 32),
         optimizer=hps.get("optimizer", str.lower, "sgd"),
         learning_rate=hps.get("learning_rate", positive(float), 0.1),
-        momentum=hps.get("momentum", _fraction, 0.9),
-        weight_decay=hps.get("weight_decay", _non_negative, 0.0001),
-        betas=(hps.get("beta_1", _fraction, 0.9), hps.get("beta_2", _fraction, 0.999)),
+        momentum=hps.get("momentum", fraction, 0.9),
+        weight_decay=hps.get("weight_decay", non_negative, 0.0001),
+        betas=(hps.get("beta_1", fraction, 0.9), hps.get("beta_2", fraction, 0.999)),
         eps=hps.get("eps", positive(float), 1e-8),
-        lr_scheduler_step=hps.get("lr_scheduler_step", _epoch_list, ()),
+        lr_scheduler_step=hps.get("lr_scheduler_step", epoch_list, ()),
         lr_scheduler_factor=hps.get("lr_scheduler_factor", positive(float), 0.1),
         image_shape=hps.get("image_shape", parse_image_shape, None),
         checkpoint_frequency=hps.get("checkpoint_frequency", positive(int), 1),
@@ -266,138 +251,54 @@ def evaluate(model: nn.Module, data: ImageSet, chunk: int = 1024) -> tuple[float
     return correct / n, loss / n
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The epoch's permutation of the training images: a function of (seed, epoch) only,
-    so a run resumed mid-epoch takes exactly the batches an uninterrupted one would."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
-
-
 # -- training -----------------------------------------------------------------------------
 
 
 @dataclass
-class Progress:
-    """Where training stands: ``batch`` batches of epoch ``epoch`` are done, with the
-    running sums of the epoch's training metrics."""
+class Progress(_training.Progress):
+    """``Progress`` with the running sums of the epoch's accuracy and loss."""
 
-    epoch: int = 0
-    batch: int = 0
-    seen: int = 0
     correct: int = 0
     loss_sum: float = 0.0
 
-    def step(self, batches_per_epoch: int) -> int:
-        return self.epoch * batches_per_epoch + self.batch
+    def running(self) -> dict[str, int | float]:
+        return {"seen": self.seen, "correct": self.correct, "loss_sum": self.loss_sum}
+
+    def load_running(self, running: Mapping[str, Any]) -> None:
+        self.seen, self.correct = int(running["seen"]), int(running["correct"])
+        self.loss_sum = float(running["loss_sum"])
+
+    def clear_running(self) -> None:
+        self.seen, self.correct, self.loss_sum = 0, 0, 0.0
 
 
-class Trainer:
-    """The model, optimizer, scheduler and data of one run, and the checkpoints that let
-    another run continue it."""
+class Trainer(_training.Trainer[Settings, ImageSet, torch.Tensor]):
+    """One run of the classifier: cross-entropy steps on the batches of ``epoch_order``,
+    and per epoch the accuracy and loss, on train (running) and validation."""
+
+    FIT = "image_shape, num_classes, optimizer, lr_scheduler_step"
+    model: ImageClassifier
+    progress: Progress
 
     def __init__(
         self, settings: Settings, train: ImageSet, checkpointer: Checkpointer, host: str
     ) -> None:
-        self.settings = settings
-        self.train = train
-        self.checkpointer = checkpointer
-        self.host = host
-        torch.manual_seed(settings.seed)
+        super().__init__(settings, train, len(train.labels), checkpointer, host)
         self.model = ImageClassifier(train.shape, settings.num_classes)
         self.model.standardise_with(train.images)
         self.optimizer = build_optimizer(settings, self.model)
-        self.scheduler = (
-            torch.optim.lr_scheduler.MultiStepLR(
-                self.optimizer, list(settings.lr_scheduler_step), settings.lr_scheduler_factor
-            )
-            if settings.lr_scheduler_step
-            else None
+        self.scheduler = _training.multi_step(
+            self.optimizer, settings.lr_scheduler_step, settings.lr_scheduler_factor
         )
-        self.batches_per_epoch = math.ceil(len(train.labels) / settings.mini_batch_size)
         self.progress = Progress()
-        self.saved_step: int | None = None
 
-    def data_key(self) -> dict[str, int]:
-        """What the data position depends on: with any of it changed, a saved batch
-        index points at other images."""
-        s = self.settings
-        return {"samples": len(self.train.labels), "batch_size": s.mini_batch_size, "seed": s.seed}
+    def trained_epochs(self) -> int:
+        # the setting, not the position: a checkpoint past a lowered ``epochs`` still
+        # reports the epochs asked for, as it always has
+        return self.settings.epochs
 
-    def state(self) -> dict[str, Any]:
-        p = self.progress
-        state = capture(
-            self.model,
-            self.optimizer,
-            self.scheduler,
-            position={"epoch": p.epoch, "batch": p.batch, **self.data_key()},
-        )
-        state["running"] = {"seen": p.seen, "correct": p.correct, "loss_sum": p.loss_sum}
-        return state
-
-    def resume(self) -> None:
-        """Continue from the newest complete checkpoint, if there is one."""
-        last = self.checkpointer.latest(verify=True)
-        if last is None:
-            print(f"starting fresh: {self.settings.epochs} epochs", flush=True)
-            return
-        state = last.load()
-        try:
-            position = restore(state, self.model, self.optimizer, self.scheduler)
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise AlgorithmError(
-                f"checkpoint {last.path.name} does not fit these hyperparameters "
-                f"(image_shape, num_classes, optimizer, lr_scheduler_step): {e}"
-            ) from None
-        p = self.progress
-        p.epoch, p.batch = position["epoch"], position["batch"]
-        running = state["running"]
-        p.seen, p.correct = int(running["seen"]), int(running["correct"])
-        p.loss_sum = float(running["loss_sum"])
-        if any(position.get(k) != v for k, v in self.data_key().items()):
-            print(
-                "warning: the data, mini_batch_size or seed changed since the checkpoint; "
-                f"epoch {p.epoch} starts again",
-                flush=True,
-            )
-            p.batch, p.seen, p.correct, p.loss_sum = 0, 0, 0, 0.0
-        self.saved_step = last.step
-        print(f"resumed from epoch {p.epoch} batch {p.batch} ({last.path.name})", flush=True)
-
-    def save(self, background: bool) -> None:
-        step = self.progress.step(self.batches_per_epoch)
-        if background:
-            # capture() made a private copy: the writer may take it as it is
-            self.checkpointer.save_async(self.state(), step, copy=False)
-        else:
-            self.checkpointer.flush()
-            self.checkpointer.save(self.state(), step)
-        self.saved_step = step
-
-    def run(self, validation: ImageSet | None, on_batch: Callable[[int, int], None] | None) -> bool:
-        """Train to the last epoch (True) or until interrupted (False, checkpointed)."""
-        s, p = self.settings, self.progress
-        x, y = self.train.images, self.train.labels
-        self.model.train()
-        while p.epoch < s.epochs:
-            batches = torch.split(epoch_order(len(y), s.seed, p.epoch), s.mini_batch_size)
-            while p.batch < len(batches):
-                if self.checkpointer.interrupted:
-                    if self.saved_step != p.step(self.batches_per_epoch):
-                        self.save(background=False)
-                    self.checkpointer.flush()
-                    print(
-                        f"interrupted at epoch {p.epoch} batch {p.batch}: checkpointed", flush=True
-                    )
-                    return False
-                self._step(x[batches[p.batch]], y[batches[p.batch]])
-                p.batch += 1
-                if on_batch is not None:
-                    on_batch(p.epoch, p.batch)
-            self._end_epoch(validation)
-            if p.epoch % s.checkpoint_frequency == 0 or p.epoch == s.epochs:
-                self.save(background=True)
-        return True
-
-    def _step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def step(self, batch: torch.Tensor) -> None:
+        images, labels = self.train.images[batch], self.train.labels[batch]
         self.optimizer.zero_grad(set_to_none=True)
         logits = self.model(images)
         loss = F.cross_entropy(logits, labels)
@@ -408,7 +309,7 @@ class Trainer:
         p.correct += int((logits.argmax(dim=1) == labels).sum())
         p.loss_sum += loss.item() * len(labels)
 
-    def _end_epoch(self, validation: ImageSet | None) -> None:
+    def end_epoch(self, validation: ImageSet | None) -> None:
         p = self.progress
         scores = {"train": (p.correct / p.seen, p.loss_sum / p.seen)}
         if validation is not None:
@@ -425,18 +326,12 @@ class Trainer:
                 )
         if self.scheduler is not None:
             self.scheduler.step()
-        p.epoch, p.batch, p.seen, p.correct, p.loss_sum = p.epoch + 1, 0, 0, 0, 0.0
+        p.next_epoch()
 
 
 def threads(env: AlgorithmEnv, image_shape: tuple[int, int, int]) -> int:
-    """Threads for torch: ``OMP_NUM_THREADS`` when set; else one for images up to 32x32,
-    whose batches are too little work to split (more threads only add synchronisation,
-    and on a busy machine spin-waiting that slows training many times over), and up to 4
-    for larger ones."""
-    configured = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if configured.isdigit() and int(configured) > 0:
-        return int(configured)
-    return 1 if image_shape[1] * image_shape[2] <= 32 * 32 else min(env.num_cpus, 4)
+    """Threads for torch (``_torch_training.threads``): images up to 32x32 are small."""
+    return _training.threads(env, image_shape[1] * image_shape[2] <= 32 * 32)
 
 
 def train(
@@ -462,30 +357,17 @@ def train(
         required=False,
         numbered=train_set.classes is None,
     )
-    count = len(train_set.labels)
-    if settings.num_training_samples not in (None, count):
-        print(
-            f"warning: num_training_samples={settings.num_training_samples} but the train "
-            f"channel holds {count} images; training uses the images found",
-            flush=True,
-        )
+    warn_sample_count(settings.num_training_samples, len(train_set.labels))
     trainer = Trainer(settings, train_set, checkpointer, env.host)
-    trainer.resume()
-    if not trainer.run(validation, on_batch):
-        return EXIT_CHECKPOINTED
-    checkpointer.flush()
-    write_model(env, trainer.model, train_set, settings)
-    print(f"trained {settings.epochs} epochs; model saved", flush=True)
-    checkpointer.finish()
-    return 0
+    return _training.finish(
+        trainer, validation, on_batch, lambda: write_model(env, trainer.model, train_set, settings)
+    )
 
 
 def write_model(
     env: AlgorithmEnv, model: ImageClassifier, train_set: ImageSet, settings: Settings
 ) -> None:
     """The state dict and a JSON description ``load_model`` rebuilds the network from."""
-    env.model_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), env.model_dir / MODEL_FILE)
     info = {
         "algorithm": "image-classification",
         "image_shape": list(train_set.shape),
@@ -493,7 +375,7 @@ def write_model(
         "classes": list(train_set.classes) if train_set.classes else None,
         "epochs": settings.epochs,
     }
-    (env.model_dir / JSON_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    _training.save_model(env.model_dir / MODEL_FILE, model, env.model_dir / JSON_FILE, info)
 
 
 def main() -> None:

@@ -80,18 +80,22 @@ import torch
 from torch import nn
 
 from spotrun.algorithms import _detection as det
+from spotrun.algorithms import _torch_training as _training
 from spotrun.algorithms._env import (
     AlgorithmEnv,
     AlgorithmError,
     Hyperparameters,
+    closed_unit,
     data_files,
+    epoch_list,
+    fraction,
+    non_negative,
     positive,
     run_checkpointed,
+    warn_sample_count,
 )
 from spotrun.algorithms._images import IMAGE_SUFFIXES
-from spotrun.algorithms.image_classification import epoch_order
-from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer
-from spotrun.toolkit.torch import capture, restore
+from spotrun.toolkit import Checkpointer
 
 MODEL_FILE = "object-detection-model.pt"
 JSON_FILE = "object-detection-model.json"
@@ -149,31 +153,10 @@ class Settings:
         return (self.label_width - 2) // 5
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise ValueError("must be at least 0 and below 1")
-    return value
-
-
 def _unit(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
         raise ValueError("must be above 0 and at most 1")
-    return value
-
-
-def _closed_unit(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise ValueError("must be from 0 to 1")
     return value
 
 
@@ -198,13 +181,6 @@ def _image_side(text: str) -> int:
     return value
 
 
-def _epoch_list(text: str) -> tuple[int, ...]:
-    steps = tuple(positive(int)(p.strip()) for p in text.split(",") if p.strip())
-    if list(steps) != sorted(set(steps)):
-        raise ValueError("expected increasing epoch numbers such as 10,20")
-    return steps
-
-
 def _pattern(text: str) -> str | None:
     if text.lower() in ("", "false", "none"):
         return None
@@ -227,17 +203,17 @@ def read_settings(values: Mapping[str, str]) -> Settings:
         mini_batch_size=hps.get("mini_batch_size", positive(int), 32),
         image_shape=hps.get("image_shape", _image_side, 300),
         optimizer=hps.get("optimizer", str.lower, "sgd"),
-        momentum=hps.get("momentum", _fraction, 0.9),
-        weight_decay=hps.get("weight_decay", _non_negative, 0.0005),
+        momentum=hps.get("momentum", fraction, 0.9),
+        weight_decay=hps.get("weight_decay", non_negative, 0.0005),
         label_width=hps.get("label_width", positive(int), 350),
         nms_threshold=hps.get("nms_threshold", _unit, 0.45),
         overlap_threshold=hps.get("overlap_threshold", _unit, 0.5),
-        lr_scheduler_step=hps.get("lr_scheduler_step", _epoch_list, ()),
+        lr_scheduler_step=hps.get("lr_scheduler_step", epoch_list, ()),
         lr_scheduler_factor=hps.get("lr_scheduler_factor", _unit, 0.1),
         early_stopping=hps.get("early_stopping", _boolean, False),
         early_stopping_min_epochs=hps.get("early_stopping_min_epochs", positive(int), 10),
         early_stopping_patience=hps.get("early_stopping_patience", positive(int), 5),
-        early_stopping_tolerance=hps.get("early_stopping_tolerance", _closed_unit, 0.0),
+        early_stopping_tolerance=hps.get("early_stopping_tolerance", closed_unit, 0.0),
         freeze_layer_pattern=hps.get("freeze_layer_pattern", _pattern, None),
         checkpoint_frequency=hps.get("checkpoint_frequency", positive(int), 1),
         seed=hps.get("seed", int, 0),
@@ -617,160 +593,85 @@ def trainable(model: Detector, pattern: str | None) -> list[nn.Parameter]:
 
 
 @dataclass
-class Progress:
-    """Where training stands: ``batch`` batches of epoch ``epoch`` are done, with the
-    running sums of the epoch's losses, and the early-stopping record."""
+class Progress(_training.Progress):
+    """``Progress`` with the running sums of the epoch's losses, and the early-stopping
+    record."""
 
-    epoch: int = 0
-    batch: int = 0
-    seen: int = 0
     ce_sum: float = 0.0
     l1_sum: float = 0.0
     best_map: float = -1.0
     stale_epochs: int = 0
     stopped_early: bool = False
 
-    def step(self, batches_per_epoch: int) -> int:
-        return self.epoch * batches_per_epoch + self.batch
+    def running(self) -> dict[str, int | float]:
+        return {"seen": self.seen, "ce_sum": self.ce_sum, "l1_sum": self.l1_sum}
 
-
-class Trainer:
-    """The model, optimizer, scheduler and data of one run, and the checkpoints that let
-    another run continue it."""
-
-    def __init__(
-        self, settings: Settings, train: DetectionSet, checkpointer: Checkpointer, host: str
-    ) -> None:
-        self.settings = settings
-        self.train = train
-        self.checkpointer = checkpointer
-        self.host = host
-        torch.manual_seed(settings.seed)
-        self.model = Detector(settings.image_shape, settings.num_classes)
-        params = trainable(self.model, settings.freeze_layer_pattern)
-        self.optimizer = build_optimizer(settings, params)
-        self.scheduler = (
-            torch.optim.lr_scheduler.MultiStepLR(
-                self.optimizer, list(settings.lr_scheduler_step), settings.lr_scheduler_factor
-            )
-            if settings.lr_scheduler_step
-            else None
-        )
-        self.batches_per_epoch = math.ceil(len(train) / settings.mini_batch_size)
-        self.progress = Progress()
-        self.saved_step: int | None = None
-
-    def data_key(self) -> dict[str, int]:
-        """What the data position depends on: with any of it changed, a saved batch
-        index points at other images."""
-        s = self.settings
-        return {"samples": len(self.train), "batch_size": s.mini_batch_size, "seed": s.seed}
-
-    def state(self) -> dict[str, Any]:
-        p = self.progress
-        state = capture(
-            self.model,
-            self.optimizer,
-            self.scheduler,
-            position={"epoch": p.epoch, "batch": p.batch, **self.data_key()},
-        )
-        state["running"] = {"seen": p.seen, "ce_sum": p.ce_sum, "l1_sum": p.l1_sum}
-        state["early_stopping"] = {
-            "best_map": p.best_map,
-            "stale_epochs": p.stale_epochs,
-            "stopped": p.stopped_early,
-        }
-        return state
-
-    def resume(self) -> None:
-        """Continue from the newest complete checkpoint, if there is one."""
-        last = self.checkpointer.latest(verify=True)
-        if last is None:
-            print(f"starting fresh: {self.settings.epochs} epochs", flush=True)
-            return
-        state = last.load()
-        try:
-            position = restore(state, self.model, self.optimizer, self.scheduler)
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise AlgorithmError(
-                f"checkpoint {last.path.name} does not fit these hyperparameters "
-                f"(image_shape, num_classes, optimizer, lr_scheduler_step, "
-                f"freeze_layer_pattern): {e}"
-            ) from None
-        p = self.progress
-        p.epoch, p.batch = position["epoch"], position["batch"]
-        running, stopping = state["running"], state["early_stopping"]
-        p.seen, p.ce_sum, p.l1_sum = (
+    def load_running(self, running: Mapping[str, Any]) -> None:
+        self.seen, self.ce_sum, self.l1_sum = (
             int(running["seen"]),
             float(running["ce_sum"]),
             float(running["l1_sum"]),
         )
+
+    def clear_running(self) -> None:
+        self.seen, self.ce_sum, self.l1_sum = 0, 0.0, 0.0
+
+
+class Trainer(_training.Trainer[Settings, DetectionSet, torch.Tensor]):
+    """One run of the detector: SSD loss steps on the batches of ``epoch_order``, per
+    epoch the running losses and validation mAP, and SageMaker's early stopping on it."""
+
+    FIT = "image_shape, num_classes, optimizer, lr_scheduler_step, freeze_layer_pattern"
+    model: Detector
+    progress: Progress
+
+    def __init__(
+        self, settings: Settings, train: DetectionSet, checkpointer: Checkpointer, host: str
+    ) -> None:
+        super().__init__(settings, train, len(train), checkpointer, host)
+        self.model = Detector(settings.image_shape, settings.num_classes)
+        params = trainable(self.model, settings.freeze_layer_pattern)
+        self.optimizer = build_optimizer(settings, params)
+        self.scheduler = _training.multi_step(
+            self.optimizer, settings.lr_scheduler_step, settings.lr_scheduler_factor
+        )
+        self.progress = Progress()
+
+    def more_state(self) -> dict[str, Any]:
+        p = self.progress
+        return {
+            "early_stopping": {
+                "best_map": p.best_map,
+                "stale_epochs": p.stale_epochs,
+                "stopped": p.stopped_early,
+            }
+        }
+
+    def load_more_state(self, state: Mapping[str, Any]) -> None:
+        p, stopping = self.progress, state["early_stopping"]
         p.best_map, p.stale_epochs = float(stopping["best_map"]), int(stopping["stale_epochs"])
         p.stopped_early = bool(stopping["stopped"])
-        if any(position.get(k) != v for k, v in self.data_key().items()):
-            print(
-                "warning: the data, mini_batch_size or seed changed since the checkpoint; "
-                f"epoch {p.epoch} starts again",
-                flush=True,
-            )
-            p.batch, p.seen, p.ce_sum, p.l1_sum = 0, 0, 0.0, 0.0
-        self.saved_step = last.step
-        print(f"resumed from epoch {p.epoch} batch {p.batch} ({last.path.name})", flush=True)
 
-    def save(self, background: bool) -> None:
-        step = self.progress.step(self.batches_per_epoch)
-        if background:
-            # capture() made a private copy: the writer may take it as it is
-            self.checkpointer.save_async(self.state(), step, copy=False)
-        else:
-            self.checkpointer.flush()
-            self.checkpointer.save(self.state(), step)
-        self.saved_step = step
+    def stopped(self) -> bool:
+        return self.progress.stopped_early
 
-    def run(
-        self, validation: DetectionSet | None, on_batch: Callable[[int, int], None] | None
-    ) -> bool:
-        """Train to the last epoch or an early stop (True) or until interrupted (False,
-        checkpointed)."""
-        s, p = self.settings, self.progress
-        self.model.train()
-        while p.epoch < s.epochs and not p.stopped_early:
-            batches = torch.split(epoch_order(len(self.train), s.seed, p.epoch), s.mini_batch_size)
-            while p.batch < len(batches):
-                if self.checkpointer.interrupted:
-                    if self.saved_step != p.step(self.batches_per_epoch):
-                        self.save(background=False)
-                    self.checkpointer.flush()
-                    print(
-                        f"interrupted at epoch {p.epoch} batch {p.batch}: checkpointed", flush=True
-                    )
-                    return False
-                self._step(batches[p.batch])
-                p.batch += 1
-                if on_batch is not None:
-                    on_batch(p.epoch, p.batch)
-            self._end_epoch(validation)
-            if p.epoch % s.checkpoint_frequency == 0 or p.epoch == s.epochs or p.stopped_early:
-                self.save(background=True)
-        return True
-
-    def _step(self, index: torch.Tensor) -> None:
+    def step(self, batch: torch.Tensor) -> None:
         s, anchors = self.settings, self.model.anchors
         targets = [
             det.match(self.train.boxes[i], self.train.labels[i], anchors, s.overlap_threshold)
-            for i in index.tolist()
+            for i in batch.tolist()
         ]
         classes = torch.stack([c for c, _ in targets])
         boxes = torch.stack([b for _, b in targets])
         self.optimizer.zero_grad(set_to_none=True)
-        logits, deltas = self.model(self.train.images[index].float())
+        logits, deltas = self.model(self.train.images[batch].float())
         cross_entropy, smooth_l1 = det.ssd_loss(logits, deltas, classes, boxes, anchors)
         torch.autograd.backward(cross_entropy + smooth_l1)
         self.optimizer.step()
         p = self.progress
-        p.seen += len(index)
-        p.ce_sum += cross_entropy.item() * len(index)
-        p.l1_sum += smooth_l1.item() * len(index)
+        p.seen += len(batch)
+        p.ce_sum += cross_entropy.item() * len(batch)
+        p.l1_sum += smooth_l1.item() * len(batch)
 
     def _print(self, channel: str, name: str, kind: str, value: float) -> None:
         print(
@@ -779,7 +680,7 @@ class Trainer:
             flush=True,
         )
 
-    def _end_epoch(self, validation: DetectionSet | None) -> None:
+    def end_epoch(self, validation: DetectionSet | None) -> None:
         s, p = self.settings, self.progress
         self._print("train", "cross_entropy", "loss", p.ce_sum / p.seen)
         self._print("train", "smooth_l1", "loss", p.l1_sum / p.seen)
@@ -790,7 +691,7 @@ class Trainer:
                 self._early_stopping(score)
         if self.scheduler is not None:
             self.scheduler.step()
-        p.epoch, p.batch, p.seen, p.ce_sum, p.l1_sum = p.epoch + 1, 0, 0, 0.0, 0.0
+        p.next_epoch()
 
     def _early_stopping(self, score: float) -> None:
         """SageMaker's rule: no relative gain over the best mAP above the tolerance for
@@ -814,14 +715,10 @@ class Trainer:
 
 
 def threads(env: AlgorithmEnv, image_shape: int) -> int:
-    """Threads for torch: ``OMP_NUM_THREADS`` when set; else one for images up to 64x64,
-    whose batches are too little work to split (on a busy machine the threads' spin-waiting
-    made an epoch four times slower than one thread), and up to 4, as CPUs allow, for
-    larger ones."""
-    configured = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if configured.isdigit() and int(configured) > 0:
-        return int(configured)
-    return 1 if image_shape <= SMALL_IMAGES else min(env.num_cpus, 4)
+    """Threads for torch (``_torch_training.threads``): image_shape up to 64 is small (on a
+    busy machine the threads' spin-waiting made an epoch four times slower than one
+    thread)."""
+    return _training.threads(env, image_shape <= SMALL_IMAGES)
 
 
 def train(
@@ -841,30 +738,17 @@ def train(
     validation = load_channel(env, "validation", settings, required=False)
     if settings.early_stopping and validation is None:
         raise AlgorithmError("early_stopping needs a validation channel: it watches its mAP")
-    count = len(train_set)
-    if settings.num_training_samples not in (None, count):
-        print(
-            f"warning: num_training_samples={settings.num_training_samples} but the train "
-            f"channel holds {count} images; training uses the images found",
-            flush=True,
-        )
+    warn_sample_count(settings.num_training_samples, len(train_set))
     trainer = Trainer(settings, train_set, checkpointer, env.host)
-    trainer.resume()
-    if not trainer.run(validation, on_batch):
-        return EXIT_CHECKPOINTED
-    checkpointer.flush()
-    write_model(env, trainer.model, train_set, settings)
-    print(f"trained {trainer.progress.epoch} epochs; model saved", flush=True)
-    checkpointer.finish()
-    return 0
+    return _training.finish(
+        trainer, validation, on_batch, lambda: write_model(env, trainer.model, train_set, settings)
+    )
 
 
 def write_model(
     env: AlgorithmEnv, model: Detector, train_set: DetectionSet, settings: Settings
 ) -> None:
     """The state dict and a JSON description ``load_model`` rebuilds the network from."""
-    env.model_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), env.model_dir / MODEL_FILE)
     info = {
         "algorithm": "object-detection",
         "image_shape": settings.image_shape,
@@ -875,7 +759,7 @@ def write_model(
         "box_format": "x1,y1,x2,y2",
         "epochs": settings.epochs,
     }
-    (env.model_dir / JSON_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    _training.save_model(env.model_dir / MODEL_FILE, model, env.model_dir / JSON_FILE, info)
 
 
 def main() -> None:

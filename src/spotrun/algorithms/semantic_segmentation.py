@@ -65,12 +65,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spotrun.algorithms import _torch_training as _training
 from spotrun.algorithms._env import (
     AlgorithmEnv,
     AlgorithmError,
     Hyperparameters,
+    closed_unit,
     positive,
     run_checkpointed,
+    warn_sample_count,
 )
 from spotrun.algorithms._segmentation import (
     IGNORE,
@@ -81,9 +84,8 @@ from spotrun.algorithms._segmentation import (
     load_pairs,
     scores,
 )
-from spotrun.algorithms.image_classification import Progress, threads
-from spotrun.toolkit import EXIT_CHECKPOINTED, Checkpointer
-from spotrun.toolkit.torch import capture, restore
+from spotrun.algorithms.image_classification import threads
+from spotrun.toolkit import Checkpointer
 
 MODEL_FILE = "semantic-segmentation-model.pt"
 JSON_FILE = "semantic-segmentation-model.json"
@@ -155,13 +157,6 @@ def _boolean(text: str) -> bool:
     return value in ("true", "1")
 
 
-def _unit(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise ValueError("must be from 0 to 1")
-    return value
-
-
 def _learning_rate(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
@@ -210,17 +205,17 @@ def read_settings(values: Mapping[str, str]) -> Settings:
         validation_mini_batch_size=hps.get("validation_mini_batch_size", positive(int), 16),
         learning_rate=hps.get("learning_rate", _learning_rate, 0.001),
         optimizer=hps.get("optimizer", _choice("optimizer", OPTIMIZERS), "sgd"),
-        momentum=hps.get("momentum", _unit, 0.9),
-        weight_decay=hps.get("weight_decay", _unit, 0.0001),
-        gammas=(hps.get("gamma1", _unit, 0.9), hps.get("gamma2", _unit, 0.9)),
+        momentum=hps.get("momentum", closed_unit, 0.9),
+        weight_decay=hps.get("weight_decay", closed_unit, 0.0001),
+        gammas=(hps.get("gamma1", closed_unit, 0.9), hps.get("gamma2", closed_unit, 0.9)),
         lr_scheduler=hps.get("lr_scheduler", _choice("lr_scheduler", SCHEDULERS), "poly"),
         lr_scheduler_step=hps.get("lr_scheduler_step", _epoch_list, ()),
-        lr_scheduler_factor=hps.get("lr_scheduler_factor", _unit, 0.1),
+        lr_scheduler_factor=hps.get("lr_scheduler_factor", closed_unit, 0.1),
         crop_size=hps.get("crop_size", _crop_size, None),
         early_stopping=hps.get("early_stopping", _boolean, False),
         early_stopping_min_epochs=hps.get("early_stopping_min_epochs", _non_negative_int, 5),
         early_stopping_patience=hps.get("early_stopping_patience", _non_negative_int, 4),
-        early_stopping_tolerance=hps.get("early_stopping_tolerance", _unit, 0.0),
+        early_stopping_tolerance=hps.get("early_stopping_tolerance", closed_unit, 0.0),
         checkpoint_frequency=hps.get("checkpoint_frequency", positive(int), 1),
         seed=hps.get("seed", int, 0),
     )
@@ -319,18 +314,37 @@ class Stopping:
     stopped: bool = False
 
 
-class Trainer:
-    """The model, optimizer, scheduler and data of one run, and the checkpoints that let
-    another run continue it."""
+@dataclass
+class Progress(_training.Progress):
+    """``Progress`` with the running sum of the epoch's loss."""
+
+    loss_sum: float = 0.0
+
+    def running(self) -> dict[str, int | float]:
+        return {"seen": self.seen, "loss_sum": self.loss_sum}
+
+    def load_running(self, running: Mapping[str, Any]) -> None:
+        self.seen, self.loss_sum = int(running["seen"]), float(running["loss_sum"])
+
+    def clear_running(self) -> None:
+        self.seen, self.loss_sum = 0, 0.0
+
+
+class Trainer(_training.Trainer[Settings, SegmentationSet, tuple[torch.Tensor, torch.Tensor]]):
+    """One run of the segmentation network: per-pixel cross-entropy steps on the crops of
+    ``epoch_plan``, the learning rate stepped every batch, per epoch the loss, validation
+    mIOU and pixel accuracy, and early stopping on the mIOU."""
+
+    FIT = "algorithm, backbone, num_classes, optimizer"
+    CHANGED = "the data, mini_batch_size, crop_size or seed"
+    model: SegmentationNet
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    progress: Progress
 
     def __init__(
         self, settings: Settings, train: SegmentationSet, checkpointer: Checkpointer, host: str
     ) -> None:
-        self.settings = settings
-        self.train = train
-        self.checkpointer = checkpointer
-        self.host = host
-        torch.manual_seed(settings.seed)
+        super().__init__(settings, train, len(train.images), checkpointer, host)
         self.model = SegmentationNet(
             train.shape[0],
             settings.num_classes,
@@ -340,109 +354,39 @@ class Trainer:
         )
         self.model.standardise_with(train.images)
         self.optimizer = build_optimizer(settings, self.model)
-        self.batches_per_epoch = math.ceil(len(train.images) / settings.mini_batch_size)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor(settings, self.batches_per_epoch)
         )
         self.progress = Progress()
         self.stopping = Stopping()
-        self.saved_step: int | None = None
 
     def data_key(self) -> dict[str, int]:
-        """What the data position depends on: with any of it changed, a saved batch
-        index points at other images."""
-        s = self.settings
-        return {
-            "samples": len(self.train.images),
-            "batch_size": s.mini_batch_size,
-            "seed": s.seed,
-            "crop": s.crop_size or 0,
-        }
+        return {**super().data_key(), "crop": self.settings.crop_size or 0}
 
-    def state(self) -> dict[str, Any]:
-        p, e = self.progress, self.stopping
-        state = capture(
-            self.model,
-            self.optimizer,
-            self.scheduler,
-            position={"epoch": p.epoch, "batch": p.batch, **self.data_key()},
-        )
-        state["running"] = {"seen": p.seen, "loss_sum": p.loss_sum}
-        state["stopping"] = {"best": e.best, "stale": e.stale, "stopped": e.stopped}
-        return state
+    def more_state(self) -> dict[str, Any]:
+        e = self.stopping
+        return {"stopping": {"best": e.best, "stale": e.stale, "stopped": e.stopped}}
 
-    def resume(self) -> None:
-        """Continue from the newest complete checkpoint, if there is one."""
-        last = self.checkpointer.latest(verify=True)
-        if last is None:
-            print(f"starting fresh: {self.settings.epochs} epochs", flush=True)
-            return
-        state = last.load()
-        try:
-            position = restore(state, self.model, self.optimizer, self.scheduler)
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise AlgorithmError(
-                f"checkpoint {last.path.name} does not fit these hyperparameters "
-                f"(algorithm, backbone, num_classes, optimizer): {e}"
-            ) from None
-        p, stop = self.progress, self.stopping
-        p.epoch, p.batch = position["epoch"], position["batch"]
-        p.seen, p.loss_sum = int(state["running"]["seen"]), float(state["running"]["loss_sum"])
-        stopping = state["stopping"]
+    def load_more_state(self, state: Mapping[str, Any]) -> None:
+        stop, stopping = self.stopping, state["stopping"]
         stop.best, stop.stale = float(stopping["best"]), int(stopping["stale"])
         stop.stopped = bool(stopping["stopped"])
-        if any(position.get(k) != v for k, v in self.data_key().items()):
-            print(
-                "warning: the data, mini_batch_size, crop_size or seed changed since the "
-                f"checkpoint; epoch {p.epoch} starts again",
-                flush=True,
-            )
-            p.batch, p.seen, p.loss_sum = 0, 0, 0.0
-        self.saved_step = last.step
-        print(f"resumed from epoch {p.epoch} batch {p.batch} ({last.path.name})", flush=True)
 
-    def save(self, background: bool) -> None:
-        step = self.progress.step(self.batches_per_epoch)
-        if background:
-            # capture() made a private copy: the writer may take it as it is
-            self.checkpointer.save_async(self.state(), step, copy=False)
-        else:
-            self.checkpointer.flush()
-            self.checkpointer.save(self.state(), step)
-        self.saved_step = step
+    def stopped(self) -> bool:
+        return self.stopping.stopped
 
-    def run(
-        self, validation: SegmentationSet | None, on_batch: Callable[[int, int], None] | None
-    ) -> bool:
-        """Train to the last epoch or an early stop (True) or until interrupted (False,
-        checkpointed)."""
-        s, p = self.settings, self.progress
+    def epoch_batches(self, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each batch's images and crop corners."""
+        s = self.settings
         side = (int(self.train.masks.shape[1]), int(self.train.masks.shape[2]))
-        self.model.train()
-        while p.epoch < s.epochs and not self.stopping.stopped:
-            order, corners = epoch_plan(len(self.train.images), s.seed, p.epoch, side, s.crop_size)
-            batches = torch.split(torch.arange(len(order)), s.mini_batch_size)
-            while p.batch < len(batches):
-                if self.checkpointer.interrupted:
-                    if self.saved_step != p.step(self.batches_per_epoch):
-                        self.save(background=False)
-                    self.checkpointer.flush()
-                    print(
-                        f"interrupted at epoch {p.epoch} batch {p.batch}: checkpointed", flush=True
-                    )
-                    return False
-                chosen = batches[p.batch]
-                self._step(*cropped(self.train, order[chosen], corners[chosen], s.crop_size))
-                p.batch += 1
-                if on_batch is not None:
-                    on_batch(p.epoch, p.batch)
-            self._end_epoch(validation)
-            last = p.epoch == s.epochs or self.stopping.stopped
-            if p.epoch % s.checkpoint_frequency == 0 or last:
-                self.save(background=True)
-        return True
+        order, corners = epoch_plan(self.samples, s.seed, epoch, side, s.crop_size)
+        return [
+            (order[chosen], corners[chosen])
+            for chosen in torch.split(torch.arange(len(order)), s.mini_batch_size)
+        ]
 
-    def _step(self, images: torch.Tensor, masks: torch.Tensor) -> None:
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        images, masks = cropped(self.train, *batch, self.settings.crop_size)
         self.optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.model(images), masks, ignore_index=IGNORE)
         torch.autograd.backward(loss)
@@ -452,7 +396,7 @@ class Trainer:
         p.seen += len(images)
         p.loss_sum += loss.item() * len(images)
 
-    def _end_epoch(self, validation: SegmentationSet | None) -> None:
+    def end_epoch(self, validation: SegmentationSet | None) -> None:
         p = self.progress
         lines = [("train", "loss", "loss", p.loss_sum / max(p.seen, 1))]
         if validation is not None:
@@ -468,7 +412,7 @@ class Trainer:
                 f"{channel} {name} <{kind}>={value:.6g}",
                 flush=True,
             )
-        p.epoch, p.batch, p.seen, p.loss_sum = p.epoch + 1, 0, 0, 0.0
+        p.next_epoch()
         if self.stopping.stopped:
             print(f"early stopping after epoch {p.epoch - 1}", flush=True)
 
@@ -528,30 +472,17 @@ def train(
             "(it watches the validation mIOU)"
         )
     torch.set_num_threads(threads(env, train_set.shape))
-    count = len(train_set.images)
-    if settings.num_training_samples not in (None, count):
-        print(
-            f"warning: num_training_samples={settings.num_training_samples} but the train "
-            f"channel holds {count} images; training uses the images found",
-            flush=True,
-        )
+    warn_sample_count(settings.num_training_samples, len(train_set.images))
     trainer = Trainer(settings, train_set, checkpointer, env.host)
-    trainer.resume()
-    if not trainer.run(validation, on_batch):
-        return EXIT_CHECKPOINTED
-    checkpointer.flush()
-    write_model(env, trainer.model, train_set, settings)
-    print(f"trained {trainer.progress.epoch} epochs; model saved", flush=True)
-    checkpointer.finish()
-    return 0
+    return _training.finish(
+        trainer, validation, on_batch, lambda: write_model(env, trainer.model, train_set, settings)
+    )
 
 
 def write_model(
     env: AlgorithmEnv, model: SegmentationNet, train_set: SegmentationSet, settings: Settings
 ) -> None:
     """The state dict and a JSON description ``load_model`` rebuilds the network from."""
-    env.model_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), env.model_dir / MODEL_FILE)
     info = {
         "algorithm": "semantic-segmentation",
         "network": settings.algorithm,
@@ -562,7 +493,7 @@ def write_model(
         "num_classes": settings.num_classes,
         "epochs": settings.epochs,
     }
-    (env.model_dir / JSON_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    _training.save_model(env.model_dir / MODEL_FILE, model, env.model_dir / JSON_FILE, info)
 
 
 def load_model(model_dir: str | os.PathLike[str]) -> SegmentationNet:
