@@ -484,6 +484,10 @@ def test_sigterm_to_a_real_process_then_resume(
 # -- a spot job through the server --------------------------------------------------------
 
 
+# `make test-slow`, not CI (18 s): image classification shares its training scaffold
+# (_torch_training) with object detection and semantic segmentation, whose spot jobs run
+# in CI; its own exact resume is test_resume_is_exact
+@pytest.mark.slow
 def test_image_classification_spot_job_resumes_through_an_interruption(
     server: Server, tmp_path: Path
 ) -> None:

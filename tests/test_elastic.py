@@ -67,6 +67,11 @@ def synced_step(server: Server) -> int:
     return int(leader["LastSyncedCheckpointStep"] or 0)
 
 
+# `make test-slow`, not CI (110 s): CI covers elastic rounds (shrinking on a loss, growing
+# when capacity returns, draining, world sizes) in test_elastic_control.py and ranks that
+# stop and regroup under torchrun in test_toolkit_ddp.py; bench/elastic_recovery.py
+# measures the whole run
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_elastic_job_trains_on_through_a_loss_and_grows_back(server: Server) -> None:
     out = server.cli(

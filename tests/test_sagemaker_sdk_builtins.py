@@ -481,6 +481,11 @@ def test_image_classification_says_what_it_reads_when_given_recordio(
     assert ".npz files or folders of .png/.jpg images" in reason, reason
 
 
+# `make test-slow`, not CI (35-50 s): CI covers AWS's object-detection image mapping to the
+# built-in in every region (test_every_regions_image_runs_the_builtin_of_that_name), the
+# built-in as a spot job through an interruption (test_algorithms_detection.py), and the
+# console's walk-through with it, storing to moto's S3 (test_console_browser.py)
+@pytest.mark.slow
 def test_object_detection_image_trains_through_a_spot_interruption(
     stack: tuple[Server, str, Path], session: Any
 ) -> None:

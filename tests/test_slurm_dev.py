@@ -84,6 +84,10 @@ def test_a_spot_job_runs_and_appends_to_its_output(cluster: SlurmCluster, tmp_pa
     assert out.read_text() == f"written before\nran on {fields['NodeList']}\n"
 
 
+# `make test-slow`, not CI (27 s): CI covers the dev cluster's preemption with notice end to
+# end in test_slurm_service.py (a two-node job through two preemptions) and the provider's
+# handling of it in test_slurm_provider.py
+@pytest.mark.slow
 def test_an_ondemand_job_preempts_a_spot_job_with_notice(
     cluster: SlurmCluster, tmp_path: Path
 ) -> None:

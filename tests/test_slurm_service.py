@@ -445,8 +445,8 @@ def test_the_sagemaker_sdk_runs_a_spot_job_on_slurm_through_a_preemption(
             stop_service(settings)
 
 
-@pytest.mark.slow  # 80 s; CI covers elastic jobs end to end on the local provider
-# (test_elastic.py) and a Slurm queue's latecomers in test_elastic_control.py
+@pytest.mark.slow  # 80 s; CI covers elastic rounds in test_elastic_control.py (a Slurm
+# queue's latecomers included); test_elastic.py runs one end to end in make test-slow
 def test_an_elastic_ddp_job_on_slurm_starts_with_what_runs_and_grows_when_a_node_frees(
     cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
