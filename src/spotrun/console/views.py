@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import math
 import re
 import secrets
@@ -125,7 +124,7 @@ def mount(app: FastAPI, rt: Runtime) -> None:
 
     async def posted(request: Request, who: Viewer) -> list[tuple[str, str]]:
         """The form's pairs, once its CSRF token checks out (else 403)."""
-        pairs = _pairs(await request.body(), 500)
+        pairs = _form_fields(await request.body(), 500)
         token = request.headers.get("x-csrf-token") or dict(pairs).get("csrf")
         if not signer_().csrf_ok(who.session, token):
             raise _CsrfRefused
@@ -201,7 +200,7 @@ def mount(app: FastAPI, rt: Runtime) -> None:
 
     @app.post("/console/login", include_in_schema=False)
     async def login(request: Request) -> Response:
-        values = dict(_pairs(await request.body(), 20))
+        values = dict(_form_fields(await request.body(), 20))
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         token = values.get("token", "")
         if not nonce or not _same(token, signer_().login_token(nonce)):
@@ -242,7 +241,7 @@ def mount(app: FastAPI, rt: Runtime) -> None:
 
     @app.post("/console/login/{token}", include_in_schema=False)
     async def login_by_link(request: Request, token: str) -> Response:
-        values = dict(_pairs(await request.body(), 20))
+        values = dict(_form_fields(await request.body(), 20))
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         if not nonce or not _same(values.get("token", ""), signer_().login_token(nonce)):
             return login_page(request, "The login form expired: please log in again.", 403)
@@ -601,7 +600,7 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8", "replace"), b.encode("utf-8", "replace"))
 
 
-def _pairs(body: bytes, limit: int) -> list[tuple[str, str]]:
+def _form_fields(body: bytes, limit: int) -> list[tuple[str, str]]:
     try:
         return parse_qsl(
             body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=limit
@@ -669,7 +668,3 @@ def _last_checkpoint(extras: dict[str, Any]) -> dict[str, Any] | None:
                     "generation": attempt.get("Generation"),
                 }
     return best
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
