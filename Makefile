@@ -77,6 +77,7 @@ check: $(STAMP)
 	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/mypy
 	$(BIN)/python scripts/vendor_console.py --check
+	$(BIN)/python scripts/sagemaker_model.py --check
 
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests examples bench

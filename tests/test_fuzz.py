@@ -868,7 +868,7 @@ def make_probe(rng: random.Random, index: int, world: World) -> Probe:
                 "SageMaker.",
                 ".CreateTrainingJob",
                 "SageMaker.createtrainingjob",
-                "SageMaker.DeleteTrainingJob",
+                "SageMaker.DeleteModel",  # DeleteTrainingJob is served now
                 "SageMaker.CreateTrainingJob.Extra",
                 "Logs_20140328.PutLogEvents",
                 "Logs.GetLogEvents",

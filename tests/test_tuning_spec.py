@@ -440,13 +440,13 @@ def test_each_child_checkpoints_in_a_folder_of_its_own() -> None:
                 "ResourceConfig": {
                     "InstanceType": "ml.c5.xlarge",
                     "InstanceCount": 2,
-                    "InstancePlacementConfig": {"EnableMultipleJobs": True},
+                    "VolumeKmsKeyId": "my-key",
                 }
             },
             {
                 "InstanceType": "ml.c5.xlarge",
                 "InstanceCount": 2,
-                "InstancePlacementConfig": {"EnableMultipleJobs": True},
+                "VolumeKmsKeyId": "my-key",
             },
         ),
         (

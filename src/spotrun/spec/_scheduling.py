@@ -16,10 +16,18 @@ travel as tags, which both pass on unchanged (the CLI sends the same tags):
                        may not hold commas): ``ml.c5.2xlarge`` (any zone),
                        ``ml.c5.xlarge@use1-az2``, ``@use1-az2`` (its own type, that zone)
 =====================  =====================================================================
+
+One more tag is not about capacity, and so is allowed on any job, spot or not, elastic or
+not: ``spotrun:retry-on-script-failure`` (``true`` or ``false``, the default). SageMaker's
+``RetryStrategy.MaximumRetryAttempts`` retries a job that failed with an internal error
+only (the platform's fault); a script that exits non-zero fails the job at once. With the
+tag ``true``, the same budget also covers the script's own failures. Without a
+RetryStrategy the tag would do nothing, so it is refused there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +40,7 @@ DEADLINE_TAG = "spotrun:deadline"
 COMPUTE_TAG = "spotrun:compute"
 POOLS_TAG = "spotrun:pools"
 OVERHEAD_TAG = "spotrun:restart-overhead"
+RETRY_ON_SCRIPT_FAILURE_TAG = "spotrun:retry-on-script-failure"
 #: the policies a job may name (``spotrun.control.policy.POLICIES`` implements them)
 POLICY_NAMES = ("spot-only", "greedy", "uniform-progress", "spotrun")
 DEFAULT_POLICY = "spot-only"
@@ -66,10 +75,15 @@ class Scheduling:
     pools: tuple[PoolChoice, ...] = ()
     #: seconds from an attempt's launch to its training (None: measured)
     restart_overhead_seconds: int | None = None
+    #: whether RetryStrategy also retries failures of the job's own script (spotrun's tag;
+    #: False: SageMaker's behaviour, where it retries internal errors only)
+    retry_on_script_failure: bool = False
 
     @property
     def default(self) -> bool:
-        return self == Scheduling()
+        """Whether the capacity choices are SageMaker's (no policy, deadline or pools).
+        The retry choice is not one of them: it leaves the scheduling alone."""
+        return dataclasses.replace(self, retry_on_script_failure=False) == Scheduling()
 
     def accepted(self, own_type: str) -> tuple[PoolChoice, ...]:
         """Every kind of capacity the job may run on, each with its instance type: its
@@ -99,16 +113,22 @@ def scheduling_from_tags(
     max_wait: int | None,
     max_runtime: int,
     elastic: bool,
+    max_retry_attempts: int | None = None,
 ) -> Scheduling:
     """The job's scheduling from its tags (their shape already checked); SpecError names
-    the tag's field, what is wrong and what is allowed."""
+    the tag's field, what is wrong and what is allowed.
+
+    ``max_retry_attempts`` is the job's RetryStrategy.MaximumRetryAttempts (0: none), which
+    ``spotrun:retry-on-script-failure`` needs; None: not known here, so not checked.
+    """
+    retry = retry_on_script_failure_from_tags(tags, max_retry_attempts)
     found: dict[str, tuple[int, str]] = {}
     for i, t in enumerate(tags):
         key = t.get("Key")
         if key in (POLICY_TAG, DEADLINE_TAG, COMPUTE_TAG, POOLS_TAG, OVERHEAD_TAG):
             found[str(key)] = (i, str(t.get("Value", "")).strip())
     if not found:
-        return Scheduling()
+        return Scheduling(retry_on_script_failure=retry)
     if not spot:
         i = min(i for i, _ in found.values())
         raise SpecError(
@@ -154,7 +174,37 @@ def scheduling_from_tags(
         i, text = found[POOLS_TAG]
         pools = _pools(text, f"Tags[{i}].Value")
     overhead = _duration_tag(found, OVERHEAD_TAG)
-    return Scheduling(policy, deadline, compute, pools, overhead)
+    return Scheduling(policy, deadline, compute, pools, overhead, retry)
+
+
+def retry_on_script_failure_from_tags(
+    tags: Sequence[Mapping[str, Any]], max_retry_attempts: int | None = None
+) -> bool:
+    """``spotrun:retry-on-script-failure`` from the job's tags: ``true`` or ``false`` (any
+    case), False when absent. SpecError names the tag's field; ``true`` without a
+    RetryStrategy (``max_retry_attempts`` 0) is refused, as it would do nothing."""
+    for i, t in enumerate(tags):
+        if t.get("Key") != RETRY_ON_SCRIPT_FAILURE_TAG:
+            continue
+        text = str(t.get("Value", "")).strip()
+        if text.lower() not in ("true", "false"):
+            raise SpecError(
+                f"Tags[{i}].Value",
+                f"{RETRY_ON_SCRIPT_FAILURE_TAG} is {text!r}; allowed: true (RetryStrategy also "
+                "retries failures of the training script) or false (the default: it retries "
+                "internal errors only)",
+            )
+        on = text.lower() == "true"
+        if on and max_retry_attempts == 0:
+            raise SpecError(
+                f"Tags[{i}].Value",
+                f"{RETRY_ON_SCRIPT_FAILURE_TAG} is true, which makes RetryStrategy."
+                "MaximumRetryAttempts cover script failures too, and the job has no "
+                "RetryStrategy; add RetryStrategy: {MaximumRetryAttempts: 1-30}, or leave "
+                "the tag out",
+            )
+        return on
+    return False
 
 
 def _duration_tag(found: Mapping[str, tuple[int, str]], key: str) -> int | None:

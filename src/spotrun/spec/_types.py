@@ -3,12 +3,13 @@
 A spec never changes after the job is created. ``to_api`` gives the dict in the
 CreateTrainingJob request shape, so that the spec round-trips through JSON unchanged.
 
-The typed fields hold what spotrun acts on. Everything else a request may carry and
-``parse_spec`` accepted (``OutputDataConfig.KmsKeyId``, ``ResourceConfig.KeepAlivePeriodInSeconds``,
-a channel's ``ShuffleConfig``, the echoed top-level members, members of a newer API version
-nested in a known structure, …) lives on in ``JobSpec.request``; ``to_api`` starts from it
-and writes the typed fields over it, so nothing accepted is lost when the service stores
-``spec.to_api()`` and echoes it back in DescribeTrainingJob.
+The typed fields hold the core of what spotrun acts on. Everything else a request may
+carry and ``parse_spec`` accepted (``OutputDataConfig.KmsKeyId`` and ``CompressionType``,
+``TensorBoardOutputConfig``, ``DebugHookConfig``, ``ProfilerConfig``, ``VpcConfig``, …) lives
+on in ``JobSpec.request``, read from there by what honours it; ``to_api`` starts from it and
+writes the typed fields over it, so nothing accepted is lost when the service stores
+``spec.to_api()`` and echoes it back in DescribeTrainingJob. What the request may carry at
+all, and which members are honoured, recorded or refused, is ``spotrun.spec._support``.
 """
 
 from __future__ import annotations
@@ -140,9 +141,19 @@ class JobSpec:
         return {k: copy.deepcopy(self.request[k]) for k in ECHOED if k in self.request}
 
     @property
+    def compress_model(self) -> bool:
+        """Whether the model is uploaded as ``model.tar.gz`` (``OutputDataConfig.CompressionType``
+        GZIP, the default) or file by file under ``output/model/`` (NONE)."""
+        out = self.request.get("OutputDataConfig")
+        given = out.get("CompressionType") if isinstance(out, Mapping) else None
+        return given != "NONE"
+
+    @property
     def model_artifact_uri(self) -> str:
-        """Where the model tarball lands, as SageMaker names it."""
-        return f"{self.output_path.rstrip('/')}/{self.name}/output/model.tar.gz"
+        """Where the model lands, as SageMaker names it: the tarball, or with
+        ``CompressionType: NONE`` the prefix its files are uploaded under."""
+        base = f"{self.output_path.rstrip('/')}/{self.name}/output"
+        return f"{base}/model.tar.gz" if self.compress_model else f"{base}/model/"
 
     @property
     def output_artifact_uri(self) -> str:

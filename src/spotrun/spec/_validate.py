@@ -4,12 +4,20 @@ Pure: no I/O. Checks that need the outside world (is the instance type in the ca
 does the entry point exist, can the channel be read) live in ``spotrun.control.admission``.
 Every failure raises ``SpecError`` naming the field, what is wrong and what is allowed.
 
-botocore checks required members, types and minimums before it sends a request, but not
-maximums, patterns or enum values; those are enforced here (and so are the former, for
-clients that are not botocore). Members spotrun accepts without acting on them are checked
-against the same limits and kept: ``JobSpec.request`` carries them into ``to_api``.
-Unknown members nested in a known structure (a newer API version's) are kept as given;
-unknown top-level members are refused, as botocore itself refuses them.
+AWS's own model drives the shapes: ``_model`` holds the whole request against botocore's
+``CreateTrainingJobRequest`` (types, required and unknown members at every depth, lengths,
+limits, enums, patterns), and ``_support`` refuses what spotrun does not do. What is left
+here are spotrun's own rules, which add meaning the model lacks. botocore checks required
+members, types and minimums before it sends a request, but not maximums, patterns or enum
+values, so the server must; clients that are not botocore get all of them checked.
+
+spotrun departs from the model in three places, on purpose: ``AlgorithmSpecification``
+takes spotrun's script-mode members ``SourceDir`` and ``EntryPoint`` (``EXTENSIONS``);
+every ``S3Uri`` member takes spotrun's storage schemes (file://, memory://, gs:// as well
+as s3:// and https://; see ``_uri``) in place of AWS's pattern; and without ``strict``
+``RoleArn``, ``TrainingInputMode`` and ``S3DataType`` have defaults.
+
+The helpers (``_str``, ``_int``, ``_obj``, …) are shared with ``_tuning`` and ``_outputs``.
 """
 
 from __future__ import annotations
@@ -21,12 +29,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from spotrun.errors import SpecError
+from spotrun.spec import _model
+from spotrun.spec._model import Leniency
+from spotrun.spec._outputs import side_outputs
 from spotrun.spec._scheduling import scheduling_from_tags
+from spotrun.spec._support import EXTENSIONS, check_refusals
 from spotrun.spec._types import (
     DEFAULT_CHECKPOINT_LOCAL_PATH,
     DEFAULT_MAX_RUNTIME,
     DEFAULT_ROLE_ARN,
-    ECHOED,
     MIN_COUNT_TAG,
     AlgorithmSpecification,
     Channel,
@@ -37,67 +48,18 @@ from spotrun.spec._types import (
     StoppingCondition,
 )
 
-NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
-CHANNEL_RE = re.compile(r"[A-Za-z0-9\.\-_]+")
-ROLE_RE = re.compile(r"arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+")
 S3URI_RE = re.compile(r"(https|s3)://([^/]+)/?(.*)")
-ENV_KEY_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-INSTANCE_TYPE_RE = re.compile(r"ml\.[a-z0-9]+\.[a-z0-9]+")
-ALGORITHM_NAME_RE = re.compile(
-    r"(arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]*:[0-9]{12}:[a-z\-]*/)?"
-    r"([a-zA-Z0-9]([a-zA-Z0-9-]){0,62})(?<!-)"
-)
-KMS_KEY_RE = re.compile(r"[a-zA-Z0-9:/_-]*")
-VPC_ID_RE = re.compile(r"[-0-9a-zA-Z]+")
-TRAINING_PLAN_RE = re.compile(r"arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]*:[0-9]{12}:training-plan/.*")
-LAMBDA_ARN_RE = re.compile(r"arn:[a-zA-Z0-9\-]+:lambda:[a-zA-Z0-9\-]+:[0-9]{12}:function:.*")
 #: besides letters, separators and digits, what a tag key or value may contain
 TAG_PUNCTUATION = frozenset("_.:/=+-@")
 _TAG_PUNCT_SHOWN = " ".join(sorted(TAG_PUNCTUATION))
+#: spotrun's own upper limits, where AWS's model gives none (28 days is AWS's documented
+#: longest run; a spot job may wait as long again)
 MAX_RUNTIME_LIMIT = 28 * 86_400
 MAX_WAIT_LIMIT = 28 * 86_400 * 2
 MAX_INSTANCE_COUNT = 64
 MAX_VOLUME_GB = 16_384
-INPUT_MODES = ("Pipe", "File", "FastFile")
-CHANNEL_COMPRESSION = ("None", "Gzip")
-OUTPUT_COMPRESSION = ("GZIP", "NONE")
-RECORD_WRAPPERS = ("None", "RecordIO")
-DISTRIBUTIONS = ("FullyReplicated", "ShardedByS3Key")
-S3_DATA_TYPES = ("ManifestFile", "S3Prefix", "AugmentedManifestFile", "Converse")
-REPOSITORY_ACCESS_MODES = ("Platform", "Vpc")
 #: URI schemes spotrun reads and writes through fsspec, besides SageMaker's s3/https
 STORAGE_SCHEMES = ("s3", "https", "file", "memory", "gs")
-
-KNOWN = (
-    "TrainingJobName",
-    "RoleArn",
-    "AlgorithmSpecification",
-    "HyperParameters",
-    "InputDataConfig",
-    "OutputDataConfig",
-    "ResourceConfig",
-    "StoppingCondition",
-    "EnableManagedSpotTraining",
-    "CheckpointConfig",
-    "RetryStrategy",
-    "Environment",
-    *ECHOED,
-)
-#: echoed members that hold an object, and those that hold a list of objects (at most 20)
-_ECHOED_OBJECTS = (
-    "DebugHookConfig",
-    "TensorBoardOutputConfig",
-    "ExperimentConfig",
-    "ProfilerConfig",
-    "RemoteDebugConfig",
-    "InfraCheckConfig",
-    "SessionChainingConfig",
-    "ServerlessJobConfig",
-    "MlflowConfig",
-    "ModelPackageConfig",
-)
-_ECHOED_RULE_LISTS = ("DebugRuleConfigurations", "ProfilerRuleConfigurations")
-_ECHOED_FLAGS = ("EnableNetworkIsolation", "EnableInterContainerTrafficEncryption")
 
 
 # -- primitive checks ---------------------------------------------------------------------
@@ -105,26 +67,12 @@ _ECHOED_FLAGS = ("EnableNetworkIsolation", "EnableInterContainerTrafficEncryptio
 
 def _kind(v: Any) -> str:
     """The JSON name of a value's type, for messages."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int):
-        return "an integer"
-    if isinstance(v, float):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list | tuple):
-        return "a list"
-    if isinstance(v, Mapping):
-        return "an object"
-    return type(v).__name__
+    return _model.kind(v)
 
 
 def _show(v: str, limit: int = 60) -> str:
     """A value for a message, shortened when long."""
-    return repr(v) if len(v) <= limit else repr(v[:limit]) + "…"
+    return _model.show(v, limit)
 
 
 def _need(m: Mapping[str, Any], key: str, field: str) -> Any:
@@ -183,11 +131,6 @@ def _list(v: Any, field: str, lo: int, hi: int) -> list[Any]:
     return list(v)
 
 
-def _strings(v: Any, field: str, lo: int, hi: int, slo: int, shi: int) -> tuple[str, ...]:
-    """A list of ``lo``–``hi`` strings of ``slo``–``shi`` characters each."""
-    return tuple(_str(s, f"{field}[{i}]", slo, shi) for i, s in enumerate(_list(v, field, lo, hi)))
-
-
 def _enum(v: Any, field: str, allowed: tuple[str, ...]) -> str:
     if not isinstance(v, str):
         raise SpecError(
@@ -217,12 +160,6 @@ def _uri(v: Any, field: str) -> str:
     return s
 
 
-def _kms_key(v: Any, field: str) -> str:
-    return _pattern(
-        _str(v, field, 0, 2048), field, KMS_KEY_RE, "a KMS key id, alias or ARN ([a-zA-Z0-9:/_-]*)"
-    )
-
-
 def _tag_text(v: Any, field: str, lo: int, hi: int) -> str:
     s = _str(v, field, lo, hi)
     for ch in s:
@@ -234,59 +171,97 @@ def _tag_text(v: Any, field: str, lo: int, hi: int) -> str:
     return s
 
 
+def _string_map(v: Any, field: str, n: int, klo: int, khi: int, vhi: int) -> dict[str, str]:
+    """A map of at most ``n`` string entries, keys ``klo``–``khi`` and values up to ``vhi``
+    characters long (for the tuning and side-output shapes checked by hand)."""
+    m = _obj(v, field)
+    if len(m) > n:
+        raise SpecError(field, f"has {len(m)} entries; at most {n} are allowed")
+    out: dict[str, str] = {}
+    for k, val in m.items():
+        if not klo <= len(k) <= khi:
+            raise SpecError(
+                field, f"key {_show(k)} is {len(k)} characters long; keys are {klo} to {khi}"
+            )
+        out[k] = _str(val, f"{field}.{k}", 0, vhi)
+    return out
+
+
 def validate_name(name: Any) -> str:
-    """Check a training job name against SageMaker's pattern."""
-    s = _str(name, "TrainingJobName", 1, 63)
-    return _pattern(
-        s,
-        "TrainingJobName",
-        NAME_RE,
-        "use 1-63 letters, digits and hyphens, starting and ending with a letter or digit",
-    )
+    """Check a training job name against SageMaker's shape for it."""
+    _model.check("TrainingJobName", name, "TrainingJobName")
+    return str(name)
 
 
 # -- the request ----------------------------------------------------------------------------
 
+#: the input shape of CreateTrainingJob in AWS's model
+REQUEST_SHAPE = "CreateTrainingJobRequest"
+#: where spotrun departs from AWS's model on purpose: its own script-mode members (see
+#: ``EXTENSIONS``), and its own storage-URI rule (``_uri``: also file://, memory://, gs://)
+#: in place of the S3Uri pattern, for every member of that shape
+LENIENCY = Leniency(
+    extra_members={
+        "AlgorithmSpecification": frozenset(
+            p.rsplit(".", 1)[1] for p in EXTENSIONS if p.startswith("AlgorithmSpecification.")
+        )
+    },
+    unpatterned=frozenset({"S3Uri"}),
+)
+#: without ``strict`` (spotrun's CLI), three required members have defaults
+NON_STRICT = dataclasses.replace(
+    LENIENCY,
+    optional={
+        REQUEST_SHAPE: frozenset({"RoleArn"}),
+        "AlgorithmSpecification": frozenset({"TrainingInputMode"}),
+        "S3DataSource": frozenset({"S3DataType"}),
+    },
+)
 
-def parse_spec(req: Mapping[str, Any], *, strict: bool = False) -> JobSpec:
+
+def parse_spec(req: Mapping[str, Any], *, strict: bool = False, stored: bool = False) -> JobSpec:
     """Validate a CreateTrainingJob request and build the spec.
+
+    In this order: the members the field support table (``_support``) refuses whatever
+    their value, so that such a member is named as refused before its contents are
+    examined; AWS's model for the whole request (types, required and unknown members,
+    lengths, limits, enums, patterns); the table's other refusals, whose conditions read a
+    value the model has now checked; then spotrun's own rules, which add meaning the model
+    lacks (the spot rules, 28-day limits, script mode, storage schemes, unique channels,
+    elastic and scheduling tags).
 
     ``strict`` is the SageMaker API's contract, for requests that came through its endpoint:
     RoleArn, AlgorithmSpecification.TrainingInputMode and S3DataSource.S3DataType are
     required. Without it (spotrun's own CLI) they default to a placeholder role, ``File``
     and ``S3Prefix``.
+
+    ``stored``: the request of a job admitted before, read back from the store. AWS's model,
+    the refusals and the side outputs are not checked again: an earlier version of spotrun
+    may have accepted what this one refuses (a nested member of a newer API, say), and a
+    stored job must still load. spotrun's own rules still build the spec.
     """
     req = _obj(req, "request")
-    unknown = sorted(k for k in req if k not in KNOWN)
-    if unknown:
-        raise SpecError(unknown[0], f"is not a CreateTrainingJob member; known: {', '.join(KNOWN)}")
-    name = validate_name(_need(req, "TrainingJobName", "TrainingJobName"))
-    if "RoleArn" in req or strict:
-        role = _str(_need(req, "RoleArn", "RoleArn"), "RoleArn", 20, 2048)
-        _pattern(
-            role, "RoleArn", ROLE_RE, "expected an IAM role ARN, arn:aws:iam::<account>:role/<name>"
-        )
-    else:
-        role = DEFAULT_ROLE_ARN
-    algo = _algorithm(_need(req, "AlgorithmSpecification", "AlgorithmSpecification"), strict)
-    output_path = _output(_need(req, "OutputDataConfig", "OutputDataConfig"))
+    if not stored:
+        check_refusals(req, any_value_only=True)
+        _model.check(REQUEST_SHAPE, req, "", LENIENCY if strict else NON_STRICT)
+        check_refusals(req)
+        for path, uri in _model.occurrences(REQUEST_SHAPE, req, "S3Uri"):
+            _uri(uri, path)
+        side_outputs(req)  # LocalPaths and the profiling interval, beyond the model
+    name = req["TrainingJobName"]
+    role = req.get("RoleArn", DEFAULT_ROLE_ARN)
+    algo = _algorithm(_need(req, "AlgorithmSpecification", "AlgorithmSpecification"))
+    output_path = req["OutputDataConfig"]["S3OutputPath"]
     resources = _resources(_need(req, "ResourceConfig", "ResourceConfig"))
     stopping = _stopping(req.get("StoppingCondition", {}))
-    spot = _bool(req.get("EnableManagedSpotTraining", False), "EnableManagedSpotTraining")
+    spot = bool(req.get("EnableManagedSpotTraining", False))
     if spot:
         _spot_rules(stopping)
-    hps = _string_map(req.get("HyperParameters", {}), "HyperParameters", 100, 0, 256, 2500)
-    env = _string_map(req.get("Environment", {}), "Environment", 100, 1, 512, 512)
-    for k in env:
-        _pattern(k, f"Environment.{k}", ENV_KEY_RE, "keys are [a-zA-Z_][a-zA-Z0-9_]*")
-    channels = _channels(req["InputDataConfig"], strict) if "InputDataConfig" in req else ()
+    hps = dict(req.get("HyperParameters", {}))
+    env = dict(req.get("Environment", {}))
+    channels = _channels(req["InputDataConfig"]) if "InputDataConfig" in req else ()
     checkpoint = _checkpoint(req["CheckpointConfig"]) if "CheckpointConfig" in req else None
-    retries = 0
-    if "RetryStrategy" in req:
-        rs = _obj(req["RetryStrategy"], "RetryStrategy")
-        f = "RetryStrategy.MaximumRetryAttempts"
-        retries = _int(_need(rs, "MaximumRetryAttempts", f), f, 1, 30)
-    _echoed(req)
+    retries = int(req.get("RetryStrategy", {}).get("MaximumRetryAttempts", 0))
     resources = _elastic(req, resources, channels, checkpoint)
     scheduling = scheduling_from_tags(
         req.get("Tags") or [],
@@ -294,6 +269,7 @@ def parse_spec(req: Mapping[str, Any], *, strict: bool = False) -> JobSpec:
         max_wait=stopping.max_wait_seconds,
         max_runtime=stopping.max_runtime_seconds,
         elastic=resources.elastic,
+        max_retry_attempts=retries,
     )
     spec = JobSpec(
         name=name,
@@ -371,28 +347,16 @@ def _spot_rules(stopping: StoppingCondition) -> None:
         )
 
 
-def _algorithm(v: Any, strict: bool) -> AlgorithmSpecification:
+def _algorithm(a: Mapping[str, Any]) -> AlgorithmSpecification:
+    """spotrun's rules for what to run (the model has checked the members' shapes)."""
     p = "AlgorithmSpecification"
-    a = _obj(v, p)
-    if "TrainingInputMode" in a or strict:
-        mode = _enum(
-            _need(a, "TrainingInputMode", p + ".TrainingInputMode"),
-            p + ".TrainingInputMode",
-            INPUT_MODES,
-        )
-    else:
-        mode = "File"
-    image = algo_name = source_dir = entry = None
-    if "TrainingImage" in a:
-        image = _str(a["TrainingImage"], p + ".TrainingImage", 1, 255)
-    if "AlgorithmName" in a:
-        algo_name = _str(a["AlgorithmName"], p + ".AlgorithmName", 1, 170)
-        _pattern(
-            algo_name,
-            p + ".AlgorithmName",
-            ALGORITHM_NAME_RE,
-            "expected an algorithm name (letters, digits and hyphens, at most 63) or its ARN",
-        )
+    mode = a.get("TrainingInputMode", "File")
+    image = a.get("TrainingImage")
+    algo_name = a.get("AlgorithmName")
+    if image is not None:
+        # the model allows an empty image name; there is nothing to pull under it
+        _str(image, p + ".TrainingImage", 1, 255)
+    source_dir = entry = None
     if "SourceDir" in a:
         source_dir = _str(a["SourceDir"], p + ".SourceDir", 1, 4096)
     if "EntryPoint" in a:
@@ -413,27 +377,17 @@ def _algorithm(v: Any, strict: bool) -> AlgorithmSpecification:
     if entry is not None and source_dir is None:
         raise SpecError(p + ".SourceDir", "is required with EntryPoint")
     metrics = []
-    if "MetricDefinitions" in a:
-        f = p + ".MetricDefinitions"
-        for i, m in enumerate(_list(a["MetricDefinitions"], f, 0, 40)):
-            mf = f"{f}[{i}]"
-            m = _obj(m, mf)
-            mname = _str(_need(m, "Name", mf + ".Name"), mf + ".Name", 1, 255)
-            rx = _str(_need(m, "Regex", mf + ".Regex"), mf + ".Regex", 1, 500)
-            try:
-                re.compile(rx)
-            except re.error as e:
-                raise SpecError(mf + ".Regex", f"is not a valid regular expression: {e}") from None
-            metrics.append(MetricDefinition(mname, rx))
-    if "EnableSageMakerMetricsTimeSeries" in a:
-        _bool(a["EnableSageMakerMetricsTimeSeries"], p + ".EnableSageMakerMetricsTimeSeries")
-    entrypoint = arguments = None
-    if "ContainerEntrypoint" in a:
-        entrypoint = _strings(a["ContainerEntrypoint"], p + ".ContainerEntrypoint", 1, 100, 0, 256)
-    if "ContainerArguments" in a:
-        arguments = _strings(a["ContainerArguments"], p + ".ContainerArguments", 1, 100, 0, 256)
-    if "TrainingImageConfig" in a:
-        _image_config(a["TrainingImageConfig"], p + ".TrainingImageConfig")
+    for i, m in enumerate(a.get("MetricDefinitions", [])):
+        # spotrun runs these on every log line, so they must be Python regexes
+        try:
+            re.compile(m["Regex"])
+        except re.error as e:
+            raise SpecError(
+                f"{p}.MetricDefinitions[{i}].Regex", f"is not a valid regular expression: {e}"
+            ) from None
+        metrics.append(MetricDefinition(m["Name"], m["Regex"]))
+    entrypoint = a.get("ContainerEntrypoint")
+    arguments = a.get("ContainerArguments")
     return AlgorithmSpecification(
         training_input_mode=mode,
         training_image=image,
@@ -441,62 +395,15 @@ def _algorithm(v: Any, strict: bool) -> AlgorithmSpecification:
         source_dir=source_dir,
         entry_point=entry,
         metric_definitions=tuple(metrics),
-        container_entrypoint=entrypoint,
-        container_arguments=arguments,
+        container_entrypoint=None if entrypoint is None else tuple(entrypoint),
+        container_arguments=None if arguments is None else tuple(arguments),
     )
 
 
-def _image_config(v: Any, p: str) -> None:
-    c = _obj(v, p)
-    f = p + ".TrainingRepositoryAccessMode"
-    _enum(_need(c, "TrainingRepositoryAccessMode", f), f, REPOSITORY_ACCESS_MODES)
-    if "TrainingRepositoryAuthConfig" in c:
-        auth = _obj(c["TrainingRepositoryAuthConfig"], p + ".TrainingRepositoryAuthConfig")
-        f = p + ".TrainingRepositoryAuthConfig.TrainingRepositoryCredentialsProviderArn"
-        arn = _str(_need(auth, "TrainingRepositoryCredentialsProviderArn", f), f, 1, 2048)
-        _pattern(arn, f, LAMBDA_ARN_RE, "expected a Lambda function ARN")
-
-
-def _output(v: Any) -> str:
-    p = "OutputDataConfig"
-    out = _obj(v, p)
-    path = _uri(_need(out, "S3OutputPath", p + ".S3OutputPath"), p + ".S3OutputPath")
-    if "KmsKeyId" in out:
-        _kms_key(out["KmsKeyId"], p + ".KmsKeyId")
-    if "CompressionType" in out:
-        _enum(out["CompressionType"], p + ".CompressionType", OUTPUT_COMPRESSION)
-    return path
-
-
-def _resources(v: Any) -> ResourceConfig:
+def _resources(r: Mapping[str, Any]) -> ResourceConfig:
+    """spotrun's rules for the instances: one type (no groups), and its own upper limits."""
     p = "ResourceConfig"
-    r = _obj(v, p)
-    if "InstanceGroups" in r:
-        groups = _list(r["InstanceGroups"], p + ".InstanceGroups", 0, 5)
-        for i, g in enumerate(groups):
-            gf = f"{p}.InstanceGroups[{i}]"
-            g = _obj(g, gf)
-            _str(_need(g, "InstanceType", gf + ".InstanceType"), gf + ".InstanceType", 1, 64)
-            _int(_need(g, "InstanceCount", gf + ".InstanceCount"), gf + ".InstanceCount", 0)
-            _str(
-                _need(g, "InstanceGroupName", gf + ".InstanceGroupName"),
-                gf + ".InstanceGroupName",
-                1,
-                64,
-            )
-        if groups:
-            raise SpecError(
-                p + ".InstanceGroups",
-                "heterogeneous clusters are not supported by spotrun; "
-                "give InstanceType and InstanceCount instead",
-            )
-    itype = _str(_need(r, "InstanceType", p + ".InstanceType"), p + ".InstanceType", 1, 64)
-    _pattern(
-        itype,
-        p + ".InstanceType",
-        INSTANCE_TYPE_RE,
-        "expected an ml.<family>.<size> type such as ml.g4dn.xlarge",
-    )
+    itype = _need(r, "InstanceType", p + ".InstanceType")
     count = _int(r.get("InstanceCount", 1), p + ".InstanceCount", 0, MAX_INSTANCE_COUNT)
     if count == 0:
         raise SpecError(
@@ -505,24 +412,12 @@ def _resources(v: Any) -> ResourceConfig:
             "which spotrun does not support)",
         )
     vol = _int(r.get("VolumeSizeInGB", 30), p + ".VolumeSizeInGB", 0, MAX_VOLUME_GB)
-    if "VolumeKmsKeyId" in r:
-        _kms_key(r["VolumeKmsKeyId"], p + ".VolumeKmsKeyId")
-    if "KeepAlivePeriodInSeconds" in r:
-        _int(r["KeepAlivePeriodInSeconds"], p + ".KeepAlivePeriodInSeconds", 0, 21_600)
-    if "TrainingPlanArn" in r:
-        arn = _str(r["TrainingPlanArn"], p + ".TrainingPlanArn", 50, 2048)
-        _pattern(arn, p + ".TrainingPlanArn", TRAINING_PLAN_RE, "expected a training plan ARN")
-    if "InstancePlacementConfig" in r:
-        _obj(r["InstancePlacementConfig"], p + ".InstancePlacementConfig")
-    if "InstancePreferences" in r:
-        for i, pref in enumerate(_list(r["InstancePreferences"], p + ".InstancePreferences", 1, 5)):
-            _obj(pref, f"{p}.InstancePreferences[{i}]")
     return ResourceConfig(instance_type=itype, instance_count=count, volume_size_gb=vol)
 
 
-def _stopping(v: Any) -> StoppingCondition:
+def _stopping(s: Mapping[str, Any]) -> StoppingCondition:
+    """The limits, with spotrun's upper bounds where the model gives none."""
     p = "StoppingCondition"
-    s = _obj(v, p)
     rt = _int(
         s.get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME),
         p + ".MaxRuntimeInSeconds",
@@ -532,51 +427,24 @@ def _stopping(v: Any) -> StoppingCondition:
     mw = None
     if "MaxWaitTimeInSeconds" in s:
         mw = _int(s["MaxWaitTimeInSeconds"], p + ".MaxWaitTimeInSeconds", 1, MAX_WAIT_LIMIT)
-    if "MaxPendingTimeInSeconds" in s:
-        _int(s["MaxPendingTimeInSeconds"], p + ".MaxPendingTimeInSeconds", 1800, 2_419_200)
     return StoppingCondition(max_runtime_seconds=rt, max_wait_seconds=mw)
 
 
-def _checkpoint(v: Any) -> CheckpointConfig:
+def _checkpoint(cc: Mapping[str, Any]) -> CheckpointConfig:
     p = "CheckpointConfig"
-    cc = _obj(v, p)
-    uri = _uri(_need(cc, "S3Uri", p + ".S3Uri"), p + ".S3Uri")
     local = _str(cc.get("LocalPath", DEFAULT_CHECKPOINT_LOCAL_PATH), p + ".LocalPath", 1, 4096)
     if not local.startswith("/"):
         raise SpecError(p + ".LocalPath", f"{_show(local)} must be an absolute path")
-    return CheckpointConfig(s3_uri=uri, local_path=local.rstrip("/") or "/")
+    return CheckpointConfig(s3_uri=cc["S3Uri"], local_path=local.rstrip("/") or "/")
 
 
-def _string_map(v: Any, field: str, n: int, klo: int, khi: int, vhi: int) -> dict[str, str]:
-    m = _obj(v, field)
-    if len(m) > n:
-        raise SpecError(field, f"has {len(m)} entries; at most {n} are allowed")
-    out: dict[str, str] = {}
-    for k, val in m.items():
-        if not klo <= len(k) <= khi:
-            raise SpecError(
-                field, f"key {_show(k)} is {len(k)} characters long; keys are {klo} to {khi}"
-            )
-        out[k] = _str(val, f"{field}.{k}", 0, vhi)
-    return out
-
-
-def _channels(v: Any, strict: bool) -> tuple[Channel, ...]:
-    p = "InputDataConfig"
-    if isinstance(v, list | tuple) and not v:
-        raise SpecError(p, "has no channels; give 1 to 20, or leave InputDataConfig out")
+def _channels(v: list[Mapping[str, Any]]) -> tuple[Channel, ...]:
+    """spotrun's rules for channels: usable, unique folder names, one S3 data source."""
     seen: set[str] = set()
     out = []
-    for i, c in enumerate(_list(v, p, 1, 20)):
-        f = f"{p}[{i}]"
-        c = _obj(c, f)
-        name = _str(_need(c, "ChannelName", f + ".ChannelName"), f + ".ChannelName", 1, 64)
-        _pattern(
-            name,
-            f + ".ChannelName",
-            CHANNEL_RE,
-            "use letters, digits, '.', '-' and '_' only (no '/')",
-        )
+    for i, c in enumerate(v):
+        f = f"InputDataConfig[{i}]"
+        name = c["ChannelName"]
         if name in (".", ".."):
             raise SpecError(f + ".ChannelName", f"{name!r} is not a usable folder name")
         if name in seen:
@@ -584,91 +452,19 @@ def _channels(v: Any, strict: bool) -> tuple[Channel, ...]:
                 f + ".ChannelName", f"{name!r} is given twice; channel names are unique"
             )
         seen.add(name)
-        uri, dist = _data_source(
-            _need(c, "DataSource", f + ".DataSource"), f + ".DataSource", strict
-        )
-        comp = _enum(c.get("CompressionType", "None"), f + ".CompressionType", CHANNEL_COMPRESSION)
-        wrapper = _enum(
-            c.get("RecordWrapperType", "None"), f + ".RecordWrapperType", RECORD_WRAPPERS
-        )
-        mode = None
-        if "InputMode" in c:
-            mode = _enum(c["InputMode"], f + ".InputMode", INPUT_MODES)
-        ct = None
-        if "ContentType" in c:
-            ct = _str(c["ContentType"], f + ".ContentType", 0, 256)
-        if "ShuffleConfig" in c:
-            sc = _obj(c["ShuffleConfig"], f + ".ShuffleConfig")
-            _int(_need(sc, "Seed", f + ".ShuffleConfig.Seed"), f + ".ShuffleConfig.Seed")
-        out.append(Channel(name, uri, ct, comp, mode, dist, wrapper))
-    return tuple(out)
-
-
-def _data_source(v: Any, p: str, strict: bool) -> tuple[str, str]:
-    """Check a channel's DataSource; returns its S3Uri and S3DataDistributionType."""
-    ds = _obj(v, p)
-    given = [k for k in ("S3DataSource", "FileSystemDataSource", "DatasetSource") if k in ds]
-    if len(given) > 1:
-        raise SpecError(p, f"gives {' and '.join(given)}; give exactly one data source")
-    for other in ("FileSystemDataSource", "DatasetSource"):
-        if other in ds:
-            _obj(ds[other], f"{p}.{other}")
-            raise SpecError(f"{p}.{other}", "is not supported by spotrun; give an S3DataSource")
-    if not given:
-        raise SpecError(p, "names no data source; give an S3DataSource")
-    s3 = _obj(ds["S3DataSource"], p + ".S3DataSource")
-    f = p + ".S3DataSource"
-    if "S3DataType" in s3 or strict:
-        dtype = _enum(_need(s3, "S3DataType", f + ".S3DataType"), f + ".S3DataType", S3_DATA_TYPES)
-        if dtype != "S3Prefix":
-            raise SpecError(f + ".S3DataType", f"{dtype} is not supported by spotrun; use S3Prefix")
-    uri = _uri(_need(s3, "S3Uri", f + ".S3Uri"), f + ".S3Uri")
-    dist = _enum(
-        s3.get("S3DataDistributionType", "FullyReplicated"),
-        f + ".S3DataDistributionType",
-        DISTRIBUTIONS,
-    )
-    if "AttributeNames" in s3:
-        _strings(s3["AttributeNames"], f + ".AttributeNames", 0, 16, 1, 256)
-    if "InstanceGroupNames" in s3:
-        names = _strings(s3["InstanceGroupNames"], f + ".InstanceGroupNames", 0, 5, 1, 64)
-        if names:
-            raise SpecError(
-                f + ".InstanceGroupNames",
-                "names instance groups, which spotrun does not support; leave it out",
+        s3 = c["DataSource"].get("S3DataSource")
+        if s3 is None:
+            # the others are refused by the support table, so none is given at all
+            raise SpecError(f + ".DataSource", "names no data source; give an S3DataSource")
+        out.append(
+            Channel(
+                name,
+                s3["S3Uri"],
+                c.get("ContentType"),
+                c.get("CompressionType", "None"),
+                c.get("InputMode"),
+                s3.get("S3DataDistributionType", "FullyReplicated"),
+                c.get("RecordWrapperType", "None"),
             )
-    if "ModelAccessConfig" in s3:
-        mac = _obj(s3["ModelAccessConfig"], f + ".ModelAccessConfig")
-        af = f + ".ModelAccessConfig.AcceptEula"
-        _bool(_need(mac, "AcceptEula", af), af)
-    if "HubAccessConfig" in s3:
-        hac = _obj(s3["HubAccessConfig"], f + ".HubAccessConfig")
-        hf = f + ".HubAccessConfig.HubContentArn"
-        _str(_need(hac, "HubContentArn", hf), hf, 0, 255)
-    return uri, dist
-
-
-def _echoed(req: Mapping[str, Any]) -> None:
-    """Check the shape of the members spotrun only echoes."""
-    if "Tags" in req:
-        for i, t in enumerate(_list(req["Tags"], "Tags", 0, 50)):
-            f = f"Tags[{i}]"
-            t = _obj(t, f)
-            _tag_text(_need(t, "Key", f + ".Key"), f + ".Key", 1, 128)
-            _tag_text(_need(t, "Value", f + ".Value"), f + ".Value", 0, 256)
-    if "VpcConfig" in req:
-        vpc = _obj(req["VpcConfig"], "VpcConfig")
-        for key, hi in (("SecurityGroupIds", 5), ("Subnets", 16)):
-            f = "VpcConfig." + key
-            for i, s in enumerate(_strings(_need(vpc, key, f), f, 1, hi, 1, 32)):
-                _pattern(s, f"{f}[{i}]", VPC_ID_RE, "use letters, digits and hyphens")
-    for key in _ECHOED_FLAGS:
-        if key in req:
-            _bool(req[key], key)
-    for key in _ECHOED_OBJECTS:
-        if key in req:
-            _obj(req[key], key)
-    for key in _ECHOED_RULE_LISTS:
-        if key in req:
-            for i, rule in enumerate(_list(req[key], key, 0, 20)):
-                _obj(rule, f"{key}[{i}]")
+        )
+    return tuple(out)

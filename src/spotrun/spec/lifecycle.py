@@ -30,7 +30,9 @@ class SecondaryStatus(StrEnum):
     )
     TRAINING = "Training"  # the entry point is running
     INTERRUPTED = "Interrupted"  # the attempt's capacity was reclaimed; a new attempt follows
-    RESTARTING = "Restarting"  # user code failed and RetryStrategy grants another attempt
+    #: an internal error (or, with spotrun:retry-on-script-failure, a script failure) and
+    #: RetryStrategy grants another attempt
+    RESTARTING = "Restarting"
     UPLOADING = "Uploading"  # the script finished; the model is being uploaded
     COMPLETED = "Completed"  # terminal: done
     FAILED = "Failed"  # terminal: failed

@@ -22,7 +22,7 @@ from spotrun.spec import (
 @functools.lru_cache(maxsize=4096)
 def _spec_of(spec_json: str) -> JobSpec:
     # a job's spec never changes and every controller pass reads it: parse it once
-    return parse_spec(json.loads(spec_json))
+    return parse_spec(json.loads(spec_json), stored=True)
 
 
 #: the account of the single-user embedded default (and of jobs from before accounts)
@@ -104,6 +104,18 @@ class JobRecord:
     #: study (None: a job submitted on its own)
     tuning_job: str | None = None
     trial: int | None = None
+    #: UpdateTrainingJob's changes as JSON text (None: never updated)
+    updates_json: str | None = None
+    #: when DeleteTrainingJob hid the job (None: not deleted)
+    deleted_at: float | None = None
+
+    @property
+    def updates(self) -> dict[str, Any]:
+        """The members UpdateTrainingJob changed, by top-level name."""
+        if self.updates_json is None:
+            return {}
+        value: dict[str, Any] = json.loads(self.updates_json)
+        return value
 
     @property
     def run_plan(self) -> dict[str, Any] | None:
