@@ -17,7 +17,7 @@ from spotrun.store._store import _MIGRATIONS
 from spotrun.store.models import VERSION_TABLE, Base
 
 #: the newest migration; a database migrated from an older one ends there
-HEAD = "0013"
+HEAD = "0014"
 
 #: the revision before the one that made the schema portable (log numbers, text columns)
 BEFORE_PORTABLE = "0006"

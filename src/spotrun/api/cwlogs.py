@@ -59,7 +59,7 @@ def operations(rt: Runtime) -> Service:
 
     def own_job(caller: Caller, name: str) -> JobRecord | None:
         try:
-            return rt.job_of(caller.account, name)
+            return rt.job_of(caller.account, name, deleted=True)
         except NotFound:
             return None
 
@@ -79,7 +79,11 @@ def operations(rt: Runtime) -> Service:
             job = own_job(caller, job_part)
             jobs = [job] if job is not None else []
         else:
-            jobs = [j for j in rt.store.list_jobs(caller.account) if j.name.startswith(job_part)]
+            jobs = [
+                j
+                for j in rt.store.list_jobs(caller.account, deleted=True)
+                if j.name.startswith(job_part)
+            ]
         streams: list[dict[str, Any]] = []
         for job in jobs:
             for s in rt.store.log_streams(job.name):

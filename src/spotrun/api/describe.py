@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from spotrun.control.billing import savings_percent
+from spotrun.spec import describe_notes
 from spotrun.store import JobRecord, Store
 
 
@@ -17,7 +19,17 @@ def describe(
     behind ``ml.*``, not SageMaker's); it is shown as ``Spotrun.PriceSource``."""
     job = store.get_job(name)
     spec = job.spec
-    out: dict[str, Any] = dict(job.request)
+    # the stored request, with UpdateTrainingJob's changes over it and AWS's defaults filled
+    # in; Tags are not a Describe member (ListTags reads them), spotrun's view shows them
+    out: dict[str, Any] = with_defaults({**job.request, **job.updates})
+    out.pop("Tags", None)
+    if extras:
+        out["Tags"] = [{"Key": k, "Value": v} for k, v in store.tags(job.arn)]
+    # RoleArn is on every SageMaker request: the docs say once that it has no effect
+    notes = [n for n in describe_notes(job.request) if not n.startswith("RoleArn")]
+    profiler = out.get("ProfilerConfig")
+    if isinstance(profiler, dict):
+        out["ProfilingStatus"] = "Disabled" if profiler.get("DisableProfiler") else "Enabled"
     out.update(
         {
             "TrainingJobName": job.name,
@@ -32,9 +44,13 @@ def describe(
                     "Status": t.secondary,
                     "StartTime": t.start_time,
                     **({"EndTime": t.end_time} if t.end_time is not None else {}),
-                    "StatusMessage": t.message,
+                    # members accepted only to be recorded (VpcConfig, KMS keys, …) say so
+                    # in the first status, rather than being silently ignored
+                    "StatusMessage": (
+                        f"{t.message}. {'. '.join(notes)}." if i == 0 and notes else t.message
+                    ),
                 }
-                for t in store.transitions(name)
+                for i, t in enumerate(store.transitions(name))
             ],
         }
     )
@@ -62,6 +78,32 @@ def describe(
         out["Spotrun"] = spotrun_extras(store, job)
         if price_source is not None:
             out["Spotrun"]["PriceSource"] = price_source
+    return out
+
+
+def with_defaults(request: dict[str, Any]) -> dict[str, Any]:
+    """A stored request with the members AWS fills in when they were not given, as its
+    DescribeTrainingJob shows them (the SDK's ``attach`` reads some, such as
+    ``OutputDataConfig.KmsKeyId``, without a default of its own)."""
+    out = copy.deepcopy(request)
+    algo = out.setdefault("AlgorithmSpecification", {})
+    algo.setdefault("EnableSageMakerMetricsTimeSeries", False)
+    output = out.setdefault("OutputDataConfig", {})
+    output.setdefault("KmsKeyId", "")
+    output.setdefault("CompressionType", "GZIP")
+    out.setdefault("HyperParameters", {})
+    for flag in (
+        "EnableNetworkIsolation",
+        "EnableInterContainerTrafficEncryption",
+        "EnableManagedSpotTraining",
+    ):
+        out.setdefault(flag, False)
+    for channel in out.get("InputDataConfig") or []:
+        channel.setdefault("CompressionType", "None")
+        channel.setdefault("RecordWrapperType", "None")
+        s3 = channel.get("DataSource", {}).get("S3DataSource")
+        if isinstance(s3, dict):
+            s3.setdefault("S3DataDistributionType", "FullyReplicated")
     return out
 
 

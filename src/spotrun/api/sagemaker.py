@@ -1,7 +1,8 @@
 """SageMaker's training-job operations over the AWS JSON 1.1 protocol.
 
-CreateTrainingJob, DescribeTrainingJob, ListTrainingJobs and StopTrainingJob (and, from
-``api.tuning``, the hyperparameter tuning operations), answered the
+CreateTrainingJob, DescribeTrainingJob, ListTrainingJobs, StopTrainingJob,
+UpdateTrainingJob and DeleteTrainingJob (and, from ``api.tags``, AddTags, ListTags and
+DeleteTags; from ``api.tuning``, the hyperparameter tuning operations), answered the
 way AWS answers them, quirks included: an unknown job, or stopping a job that is no longer
 InProgress, is a ``ValidationException``; a taken name is ``ResourceInUse``. Every
 operation sees only the caller's account: another account's job reads as unknown.
@@ -16,7 +17,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from spotrun.api import tuning
+from spotrun.api import tags, tuning
 from spotrun.api.awsjson import (
     TIME_FILTERS,
     AwsError,
@@ -32,8 +33,8 @@ from spotrun.api.awsjson import (
 from spotrun.api.describe import describe, summary
 from spotrun.api.runtime import Runtime
 from spotrun.api.security import Caller
-from spotrun.errors import Conflict, NotFound
-from spotrun.spec import TrainingJobStatus, validate_name
+from spotrun.errors import Conflict, InvalidState, NotFound, SpecError
+from spotrun.spec import TrainingJobStatus, check_operation, validate_name
 from spotrun.store import JobQuery, JobRecord
 
 SORT_BY = ("Name", "CreationTime", "Status")
@@ -82,14 +83,87 @@ def operations(rt: Runtime) -> Service:
     def list_op(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         return list_training_jobs(rt, caller, params)
 
+    def job_or_missing(caller: Caller, params: dict[str, Any]) -> JobRecord:
+        # UpdateTrainingJob and DeleteTrainingJob name an unknown job ResourceNotFound
+        name = str(params["TrainingJobName"])
+        try:
+            return rt.job_of(caller.account, name)
+        except NotFound:
+            raise AwsError("ResourceNotFound", f"Training job {name} does not exist.") from None
+
+    def update(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        check_operation("UpdateTrainingJob", params)
+        job = job_or_missing(caller, params)
+        changes = update_changes(job, params)
+        rt.store.update_request(job.name, changes, rt.clock.now())
+        return {"TrainingJobArn": job.arn}
+
+    def delete(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        check_operation("DeleteTrainingJob", params)
+        job = job_or_missing(caller, params)
+        try:
+            rt.store.delete_job(job.name, rt.clock.now())
+        except InvalidState as e:
+            raise AwsError("ResourceInUse", str(e)) from None
+        return {}
+
     ops: dict[str, Operation] = {
         "CreateTrainingJob": create,
         "DescribeTrainingJob": describe_op,
         "ListTrainingJobs": list_op,
         "StopTrainingJob": stop,
+        "UpdateTrainingJob": update,
+        "DeleteTrainingJob": delete,
+        **tags.operations(rt),
         **tuning.operations(rt),
     }
     return Service("SageMaker", "sagemaker", ops)
+
+
+UPDATABLE = ("ProfilerConfig", "ProfilerRuleConfigurations", "ResourceConfig", "RemoteDebugConfig")
+
+
+def update_changes(job: JobRecord, params: Mapping[str, Any]) -> dict[str, Any]:
+    """What UpdateTrainingJob changes, as top-level members shown over the stored request;
+    refuses what spotrun cannot do, as CreateTrainingJob refuses it, naming the field."""
+    given = [k for k in UPDATABLE if k in params]
+    if not given:
+        raise validation(
+            "1 validation error detected: give at least one of " + ", ".join(UPDATABLE)
+        )
+    if job.status is not TrainingJobStatus.IN_PROGRESS:
+        raise validation(
+            f"The training job {job.name} is {job.status}; it can be updated only while it "
+            "is InProgress"
+        )
+    shown = {**job.request, **job.updates}
+    changes: dict[str, Any] = {}
+    if params.get("ProfilerRuleConfigurations"):
+        raise SpecError(
+            "ProfilerRuleConfigurations",
+            "spotrun runs no rule-evaluation containers; leave the rules out",
+        )
+    remote = params.get("RemoteDebugConfig") or {}
+    if remote.get("EnableRemoteDebug"):
+        raise SpecError(
+            "RemoteDebugConfig.EnableRemoteDebug",
+            "spotrun offers no remote debugging of a training container; give false",
+        )
+    keep_alive = (params.get("ResourceConfig") or {}).get("KeepAlivePeriodInSeconds", 0)
+    if keep_alive:
+        raise SpecError(
+            "ResourceConfig.KeepAlivePeriodInSeconds",
+            f"is {keep_alive}; spotrun keeps no warm pools, so only 0 is allowed",
+        )
+    if "ProfilerConfig" in params:
+        old = shown.get("ProfilerConfig")
+        changes["ProfilerConfig"] = {
+            **(old if isinstance(old, dict) else {}),
+            **params["ProfilerConfig"],
+        }
+    if "RemoteDebugConfig" in params:
+        changes["RemoteDebugConfig"] = dict(params["RemoteDebugConfig"])
+    return changes
 
 
 def list_training_jobs(rt: Runtime, caller: Caller, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,7 @@ from spotrun.spec import (
 from spotrun.store import _writes
 from spotrun.store._engine import READ_ONLY, make_engine
 from spotrun.store._lease import LeaseStore
+from spotrun.store._tags import TagStore, insert_tags, request_tags
 from spotrun.store._tuning import TuningStore
 from spotrun.store._writes import StepWriter, attempt_record
 from spotrun.store.models import (
@@ -115,7 +116,9 @@ ACTIVE = (TrainingJobStatus.IN_PROGRESS.value, TrainingJobStatus.STOPPING.value)
 
 
 def _job(row: JobRow) -> JobRecord:
-    rec = _record(JobRecord, row, spec_json="spec", run_plan_json="run_plan")
+    rec = _record(
+        JobRecord, row, spec_json="spec", run_plan_json="run_plan", updates_json="updates"
+    )
     return dataclasses.replace(
         rec, status=TrainingJobStatus(row.status), secondary=SecondaryStatus(row.secondary)
     )
@@ -167,7 +170,7 @@ def default_url(home: Path) -> str:
     return f"sqlite:///{home.resolve() / 'spotrun.db'}"
 
 
-class Store(LeaseStore, TuningStore):
+class Store(LeaseStore, TuningStore, TagStore):
     """Typed access to the database; thread-safe, one per process."""
 
     def __init__(self, url: str) -> None:
@@ -279,6 +282,7 @@ class Store(LeaseStore, TuningStore):
                     trial=trial,
                 )
                 s.add(row)
+                insert_tags(s, arn, request_tags(request))
                 s.add(
                     TransitionRow(
                         job=name,
@@ -301,11 +305,17 @@ class Store(LeaseStore, TuningStore):
                 raise NotFound(f"no training job named {name!r}")
             return _job(row)
 
-    def list_jobs(self, account: str | None = None, active_only: bool = False) -> list[JobRecord]:
+    def list_jobs(
+        self, account: str | None = None, active_only: bool = False, deleted: bool = False
+    ) -> list[JobRecord]:
+        """Jobs in creation order; with ``account``, that account's, without the ones
+        DeleteTrainingJob hid unless ``deleted``."""
         with self._read() as s:
             q = select(JobRow).order_by(JobRow.created_at, JobRow.name)
             if account is not None:
                 q = q.where(JobRow.account == account)
+                if not deleted:
+                    q = q.where(JobRow.deleted_at.is_(None))
             if active_only:
                 q = q.where(JobRow.status.in_(ACTIVE))
             return [_job(r) for r in s.scalars(q)]
@@ -331,7 +341,7 @@ class Store(LeaseStore, TuningStore):
         key = {"Name": JobRow.name, "CreationTime": JobRow.created_at, "Status": JobRow.status}[
             q.sort_by
         ]
-        stmt = select(JobRow).where(JobRow.account == q.account)
+        stmt = select(JobRow).where(JobRow.account == q.account, JobRow.deleted_at.is_(None))
         if q.name_contains:
             stmt = stmt.where(_contains(JobRow.name, q.name_contains))
         if q.status is not None:
@@ -400,6 +410,34 @@ class Store(LeaseStore, TuningStore):
             row.stop_requested_at, row.stop_reason = at, reason
             row.last_modified = max(row.last_modified, at)
             row.version += 1
+            s.flush()
+            return _job(row)
+
+    def update_request(self, name: str, changes: dict[str, Any], at: float) -> JobRecord:
+        """Record UpdateTrainingJob's changes: each top-level member replaces the one
+        shown before (the spec itself never changes)."""
+        with self._tx() as s:
+            row = self._job_row(s, name)
+            merged = {**(json.loads(row.updates) if row.updates else {}), **changes}
+            row.updates = json.dumps(merged, sort_keys=True)
+            row.last_modified = max(row.last_modified, at)
+            row.version += 1
+            s.flush()
+            return _job(row)
+
+    def delete_job(self, name: str, at: float) -> JobRecord:
+        """Hide a job that has ended from the API (DeleteTrainingJob); ``InvalidState``
+        while it runs. The row stays: its billed seconds remain the account's."""
+        with self._tx() as s:
+            row = self._job_row(s, name)
+            if row.status in ACTIVE:
+                raise InvalidState(
+                    f"Training job {name} is in status {row.status}; only a job that is "
+                    "Completed, Failed or Stopped can be deleted"
+                )
+            if row.deleted_at is None:
+                row.deleted_at = at
+                row.version += 1
             s.flush()
             return _job(row)
 

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from spotrun.errors import Conflict, InvalidState, NotFound
+from spotrun.store._tags import insert_tags, request_tags
 from spotrun.store.models import TuningJobRow
 
 #: tuning job statuses (AWS's HyperParameterTuningJobStatus, less the deletion ones)
@@ -101,6 +102,7 @@ class TuningStore:
                 version=1,
             )
             s.add(row)
+            insert_tags(s, arn, request_tags(request))
             s.flush()
             return _tuning(row)
 

@@ -110,6 +110,21 @@ class JobRow(Base):
     #: in its Optuna study (migration 0012); None for a job submitted on its own
     tuning_job: Mapped[str | None] = mapped_column(TuningName, nullable=True, index=True)
     trial: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: the members UpdateTrainingJob changed, as JSON, shown over the spec (migration 0014)
+    updates: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: when DeleteTrainingJob hid the job; its row stays for the account's billing record
+    deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class TagRow(Base):
+    """A training or tuning job's tag as AddTags and DeleteTags leave it (migration 0014);
+    ``position`` keeps the order tags were first given in."""
+
+    __tablename__ = "tags"
+    resource_arn: Mapped[str] = mapped_column(String(256), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer)
 
 
 class TuningJobRow(Base):
