@@ -88,6 +88,7 @@ def sdk_session(
         "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
         "AWS_ENDPOINT_URL_SAGEMAKER": server.url,
         "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": server.url,
+        "AWS_ENDPOINT_URL_CLOUDWATCH": server.url,
         "AWS_ENDPOINT_URL_S3": s3_url,
         "AWS_ACCESS_KEY_ID": access,
         "AWS_SECRET_ACCESS_KEY": secret,

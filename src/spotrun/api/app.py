@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from spotrun.api import agent, awsjson, cwlogs, sagemaker, tuning
+from spotrun.api import agent, awsjson, cwlogs, cwmetrics, rpcv2, sagemaker, tuning
 from spotrun.api.awsjson import parse_json
 from spotrun.api.describe import describe
 from spotrun.api.metrics import mount as mount_metrics
@@ -188,11 +188,13 @@ def create_app(rt: Runtime) -> FastAPI:
     def own(c: Caller, name: str) -> JobRecord:
         return rt.job_of(c.account, name)
 
-    awsjson.mount(
-        app,
-        [sagemaker.operations(rt), cwlogs.operations(rt)],
-        lambda request, body, service: authenticate(rt, request, body, (service,)),
-    )
+    def aws_caller(request: Request, body: bytes, service: str) -> Caller:
+        return authenticate(rt, request, body, (service,))
+
+    # CloudWatch's metric reads answer over JSON 1.0 (what botocore sends) and RPC v2 CBOR
+    cloudwatch = cwmetrics.operations(rt)
+    awsjson.mount(app, [sagemaker.operations(rt), cwlogs.operations(rt), cloudwatch], aws_caller)
+    rpcv2.mount(app, [cwmetrics.endpoint(cloudwatch)], aws_caller)
     agent.mount(
         app,
         agent.AgentApi(

@@ -65,7 +65,8 @@ def first_key_message(key: NewKey, settings: Settings, url: str) -> str:
         f"  The spotrun CLI uses it from {cred}.\n"
         f'  For boto3 and the SageMaker SDK: eval "$(spotrun keys env)"\n'
         f"  (sets AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION and\n"
-        f"  AWS_ENDPOINT_URL_SAGEMAKER / AWS_ENDPOINT_URL_CLOUDWATCH_LOGS = {url})"
+        f"  AWS_ENDPOINT_URL_SAGEMAKER / AWS_ENDPOINT_URL_CLOUDWATCH_LOGS /\n"
+        f"  AWS_ENDPOINT_URL_CLOUDWATCH = {url})"
     )
 
 
