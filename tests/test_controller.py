@@ -200,7 +200,8 @@ def test_a_host_lost_without_its_end_ends_the_attempt_of_every_host(rig: Rig) ->
     rig.provider.exit(by_host["algo-1"])  # gone, with no end reported: lost
     rig.tick()
     job = rig.store.get_job(name)
-    assert job.interruptions == 1 and job.secondary == S.INTERRUPTED
+    # an internal error, and no RetryStrategy: the job fails (not an interruption)
+    assert job.interruptions == 0 and (job.failure_reason or "").startswith("InternalServerError")
     assert rig.provider.live(name) == []  # the other hosts are given back at once
 
 
@@ -295,13 +296,16 @@ def test_user_error_without_retry_fails(rig: Rig) -> None:
     assert store_job(rig, name).status == "InProgress", "failed with its instance still up"
     rig.tick()  # the instance is gone: the job fails
     job = store_job(rig, name)
-    assert job.status == "Failed" and job.failure_reason == "ValueError: bad lr"
+    assert job.status == "Failed" and job.failure_reason == "AlgorithmError: ValueError: bad lr"
     assert rig.history(name)[-1] == "Failed"
     assert rig.provider.live() == []
 
 
 def test_user_error_with_retries(rig: Rig) -> None:
-    name = rig.submit(RetryStrategy={"MaximumRetryAttempts": 2})
+    name = rig.submit(
+        RetryStrategy={"MaximumRetryAttempts": 2},
+        Tags=[{"Key": "spotrun:retry-on-script-failure", "Value": "true"}],
+    )
     for i in range(3):
         rig.tick()
         rig.train(name)
@@ -543,14 +547,18 @@ def test_a_client_error_the_agent_classified_as_failed_fails_the_job(rig: Rig) -
 
 def test_an_agent_that_ends_without_an_ending_is_a_platform_fault(rig: Rig) -> None:
     """An agent that hit an internal error reports no ending: the attempt is lost and
-    resumed, not charged to the user's code (whatever exit code it had seen)."""
-    name = rig.submit()
+    retried as an internal error, not charged to the user's code (whatever exit code it had
+    seen)."""
+    name = rig.submit(RetryStrategy={"MaximumRetryAttempts": 1})
     rig.tick()
     rig.train(name)
     rig.agent(name, phase="done", exit_code=1, failure_reason="InternalServerError: boom")
     rig.tick()
     job = store_job(rig, name)
-    assert job.secondary == S.INTERRUPTED and job.retries_used == 0, rig.history(name)
+    assert job.secondary == S.RESTARTING and job.retries_used == 1, rig.history(name)
+    assert "internal error" in job.status_message and "InternalServerError: boom" in (
+        job.status_message
+    )
 
 
 class Keys:

@@ -340,9 +340,11 @@ def test_a_training_that_finishes_while_a_host_joins_completes_the_job(rig: Rig)
 
 def test_a_failure_beside_a_lost_instance_is_the_loss_not_a_user_error(rig: Rig) -> None:
     """A machine that dies takes its peers' ranks down with it: their agents report a
-    failure, which is the loss's, and the job resumes without using a retry."""
+    failure, which is the loss's (an internal error), and the job is retried as one, even
+    though script failures are not retried."""
     name = rig.submit(
-        ResourceConfig={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 5}
+        ResourceConfig={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 5},
+        RetryStrategy={"MaximumRetryAttempts": 1},
     )
     rig.tick()
     for host in ("algo-1", "algo-2"):
@@ -353,7 +355,8 @@ def test_a_failure_beside_a_lost_instance_is_the_loss_not_a_user_error(rig: Rig)
     rig.agent(name, "algo-1", phase="done", exit_code=1, ending="failed")
     rig.tick()
     job = rig.store.get_job(name)
-    assert job.interruptions == 1 and job.retries_used == 0 and job.status == "InProgress"
+    assert job.retries_used == 1 and job.status == "InProgress", job.status_message
+    assert "internal error" in job.status_message and "algo-2" in job.status_message
 
 
 def test_hosts_still_flushing_stay_on_the_list_when_another_leaves(rig: Rig) -> None:

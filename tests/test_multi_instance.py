@@ -64,6 +64,7 @@ def submit(server: Server, name: str) -> None:
         "run", str(EXAMPLE), "--name", name, "--spot", "--count", "3",
         "--instance-type", "ml.c5.2xlarge",  # never reclaimed unasked: the interruptions are ours
         "--max-run", "10m", "--max-wait", "1h", *HPS, "--detach",
+        "--retries", "1",  # the hard loss is an internal error: RetryStrategy retries it
     )  # fmt: skip
     assert name in out, out
 
@@ -155,9 +156,10 @@ def test_three_instance_ddp_job_survives_a_notice_and_a_hard_loss_exactly(
     assert spot["TrainingJobStatus"] == "Completed", spot.get("FailureReason")
     statuses = [t["Status"] for t in spot["SecondaryStatusTransitions"]]
     events = [e["Message"] for e in server.rest().describe("ddp3-spot")["Spotrun"]["Events"]]
-    assert statuses.count("Interrupted") == 2, events
+    assert statuses.count("Interrupted") == 1 and statuses.count("Restarting") == 1, events
     described = server.rest().describe("ddp3-spot")
-    assert described["Spotrun"]["Interruptions"] == 2, described["Spotrun"]
+    assert described["Spotrun"]["Interruptions"] == 1, described["Spotrun"]
+    assert described["Spotrun"]["RetriesUsed"] == 1, described["Spotrun"]
     # each host says what network its ranks used: an address of its own where the machine
     # gives one (traffic between ranks crosses veths), else the shared loopback
     for attempt in described["Spotrun"]["Attempts"]:

@@ -1,6 +1,9 @@
 """How an attempt ended on this host, as far as the agent can tell. Pure: no I/O.
 
-The agent classifies; the controller decides what happens next (resume, retry, fail).
+The agent classifies; the controller decides what happens next (resume, retry, fail). An
+agent that cannot tell (it hit an error of its own) reports no ending at all, which the
+controller takes as an internal error, the one kind RetryStrategy retries by default
+(``spotrun.control.retry``).
 
 ========================================  ===========  ===============================
 what the agent saw                        ending       agent then
@@ -35,7 +38,7 @@ class Ending(StrEnum):
     SUCCEEDED = "succeeded"  # the training finished; its artifacts are uploaded
     STOPPED = "stopped"  # a stop was asked for; what exists is uploaded anyway
     INTERRUPTED = "interrupted"  # the capacity is going away; a later attempt resumes
-    FAILED = "failed"  # the user's code failed (the controller may retry it)
+    FAILED = "failed"  # the user's code or inputs failed: not retried unless the job opts in
 
 
 @dataclass(frozen=True)

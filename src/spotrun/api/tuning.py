@@ -174,6 +174,10 @@ def counters(
             TrainingJobStatus.STOPPED: "Stopped",
             TrainingJobStatus.FAILED: "NonRetryableError",
         }.get(job.status, "InProgress")
+        if key == "NonRetryableError" and (job.failure_reason or "").startswith(
+            "InternalServerError"
+        ):
+            key = "RetryableError"  # the platform's fault, not the trial's hyperparameters
         status[key] += 1
     objective = {"Succeeded": 0, "Pending": 0, "Failed": 0}
     for s in summaries:

@@ -36,6 +36,7 @@ from spotrun.spec import (
     POLICY_NAMES,
     POLICY_TAG,
     POOLS_TAG,
+    RETRY_ON_SCRIPT_FAILURE_TAG,
     lifecycle,
 )
 
@@ -147,6 +148,15 @@ def build_request(args: argparse.Namespace, settings: Settings) -> dict[str, Any
     if args.retries:
         req["RetryStrategy"] = {"MaximumRetryAttempts": args.retries}
     tags: list[dict[str, str]] = []
+    if args.retry_on_script_failure:
+        if not args.retries:
+            # the server refuses the tag without a RetryStrategy too; say it in flag terms
+            raise SpecError(
+                "--retry-on-script-failure",
+                "makes --retries cover failures of the training script too, and --retries "
+                "is not given; add --retries N (1-30), or leave the flag out",
+            )
+        tags.append({"Key": RETRY_ON_SCRIPT_FAILURE_TAG, "Value": "true"})
     if args.count[0] != args.count[1]:
         tags.append({"Key": MIN_COUNT_TAG, "Value": str(args.count[0])})
     # spotrun's scheduling travels as tags, as through boto3; the server checks the values
@@ -561,7 +571,21 @@ def add_job_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     r.add_argument("--checkpoint", help="checkpoint URI (default: under $SPOTRUN_HOME)")
     r.add_argument("--output", help="S3OutputPath (default: under $SPOTRUN_HOME)")
-    r.add_argument("--retries", type=int, default=0, help="RetryStrategy.MaximumRetryAttempts")
+    r.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="RetryStrategy.MaximumRetryAttempts (1-30): retry a job that failed with an "
+        "internal error (a lost instance, a crashed agent) up to N times, as SageMaker does; "
+        "spot interruptions never count",
+    )
+    r.add_argument(
+        "--retry-on-script-failure",
+        action="store_true",
+        help="with --retries: also retry when the training script itself fails (exits "
+        "non-zero), which SageMaker does not (tag spotrun:retry-on-script-failure=true)",
+    )
     r.add_argument(
         "--policy",
         choices=POLICY_NAMES,

@@ -55,6 +55,7 @@ from spotrun.control.clock import Clock
 from spotrun.control.observation import InstanceView, Observation
 from spotrun.control.policy import POLICIES
 from spotrun.control.reconcile import reconcile, still_waiting
+from spotrun.control.retry import LAUNCH_FAILED, Failure, decide, internal_text
 from spotrun.control.scheduling import History, is_scheduled
 from spotrun.errors import (
     Conflict,
@@ -672,6 +673,8 @@ class Controller:
                 written = Written(w.version, after.moved or w.moved)
             self._revoke(job.name, att.generation)
             return written
+        except ProviderError as e:
+            return self._launch_failed(job, att, e, now, fence, after)
         states = [st for st in map(self.provider.describe, refs) if st is not None]
         with self.store.step(job.name, after.version, fence, strict=False) as w:
             for st in states:
@@ -682,6 +685,34 @@ class Controller:
             if states:
                 w.update_job(now, {"isolation": states[0].isolation})
             return Written(w.version, after.moved or w.moved)
+
+    def _launch_failed(
+        self,
+        job: JobRecord,
+        att: AttemptRecord,
+        error: ProviderError,
+        now: float,
+        fence: Fence | None,
+        after: Written,
+    ) -> Written:
+        """The provider could not launch the attempt, for a reason other than capacity:
+        an internal error, which RetryStrategy retries (``control.retry``). The attempt
+        ends; the next step launches another, or fails the job once no retry is left."""
+        reason = internal_text(f"the instances could not be launched: {error}")
+        d = decide(job.spec, job.retries_used, Failure.INTERNAL, reason)
+        with self.store.step(job.name, after.version, fence, strict=False) as w:
+            w.update_attempt(
+                att.generation, state=AttemptState.ENDED, cause=LAUNCH_FAILED, ended_at=now
+            )
+            if d.retry:
+                w.update_job(now, {"retries_used": d.retries_used})
+            else:
+                w.update_job(now, {"failure_reason": d.reason})  # the job fails next step
+            w.set_message(d.message, now)
+            w.event("retry" if d.retry else "failed", f"attempt {att.generation}: {d.message}", now)
+            written = Written(w.version, after.moved or w.moved)
+        self._revoke(job.name, att.generation)
+        return written
 
     def _with_mtbi(self, plan: LaunchPlan) -> LaunchPlan:
         """The plan with the pool's mean time between interruptions in the workload's

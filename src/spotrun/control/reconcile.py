@@ -22,10 +22,18 @@ cause          reaction                                     budget
 =============  ===========================================  ==========================
 completed      Uploading → Completed                        —
 preempted      Interrupted → Starting on new capacity      none (bounded by MaxWait)
-lost           as preempted (the platform lost the host)    none (bounded by MaxWait)
-user_error     Restarting, or Failed when retries are out   RetryStrategy
+lost           an internal error (the platform lost a host  RetryStrategy
+               or an agent): Restarting, or Failed when
+               no retry is left; after a notice, as
+               preempted
+user_error     Failed; Restarting only with the tag         RetryStrategy, with
+               ``spotrun:retry-on-script-failure=true``     the tag
 stopped        Stopped / MaxRuntimeExceeded / MaxWait…     —
 =============  ===========================================  ==========================
+
+Which failures RetryStrategy retries, and how they are worded, is ``control.retry``. A
+failure that is not retried is written as the job's FailureReason at once, in the step
+that ends the attempt; the job fails (``_finish``) once its instances are gone.
 """
 
 from __future__ import annotations
@@ -52,6 +60,13 @@ from spotrun.control.actions import (
     UpdateJob,
 )
 from spotrun.control.observation import InstanceView, Observation
+from spotrun.control.retry import (
+    Failure,
+    decide,
+    failure_of,
+    internal_reason,
+    script_reason,
+)
 from spotrun.control.scheduling import is_scheduled
 from spotrun.providers import InstancePhase, LaunchPlan, TerminationCause
 from spotrun.spec import (
@@ -108,8 +123,8 @@ def reconcile(job: JobRecord, seen: Observation, now: float) -> Step:
         acts += _stopping(job, seen, now)
         return Step(tuple(acts), _stopping_due(job, seen, acts, now))
     att = seen.attempt
-    if att is not None and _ends_job(job, spec, att):
-        acts += _finish(seen, att.cause)
+    if att is not None and _ends_job(job, att):
+        acts += _finish(job, seen, att.cause)
         return Step(tuple(acts), seen.poll)
     reason = _stop_reason(job, spec, seen, now)
     if reason is not None:
@@ -335,7 +350,9 @@ def _running(job: JobRecord, spec: JobSpec, seen: Observation, now: float) -> li
         if notice is None and att.notice_deadline is None:  # the notice's message wins
             acts += _sync_stall(job, hosts)
         return acts
-    acts += _end_attempt(job, spec, seen, cause)
+    # where the job stands once the walk above is carried out: a retry moves it on from there
+    now_at = next((a.to for a in reversed(acts) if isinstance(a, Transition)), job.secondary)
+    acts += _end_attempt(job, spec, seen, cause, now_at)
     return acts
 
 
@@ -524,53 +541,76 @@ def classify(
     return None
 
 
-def _end_attempt(job: JobRecord, spec: JobSpec, seen: Observation, cause: str) -> list[Action]:
+def _end_attempt(
+    job: JobRecord, spec: JobSpec, seen: Observation, cause: str, at: SecondaryStatus
+) -> list[Action]:
+    """End the live attempt as ``cause`` says; ``at``: the job's status by then."""
     att = seen.attempt
     assert att is not None
     acts: list[Action] = [EndAttempt(att.generation, cause), _terminate(seen.attempt_instances)]
     if cause == "completed":
         return acts  # the job completes once the instances are gone (``_finish``)
-    if cause == "preempted" and not att.spot and is_scheduled(spec):
+    # any notice (recorded, the provider's, an agent's) makes a loss part of the reclaim
+    noticed = (
+        att.notice_deadline is not None
+        or _notice(seen.attempt_instances) is not None
+        or any(h.noticed or h.ending == Ending.INTERRUPTED for h in seen.hosts)
+    )
+    failure = failure_of(cause, noticed)
+    if failure is None and not att.spot and is_scheduled(spec):
         # on-demand capacity is never reclaimed: the policy moved the job off it
         return acts + [
             Transition(S.INTERRUPTED, "Training job left on-demand capacity (its policy)"),
             Event("moved", f"attempt {att.generation} ended: off on-demand capacity"),
         ]
-    if cause in ("preempted", "lost"):
+    if failure is None:
         what = "spot capacity was reclaimed" if cause == "preempted" else "the instance was lost"
         return acts + [
             Transition(S.INTERRUPTED, f"Training job interrupted: {what}"),
             UpdateJob({"interruptions": job.interruptions + 1}),
             Event("interrupted", f"attempt {att.generation} ended: {what}"),
         ]
-    if job.retries_used < spec.max_retry_attempts:
-        n = job.retries_used + 1
-        reason = _failure_reason(seen.hosts)
-        return acts + [
-            Transition(
-                S.RESTARTING,
-                f"Retrying after a user error ({n} of {spec.max_retry_attempts}): {reason}",
-            ),
-            UpdateJob({"retries_used": n}),
+    return acts + _failed(job, spec, seen, failure, at)
+
+
+def _failed(
+    job: JobRecord, spec: JobSpec, seen: Observation, failure: Failure, at: SecondaryStatus
+) -> list[Action]:
+    """A failed attempt: retried (RetryStrategy, ``control.retry``), or the job fails."""
+    att = seen.attempt
+    assert att is not None
+    if failure is Failure.SCRIPT:
+        reason = script_reason(seen.hosts)
+    else:
+        ended = {h.host for h in seen.hosts if h.phase is HostPhase.DONE}
+        lost = [
+            v.record.host for v in seen.attempt_instances if _gone(v) and v.record.host not in ended
         ]
-    return acts  # the job fails once the instances are gone (``_finish``)
+        reason = internal_reason(seen.hosts, lost)
+    d = decide(spec, job.retries_used, failure, reason)
+    event = Event("retry" if d.retry else "failed", f"attempt {att.generation}: {d.message}")
+    if not d.retry:
+        # written now: it is what tells the next steps that the job fails (``_ends_job``)
+        return [SetMessage(d.message), UpdateJob({"failure_reason": d.reason}), event]
+    acts: list[Action] = [UpdateJob({"retries_used": d.retries_used}), event]
+    if at in (S.DOWNLOADING, S.TRAINING, S.UPLOADING):
+        return [Transition(S.RESTARTING, d.message), *acts]
+    # an attempt lost before any host reported is still Starting, where the retry begins
+    # anyway (SageMaker: a retried job's SecondaryStatus goes back to Starting)
+    return [SetMessage(d.message), *acts]
 
 
-def _ends_job(job: JobRecord, spec: JobSpec, att: AttemptRecord) -> bool:
-    """Whether the job's last attempt ended in a way that ends the job: completed, or a
-    user error with no retry left (a retry taken has moved the job to Restarting)."""
+def _ends_job(job: JobRecord, att: AttemptRecord) -> bool:
+    """Whether the job's last attempt ended in a way that ends the job: completed, or
+    failed with no retry (which ``_failed`` wrote as the job's FailureReason)."""
     if att.live:
         return False
     if att.cause == "completed":
         return True
-    return (
-        att.cause == "user_error"
-        and job.secondary is not S.RESTARTING
-        and job.retries_used >= spec.max_retry_attempts
-    )
+    return job.failure_reason is not None
 
 
-def _finish(seen: Observation, cause: str | None) -> list[Action]:
+def _finish(job: JobRecord, seen: Observation, cause: str | None) -> list[Action]:
     """The job's terminal status, once the ended attempt's instances are gone.
 
     Its instances are terminated after the step that ended the attempt commits; the job
@@ -585,11 +625,12 @@ def _finish(seen: Observation, cause: str | None) -> list[Action]:
             Transition(S.COMPLETED, "Training job completed"),
             UpdateJob({"model_uploaded": True, "training_end": _last_end(seen)}),
         ]
-    reason = _failure_reason(seen.hosts)
-    return [
-        Transition(S.FAILED, f"Training job failed: {reason}"),
-        UpdateJob({"failure_reason": reason[:1024], "training_end": _last_end(seen)}),
-    ]
+    # a failure not retried (``_failed``; a loss after a notice never gets here): the
+    # same decision again gives the words that say why
+    failure = failure_of(cause, noticed=False) or Failure.SCRIPT
+    reason = job.failure_reason or script_reason(seen.hosts)
+    message = decide(job.spec, job.retries_used, failure, reason).message
+    return [Transition(S.FAILED, message), UpdateJob({"training_end": _last_end(seen)})]
 
 
 def _isolation(job: JobRecord, hosts: Sequence[HostRecord]) -> list[Action]:
@@ -730,14 +771,6 @@ def _terminate(views: Sequence[InstanceView]) -> Terminate:
 def _notice(views: Sequence[InstanceView]) -> float | None:
     deadlines = [v.state.notice.deadline for v in views if v.state and v.state.notice]
     return min(deadlines) if deadlines else None
-
-
-def _failure_reason(hosts: Sequence[HostRecord]) -> str:
-    for h in hosts:
-        if h.failure_reason:
-            return h.failure_reason
-    codes = [h.exit_code for h in hosts if h.exit_code not in (None, 0)]
-    return f"AlgorithmError: training script exited with code {codes[0] if codes else '?'}"
 
 
 def _last_end(seen: Observation) -> float | None:
