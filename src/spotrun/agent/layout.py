@@ -132,7 +132,8 @@ def resource_config(
 
 
 def input_data_config(spec: JobSpec) -> dict[str, dict[str, str]]:
-    """The ``inputdataconfig.json`` document: one entry per channel."""
+    """The ``inputdataconfig.json`` document: one entry per channel, its input mode the
+    effective one (the channel's own, else the job's)."""
     out: dict[str, dict[str, str]] = {}
     for ch in spec.channels:
         entry: dict[str, str] = {}
@@ -140,7 +141,7 @@ def input_data_config(spec: JobSpec) -> dict[str, dict[str, str]]:
             entry["ContentType"] = ch.content_type
         entry["TrainingInputMode"] = ch.input_mode or spec.algorithm.training_input_mode
         entry["S3DistributionType"] = ch.data_distribution
-        entry["RecordWrapperType"] = "None"
+        entry["RecordWrapperType"] = ch.record_wrapper_type  # as sent: None or RecordIO
         out[ch.name] = entry
     return out
 

@@ -33,6 +33,7 @@ On an attempt of several instances the agents act as one job:
 from __future__ import annotations
 
 import fcntl
+import re
 import shutil
 import signal
 import socket
@@ -44,20 +45,38 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import TextIO
 
-from spotrun.agent.channels import cache_channel, link_channel
+from spotrun.agent import isolation
+from spotrun.agent.channels import (
+    PIPE,
+    ChannelDataError,
+    cache_channel,
+    check_volume,
+    input_mode,
+    link_channel,
+    pipe_source,
+)
 from spotrun.agent.config import LOOPBACK_ADDRESS, AgentConfig, AgentConfigError, AttemptInfo
 from spotrun.agent.layout import NETNS_INTERFACE, NETWORK_INTERFACE, MlLayout, write_config
 from spotrun.agent.logs import LogPump
 from spotrun.agent.outcome import FAILURE_REASON_LIMIT, Ending, JobInputError, Outcome, classify
-from spotrun.agent.program import Program, Rendezvous, joined, prepare_program
+from spotrun.agent.pipes import PipeSource, PipeWriter, start_pipes, stop_pipes
+from spotrun.agent.program import (
+    Program,
+    Rendezvous,
+    joined,
+    prepare_program,
+    with_container_overrides,
+)
 from spotrun.agent.reporter import HttpReporter, Refused
 from spotrun.agent.runner import TrainingProcess
 from spotrun.agent.sync import STALL_ENV, STALL_SECONDS, CheckpointSyncer
 from spotrun.agent.training_env import training_environment
+from spotrun.agent.uploads import OutputUploads, prepare_side_outputs
 from spotrun.errors import ServiceError, SpecError, StaleGeneration
 from spotrun.images import AlgorithmRun, RunPlan, plan_from_json
 from spotrun.spec import JobSpec, parse_spec
-from spotrun.storage import CheckpointMirror, StorageError, local_files, tar_folder_to
+from spotrun.spec._outputs import output_data_uri
+from spotrun.storage import CheckpointMirror, StorageError, local_files, tar_folder_to, upload_tree
 from spotrun.toolkit._notice import InstanceAction, NoticeWatcher
 
 EXIT_OK = 0
@@ -114,6 +133,8 @@ class Agent:
         self.proc: TrainingProcess | None = None
         self.pump: LogPump | None = None
         self.syncer: CheckpointSyncer | None = None
+        #: TensorBoard, Debugger and profiler folders mirrored while the training runs
+        self.outputs: OutputUploads | None = None
         self.noticed = False
         self.stop_requested = False
         self.attempt_over = False  # the controller ended the attempt while it still ran
@@ -122,8 +143,12 @@ class Agent:
         self._early_lines: list[str] = []  # the agent's lines from before the log pump exists
         self.rendezvous: Rendezvous | None = None  # where the ranks of several hosts meet
         self.ranks: int | None = None  # ranks per host under torchrun
+        #: how the training is cut off from the network (the job's EnableNetworkIsolation)
+        self.isolation: isolation.Isolation | None = None
         #: the interface the training's traffic to other hosts leaves by
         self.interface = NETNS_INTERFACE if cfg.netns is not None else interface_of(cfg.address)
+        self._pipe_sources: list[PipeSource] = []  # the Pipe-mode channels, listed
+        self._pipes: list[PipeWriter] = []  # their writers while a training runs
 
     # -- the whole run --------------------------------------------------------------------
 
@@ -177,10 +202,14 @@ class Agent:
         env: Mapping[str, str],
         mirror: CheckpointMirror | None,
     ) -> TrainingProcess:
-        """Start the training, its log pump (the agent's lines so far first) and the
-        checkpoint syncer."""
+        """Start the training, its log pump (the agent's lines so far first), the
+        checkpoint syncer and the side-output uploads."""
         self.reporter.report(phase="training")
-        self.proc = TrainingProcess(program.argv, self.layout.code_dir, env, self.cfg.netns)
+        env = {**env, **self._side_outputs(spec)}  # smdebug's files exist before it starts
+        self._start_pipes()  # before the process: the script may open <channel>_0 at once
+        self.proc = TrainingProcess(
+            program.argv, self.layout.code_dir, env, self.cfg.netns, isolation=self.isolation
+        )
         self.pump = LogPump(self.reporter, spec.algorithm.metric_definitions, echo=self.echo)
         self.pump.attach(self.proc.stdout, self.proc.stderr)
         for line in self._early_lines:
@@ -196,7 +225,27 @@ class Agent:
                 stall=self._stall_seconds(),
             )
             self.syncer.start()
+        if self.outputs is not None:
+            self.outputs.start()
         return self.proc
+
+    def _side_outputs(self, spec: JobSpec) -> dict[str, str]:
+        """Write the side-output config files and make their folders (``self.outputs``,
+        started once the log pump exists); returns the variables naming the files.
+
+        A member that submission let through but ``side_outputs`` refuses (a relative
+        LocalPath, say; or a job stored before submission checked it): the training still
+        runs, without side outputs, and the log names the member and what is wrong.
+        """
+        self.outputs = None
+        try:
+            self.outputs, extra = prepare_side_outputs(
+                spec, self.layout, self.attempt.host, self.env, say=self._say
+            )
+        except (SpecError, OSError) as e:
+            self._early_lines.append(f"spotrun-agent: WARNING: no side outputs uploaded: {e}")
+            return {}
+        return extra
 
     def _end_here(self, spec: JobSpec, exit_code: int) -> None:
         """Classify how the attempt ended on this host, upload what that calls for and
@@ -222,10 +271,14 @@ class Agent:
         )
 
     def _spec(self) -> JobSpec:
-        return parse_spec(dict(self.attempt.request))
+        return parse_spec(dict(self.attempt.request), stored=True)
 
     def _network(self) -> str:
         """What network the training runs in, as Describe shows it."""
+        at = self.attempt
+        isolated = isolation.describe(at.request, at.hosts, self.cfg.netns, self.cfg.address)
+        if isolated is not None:
+            return isolated
         if self.cfg.netns is not None:
             return f"netns {self.cfg.address}"
         if self.cfg.address == LOOPBACK_ADDRESS:
@@ -244,20 +297,18 @@ class Agent:
 
     def _prepare(self, spec: JobSpec) -> Program:
         """Lay out /opt/ml and bring channels and code in; returns what to run."""
-        cfg, at, layout = self.cfg, self.attempt, self.layout
+        at, layout = self.attempt, self.layout
         plan = self._plan()  # before any download: a job that maps to nothing fails fast
+        # as early: a job whose training cannot be isolated here fails before it downloads
+        self.isolation = isolation.prepare(
+            spec.request, at.hosts, at.host, self.cfg.netns, self.cfg.host_addresses
+        )
+        if self.isolation is isolation.Isolation.ALONE:
+            self.interface = NETWORK_INTERFACE  # lo: the only interface its training has
         layout.create()
         layout.host_output_data_dir(at.host).mkdir(parents=True, exist_ok=True)
         write_config(layout, spec, at.host, at.hosts, at.instance_type, self.interface)
-        for ch in spec.channels:
-            try:
-                cached = cache_channel(ch, cfg.cache, cfg.job)
-            except StorageError as e:
-                raise JobInputError(f"ClientError: cannot fetch channel {ch.name!r}: {e}") from e
-            shard = None
-            if ch.data_distribution == "ShardedByS3Key" and len(at.hosts) > 1:
-                shard = (at.hosts.index(at.host), len(at.hosts))
-            link_channel(cached, layout.channel_dir(ch.name), shard)
+        self._stage_channels(spec)
         self.ranks = None if isinstance(plan, AlgorithmRun) else plan.ranks
         program = prepare_program(
             plan,
@@ -267,10 +318,64 @@ class Agent:
             stop_grace=at.stop_grace,
         )
         self.reporter.report(download_ended=time.time())
+        algo = spec.algorithm
+        program = with_container_overrides(
+            program, algo.container_entrypoint, algo.container_arguments, layout.code_dir
+        )
         if len(at.hosts) > 1 and not at.elastic:  # an elastic job meets round by round
             self.rendezvous = self._meet()
             program = joined(program, self.rendezvous)
         return program
+
+    def _stage_channels(self, spec: JobSpec) -> None:
+        """File (and FastFile) channels: cached and linked into place. Pipe channels: only
+        listed here; their FIFOs are fed while the training runs (``agent.pipes``)."""
+        at, layout = self.attempt, self.layout
+        _check_pipe_names(spec)
+        try:
+            check_volume(spec)
+        except (StorageError, ChannelDataError) as e:
+            raise JobInputError(f"ClientError: {e}") from e
+        self._pipe_sources = []
+        for ch in spec.channels:
+            shard = None
+            if ch.data_distribution == "ShardedByS3Key" and len(at.hosts) > 1:
+                shard = (at.hosts.index(at.host), len(at.hosts))
+            try:
+                if input_mode(ch, spec.algorithm.training_input_mode) == PIPE:
+                    self._pipe_sources.append(pipe_source(ch, shard))
+                    layout.channel_dir(ch.name).mkdir(parents=True, exist_ok=True)
+                    continue
+                cached = cache_channel(ch, self.cfg.cache, self.cfg.job)
+            except (StorageError, ChannelDataError) as e:
+                raise JobInputError(f"ClientError: cannot fetch channel {ch.name!r}: {e}") from e
+            link_channel(cached, layout.channel_dir(ch.name), shard)
+
+    def _start_pipes(self) -> None:
+        """Make every Pipe channel's ``_0`` FIFO and start feeding it."""
+        self._pipes = start_pipes(self.layout.data_dir, self._pipe_sources, self._pipe_failed)
+
+    def _stop_pipes(self) -> None:
+        """End the FIFO writers; one stuck in a read from storage is left behind (a daemon
+        thread), never waited on."""
+        stuck = stop_pipes(self._pipes)
+        self._pipes = []
+        if stuck:
+            self._say(f"spotrun-agent: pipe writers of {', '.join(stuck)} did not end; left")
+
+    def _pipe_failed(self, message: str) -> None:
+        """A Pipe channel cannot be streamed: the training fails, with the reason.
+
+        Called from the writer's thread while the FIFO is still open, so the script is
+        killed before it could read end of file and take a cut-off epoch for a whole one.
+        """
+        reason = f"ClientError: Pipe {message}"
+        self._say(f"spotrun-agent: {reason}")
+        failure = self.layout.failure_file
+        if not failure.exists():
+            failure.write_text(reason[:FAILURE_REASON_LIMIT])
+        if self.proc is not None:
+            self.proc.signal_group(signal.SIGKILL)
 
     def _rendezvous_address(self) -> str:
         """``ip:port`` where this leader's rank 0 will serve the group's rendezvous.
@@ -429,6 +534,7 @@ class Agent:
         assert self.pump is not None
         # the entry point is the container: when it ends, what it left running ends too
         proc.kill()
+        self._stop_pipes()
         if not self.pump.wait_eof(PIPE_DRAIN_SECONDS):
             self._say("spotrun-agent: output pipes still open after exit; not waiting longer")
         self.reporter.check()
@@ -438,6 +544,9 @@ class Agent:
                 self.syncer.sync_now()
             except StorageError as e:
                 self._say(f"spotrun-agent: final checkpoint sync failed: {e}")
+        if self.outputs is not None:
+            # after the checkpoint, which is what a resume needs within a notice's deadline
+            self.outputs.finish()
         self.pump.close()
 
     def _classify(self, exit_code: int) -> Outcome:
@@ -483,15 +592,37 @@ class Agent:
         if not outcome.uploads_model or not self.attempt.leader:
             return False
         self.reporter.report(phase="uploading")
-        tar_folder_to(spec.model_artifact_uri, self.layout.model_dir)
-        if local_files(self.layout.output_data_dir):
-            tar_folder_to(spec.output_artifact_uri, self.layout.output_data_dir)
+        if spec.compress_model:
+            tar_folder_to(spec.model_artifact_uri, self.layout.model_dir)
+            if local_files(self.layout.output_data_dir):
+                tar_folder_to(spec.output_artifact_uri, self.layout.output_data_dir)
+        else:
+            # CompressionType NONE: model and output data go up file by file, under the
+            # prefixes ``model/`` (which Describe names) and ``data/`` beside it
+            upload_tree(self.layout.model_dir, spec.model_artifact_uri)
+            upload_tree(self.layout.output_data_dir, output_data_uri(spec))
         return True
 
     def abandon(self) -> None:
         """Kill the training and stop background work without writing anything more."""
         if self.proc is not None:
             self.proc.kill()
+        stop_pipes(self._pipes)
+
+
+def _check_pipe_names(spec: JobSpec) -> None:
+    """A Pipe channel's FIFOs (``<name>_<n>``) must not take another channel's folder."""
+    names = {ch.name for ch in spec.channels}
+    for ch in spec.channels:
+        if input_mode(ch, spec.algorithm.training_input_mode) != PIPE:
+            continue
+        fifo = re.compile(re.escape(ch.name) + r"_\d+")
+        clash = sorted(n for n in names if fifo.fullmatch(n))
+        if clash:
+            raise JobInputError(
+                f"ClientError: InputDataConfig: channel {clash[0]!r} has the name of a FIFO "
+                f"of Pipe channel {ch.name!r} ({ch.name}_0, {ch.name}_1, ...); rename one"
+            )
 
 
 def run_agent(env: Mapping[str, str], echo: TextIO | None = None) -> int:

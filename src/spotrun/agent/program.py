@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -298,6 +299,40 @@ def torchrun_command(
         str(script),
         *args,
     )
+
+
+def with_container_overrides(
+    program: Program,
+    entrypoint: Sequence[str] | None,
+    arguments: Sequence[str] | None,
+    code_dir: Path,
+) -> Program:
+    """SageMaker's ``ContainerEntrypoint`` and ``ContainerArguments`` applied to the program
+    the job's image (or script, or built-in) maps to.
+
+    The entrypoint replaces the whole command and is run in the code folder; it gets the
+    arguments, or none (a container started with another entrypoint loses its image's
+    default command too). Arguments alone replace what the program would be given (its
+    hyperparameter arguments). ``JobInputError`` when the entrypoint names no program found
+    in the code folder or on the PATH.
+    """
+    if entrypoint is None and arguments is None:
+        return program
+    args = tuple(arguments or ())
+    if entrypoint is not None:
+        first = entrypoint[0]
+        found = shutil.which(first) or (code_dir / first).is_file()
+        if not first or not found:
+            raise JobInputError(
+                f"ClientError: ContainerEntrypoint {first!r} is neither a file in the code "
+                "folder nor a program on the PATH"
+            )
+        return replace(program, argv=(*entrypoint, *args), user_args=args)
+    base = program.argv
+    given = program.user_args
+    if given and base[len(base) - len(given) :] == given:
+        base = base[: len(base) - len(given)]
+    return replace(program, argv=(*base, *args), user_args=args)
 
 
 def joined(program: Program, rendezvous: Rendezvous) -> Program:

@@ -11,6 +11,12 @@ When the instance has a network namespace of its own, the training process runs 
 command goes through ``nsenter --net=<namespace>``, which enters the namespace and then
 execs the command (no fork), so the pid, the process group, the parent-death signal and
 the exit code are the script's own, exactly as without it.
+
+A job with ``EnableNetworkIsolation`` on one instance runs its training in a network
+namespace made for it alone instead, with nothing but ``lo`` (``spotrun.agent.isolation``):
+made in the child before exec, so again the pid and everything else are the script's own.
+On several instances it stays in the instance's namespace, which the agent has cut down to
+the attempt's hosts.
 """
 
 from __future__ import annotations
@@ -27,6 +33,15 @@ from pathlib import Path
 from typing import IO
 
 from spotrun.agent.config import netns_of
+from spotrun.agent.isolation import (
+    Isolate,
+    Isolation,
+    IsolationError,
+    chained,
+    isolated_env,
+    probe,
+    reason,
+)
 
 PR_SET_PDEATHSIG = 1
 
@@ -58,6 +73,11 @@ class TrainingProcess:
 
     ``netns``: the network namespace to run in; by default the one ``env`` names
     (``SPOTRUN_NETNS``, which the instance gives the agent and the agent passes on).
+    ``isolation``: the job's ``EnableNetworkIsolation``, as the agent readied it. ALONE:
+    run in a namespace of its own with only loopback instead of ``netns``; PEERS: in
+    ``netns``, which the agent has cut down to the attempt's hosts. Either way without
+    the variables naming endpoints it cannot reach. ``IsolationError`` if that cannot be
+    done: never a training with more network than it asked for.
     """
 
     def __init__(
@@ -66,22 +86,40 @@ class TrainingProcess:
         cwd: Path,
         env: Mapping[str, str],
         netns: Path | None = None,
+        *,
+        isolation: Isolation | None = None,
     ) -> None:
         self.argv = list(argv)
-        self.netns = netns if netns is not None else netns_of(env)
-        self._popen = subprocess.Popen(
-            in_netns(self.argv, self.netns),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            # runs in the child between fork and exec, while the agent's threads (the
+        self.isolation = isolation
+        alone = isolation is Isolation.ALONE
+        self.netns = None if alone else netns if netns is not None else netns_of(env)
+        if isolation is Isolation.PEERS and self.netns is None:
+            raise IsolationError(reason("the instance has no network namespace to confine"))
+        try:
+            # both run in the child between fork and exec, while the agent's threads (the
             # reporter's, an elastic job's later rounds: the log pump's) may hold locks:
-            # it only calls a libc function loaded beforehand, and takes none of them
-            preexec_fn=_death_signal(),
-        )
+            # they only call libc functions loaded beforehand, and take none of them
+            setup = chained(_death_signal(), Isolate() if alone else None)
+        except OSError as e:
+            raise IsolationError(reason(str(e))) from e
+        try:
+            self._popen = subprocess.Popen(
+                in_netns(self.argv, self.netns),
+                cwd=cwd,
+                env=dict(env) if isolation is None else isolated_env(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=setup,
+            )
+        except subprocess.SubprocessError as e:
+            # the child cannot say why (Python passes no detail out of a pre-exec hook):
+            # the same steps tried in a thread of ours name the cause
+            if alone:
+                why = probe() or f"the kernel refused in the child: {e}"
+                raise IsolationError(reason(why)) from e
+            raise
         self.pid = self._popen.pid  # also the process group id
 
     @property

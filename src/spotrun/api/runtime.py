@@ -34,7 +34,7 @@ from spotrun.control.lease import RENEW_EVERY, Lease
 from spotrun.errors import Fenced, InvalidState, NotFound, SpecError
 from spotrun.images import plan_to_json
 from spotrun.market import Catalog, Market, MarketConfig, load_market_config
-from spotrun.providers.base import InstancePhase, InstanceRef, InstanceState
+from spotrun.providers.base import Capability, InstancePhase, InstanceRef, InstanceState
 from spotrun.providers.local import LocalProvider
 from spotrun.providers.slurm import PartitionPrices, SlurmProvider
 from spotrun.settings import Settings, load_images
@@ -201,6 +201,7 @@ class Runtime:
             check_readable=check_readable,
             images=load_images(self.settings.home),
             strict=strict,
+            private_network=Capability.PRIVATE_NETWORK in self.provider.capabilities,
         )
 
     def submit_tuning(
@@ -256,11 +257,12 @@ class Runtime:
         )
         return forecast(spec, self.market, self.clock.now())
 
-    def job_of(self, account: str, name: str) -> JobRecord:
+    def job_of(self, account: str, name: str, deleted: bool = False) -> JobRecord:
         """The named job if it belongs to ``account``; ``NotFound`` otherwise — another
-        account's job reads exactly like one that does not exist."""
+        account's job reads exactly like one that does not exist, and so does a job
+        DeleteTrainingJob hid (unless ``deleted``: its logs stay readable, as on AWS)."""
         job = self.store.get_job(name)
-        if job.account != account:
+        if job.account != account or (job.deleted_at is not None and not deleted):
             raise NotFound(f"no training job named {name!r}")
         return job
 

@@ -56,18 +56,29 @@ def admit_plan(
     images: ImageRegistry | None = None,
     algorithms: Mapping[str, BuiltinAlgorithm] = BUILTIN_ALGORITHMS,
     strict: bool = False,
+    private_network: bool = True,
 ) -> tuple[JobSpec, RunPlan]:
     """Validate a request completely and decide what it runs, once; ``SpecError`` names
     the field. The plan is stored with the job and executed by its agents.
 
     ``images`` is the service's image registry (``Settings.images``); without it only the
     built-in defaults map images. The spec is returned as parsed: the mapping is not
-    written into it, so the stored request echoes the user's TrainingImage unchanged. One
+    written into it, so the stored request echoes the user's TrainingImage unchanged.
+    ``private_network``: whether the provider gives each instance a network of its own,
+    which a network-isolated job of several instances needs. One
     addition, SageMaker's: a job that runs a built-in algorithm (by AlgorithmName or by an
     image mapped to one) and names no MetricDefinitions gets the algorithm's own
     (``BuiltinAlgorithm.metrics``); a job's own definitions are kept exactly.
     """
     spec = parse_spec(request, strict=strict)  # strict: SageMaker's required members
+    isolated = spec.request.get("EnableNetworkIsolation") is True
+    if isolated and spec.resources.instance_count > 1 and not private_network:
+        raise SpecError(
+            "EnableNetworkIsolation",
+            "with InstanceCount > 1 the instances must reach each other and nothing else, "
+            "which needs instances with a network of their own (the local provider's "
+            "network = netns, as root); use InstanceCount 1 or such a provider",
+        )
     itype = spec.resources.instance_type
     if not known_type(itype):
         sample = ", ".join(f"ml.{t}" for t in sorted(known_types())[:8])
@@ -162,8 +173,22 @@ def _check_script(plan: ScriptRun, check_readable: Callable[[str], None]) -> Non
 
 
 def _check_algorithm(spec: JobSpec, plan: AlgorithmRun) -> None:
-    """SageMaker's 60-minute rule for algorithms that cannot resume from a checkpoint."""
+    """SageMaker's 60-minute rule for algorithms that cannot resume from a checkpoint, and
+    the input mode spotrun's built-ins read (files)."""
     algo = plan.algorithm
+    if spec.algorithm.training_input_mode == "Pipe":
+        raise SpecError(
+            "AlgorithmSpecification.TrainingInputMode",
+            f"is Pipe; spotrun's built-in {algo.name!r} reads its channels as files: "
+            "use File (or FastFile)",
+        )
+    for i, ch in enumerate(spec.channels):
+        if ch.input_mode == "Pipe":
+            raise SpecError(
+                f"InputDataConfig[{i}].InputMode",
+                f"is Pipe; spotrun's built-in {algo.name!r} reads channel {ch.name!r} as "
+                "files: use File (or FastFile)",
+            )
     wait = spec.stopping.max_wait_seconds
     if spec.spot and not algo.supports_checkpoints and (wait or 0) > NO_CHECKPOINT_MAX_WAIT:
         raise SpecError(

@@ -10,6 +10,7 @@ from spotrun.storage._mirror import CheckpointMirror, Restored, SyncResult
 from spotrun.storage._transfer import (
     download_tree,
     local_files,
+    remote_files,
     tar_folder_to,
     upload_file,
     upload_tree,
@@ -24,6 +25,7 @@ __all__ = [
     "download_tree",
     "filesystem",
     "local_files",
+    "remote_files",
     "retrying",
     "tar_folder_to",
     "upload_file",

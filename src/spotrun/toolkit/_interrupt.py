@@ -35,6 +35,10 @@ class Interruption:
     Python-level handler) and, when a metadata URL is known, a daemon thread that polls
     ``<url>/latest/meta-data/spot/instance-action`` (with an IMDSv2 session token when the
     endpoint wants one). ``stop()`` undoes both.
+
+    A network-isolated training (``EnableNetworkIsolation``) could not reach the endpoint
+    and is not given its URL: there the agent's SIGTERM, sent the moment it sees the
+    notice, is the notice.
     """
 
     def __init__(self, metadata_url: str | None = None, poll_interval: float = 1.0) -> None:
