@@ -347,6 +347,36 @@ def test_a_disabled_profiler_writes_no_config_and_uploads_nothing(o: Outputs) ->
     assert not (o.out / "quiet/profiler-output").exists()
 
 
+def test_disabling_the_profiler_mid_run_stops_its_uploads(o: Outputs) -> None:
+    script = """
+        import os, pathlib, time
+        base = pathlib.Path(os.environ["SAGEMAKER_BASE_DIR"]) / "output" / "profiler"
+        (base / "before.json").write_text("before")
+        print("wrote before", flush=True)
+        go = pathlib.Path(os.environ["SAGEMAKER_BASE_DIR"]) / "go"
+        deadline = time.time() + 60
+        while not go.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        (base / "after.json").write_text("after")
+        time.sleep(1.5)  # room for a pass that must not send it
+    """
+    out = o.out.as_uri()
+    o.job("prof", script, ProfilerConfig={"S3OutputPath": out, "ProfilingParameters": {}})
+    proc = o.start("prof", 0.3)
+    wait_for(
+        "the profiler output to go up",
+        lambda: (o.out / "prof/profiler-output/before.json").is_file(),
+    )
+    # what UpdateTrainingJob records for the SDK's disable_profiling()
+    o.store.update_request("prof", {"ProfilerConfig": {"DisableProfiler": True}}, time.time())
+    wait_for("the agent to see it", lambda: o.saw("prof", "profiling was disabled"))
+    (o.ml_root("prof") / "go").write_text("")
+    assert o.finish(proc) == 0
+    assert o.host("prof").ending == "succeeded", o.host("prof").failure_reason
+    assert (o.out / "prof/profiler-output/before.json").read_text() == "before"
+    assert not (o.out / "prof/profiler-output/after.json").exists()
+
+
 # -- the pure parts ------------------------------------------------------------------------
 
 

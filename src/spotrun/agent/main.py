@@ -86,6 +86,8 @@ EXIT_STALE = 3
 EXIT_UNDELIVERED = 4
 #: how long to wait for the output pipes to close after the training process exits
 PIPE_DRAIN_SECONDS = 5.0
+#: how often a running attempt reads UpdateTrainingJob's changes (DisableProfiler)
+UPDATES_EVERY = 5.0
 #: the longest ``restored`` description reported
 RESTORED_LIMIT = 1024
 #: torch.distributed's usual port: free on an instance with an address of its own
@@ -135,6 +137,7 @@ class Agent:
         self.syncer: CheckpointSyncer | None = None
         #: TensorBoard, Debugger and profiler folders mirrored while the training runs
         self.outputs: OutputUploads | None = None
+        self._updates_due = 0.0  # when _follow_updates next reads the attempt again
         self.noticed = False
         self.stop_requested = False
         self.attempt_over = False  # the controller ended the attempt while it still ran
@@ -478,6 +481,7 @@ class Agent:
             if self._sigterm.is_set() and not (self.noticed or self.stop_requested):
                 self._on_notice(proc, None)
             self._poll_round(proc)
+            self._follow_updates()
             if self._kill_at is not None and time.monotonic() >= self._kill_at:
                 self._say("spotrun-agent: stop grace is over; sending SIGKILL")
                 proc.signal_group(signal.SIGKILL)
@@ -485,6 +489,27 @@ class Agent:
             exit_code = proc.wait(self.cfg.poll_seconds)
             if exit_code is not None:
                 return exit_code
+
+    def _follow_updates(self) -> None:
+        """UpdateTrainingJob's ``DisableProfiler`` reaches a running attempt: its profiler
+        output is uploaded once more and then no longer (checked every few seconds, and
+        only while profiler output is being uploaded)."""
+        if self.outputs is None or not self.outputs.has("ProfilerConfig"):
+            return
+        if time.monotonic() < self._updates_due:
+            return
+        self._updates_due = time.monotonic() + UPDATES_EVERY
+        try:
+            info = self.reporter.attempt()
+        except (ServiceError, StaleGeneration, Refused):
+            return  # the watch loop's own checks deal with a server away or a new attempt
+        profiler = info.request.get("ProfilerConfig")
+        if isinstance(profiler, Mapping) and profiler.get("DisableProfiler") is True:
+            self.outputs.drop("ProfilerConfig")
+            self._say(
+                "spotrun-agent: profiling was disabled (UpdateTrainingJob); profiler output "
+                "is no longer uploaded"
+            )
 
     def _poll_round(self, proc: TrainingProcess) -> None:
         """A fixed-size attempt has no rounds (``ElasticAgent`` acts on a new one)."""

@@ -200,6 +200,18 @@ class OutputUploads:
         if self._thread.is_alive():
             self._thread.join()
 
+    def has(self, member: str) -> bool:
+        return any(up.folder.member == member for up in self.uploaders)
+
+    def drop(self, member: str) -> None:
+        """Stop mirroring ``member``'s folder, after one last pass over it (what was
+        written so far is kept)."""
+        for up in self.uploaders:
+            if up.folder.member == member:
+                self._pass(up, final=True)
+        # a new list, not an edit: the thread's loop may be iterating the old one
+        self.uploaders = [up for up in self.uploaders if up.folder.member != member]
+
     def finish(self) -> None:
         """Stop the thread, then one last pass over every folder."""
         self.stop()

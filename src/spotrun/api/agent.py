@@ -195,7 +195,9 @@ def _attempt(api: AgentApi, scope: InstanceScope, ref: AttemptRef) -> AttemptAns
         host=ref.host,
         hosts=hosts,
         instance_type=job.spec.resources.instance_type,
-        request=job.request,
+        # UpdateTrainingJob's changes (DisableProfiler, …) over the request: a new attempt
+        # starts with them, and a running one reads them again (``Agent._follow_updates``)
+        request={**job.request, **job.updates},
         run_plan=plan,
         plan_error=plan_error,
         stop_grace=att.stop_grace,
