@@ -67,6 +67,20 @@ SCRIPT = """
         seen["dial"] = "connected"
     except OSError as e:
         seen["dial"] = errno.errorcode.get(e.errno, str(e))
+    # an escape: join the agent's namespace back (root could, with its capabilities)
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/proc/{os.getppid()}/ns/net", os.O_RDONLY)
+        ok = libc.setns(fd, 0x40000000) == 0  # CLONE_NEWNET
+        seen["escape"] = "joined" if ok else errno.errorcode.get(ctypes.get_errno(), "?")
+        if ok:
+            seen["interfaces_after_escape"] = [n for _, n in socket.if_nameindex()]
+    except OSError as e:
+        seen["escape"] = errno.errorcode.get(e.errno, str(e))
+    seen["capabilities"] = [
+        line.split()[1] for line in open("/proc/self/status") if line.startswith("CapEff")
+    ]
     with socket.create_server(("127.0.0.1", 0)) as own:  # its own loopback works
         with socket.create_connection(own.getsockname(), timeout=5):
             seen["own_loopback"] = "ok"
@@ -216,6 +230,10 @@ def test_isolated_training_cannot_dial_out_while_its_agent_stages_and_uploads(
     assert shut["interfaces"] == ["lo"] and shut["routes"] == []
     assert shut["own_loopback"] == "ok"
     assert shut["metadata_url"] is None  # nothing inside could answer it
+    # and it cannot take its way back out: it runs without any capability
+    assert shut["escape"] in ("EPERM", "EACCES"), shut
+    assert shut["capabilities"] == ["0000000000000000"], shut
+    assert opened["escape"] in ("joined", "EPERM")  # the open one's namespace is the agent's
 
     # ...while its agent, outside, fetched the channel, synced the checkpoint, uploaded
     assert shut["data"] == "rows of shut"

@@ -60,6 +60,28 @@ def _death_signal() -> Callable[[], None] | None:
     return arm
 
 
+#: what an isolated training runs under: root inside its network namespace would otherwise
+#: keep the capabilities to leave it (setns into the agent's) or to route around the cut
+DROP_PRIVILEGES = (
+    "--bounding-set=-all",
+    "--inh-caps=-all",
+    "--ambient-caps=-all",
+    "--no-new-privs",
+    "--",
+)
+
+
+def without_privileges(argv: Sequence[str]) -> list[str]:
+    """``argv`` run with no capability at all and no way to gain one (util-linux's
+    ``setpriv``); ``IsolationError`` where it is missing, since isolation would leak."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise IsolationError(
+            reason("util-linux's setpriv is missing, which drops the training's capabilities")
+        )
+    return [setpriv, *DROP_PRIVILEGES, *argv]
+
+
 def in_netns(argv: Sequence[str], netns: Path | None) -> list[str]:
     """``argv`` as run inside the network namespace at ``netns`` (as it is, for None)."""
     if netns is None:
@@ -103,8 +125,9 @@ class TrainingProcess:
         except OSError as e:
             raise IsolationError(reason(str(e))) from e
         try:
+            argv = self.argv if isolation is None else without_privileges(self.argv)
             self._popen = subprocess.Popen(
-                in_netns(self.argv, self.netns),
+                in_netns(argv, self.netns),
                 cwd=cwd,
                 env=dict(env) if isolation is None else isolated_env(env),
                 stdin=subprocess.DEVNULL,
