@@ -176,8 +176,10 @@ class Runtime:
         may leave it out. The stored request keeps every member the caller sent, so
         Describe echoes what it accepted.
         """
-        # images are read at each submission: `spotrun images add` needs no restart
-        spec, plan = self._admit(request, strict=strict)
+        # images are read at each submission: `spotrun images add` needs no restart;
+        # a trial's definition was checked when its tuning job was admitted (perhaps by an
+        # earlier version of spotrun): it is parsed as stored, as the tuning job is
+        spec, plan = self._admit(request, strict=strict, stored=tuning is not None)
         arn = f"arn:aws:sagemaker:{region}:{account}:training-job/{spec.name}"
         stored = spec.to_api()  # every accepted member, with the defaults filled in
         self.store.create_job(
@@ -193,7 +195,9 @@ class Runtime:
         self.wake()
         return arn
 
-    def _admit(self, request: dict[str, Any], strict: bool = False) -> tuple[JobSpec, Any]:
+    def _admit(
+        self, request: dict[str, Any], strict: bool = False, stored: bool = False
+    ) -> tuple[JobSpec, Any]:
         return admit_plan(
             request,
             known_type=self.catalog.has_type,
@@ -202,6 +206,7 @@ class Runtime:
             images=load_images(self.settings.home),
             strict=strict,
             private_network=Capability.PRIVATE_NETWORK in self.provider.capabilities,
+            stored=stored,
         )
 
     def submit_tuning(

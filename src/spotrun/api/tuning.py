@@ -208,7 +208,7 @@ def describe_tuning(
     store: Store, rec: TuningRecord, now: float, extras: bool = True
 ) -> dict[str, Any]:
     """DescribeHyperParameterTuningJob; spotrun's own figures under ``Spotrun``."""
-    spec = parse_tuning(rec.request)
+    spec = parse_tuning(rec.request, stored=True)
     jobs = store.tuning_trials(rec.name)
     summaries = [trial_summary(store, rec, spec, j) for j in jobs]
     status_counters, objective_counters = counters(jobs, summaries)
@@ -294,7 +294,7 @@ def tuning_extras(
 
 def tuning_summary(store: Store, rec: TuningRecord) -> dict[str, Any]:
     """A HyperParameterTuningJobSummary."""
-    spec = parse_tuning(rec.request)
+    spec = parse_tuning(rec.request, stored=True)
     jobs = store.tuning_trials(rec.name)
     summaries = [trial_summary(store, rec, spec, j) for j in jobs]
     status_counters, objective_counters = counters(jobs, summaries)
@@ -361,7 +361,7 @@ def list_trials(store: Store, rec: TuningRecord, params: Mapping[str, Any]) -> d
     order = opt_enum(params, "SortOrder", SORT_ORDER) or "Ascending"
     status = opt_enum(params, "StatusEquals", TRIAL_STATUSES)
     token = opt_str(params, "NextToken", 8192)
-    spec = parse_tuning(rec.request)
+    spec = parse_tuning(rec.request, stored=True)
     summaries = [
         trial_summary(store, rec, spec, j)
         for j in store.tuning_trials(rec.name)

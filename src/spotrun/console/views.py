@@ -513,7 +513,7 @@ def mount(app: FastAPI, rt: Runtime) -> None:
         d = describe_tuning(rt.store, rec, now=rt.clock.now())
         trials = rt.store.tuning_trials(rec.name)
         # the objective may sit in the config or in the training job definition
-        objective = parse_tuning(rec.request).objective
+        objective = parse_tuning(rec.request, stored=True).objective
         metric = objective.metric
         rows = []
         for job in trials:

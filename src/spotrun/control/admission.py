@@ -57,6 +57,7 @@ def admit_plan(
     algorithms: Mapping[str, BuiltinAlgorithm] = BUILTIN_ALGORITHMS,
     strict: bool = False,
     private_network: bool = True,
+    stored: bool = False,
 ) -> tuple[JobSpec, RunPlan]:
     """Validate a request completely and decide what it runs, once; ``SpecError`` names
     the field. The plan is stored with the job and executed by its agents.
@@ -65,12 +66,14 @@ def admit_plan(
     built-in defaults map images. The spec is returned as parsed: the mapping is not
     written into it, so the stored request echoes the user's TrainingImage unchanged.
     ``private_network``: whether the provider gives each instance a network of its own,
-    which a network-isolated job of several instances needs. One
+    which a network-isolated job of several instances needs. ``stored``: the request was
+    admitted before (a tuning job's definition); see ``parse_spec``. One
     addition, SageMaker's: a job that runs a built-in algorithm (by AlgorithmName or by an
     image mapped to one) and names no MetricDefinitions gets the algorithm's own
     (``BuiltinAlgorithm.metrics``); a job's own definitions are kept exactly.
     """
-    spec = parse_spec(request, strict=strict)  # strict: SageMaker's required members
+    # strict: SageMaker's required members
+    spec = parse_spec(request, strict=strict, stored=stored)
     isolated = spec.request.get("EnableNetworkIsolation") is True
     if isolated and spec.resources.instance_count > 1 and not private_network:
         raise SpecError(

@@ -286,12 +286,17 @@ def _trial_resources(d: Mapping[str, Any]) -> dict[str, Any] | None:
 # -- the request ------------------------------------------------------------------------------
 
 
-def parse_tuning(req: Mapping[str, Any], *, strict: bool = False) -> TuningSpec:
+def parse_tuning(
+    req: Mapping[str, Any], *, strict: bool = False, stored: bool = False
+) -> TuningSpec:
     """Validate a CreateHyperParameterTuningJob request and build the spec.
 
     The definition is checked as a training job too: the CreateTrainingJob request of a
     sample trial (each range at its MinValue or first category) goes through ``parse_spec``
     with the same ``strict``, and its errors come back under the definition's path.
+    ``stored``: a tuning job admitted before, read back; its definition is parsed as a
+    stored training job is (``parse_spec(stored=True)``), so one an earlier version of
+    spotrun accepted still loads.
     """
     req = _obj(req, "request")
     unknown = sorted(k for k in req if k not in TUNING_KNOWN)
@@ -365,7 +370,7 @@ def parse_tuning(req: Mapping[str, Any], *, strict: bool = False) -> TuningSpec:
     )
     trial = child_request(spec, f"{name}-001-00000000", sample_hyperparameters(spec))
     try:
-        job = parse_spec(trial, strict=strict)
+        job = parse_spec(trial, strict=strict, stored=stored)
     except SpecError as e:
         raise SpecError(_definition_field(e.field, dpath, form), e.problem) from None
     _objective_against_metrics(objective, objective_path, job, dpath)

@@ -86,7 +86,7 @@ def check_parents(spec: TuningSpec, account: str, find: Callable[[str], TuningRe
             raise SpecError(field, f"no tuning job named {name!r} exists")
         if parent.status in ("InProgress", "Stopping"):
             raise SpecError(field, f"{name} is {parent.status}; a parent must have ended")
-        theirs = parse_tuning(parent.request)
+        theirs = parse_tuning(parent.request, stored=True)
         if theirs.objective != spec.objective:
             raise SpecError(
                 field,

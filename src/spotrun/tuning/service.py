@@ -178,7 +178,7 @@ class Tuner:
         """The tuning job's study, opened once per process (its spec parsed with it)."""
         search = self._searches.get(rec.name)
         if search is None:
-            spec = parse_tuning(rec.request)
+            spec = parse_tuning(rec.request, stored=True)
             with self.store.writing():
                 if self._storage is None:
                     self._storage = open_storage(self.store.url)
@@ -444,7 +444,7 @@ class Tuner:
                 parent_rec = self.store.get_tuning(parent)
             except NotFound:
                 continue
-            parent_spec = parse_tuning(parent_rec.request)
+            parent_spec = parse_tuning(parent_rec.request, stored=True)
             for job in self.store.tuning_trials(parent):
                 if job.name in have or job.status is not TrainingJobStatus.COMPLETED:
                     continue
