@@ -397,7 +397,7 @@ def test_several_hosts_keep_tensorboard_apart_and_share_smdebug_prefixes() -> No
         2,
         TensorBoardOutputConfig={"S3OutputPath": "s3://b/tb"},
         DebugHookConfig={"S3OutputPath": "s3://b/dbg/"},
-        ProfilerConfig={"ProfilingParameters": {"localpath": "/data/prof"}},
+        ProfilerConfig={"ProfilingParameters": {"localpath": "/opt/ml/prof"}},
     )
     layout = MlLayout(Path("/i/ml"), "folder")
     found = {f.member: f for f in output_folders(spec, layout, "algo-2")}
@@ -407,13 +407,13 @@ def test_several_hosts_keep_tensorboard_apart_and_share_smdebug_prefixes() -> No
         "s3://b/tb/j/tensorboard-output/algo-2/",
     )
     assert found["DebugHookConfig"].uri == "s3://b/dbg/j/debug-output/"
-    # no S3OutputPath: the job's output path, as the SDK defaults it; a path outside
-    # /opt/ml is the instance's own
+    # no S3OutputPath: the job's output path, as the SDK defaults it; the path is mapped
+    # into the instance's folder
     assert found["ProfilerConfig"] == OutputFolder(
-        "ProfilerConfig", Path("/data/prof"), "s3://b/out/j/profiler-output/"
+        "ProfilerConfig", Path("/i/ml/prof"), "s3://b/out/j/profiler-output/"
     )
     docs = side_config_documents(spec, layout)
-    assert docs["profilerconfig.json"]["ProfilingParameters"] == {"localpath": "/data/prof"}
+    assert docs["profilerconfig.json"]["ProfilingParameters"] == {"localpath": "/i/ml/prof"}
     single = output_folders(_spec(1, TensorBoardOutputConfig={"S3OutputPath": "s3://b/tb"}),
                             layout, "algo-1")  # fmt: skip
     assert single[0].uri == "s3://b/tb/j/tensorboard-output/"
@@ -426,7 +426,18 @@ def test_several_hosts_keep_tensorboard_apart_and_share_smdebug_prefixes() -> No
         (
             {"TensorBoardOutputConfig": {"S3OutputPath": "s3://b/x", "LocalPath": "logs"}},
             "TensorBoardOutputConfig.LocalPath",
-            "absolute path",
+            "under /opt/ml",
+        ),
+        (
+            # the agent, root outside the training, must never mirror the machine's folders
+            {"DebugHookConfig": {"S3OutputPath": "s3://b/x", "LocalPath": "/"}},
+            "DebugHookConfig.LocalPath",
+            "under /opt/ml",
+        ),
+        (
+            {"TensorBoardOutputConfig": {"S3OutputPath": "s3://b", "LocalPath": "/opt/ml/../etc"}},
+            "TensorBoardOutputConfig.LocalPath",
+            "under /opt/ml",
         ),
         ({"DebugHookConfig": {"S3OutputPath": "ftp://x"}}, "DebugHookConfig.S3OutputPath", "URI"),
         (

@@ -7,6 +7,7 @@ One real ``spotrun server`` (SQLite) with moto's S3 beside it, shared by the mod
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,10 @@ from botocore.model import Shape, StructureShape
 
 from sagemaker_server import Server
 from sdk_stack import sdk_session, sdk_stack
+from spotrun.control.admission import admit_plan
+from spotrun.errors import SpecError
+from spotrun.settings import load_images
+from spotrun.storage import check_readable, object_sizes
 
 BUCKET = "spotrun-fidelity"
 
@@ -362,6 +367,11 @@ def test_update_and_delete_follow_aws_rules(server: Server) -> None:
             ],
         )
     assert "ProfilerRuleConfigurations" in str(e.value)
+    with pytest.raises(botocore.exceptions.ClientError) as e:  # agents would refuse it too
+        sm.update_training_job(
+            TrainingJobName="fid-update", ProfilerConfig={"ProfilingIntervalInMilliseconds": 300}
+        )
+    assert "ProfilingIntervalInMilliseconds" in str(e.value)
     assert sm.describe_training_job(TrainingJobName="fid-update")["ProfilingStatus"] == "Enabled"
 
     out = sm.update_training_job(
@@ -466,37 +476,65 @@ def test_sdk_disable_profiling_on_a_running_job(
     sm.stop_training_job(TrainingJobName=name)
 
 
-def test_channels_bigger_than_the_volume_fail_the_job_before_any_download(
+def test_channels_bigger_than_the_volume_are_refused_at_submission(
     server: Server, tmp_path: Path
 ) -> None:
     data = tmp_path / "big"
     data.mkdir()
-    with open(data / "part-0.bin", "wb") as f:
-        f.truncate(3 * 2**29)  # 1.5 GiB listed, sparse: nothing written to disk
+    for i in range(2):
+        with open(data / f"part-{i}.bin", "wb") as f:
+            f.truncate(3 * 2**28)  # 0.75 GiB listed, sparse: nothing written to disk
     sm = server.client()
+    channel = {
+        "ChannelName": "train",
+        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": data.as_uri()}},
+    }
     req = server.request("fid-volume", "ml.c5.2xlarge")
     req["ResourceConfig"]["VolumeSizeInGB"] = 1
-    req["InputDataConfig"] = [
-        {
-            "ChannelName": "train",
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": data.as_uri()}},
-        }
-    ]
-    sm.create_training_job(**req)
-    d = wait_for(sm, "fid-volume", done)
-    assert d["TrainingJobStatus"] == "Failed"
-    reason = d["FailureReason"]
-    assert "VolumeSizeInGB" in reason and "1.50 GB" in reason, reason
-    # a volume that holds it runs the same job's staging through
-    req = server.request("fid-volume-ok", "ml.c5.2xlarge", steps="2")
-    req["ResourceConfig"]["VolumeSizeInGB"] = 2
-    (data / "part-0.bin").unlink()
-    (data / "part-0.bin").write_bytes(b"small")
-    req["InputDataConfig"] = [
-        {
-            "ChannelName": "train",
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": data.as_uri()}},
-        }
-    ]
-    sm.create_training_job(**req)
-    assert wait_for(sm, "fid-volume-ok", done)["TrainingJobStatus"] == "Completed"
+    req["InputDataConfig"] = [channel]
+    before = sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sm.create_training_job(**req)
+    assert code_of(e) == "ValidationException"
+    message = str(e.value)
+    assert "ResourceConfig.VolumeSizeInGB" in message and "1.50 GB" in message, message
+    assert "at least 2" in message, message
+    assert sm.list_training_jobs(MaxResults=100)["TrainingJobSummaries"] == before
+
+    # sharded over two instances, each gets one 0.75 GiB object: it fits; in Pipe mode
+    # nothing is stored at all
+    sharded = copy.deepcopy(req)
+    sharded["ResourceConfig"]["InstanceCount"] = 2
+    sharded["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3DataDistributionType"] = (
+        "ShardedByS3Key"
+    )
+    piped = copy.deepcopy(req)
+    piped["InputDataConfig"][0]["InputMode"] = "Pipe"
+    for accepted in (sharded, piped):
+        spec, _plan = admit_plan(
+            accepted,
+            known_type=lambda _t: True,
+            known_types=lambda: [],
+            check_readable=check_readable,
+            images=load_images(server.settings.home),
+            strict=True,
+            object_sizes=object_sizes,
+        )
+        assert spec.resources.volume_size_gb == 1
+
+
+def test_an_elastic_job_cannot_be_network_isolated(server: Server) -> None:
+    req = server.request("fid-elastic", "ml.c5.2xlarge")
+    req["ResourceConfig"]["InstanceCount"] = 3
+    req["Tags"] = [{"Key": "spotrun:min-instance-count", "Value": "1"}]
+    req["EnableNetworkIsolation"] = True
+    with pytest.raises(SpecError) as e:
+        admit_plan(
+            req,
+            known_type=lambda _t: True,
+            known_types=lambda: [],
+            check_readable=check_readable,
+            images=load_images(server.settings.home),
+            strict=True,
+        )
+    assert e.value.field == "EnableNetworkIsolation" and "elastic" in e.value.problem

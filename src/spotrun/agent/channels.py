@@ -47,7 +47,7 @@ from pathlib import Path
 
 from spotrun.agent.pipes import PipeObject, PipeSource
 from spotrun.errors import SpotrunError
-from spotrun.spec import Channel, JobSpec
+from spotrun.spec import Channel
 from spotrun.storage import StorageError, download_tree, filesystem, local_files, remote_files
 
 COMPLETE_MARKER = ".spotrun-complete"
@@ -214,31 +214,6 @@ def _gunzip_all(channel: str, folder: Path) -> None:
         os.replace(tmp, dst)
         if dst != src:
             src.unlink()
-
-
-def channel_bytes(channel: Channel) -> int:
-    """How many bytes the channel's objects hold at its URI (as stored: compressed ones
-    count at their stored size), read from one listing."""
-    fs, path = filesystem(channel.uri)
-    return sum(obj.size for obj in remote_files(fs, path, channel.uri).values())
-
-
-def check_volume(spec: JobSpec) -> None:
-    """``ResourceConfig.VolumeSizeInGB``: the File-mode channels must fit the instance's
-    volume, as on SageMaker, where a bigger download fails the job. Checked from listings
-    before anything is fetched; ``ChannelDataError`` names the field and the sizes. A size
-    of 0 (instance storage on AWS) sets no limit."""
-    limit = spec.resources.volume_size_gb * 2**30
-    if limit == 0:
-        return
-    mode = spec.algorithm.training_input_mode
-    total = sum(channel_bytes(ch) for ch in spec.channels if input_mode(ch, mode) != PIPE)
-    if total > limit:
-        raise ChannelDataError(
-            f"the File-mode channels hold {total / 2**30:.2f} GB, more than the "
-            f"{spec.resources.volume_size_gb} GB of ResourceConfig.VolumeSizeInGB; give a "
-            "bigger volume, or stream the channels with Pipe mode"
-        )
 
 
 def pipe_source(channel: Channel, shard: tuple[int, int] | None = None) -> PipeSource:

@@ -50,7 +50,6 @@ from spotrun.agent.channels import (
     PIPE,
     ChannelDataError,
     cache_channel,
-    check_volume,
     input_mode,
     link_channel,
     pipe_source,
@@ -190,7 +189,12 @@ class Agent:
             self.interface,
         )
         self._install_sigterm_handler()
-        proc = self._start_training(spec, program, env, mirror)
+        try:
+            proc = self._start_training(spec, program, env, mirror)
+        except JobInputError as e:  # the training could not be isolated as the job asks
+            self._stop_pipes()  # started just before the training was to be
+            self.reporter.end(Ending.FAILED, failure_reason=str(e)[:FAILURE_REASON_LIMIT])
+            return EXIT_OK
         exit_code = self._watch(proc)
         if exit_code != 0 and not (self.noticed or self.stop_requested or self.attempt_over):
             self._heard_of_notice()
@@ -335,10 +339,6 @@ class Agent:
         listed here; their FIFOs are fed while the training runs (``agent.pipes``)."""
         at, layout = self.attempt, self.layout
         _check_pipe_names(spec)
-        try:
-            check_volume(spec)
-        except (StorageError, ChannelDataError) as e:
-            raise JobInputError(f"ClientError: {e}") from e
         self._pipe_sources = []
         for ch in spec.channels:
             shard = None

@@ -200,7 +200,7 @@ class PipeWriter:
             path.unlink()  # a FIFO of an earlier run (an elastic round) starts again empty
         except FileNotFoundError:
             pass
-        os.mkfifo(path, 0o644)
+        os.mkfifo(path, 0o600)  # the channel's data is the job's alone
         return path
 
     def _run(self) -> None:

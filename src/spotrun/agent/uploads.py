@@ -56,6 +56,8 @@ from spotrun.storage import local_files, upload_file
 
 #: how often the side-output folders are scanned; SageMaker says "continuously"
 UPLOAD_SECONDS = 5.0
+#: how long the end of an attempt waits for an upload pass in progress
+STOP_WAIT = 60.0
 UPLOAD_ENV = "SPOTRUN_OUTPUT_UPLOAD_SECONDS"
 DEBUG_CONFIG = "debughookconfig.json"
 TENSORBOARD_CONFIG = "tensorboardoutputconfig.json"
@@ -183,6 +185,7 @@ class OutputUploads:
         self._say = say
         self._errors: dict[str, str] = {}  # the last failure per member, said once
         self._stop = threading.Event()
+        self._dropped: set[str] = set()  # members to retire after a last pass (``drop``)
         self._thread = threading.Thread(target=self._loop, name="output-uploads", daemon=True)
 
     def start(self) -> None:
@@ -194,27 +197,44 @@ class OutputUploads:
             )
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the thread after the pass in progress, without another."""
+    def stop(self) -> bool:
+        """Stop the thread after the pass in progress, without another; False if that pass
+        is still running after ``STOP_WAIT`` seconds (a storage that hangs), which is left
+        to itself rather than holding up the end of the attempt."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(STOP_WAIT)
+        return not self._thread.is_alive()
 
     def has(self, member: str) -> bool:
-        return any(up.folder.member == member for up in self.uploaders)
+        return member not in self._dropped and any(
+            up.folder.member == member for up in self.uploaders
+        )
 
     def drop(self, member: str) -> None:
-        """Stop mirroring ``member``'s folder, after one last pass over it (what was
-        written so far is kept)."""
-        for up in self.uploaders:
-            if up.folder.member == member:
-                self._pass(up, final=True)
-        # a new list, not an edit: the thread's loop may be iterating the old one
-        self.uploaders = [up for up in self.uploaders if up.folder.member != member]
+        """Stop mirroring ``member``'s folder after one last pass over it (what was written
+        so far is kept). The pass is the thread's, so the caller (the agent's watch loop,
+        which must pass a notice on at once) never waits for an upload."""
+        self._dropped.add(member)
+
+    def _retire(self) -> None:
+        for member in list(self._dropped):
+            for up in self.uploaders:
+                if up.folder.member == member:
+                    self._pass(up, final=True)
+            self.uploaders = [up for up in self.uploaders if up.folder.member != member]
+            self._dropped.discard(member)
 
     def finish(self) -> None:
-        """Stop the thread, then one last pass over every folder."""
-        self.stop()
+        """Stop the thread, then one last pass over every folder (none while a pass of the
+        thread's still hangs: the two would race over the same files)."""
+        if not self.stop():
+            self._say(
+                f"spotrun-agent: an output upload is still running after {STOP_WAIT:g} s; "
+                "no last pass"
+            )
+            return
+        self._retire()
         for up in self.uploaders:
             self._pass(up, final=True)
 
@@ -237,6 +257,7 @@ class OutputUploads:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
+            self._retire()
             self.upload_now()
 
 

@@ -10,6 +10,7 @@ period holding at least one point is a datapoint stamped with the period's start
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -88,7 +89,9 @@ def buckets(
             Bucket(
                 start=origin + k * period,
                 count=len(values),
-                total=sum(values),
+                # points are finite (the agent drops others), but their sum may not be: one
+                # past a float's range is shown as the largest float, as JSON has no inf
+                total=max(-sys.float_info.max, min(sys.float_info.max, sum(values))),
                 low=min(values),
                 high=max(values),
             )

@@ -45,7 +45,7 @@ from spotrun.spec._tuning import (
     sample_hyperparameters,
     trial_field,
 )
-from spotrun.storage import check_readable
+from spotrun.storage import check_readable, object_sizes
 from spotrun.store import DEFAULT_ACCOUNT_ID, Fence, JobRecord, ServerRecord, Store, TuningRecord
 from spotrun.tuning.admission import check_objective, check_parents, stored_request
 from spotrun.tuning.service import Tuner, region_of
@@ -207,6 +207,7 @@ class Runtime:
             strict=strict,
             private_network=Capability.PRIVATE_NETWORK in self.provider.capabilities,
             stored=stored,
+            object_sizes=object_sizes,
         )
 
     def submit_tuning(

@@ -35,6 +35,7 @@ from spotrun.api.runtime import Runtime
 from spotrun.api.security import Caller
 from spotrun.errors import Conflict, InvalidState, NotFound, SpecError
 from spotrun.spec import TrainingJobStatus, check_operation, validate_name
+from spotrun.spec._outputs import side_outputs
 from spotrun.store import JobQuery, JobRecord
 
 SORT_BY = ("Name", "CreationTime", "Status")
@@ -163,6 +164,8 @@ def update_changes(job: JobRecord, params: Mapping[str, Any]) -> dict[str, Any]:
         }
     if "RemoteDebugConfig" in params:
         changes["RemoteDebugConfig"] = dict(params["RemoteDebugConfig"])
+    # the agents read the result as they read a new job's (interval, paths, …)
+    side_outputs({**shown, **changes})
     return changes
 
 

@@ -4,8 +4,9 @@ Requests are checked against AWS's own shapes (``spotrun.spec.check_operation``)
 is named by its ARN; another account's job, a deleted one or an ARN naming any other kind of
 resource reads as not found. AWS's limits hold: at most 50 tags per resource, and keys
 starting with ``aws:`` are AWS's own. spotrun's ``spotrun:*`` tags on a training job are
-read once, when it is created (its policy, deadline, …): changing them afterwards would
-change nothing, so AddTags and DeleteTags refuse them rather than pretend.
+read once, when it is created (its policy, deadline, …; a tuning job hands its own to its
+trials as they are): changing them afterwards would change nothing, so AddTags and
+DeleteTags refuse them rather than pretend.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _own_keys(arn: str, keys: list[str], action: str) -> None:
                 f"1 validation error detected: Tags[{i}].Key: {key!r} starts with 'aws:', "
                 "which is reserved for AWS's own tags"
             )
-        if ":training-job/" in arn and key.startswith("spotrun:"):
+        if key.startswith("spotrun:"):
             raise validation(
                 f"1 validation error detected: {key!r} is one of spotrun's own tags, read "
                 f"when the job is created; it cannot be {action} afterwards. Create the job "

@@ -58,6 +58,7 @@ def admit_plan(
     strict: bool = False,
     private_network: bool = True,
     stored: bool = False,
+    object_sizes: Callable[[str], Mapping[str, int]] | None = None,
 ) -> tuple[JobSpec, RunPlan]:
     """Validate a request completely and decide what it runs, once; ``SpecError`` names
     the field. The plan is stored with the job and executed by its agents.
@@ -67,7 +68,9 @@ def admit_plan(
     written into it, so the stored request echoes the user's TrainingImage unchanged.
     ``private_network``: whether the provider gives each instance a network of its own,
     which a network-isolated job of several instances needs. ``stored``: the request was
-    admitted before (a tuning job's definition); see ``parse_spec``. One
+    admitted before (a tuning job's definition); see ``parse_spec``. ``object_sizes`` lists
+    a channel's objects with their sizes, for ``ResourceConfig.VolumeSizeInGB``; without it
+    the volume is not checked. One
     addition, SageMaker's: a job that runs a built-in algorithm (by AlgorithmName or by an
     image mapped to one) and names no MetricDefinitions gets the algorithm's own
     (``BuiltinAlgorithm.metrics``); a job's own definitions are kept exactly.
@@ -75,6 +78,13 @@ def admit_plan(
     # strict: SageMaker's required members
     spec = parse_spec(request, strict=strict, stored=stored)
     isolated = spec.request.get("EnableNetworkIsolation") is True
+    if isolated and spec.resources.elastic:
+        raise SpecError(
+            "EnableNetworkIsolation",
+            "an elastic job (spotrun:min-instance-count) changes its instances from round "
+            "to round, and an isolated training's network is cut to the instances it "
+            "starts with; leave one of them out",
+        )
     if isolated and spec.resources.instance_count > 1 and not private_network:
         raise SpecError(
             "EnableNetworkIsolation",
@@ -108,7 +118,44 @@ def admit_plan(
                 f"InputDataConfig[{i}].DataSource.S3DataSource.S3Uri",
                 f"channel {ch.name!r} cannot be read: {e}",
             ) from None
+    if object_sizes is not None:
+        check_volume(spec, object_sizes)
     return spec, plan
+
+
+def check_volume(spec: JobSpec, object_sizes: Callable[[str], Mapping[str, int]]) -> None:
+    """``ResourceConfig.VolumeSizeInGB`` holds what each instance downloads: its File-mode
+    channels (as stored; a ``ShardedByS3Key`` channel only the instance's share), as on
+    SageMaker, where a bigger download fails the job. Pipe channels are streamed, not
+    stored. A size of 0 (instance storage on AWS) sets no limit."""
+    gb = spec.resources.volume_size_gb
+    if gb == 0:
+        return
+    count = spec.resources.instance_count
+    per_host = [0] * count
+    for i, ch in enumerate(spec.channels):
+        if (ch.input_mode or spec.algorithm.training_input_mode) == "Pipe":
+            continue
+        try:
+            sizes = object_sizes(ch.uri)
+        except SpotrunError as e:
+            raise SpecError(
+                f"InputDataConfig[{i}].DataSource.S3DataSource.S3Uri",
+                f"channel {ch.name!r} cannot be listed: {e}",
+            ) from None
+        names = sorted(sizes)
+        for host in range(count):
+            sharded = ch.data_distribution == "ShardedByS3Key" and count > 1
+            share = names[host::count] if sharded else names
+            per_host[host] += sum(sizes[n] for n in share)
+    most = max(per_host)
+    if most > gb * 2**30:
+        need = -(-most // 2**30)  # whole GB, rounded up
+        raise SpecError(
+            "ResourceConfig.VolumeSizeInGB",
+            f"is {gb}; the File-mode channels put {most / 2**30:.2f} GB on an instance, more "
+            f"than its volume: give at least {need}, or stream the channels in Pipe mode",
+        )
 
 
 def check_plan(spec: JobSpec, plan: RunPlan, check_readable: Callable[[str], None]) -> None:

@@ -123,9 +123,14 @@ def side_outputs(request: Mapping[str, Any]) -> SideOutputs:
 
 def _local_path(v: Any, field: str) -> str:
     path = _validate._str(v, field, 1, 4096)
-    if not path.startswith("/"):
-        raise SpecError(field, f"{path!r} must be an absolute path, such as /opt/ml/output/...")
-    return path.rstrip("/") or "/"
+    # a container's own folder: the agent (root, outside) mirrors it, so it must never
+    # name a folder of the machine itself
+    parts = path.split("/")
+    if not path.startswith("/opt/ml/") or ".." in parts:
+        raise SpecError(
+            field, f"{path!r} must be a folder under /opt/ml, such as /opt/ml/output/tensorboard"
+        )
+    return path.rstrip("/")
 
 
 def _config_map(v: Any, field: str) -> dict[str, str]:

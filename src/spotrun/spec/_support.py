@@ -369,7 +369,7 @@ HONOURED_BY: Mapping[str, str] = {
     "ResourceConfig.InstanceCount": _POOL,
     "ResourceConfig.VolumeSizeInGB": (
         "tests/test_sagemaker_fidelity.py::"
-        "test_channels_bigger_than_the_volume_fail_the_job_before_any_download"
+        "test_channels_bigger_than_the_volume_are_refused_at_submission"
     ),
     "StoppingCondition.MaxRuntimeInSeconds": (
         "tests/test_controller.py::test_max_runtime_stops_and_keeps_model"

@@ -10,6 +10,7 @@ from spotrun.storage._mirror import CheckpointMirror, Restored, SyncResult
 from spotrun.storage._transfer import (
     download_tree,
     local_files,
+    object_sizes,
     remote_files,
     tar_folder_to,
     upload_file,
@@ -25,6 +26,7 @@ __all__ = [
     "download_tree",
     "filesystem",
     "local_files",
+    "object_sizes",
     "remote_files",
     "retrying",
     "tar_folder_to",

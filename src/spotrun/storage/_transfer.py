@@ -124,6 +124,12 @@ def remote_files(fs: AbstractFileSystem, path: str, uri: str) -> dict[str, Remot
     return out
 
 
+def object_sizes(uri: str) -> dict[str, int]:
+    """The size of each object under ``uri``, by relative name, from one listing."""
+    fs, path = filesystem(uri)
+    return {rel: obj.size for rel, obj in remote_files(fs, path, uri).items()}
+
+
 def get_file(fs: AbstractFileSystem, rpath: str, dest: Path) -> None:
     """Download one object to ``dest`` atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
