@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from spotrun.control.admission import admit_plan
 from spotrun.errors import SpecError
 from spotrun.settings import load_images
 from spotrun.storage import check_readable, object_sizes
+from test_sagemaker_api import code_of, wait_status
 
 BUCKET = "spotrun-fidelity"
 
@@ -40,24 +40,8 @@ def server(stack: tuple[Server, str, Path]) -> Server:
     return stack[0]
 
 
-def wait_for(
-    sm: Any, name: str, pred: Callable[[dict[str, Any]], bool], timeout: float = 120
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        d: dict[str, Any] = sm.describe_training_job(TrainingJobName=name)
-        if pred(d) or time.monotonic() > deadline:
-            assert pred(d), (d["TrainingJobStatus"], d["SecondaryStatus"], d.get("FailureReason"))
-            return d
-        time.sleep(0.25)
-
-
 def done(d: dict[str, Any]) -> bool:
     return d["TrainingJobStatus"] in ("Completed", "Failed", "Stopped")
-
-
-def code_of(e: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -> str:
-    return str(e.value.response["Error"]["Code"])
 
 
 def second_key(server: Server, account: str) -> tuple[str, str]:
@@ -247,7 +231,7 @@ def test_describe_returns_every_member_aws_returns_in_its_shape(
     req = rich_request(server, "fid-describe")
     sm.create_training_job(**req)
     running = raw_describe(sm, "fid-describe")
-    final = wait_for(sm, "fid-describe", done)
+    final = wait_status(sm, "fid-describe", done)
     assert final["TrainingJobStatus"] == "Completed", final.get("FailureReason")
     body = raw_describe(sm, "fid-describe")
 
@@ -389,7 +373,7 @@ def test_update_and_delete_follow_aws_rules(server: Server) -> None:
     with pytest.raises(sm.exceptions.ResourceInUse):
         sm.delete_training_job(TrainingJobName="fid-update")
     sm.stop_training_job(TrainingJobName="fid-update")
-    wait_for(sm, "fid-update", done)
+    wait_status(sm, "fid-update", done)
     with pytest.raises(botocore.exceptions.ClientError) as e:
         sm.update_training_job(
             TrainingJobName="fid-update", ProfilerConfig={"DisableProfiler": True}
@@ -430,7 +414,7 @@ def test_sdk_attach_to_a_running_and_a_completed_spot_job(
     req["OutputDataConfig"]["S3OutputPath"] = f"s3://{BUCKET}/output"
     req["CheckpointConfig"] = {"S3Uri": f"s3://{BUCKET}/checkpoints/fid-attach"}
     sm.create_training_job(**req)
-    wait_for(sm, "fid-attach", lambda d: d["SecondaryStatus"] in ("Training", "Interrupted"))
+    wait_status(sm, "fid-attach", lambda d: d["SecondaryStatus"] in ("Training", "Interrupted"))
     # attach to it while it runs: the SDK waits for the end, as on AWS
     est = Estimator.attach("fid-attach", sagemaker_session=session)
     d = sm.describe_training_job(TrainingJobName="fid-attach")

@@ -46,13 +46,14 @@ from pathlib import Path
 from typing import Any
 
 from spotrun.agent.outcome import JobInputError
+from spotrun.netns import CLONE_NEWNET
+from spotrun.netns import enter as enter_netns
 
 #: the request's member that asks for it, as SageMaker spells it
 FLAG = "EnableNetworkIsolation"
 #: variables an isolated training process does not get: endpoints it could not reach
 UNREACHABLE_ENV = ("SPOTRUN_METADATA_URL",)
 
-_CLONE_NEWNET = 0x40000000
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
@@ -102,7 +103,7 @@ class Isolate:
 
     def __call__(self) -> None:
         libc = self._libc
-        if libc.unshare(_CLONE_NEWNET) != 0:
+        if libc.unshare(CLONE_NEWNET) != 0:
             self._fail("unshare(CLONE_NEWNET)")
         fd = libc.socket(_AF_INET, _SOCK_DGRAM, 0)
         if fd < 0:
@@ -222,7 +223,7 @@ def confine(netns: Path, peers: Sequence[str]) -> None:
 
     def run() -> None:
         try:
-            _enter(netns)
+            enter_netns(netns)
             # packets from an address we have no route back to are dropped on arrival:
             # other instances on the bridge cannot even push data in
             for scope in ("all", _INSTANCE_INTERFACE):
@@ -239,18 +240,6 @@ def confine(netns: Path, peers: Sequence[str]) -> None:
     thread.join()
     if failed:
         raise failed[0]
-
-
-def _enter(netns: Path) -> None:
-    """Move the calling thread into the network namespace at ``netns``."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({netns}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 def _sysctl(key: str, value: str) -> None:

@@ -15,10 +15,8 @@ training process inside (``serve_in_netns``), so one ``SPOTRUN_METADATA_URL`` se
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
-import os
 import secrets
 import threading
 import time
@@ -27,6 +25,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from spotrun.netns import enter as enter_netns
 from spotrun.providers.base import Notice
 from spotrun.providers.local._records import earliest_issued
 
@@ -195,9 +194,6 @@ def serve(identity: Identity, board: NoticeBoard) -> ThreadingHTTPServer:
     return server
 
 
-_CLONE_NEWNET = 0x40000000
-
-
 def serve_in_netns(netns: str, like: ThreadingHTTPServer) -> ThreadingHTTPServer:
     """The endpoint ``like`` serves, also on its port of the loopback of ``netns`` (a path
     such as ``/run/netns/<name>``); tokens issued by either are good at both.
@@ -211,7 +207,7 @@ def serve_in_netns(netns: str, like: ThreadingHTTPServer) -> ThreadingHTTPServer
 
     def run() -> None:
         try:
-            _enter(netns)
+            enter_netns(netns)
             server = ThreadingHTTPServer(like.server_address, like.RequestHandlerClass)
             server.daemon_threads = True
         except BaseException as exc:  # handed to the caller, who is waiting for us
@@ -228,15 +224,3 @@ def serve_in_netns(netns: str, like: ThreadingHTTPServer) -> ThreadingHTTPServer
         raise made["error"]
     server: ThreadingHTTPServer = made["server"]
     return server
-
-
-def _enter(netns: str) -> None:
-    """Move the calling thread into the network namespace at ``netns``."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({netns}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
