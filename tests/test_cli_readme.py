@@ -17,6 +17,7 @@ import re
 import select
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -296,6 +297,10 @@ class Terminal:
             stderr=slave,
             env=env,
             start_new_session=True,  # a session of its own, so the terminal can be its own
+            # a shell gives its commands SIGINT's default handling; a test run started in
+            # the background of a non-interactive shell inherits it ignored, and Ctrl-C
+            # would then do nothing
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         os.close(slave)
         self.text = ""
