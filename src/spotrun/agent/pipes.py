@@ -166,6 +166,8 @@ class PipeWriter:
         self._on_error = on_error
         self._poll = poll_seconds
         self._stop = threading.Event()
+        #: the FIFOs this writer made, by inode: it removes only its own
+        self._made: dict[Path, int] = {}
         self._thread = threading.Thread(target=self._run, name=f"pipe-{channel}", daemon=True)
         #: epochs whose FIFO was closed (read to the end, or closed early by the reader)
         self.epochs_done = 0
@@ -201,7 +203,18 @@ class PipeWriter:
         except FileNotFoundError:
             pass
         os.mkfifo(path, 0o600)  # the channel's data is the job's alone
+        self._made[path] = path.lstat().st_ino
         return path
+
+    def _remove(self, path: Path) -> None:
+        """Unlink a FIFO this writer made, unless another writer (a later elastic round's,
+        while this one was left behind) has made a new one at the same name since."""
+        made = self._made.pop(path, None)
+        try:
+            if made is not None and path.lstat().st_ino == made:
+                path.unlink()
+        except FileNotFoundError:
+            pass
 
     def _run(self) -> None:
         epoch, path = 0, fifo_path(self.folder, self.channel, 0)
@@ -213,7 +226,7 @@ class PipeWriter:
                 # before closing: at end of file the script finds the next FIFO there and
                 # no longer the old one (its open ends still work, unlinked)
                 upcoming = self._make(epoch + 1)
-                path.unlink(missing_ok=True)
+                self._remove(path)
                 os.close(fd)
                 fd = None
                 epoch, path = epoch + 1, upcoming
@@ -228,7 +241,7 @@ class PipeWriter:
         finally:
             if fd is not None:
                 os.close(fd)
-            path.unlink(missing_ok=True)
+            self._remove(path)
 
     def _open(self, path: Path) -> int:
         """Open the write end once a reader has opened the FIFO (ENXIO until then)."""
