@@ -198,6 +198,10 @@ def test_kmeans_spot_job_restarts_from_scratch_after_an_interruption(
     assert "no-such-job" in err
 
 
+# `make test-slow`, not CI, for CI's time: CI takes the other built-ins' spot jobs through an
+# interruption (kmeans here, object detection and segmentation, the SDK's image job) and
+# XGBoost's own checkpoints in test_algorithms.py
+@pytest.mark.slow
 def test_xgboost_spot_job_resumes_through_an_interruption(server: Server, tmp_path: Path) -> None:
     import xgboost as xgb
 

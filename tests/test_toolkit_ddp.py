@@ -134,6 +134,9 @@ def final_state(root: Path) -> dict[str, Any]:
     return state
 
 
+# `make test-slow`, not CI, for CI's time: CI keeps this module's process-group tests and
+# the SDK's torchrun jobs over one and two instances (test_sagemaker_sdk.py)
+@pytest.mark.slow
 @pytest.mark.timeout(900)  # six two-rank runs, each importing torch twice: minutes when loaded
 def test_two_ranks_interrupted_four_ways_end_with_identical_tensors(tmp_path: Path) -> None:
     straight = tmp_path / "straight"
