@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +36,28 @@ __all__ = ["h"]  # the real-agent harness of that module, a fixture used here by
 GPU = Pool("fake", "g4dn.xlarge", "use1-az1")
 CPU = Pool("fake", "c5.xlarge", "use1-az1")
 PRICES = {GPU: 0.5, CPU: 0.05}
+
+
+def script_job(h: Harness, name: str, src: Path, algorithm: dict[str, Any], **members: Any) -> None:
+    """Store a script-mode job running ``src``'s train.py, as admission would, with
+    ``algorithm``'s extra AlgorithmSpecification members and ``members`` beside them."""
+    spec = parse_spec(
+        {
+            "TrainingJobName": name,
+            "AlgorithmSpecification": {
+                "TrainingInputMode": "File",
+                "SourceDir": src.as_uri(),
+                "EntryPoint": "train.py",
+                **algorithm,
+            },
+            "OutputDataConfig": {"S3OutputPath": (h.tmp / "out").as_uri()},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+            **members,
+        }
+    )
+    run_plan = plan_to_json(plan_run(spec, ImageRegistry()))
+    h.store.create_job(name, ARN.format(name), spec.to_api(), time.time(), run_plan=run_plan)
 
 
 @pytest.mark.engines("sqlite")
@@ -113,23 +136,15 @@ def test_checkpoint_local_path_is_where_checkpoints_are_restored_and_synced_from
     src = h.tmp / "src"
     src.mkdir()
     (src / "train.py").write_text(textwrap.dedent(CHECKPOINTER))
-    spec = parse_spec(
-        {
-            "TrainingJobName": name,
-            "AlgorithmSpecification": {
-                "TrainingInputMode": "File",
-                "SourceDir": src.as_uri(),
-                "EntryPoint": "train.py",
-            },
-            "OutputDataConfig": {"S3OutputPath": (h.tmp / "out").as_uri()},
-            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 1200},
-            "EnableManagedSpotTraining": True,
-            "CheckpointConfig": {"S3Uri": remote.as_uri(), "LocalPath": "/opt/ml/my-ckpt"},
-        }
+    script_job(
+        h,
+        name,
+        src,
+        {},
+        StoppingCondition={"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 1200},
+        EnableManagedSpotTraining=True,
+        CheckpointConfig={"S3Uri": remote.as_uri(), "LocalPath": "/opt/ml/my-ckpt"},
     )
-    run_plan = plan_to_json(plan_run(spec, ImageRegistry()))
-    h.store.create_job(name, ARN.format(name), spec.to_api(), time.time(), run_plan=run_plan)
 
     gen = h.attempt(name)
     assert h.run(name, gen) == 0, h.lines(name)
@@ -178,23 +193,7 @@ def test_container_entrypoint_and_arguments_replace_the_command(
     src.mkdir()
     (src / "echo.py").write_text(textwrap.dedent(ECHO))
     (src / "train.py").write_text(textwrap.dedent(ECHO))
-    spec = parse_spec(
-        {
-            "TrainingJobName": name,
-            "AlgorithmSpecification": {
-                "TrainingInputMode": "File",
-                "SourceDir": src.as_uri(),
-                "EntryPoint": "train.py",
-                **overrides,
-            },
-            "HyperParameters": {"lr": "0.1"},
-            "OutputDataConfig": {"S3OutputPath": (h.tmp / "out").as_uri()},
-            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 600},
-        }
-    )
-    run_plan = plan_to_json(plan_run(spec, ImageRegistry()))
-    h.store.create_job(name, ARN.format(name), spec.to_api(), time.time(), run_plan=run_plan)
+    script_job(h, name, src, overrides, HyperParameters={"lr": "0.1"})
     gen = h.attempt(name)
     assert h.run(name, gen) == 0, h.lines(name)
     assert h.host(name, gen).exit_code == 0, h.lines(name)
@@ -206,22 +205,7 @@ def test_a_container_entrypoint_that_names_nothing_fails_the_job(h: Harness) -> 
     src = h.tmp / "src-missing"
     src.mkdir()
     (src / "train.py").write_text(textwrap.dedent(ECHO))
-    spec = parse_spec(
-        {
-            "TrainingJobName": name,
-            "AlgorithmSpecification": {
-                "TrainingInputMode": "File",
-                "SourceDir": src.as_uri(),
-                "EntryPoint": "train.py",
-                "ContainerEntrypoint": ["no-such-program-here"],
-            },
-            "OutputDataConfig": {"S3OutputPath": (h.tmp / "out").as_uri()},
-            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 600},
-        }
-    )
-    run_plan = plan_to_json(plan_run(spec, ImageRegistry()))
-    h.store.create_job(name, ARN.format(name), spec.to_api(), time.time(), run_plan=run_plan)
+    script_job(h, name, src, {"ContainerEntrypoint": ["no-such-program-here"]})
     gen = h.attempt(name)
     h.run(name, gen)
     reason = h.host(name, gen).failure_reason or ""

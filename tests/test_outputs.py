@@ -18,7 +18,7 @@ import sys
 import tarfile
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,21 +39,12 @@ from spotrun.images import ImageRegistry, plan_run, plan_to_json
 from spotrun.spec import JobSpec, parse_spec
 from spotrun.spec._outputs import side_outputs
 from spotrun.store import HostRecord, Store
+from test_agent_process import wait_for
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ARN = "arn:aws:sagemaker:us-east-1:000000000000:training-job/{}"
 #: how long an agent may take for what a test waits for; only a hang reaches it
 PATIENCE = 30.0
-
-
-def wait_for(what: str, cond: Callable[[], Any], timeout: float = PATIENCE) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def read(path: Path) -> str | None:
